@@ -1,0 +1,3 @@
+"""gemini-pl: GEMINI dense contrastive representation learning (DHL + GSS) with PyTorch Lightning."""
+
+__version__ = "0.1.0"
