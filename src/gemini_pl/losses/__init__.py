@@ -1,0 +1,23 @@
+"""Losses of GEMINI (METHOD §3): masked LNCC (GVS), smoothness, masked cosine (GSS), heads."""
+
+from .gemini import GeminiWeights, gemini_loss, gss_terms, gvs_term
+from .regularisation import smoothness
+from .restoration import restoration_loss
+from .segmentation import sigmoid_seg_loss, soft_dice_loss, softmax_seg_loss
+from .similarity import box_sum, local_ncc_map, masked_cosine, masked_lncc
+
+__all__ = [
+    "GeminiWeights",
+    "box_sum",
+    "gemini_loss",
+    "gss_terms",
+    "gvs_term",
+    "local_ncc_map",
+    "masked_cosine",
+    "masked_lncc",
+    "restoration_loss",
+    "sigmoid_seg_loss",
+    "smoothness",
+    "soft_dice_loss",
+    "softmax_seg_loss",
+]

@@ -1,0 +1,76 @@
+"""The GEMINI objective on one unlabeled pair: DHL (GVS + smoothness) and GSS (METHOD §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..spatial import validity_mask, warp
+from .regularisation import smoothness
+from .similarity import masked_cosine, masked_lncc
+
+
+@dataclass
+class GeminiWeights:
+    """Loss weights: ``L = smooth·L_smo + gss·L_GSS + gvs·L_GVS`` with ``L_GSS = pos·pos-term + align-term``."""
+
+    smooth: float = 0.4
+    gss: float = 0.8
+    gvs: float = 1.0
+    pos: float = 0.1
+
+
+def gss_terms(
+    f_a: torch.Tensor, f_b: torch.Tensor, flow_ab: torch.Tensor, flow_ba: torch.Tensor,
+    mask_ab: torch.Tensor, mask_ba: torch.Tensor, sampling: str = "exact",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two GSS terms summed over both directions: (positive-pair term, alignment term).
+
+    - positive pairs ``cos_M(warp(f_A, sg φ_AB), f_B, M_AB)``: gradient reaches the backbone only;
+    - alignment ``cos_M(warp(sg f_A, φ_AB), sg f_B, M_AB)``: gradient reaches the deformer (and the
+      backbone through the deformer's inputs, which are not detached).
+    Features (N, C, *S), flows (N, ndim, *S), masks (N, 1, *S).
+    """
+    pos = masked_cosine(warp(f_a, flow_ab.detach(), sampling=sampling), f_b, mask_ab) + masked_cosine(
+        warp(f_b, flow_ba.detach(), sampling=sampling), f_a, mask_ba
+    )
+    align = masked_cosine(warp(f_a.detach(), flow_ab, sampling=sampling), f_b.detach(), mask_ab) + masked_cosine(
+        warp(f_b.detach(), flow_ba, sampling=sampling), f_a.detach(), mask_ba
+    )
+    return pos, align
+
+
+def gvs_term(
+    x_a: torch.Tensor, x_b: torch.Tensor, flow_ab: torch.Tensor, flow_ba: torch.Tensor,
+    mask_ab: torch.Tensor, mask_ba: torch.Tensor, window: int = 9, sampling: str = "exact",
+    eps_per_voxel: bool = True,
+) -> torch.Tensor:
+    """``NCC_M(warp(x_A, φ_AB), x_B, M_AB) + NCC_M(warp(x_B, φ_BA), x_A, M_BA)``; images (N, C, *S)."""
+    kw = {"window": window, "eps_per_voxel": eps_per_voxel}
+    if not eps_per_voxel:
+        kw["eps"] = 1e-5
+    return masked_lncc(warp(x_a, flow_ab, sampling=sampling), x_b, mask_ab, **kw) + masked_lncc(
+        warp(x_b, flow_ba, sampling=sampling), x_a, mask_ba, **kw
+    )
+
+
+def gemini_loss(
+    x_a: torch.Tensor, x_b: torch.Tensor, f_a: torch.Tensor, f_b: torch.Tensor,
+    flow_ab: torch.Tensor, flow_ba: torch.Tensor, weights: GeminiWeights | None = None,
+    window: int = 9, sampling: str = "exact", eps_per_voxel: bool = True,
+) -> dict[str, torch.Tensor]:
+    """All GEMINI terms for a pair; returns ``{"smooth", "gvs", "gss_pos", "gss_align", "gss", "total"}``.
+
+    ``x_*`` images (N, C, *S); ``f_*`` backbone features (N, F, *S); ``flow_ab = D([f_A, f_B])``
+    warps A onto B, ``flow_ba`` the reverse (N, ndim, *S).
+    """
+    w = weights or GeminiWeights()
+    mask_ab = validity_mask(flow_ab, sampling)
+    mask_ba = validity_mask(flow_ba, sampling)
+    smo = smoothness(flow_ab) + smoothness(flow_ba)
+    gvs = gvs_term(x_a, x_b, flow_ab, flow_ba, mask_ab, mask_ba, window, sampling, eps_per_voxel)
+    pos, align = gss_terms(f_a, f_b, flow_ab, flow_ba, mask_ab, mask_ba, sampling)
+    gss = w.pos * pos + align
+    total = w.smooth * smo + w.gss * gss + w.gvs * gvs
+    return {"smooth": smo, "gvs": gvs, "gss_pos": pos, "gss_align": align, "gss": gss, "total": total}

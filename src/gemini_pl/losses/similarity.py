@@ -1,0 +1,77 @@
+"""Image and feature similarity losses of GEMINI: masked local NCC (GVS) and masked cosine (GSS)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def box_sum(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Sum over a ``window``^ndim box around each voxel, zero padding ``window // 2``.
+
+    Separable: one 1D convolution per axis, each channel on its own. (N, C, *S) → (N, C, *S).
+    """
+    ndim = x.dim() - 2
+    conv = (F.conv2d, F.conv3d)[ndim - 2]
+    channels = x.shape[1]
+    for axis in range(ndim):
+        shape = [channels, 1] + [1] * ndim
+        shape[2 + axis] = window
+        padding = [0] * ndim
+        padding[axis] = window // 2
+        x = conv(x, x.new_ones(shape), padding=tuple(padding), groups=channels)
+    return x
+
+
+def local_ncc_map(i: torch.Tensor, j: torch.Tensor, window: int = 9) -> torch.Tensor:
+    """Squared local normalised cross-correlation cc (METHOD §3), (N, C, *S) × 2 → (N, 1, *S).
+
+    The five box sums ΣI, ΣJ, ΣI², ΣJ², ΣIJ (per-channel sums averaged over channels) come from
+    one grouped convolution pass in float32, with autocast disabled (they cancel).
+    """
+    ndim = i.dim() - 2
+    n = float(window**ndim)
+    with torch.autocast(device_type=i.device.type, enabled=False):
+        i, j = i.float(), j.float()
+        stacked = torch.stack([i, j, i * i, j * j, i * j], dim=1).mean(dim=2)  # (N, 5, *S)
+        s_i, s_j, s_ii, s_jj, s_ij = box_sum(stacked, window).unbind(dim=1)
+        u_i, u_j = s_i / n, s_j / n
+        cross = s_ij - u_j * s_i - u_i * s_j + u_i * u_j * n
+        var_i = s_ii - 2 * u_i * s_i + u_i * u_i * n
+        var_j = s_jj - 2 * u_j * s_j + u_j * u_j * n
+        return (cross * cross / (var_i * var_j + 1e-5)).unsqueeze(1)
+
+
+def masked_lncc(
+    i: torch.Tensor, j: torch.Tensor, mask: torch.Tensor | None = None, window: int = 9, eps: float = 1e-6,
+    eps_per_voxel: bool = True,
+) -> torch.Tensor:
+    """GVS term ``1 − Σ(M·cc) / Σ(M + eps)`` (a scalar; 0 for identical images under a full mask).
+
+    Args:
+        i, j: images (N, C, *S).
+        mask: validity mask (N, 1, *S) or ``None`` for all ones.
+        window: box size per axis (9).
+        eps, eps_per_voxel: ``Σ(M + eps)`` as published in 3D (default); with
+            ``eps_per_voxel=False`` the denominator is ``ΣM + eps`` (the published 2D code, eps 1e-5).
+    """
+    cc = local_ncc_map(i, j, window)
+    if mask is None:
+        mask = torch.ones_like(cc)
+    mask = mask.float()
+    denom = (mask + eps).sum() if eps_per_voxel else mask.sum() + eps
+    return 1.0 - (mask * cc).sum() / denom
+
+
+def masked_cosine(u: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``cos_M(u, v, M) = 1 − Σ_p M(p)·⟨û(p), v̂(p)⟩ / Σ_p M(p)`` (a scalar).
+
+    u, v: features (N, C, *S), normalised along channels (norm floored at 1e-12); mask
+    (N, 1, *S) or ``None``. Identical features give 0. An all-zero mask gives 1 (no evidence).
+    """
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        dot = (F.normalize(u.float(), dim=1, eps=1e-12) * F.normalize(v.float(), dim=1, eps=1e-12)).sum(1, keepdim=True)
+        if mask is None:
+            return 1.0 - dot.mean()
+        mask = mask.float()
+        return 1.0 - (mask * dot).sum() / mask.sum().clamp_min(1e-12)
