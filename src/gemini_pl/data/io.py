@@ -1,0 +1,221 @@
+"""Finding and reading image files of the canonical layout, with user-facing errors.
+
+Every problem a user can cause (missing or empty folder, unreadable file, image without its
+label) raises :class:`gemini_pl.errors.DataError` naming the path and what to do.
+
+Images are read through MONAI: ``LoadImage`` with ``NibabelReader`` for ``.nii``/``.nii.gz`` and
+``PILReader`` for ``.png``, then ``EnsureChannelFirst``; the result is a ``MetaTensor`` of shape
+``(C, *spatial)``. NIfTI arrays come in file voxel order (no reorientation).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.data import NibabelReader, PILReader
+from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform
+
+from gemini_pl.errors import DataError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LoadImageSafe",
+    "LoadImageSafed",
+    "case_name",
+    "check_root",
+    "find_data_error",
+    "list_images",
+    "load_image",
+    "pair_with_labels",
+]
+
+#: File name endings recognised as images (checked case-insensitively).
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png")
+
+_HINT = "see data/README.md or run with the phantom dataset"
+
+
+def _suffix(path: str | os.PathLike) -> str | None:
+    name = Path(path).name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """File name without its image suffix: ``.../phantom_0003.nii.gz`` -> ``phantom_0003``."""
+    name = Path(path).name
+    suffix = _suffix(name)
+    return name[: -len(suffix)] if suffix else name
+
+
+def check_root(root: str | os.PathLike) -> Path:
+    """Return ``root`` as a Path; raise DataError when it does not exist or is not a folder."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data root {root} does not exist; {_HINT}")
+    if not root.is_dir():
+        raise DataError(f"data root {root} is not a folder; {_HINT}")
+    return root
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Sorted image files (``.nii``, ``.nii.gz``, ``.png``) directly inside ``folder``.
+
+    Hidden files (``.name``) are ignored. Raises DataError when the folder is missing, is not a
+    folder, or holds no image.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataError(
+            f"data root {folder} does not exist; {_HINT} (expected the layout "
+            "<root>/<dataset>/train/unlabeled/image, train/labeled/{image,label}, "
+            "test/labeled/{image,label})"
+        )
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder; {_HINT}")
+    files = sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and _suffix(p) is not None
+    )
+    if not files:
+        raise DataError(
+            f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)} files); {_HINT}"
+        )
+    return files
+
+
+def pair_with_labels(
+    images: Sequence[str | os.PathLike], label_folder: str | os.PathLike
+) -> list[tuple[Path, Path]]:
+    """Pair each image with the file of the same name in ``label_folder``.
+
+    Raises DataError naming the first image whose label is missing (and the missing path).
+    """
+    label_folder = Path(label_folder)
+    if not label_folder.is_dir():
+        raise DataError(
+            f"label folder {label_folder} does not exist; labeled images need their labels under "
+            f"it with the same file names; {_HINT}"
+        )
+    pairs = []
+    for image in images:
+        image = Path(image)
+        label = label_folder / image.name
+        if not label.is_file():
+            raise DataError(
+                f"image {image} has no label: expected {label} (same file name as the image); "
+                "add the label file or move the image to train/unlabeled/image"
+            )
+        pairs.append((image, label))
+    return pairs
+
+
+def find_data_error(exc: BaseException) -> DataError | None:
+    """The first DataError in ``exc``'s cause/context chain (MONAI wraps transform errors)."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, DataError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+_LOADERS: dict[tuple[str, bool], object] = {}
+
+
+def _loader(kind: str, label: bool):
+    """Cached MONAI LoadImage for 'nifti' or 'png' (labels keep the file dtype)."""
+    key = (kind, label)
+    if key not in _LOADERS:
+        reader = NibabelReader() if kind == "nifti" else PILReader()
+        _LOADERS[key] = LoadImage(
+            reader=reader, image_only=True, dtype=None if label else np.float32,
+            ensure_channel_first=False,
+        )
+    return _LOADERS[key]
+
+
+def load_image(path: str | os.PathLike, *, label: bool = False, single_channel: bool = True):
+    """Read one image file to a MONAI ``MetaTensor`` of shape ``(C, *spatial)``.
+
+    Args:
+        path: a ``.nii``, ``.nii.gz`` or ``.png`` file.
+        label: keep the file's integer values and return int64 (values are rounded first);
+            otherwise return float32.
+        single_channel: reduce a multi-channel file to one channel (images: channel mean, e.g.
+            an RGB X-ray; labels: the first channel).
+
+    Raises:
+        DataError: the file is missing, has an unknown suffix, or cannot be decoded.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix is None:
+        raise DataError(f"{path} is not a supported image file (use {', '.join(IMAGE_SUFFIXES)})")
+    if not path.is_file():
+        raise DataError(f"image file {path} does not exist; {_HINT}")
+    try:
+        img = _loader("png" if suffix == ".png" else "nifti", label)(str(path))
+        img = EnsureChannelFirst()(img)
+    except Exception as exc:  # nibabel/gzip/PIL errors come in many types
+        raise DataError(
+            f"cannot read {path}: {type(exc).__name__}: {_first_line(exc)}; the file is corrupt or "
+            "not a valid NIfTI/PNG image: re-copy or re-generate it (delete a phantom dataset "
+            "folder to regenerate it)"
+        ) from exc
+    if single_channel and img.shape[0] > 1:
+        img = img[:1] if label else img.mean(dim=0, keepdim=True)
+    if label:
+        if torch.is_floating_point(img):
+            img = torch.round(img)
+        img = img.to(torch.int64)
+    else:
+        img = img.to(torch.float32)
+    if not label and not torch.isfinite(img).all():
+        raise DataError(f"{path} contains NaN or infinite values; fix or remove the file")
+    return img
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
+
+
+class LoadImageSafe:
+    """Callable ``path -> MetaTensor (C, *S)``: :func:`load_image` as a transform."""
+
+    def __init__(self, label: bool = False) -> None:
+        self.label = label
+
+    def __call__(self, path):
+        return load_image(path, label=self.label)
+
+
+class LoadImageSafed(MapTransform):
+    """Dictionary transform: replace ``d[key]`` (a path) by the loaded ``(C, *S)`` MetaTensor.
+
+    The keys in ``label_keys`` are loaded as int64 labels, the others as float32 images.
+    Errors are DataError naming the file (MONAI's ``Compose``/datasets wrap them in a
+    RuntimeError; :func:`find_data_error` recovers them).
+    """
+
+    def __init__(self, keys, label_keys: Sequence[Hashable] = (), allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.label_keys = set(label_keys)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = load_image(d[key], label=key in self.label_keys)
+        return d
