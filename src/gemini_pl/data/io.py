@@ -131,18 +131,23 @@ def find_data_error(exc: BaseException) -> DataError | None:
 # --------------------------------------------------------------------------------------------
 # loading
 # --------------------------------------------------------------------------------------------
-_LOADERS: dict[tuple[str, bool], object] = {}
+_LOADERS: dict[tuple[str, bool], tuple[LoadImage, object]] = {}
 
 
-def _loader(kind: str, label: bool):
-    """Cached MONAI LoadImage for 'nifti' or 'png' (labels keep the file dtype)."""
+def _loader(kind: str, label: bool) -> tuple[LoadImage, object]:
+    """Cached (MONAI LoadImage, reader) for 'nifti' or 'png'; labels keep the file dtype.
+
+    The reader is passed at call time so that LoadImage uses it alone: no fallback to other
+    readers whose errors would hide the real one.
+    """
     key = (kind, label)
     if key not in _LOADERS:
         reader = NibabelReader() if kind == "nifti" else PILReader()
-        _LOADERS[key] = LoadImage(
+        loader = LoadImage(
             reader=reader, image_only=True, dtype=None if label else np.float32,
             ensure_channel_first=False,
         )
+        _LOADERS[key] = (loader, reader)
     return _LOADERS[key]
 
 
@@ -166,7 +171,8 @@ def load_image(path: str | os.PathLike, *, label: bool = False, single_channel: 
     if not path.is_file():
         raise DataError(f"image file {path} does not exist; {_HINT}")
     try:
-        img = _loader("png" if suffix == ".png" else "nifti", label)(str(path))
+        loader, reader = _loader("png" if suffix == ".png" else "nifti", label)
+        img = loader(str(path), reader=reader)
         img = EnsureChannelFirst()(img)
     except Exception as exc:  # nibabel/gzip/PIL errors come in many types
         raise DataError(

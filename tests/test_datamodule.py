@@ -1,0 +1,177 @@
+"""The data modules and image I/O: batches, pairs, labels and user-facing data errors."""
+
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from gemini_pl.data import GeminiDataModule, PhantomDataModule, generate_phantom_dataset
+from gemini_pl.data.datamodule import LabeledPairDataset, PairDataset
+from gemini_pl.data.io import case_name, list_images, load_image, pair_with_labels
+from gemini_pl.errors import DataError
+
+SMALL = dict(num_unlabeled=4, num_labeled=1, num_test=3)
+
+
+@pytest.fixture(scope="module")
+def phantom_root(tmp_path_factory):
+    """A small 2D (size 32) and 3D (size 16) phantom under one root, generated once."""
+    root = tmp_path_factory.mktemp("data")
+    generate_phantom_dataset(root, name="phantom2d", spatial_dims=2, size=32, **SMALL)
+    generate_phantom_dataset(root, name="phantom3d", spatial_dims=3, size=16, **SMALL)
+    return root
+
+
+def _copy(phantom_root, tmp_path, name="phantom2d"):
+    shutil.copytree(phantom_root / name, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("dims,size", [(2, 32), (3, 16)])
+def test_train_and_val_batches(phantom_root, dims, size):
+    dm = PhantomDataModule(
+        root=str(phantom_root), spatial_dims=dims, size=size, batch_size=2, val_batch_size=2,
+        num_val_pairs=3, **SMALL,
+    )
+    assert dm.dataset == f"phantom{dims}d"
+    dm.prepare_data()  # fast path: already there
+    dm.setup("fit")
+    shape = (size,) * dims
+
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"image_a", "image_b"}
+    for key in ("image_a", "image_b"):
+        x = batch[key]
+        assert type(x) is torch.Tensor  # plain tensors, not MetaTensor
+        assert x.shape == (2, 1, *shape) and x.dtype == torch.float32
+        assert x.min() >= 0.0 and x.max() <= 1.0
+        flat = x.flatten(1)
+        assert torch.allclose(flat.min(1).values, torch.zeros(2))  # min-max per image
+        assert torch.allclose(flat.max(1).values, torch.ones(2))
+    assert not torch.equal(batch["image_a"], batch["image_b"])
+
+    val = list(dm.val_dataloader())
+    assert sum(len(b["name_a"]) for b in val) == 3
+    b = val[0]
+    assert set(b) == {"image_a", "image_b", "label_a", "label_b", "name_a", "name_b"}
+    assert b["image_a"].shape == (2, 1, *shape) and b["image_a"].dtype == torch.float32
+    for key in ("label_a", "label_b"):
+        assert b[key].shape == (2, 1, *shape) and b[key].dtype == torch.int64
+        assert b[key].min() >= 0 and b[key].max() <= 5
+    assert b["name_a"] == ["phantom_0005", "phantom_0006"]
+    assert b["name_b"] == ["phantom_0006", "phantom_0007"]
+    assert dm.num_classes == 6
+    test_batch = next(iter(dm.test_dataloader()))
+    assert torch.equal(test_batch["label_a"], b["label_a"])
+
+
+def test_val_labels_equal_the_written_files(phantom_root):
+    dm = GeminiDataModule(root=str(phantom_root), dataset="phantom2d", num_val_pairs=2)
+    dm.setup("validate")
+    item = dm.val_set[1]
+    for side in ("a", "b"):
+        path = phantom_root / "phantom2d/test/labeled/label" / f"{item['name_' + side]}.nii.gz"
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).T  # file voxel order
+        assert np.array_equal(item[f"label_{side}"][0].numpy(), written.astype(np.int64))
+        raw = phantom_root / "phantom2d/test/labeled/image" / path.name
+        raw = sitk.GetArrayFromImage(sitk.ReadImage(str(raw))).T.astype(np.float64)
+        raw = np.clip(raw, 0, None)
+        raw = (raw - raw.min()) / (raw.max() - raw.min())
+        np.testing.assert_allclose(item[f"image_{side}"][0].numpy(), raw, atol=1e-5)
+
+
+def test_pairs_are_distinct_and_complete():
+    ds = PairDataset([{"image": torch.full((1, 2, 2), float(i))} for i in range(5)])
+    pairs = [ds.pair(i) for i in range(len(ds))]
+    assert len(ds) == 20 and len(set(pairs)) == 20
+    assert all(a != b for a, b in pairs)
+    item = ds[7]
+    a, b = ds.pair(7)
+    assert item["image_a"][0, 0, 0] == a and item["image_b"][0, 0, 0] == b
+    with pytest.raises(IndexError):
+        ds.pair(20)
+
+    items = [{"image": torch.zeros(1), "label": torch.zeros(1), "name": str(i)} for i in range(4)]
+    val = LabeledPairDataset(items, num_pairs=100)
+    assert len(val) == 12 and len(set(val.pairs)) == 12
+    assert all(a != b for a, b in val.pairs)
+    assert val.pairs[:4] == [(0, 1), (1, 2), (2, 3), (3, 0)]
+
+
+def test_worker_processes(phantom_root):
+    dm = GeminiDataModule(root=str(phantom_root), dataset="phantom2d", num_workers=1, batch_size=3)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert loader.persistent_workers and not loader.pin_memory
+    batch = next(iter(loader))
+    assert batch["image_a"].shape == (3, 1, 32, 32)
+
+
+def test_missing_root(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match="does not exist") as err:
+        GeminiDataModule(root=str(missing)).setup("fit")
+    assert str(missing) in str(err.value)
+    (missing / "other").mkdir(parents=True)
+    with pytest.raises(DataError) as err:
+        GeminiDataModule(root=str(missing), dataset="phantom2d").setup("fit")
+    assert str(missing / "phantom2d") in str(err.value)
+
+
+def test_empty_image_folder(tmp_path):
+    folder = tmp_path / "ds" / "train" / "unlabeled" / "image"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match="no images in") as err:
+        GeminiDataModule(root=str(tmp_path), dataset="ds").setup("fit")
+    assert str(folder) in str(err.value)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_corrupt_file(phantom_root, tmp_path, cache):
+    ds = _copy(phantom_root, tmp_path)
+    bad = ds / "train/unlabeled/image/phantom_0000.nii.gz"
+    bad.write_bytes(b"\x1f\x8b garbage, not a NIfTI file" * 10)
+    with pytest.raises(DataError, match="cannot read") as err:
+        GeminiDataModule(root=str(tmp_path), cache=cache).setup("fit")
+    assert str(bad) in str(err.value)
+
+
+def test_labeled_image_without_label(phantom_root, tmp_path):
+    ds = _copy(phantom_root, tmp_path)
+    (ds / "test/labeled/label/phantom_0006.nii.gz").unlink()
+    with pytest.raises(DataError, match="has no label") as err:
+        GeminiDataModule(root=str(tmp_path)).setup("validate")
+    assert str(ds / "test/labeled/image/phantom_0006.nii.gz") in str(err.value)
+
+
+def test_wrong_spatial_dims(phantom_root):
+    with pytest.raises(DataError, match="spatial_dims"):
+        GeminiDataModule(root=str(phantom_root), dataset="phantom3d", spatial_dims=2).setup("fit")
+
+
+def test_io_helpers_and_png(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "img"
+    folder.mkdir()
+    arr = (np.arange(12 * 10).reshape(10, 12) % 256).astype(np.uint8)
+    Image.fromarray(arr).save(folder / "b.png")
+    Image.fromarray(np.stack([arr] * 3, -1)).save(folder / "a.png")
+    (folder / ".hidden.png").write_bytes(b"")
+    (folder / "readme.md").write_text("x")
+    files = list_images(folder)
+    assert [f.name for f in files] == ["a.png", "b.png"]
+    assert case_name(files[0]) == "a" and case_name("x/y.nii.gz") == "y"
+    gray = load_image(folder / "b.png")
+    rgb = load_image(folder / "a.png")
+    assert gray.shape == rgb.shape and gray.shape[0] == 1 and gray.dim() == 3
+    assert torch.allclose(gray, rgb)
+    label = load_image(folder / "b.png", label=True)
+    assert label.dtype == torch.int64
+    with pytest.raises(DataError, match="has no label"):
+        pair_with_labels(files, tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        load_image(folder / "gone.nii.gz")
