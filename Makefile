@@ -1,0 +1,44 @@
+# gemini-pl — run `make help` for the list of targets.
+# The first target that needs it creates .venv and installs the project into it.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+# torch pin: on a CPU-only machine this takes the CPU wheel when one is available locally; on a
+# Linux GPU machine PyPI's wheel of the same version is the CUDA build. Override for other builds,
+# e.g. `make install TORCH_SPEC="torch==2.13.0 --index-url <your wheel index>"`.
+TORCH_SPEC ?= torch==2.13.0
+STAMP      := $(VENV)/.installed-stamp
+CONFIG     ?= experiments/demo_pretrain.yaml
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-all bench clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install gemini-pl with its dependencies (CPU torch pin)
+
+demo: $(STAMP) ## Pre-train GEMINI on generated 2D phantoms (a few minutes on CPU)
+	$(VENV)/bin/gemini-pl fit --config $(CONFIG)
+
+test: $(STAMP) ## Run the test suite (slow tests excluded)
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## Run every test, slow ones included
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP) ## Print the CPU benchmarks (step time vs plain-PyTorch floor, corruption speed)
+	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/corruption_speed.py
+
+clean: ## Remove runs, generated phantoms and caches (keeps .venv)
+	rm -rf runs data/phantom2d data/phantom3d .pytest_cache
+	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +

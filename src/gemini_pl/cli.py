@@ -1,0 +1,55 @@
+"""The ``gemini-pl`` console script: LightningCLI (fit / validate / test / predict).
+
+Examples::
+
+    gemini-pl fit --config experiments/demo_pretrain.yaml
+    gemini-pl fit --config experiments/demo_pretrain.yaml --trainer.precision bf16-mixed
+    gemini-pl fit --config experiments/demo_pretrain.yaml --print_config
+    gemini-pl fit --config experiments/demo_pretrain.yaml --ckpt_path last
+
+Errors that concern the user's data, config or checkpoints (:class:`~gemini_pl.errors.GeminiError`)
+are printed as one line naming the file, setting or step, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+from .errors import GeminiError
+
+
+class GeminiCLI(LightningCLI):
+    """LightningCLI with gemini-pl's defaults: any LightningModule / LightningDataModule via
+    ``class_path``, optimisers configured by the modules themselves."""
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
+    """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (used by tests)."""
+    return GeminiCLI(
+        model_class=L.LightningModule,
+        datamodule_class=L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        cli_main(args)
+    except GeminiError as exc:
+        print(f"gemini-pl: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,256 @@
+"""Shared LightningModule base of GEMINI: the network, the GEMINI step on an unlabeled pair, the
+guarded manual optimiser step, the spatial augmentation and registration validation.
+
+Subclasses (pre-training, semi-supervised segmentation) add only their head loss in
+:meth:`GeminiBase.head_loss`; the published schedule (METHOD §4) then runs per iteration:
+
+1. GEMINI loss on the pair → backward → Adam step → zero grads;
+2. head loss → backward → Adam step → zero grads;
+
+or, with ``schedule="joint"``, one step on the sum. Steps whose loss (or gradient) is not finite
+are skipped, counted and logged; ``max_consecutive_nonfinite`` skipped steps in a row stop the
+run with :class:`~gemini_pl.errors.NonFiniteLossError`.
+
+Note on step counting: Lightning's ``global_step`` counts optimiser steps, so the published
+schedule advances it by 2 per iteration (1 with ``joint``). Configs bound training in epochs ×
+iterations (``max_epochs`` × ``limit_train_batches``), as the paper does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+
+from ..errors import ConfigError, NonFiniteLossError
+from ..losses import GeminiWeights, gemini_loss
+from ..metrics import folding_percent, mean_dice
+from ..nets import DEFAULT_DEFORMER_WIDTHS, DEFAULT_WIDTHS, GeminiNet
+from ..spatial import apply_affine, random_affine, warp
+
+log = logging.getLogger(__name__)
+
+
+class GeminiBase(L.LightningModule):
+    """GEMINI on unlabeled pairs plus a head loss supplied by the subclass.
+
+    Batches are dicts: training ``{"image_a", "image_b"}`` (N, C, *S) float in [0, 1] (plus what
+    the subclass's head needs); validation/test ``{"image_a", "image_b", "label_a", "label_b"}``
+    with integer label maps (N, 1, *S).
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        out_channels: head outputs (1 for restoration, classes for segmentation).
+        widths: backbone widths (9 values: 5 encoder, 4 decoder levels).
+        deformer_widths: deformer widths (5 values).
+        lr: Adam learning rate (constant).
+        schedule: ``"alternate"`` (published: two optimiser steps per iteration) or ``"joint"``.
+        lambda_smooth: weight of the smoothness prior L_smo.
+        lambda_gss: weight of the GSS term.
+        lambda_gvs: weight of the GVS (masked LNCC) term.
+        lambda_pos: weight of the positive-pair part of GSS.
+        ncc_window: LNCC window per axis.
+        sampling: ``"exact"`` warps (default) or ``"legacy"`` (the published align_corners quirk).
+        ncc_eps_per_voxel: LNCC denominator Σ(M + 1e-6) (published 3D) or ΣM + 1e-5 (published 2D).
+        spatial_augment: apply one random affine per iteration to all images of the iteration.
+        rotation: maximum rotation (radians) about each axis.
+        scale_range: scale factor range.
+        per_axis_scale: one scale factor per axis (MIP) or one for all axes (Semi).
+        affine_per_image: draw a separate affine for A and B (changes their relative deformation).
+        max_consecutive_nonfinite: stop after this many skipped steps in a row.
+        seed: seed of the augmentation generator (offset by the process rank under DDP).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        widths: Sequence[int] = DEFAULT_WIDTHS,
+        deformer_widths: Sequence[int] = DEFAULT_DEFORMER_WIDTHS,
+        lr: float = 1e-4,
+        schedule: Literal["alternate", "joint"] = "alternate",
+        lambda_smooth: float = 0.4,
+        lambda_gss: float = 0.8,
+        lambda_gvs: float = 1.0,
+        lambda_pos: float = 0.1,
+        ncc_window: int = 9,
+        sampling: Literal["exact", "legacy"] = "exact",
+        ncc_eps_per_voxel: bool = True,
+        spatial_augment: bool = True,
+        rotation: float = math.pi / 9,
+        scale_range: tuple[float, float] = (0.75, 1.25),
+        per_axis_scale: bool = True,
+        affine_per_image: bool = False,
+        max_consecutive_nonfinite: int = 10,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if schedule not in ("alternate", "joint"):
+            raise ValueError(f"model.schedule must be 'alternate' or 'joint', got {schedule!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.net = GeminiNet(spatial_dims, in_channels, out_channels, widths, deformer_widths)
+        self.weights = GeminiWeights(lambda_smooth, lambda_gss, lambda_gvs, lambda_pos)
+        self.nonfinite_steps = 0
+        self._consecutive_nonfinite = 0
+        self.aug_generator = torch.Generator()
+        self.aug_generator.manual_seed(seed)
+
+    # ----------------------------------------------------------------------------- set-up
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm_dims = getattr(dm, "spatial_dims", None)
+        if dm_dims is not None and dm_dims != self.hparams.spatial_dims:
+            raise ConfigError(
+                f"model.spatial_dims={self.hparams.spatial_dims} but data.spatial_dims={dm_dims}; set both to the same value"
+            )
+        # distinct augmentation streams per DDP rank (restored from the checkpoint on resume)
+        self.aug_generator.manual_seed(self.hparams.seed + 1000003 * self.global_rank)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gemini"] = {
+            "nonfinite_steps": self.nonfinite_steps,
+            "consecutive_nonfinite": self._consecutive_nonfinite,
+            "aug_generator": self.aug_generator.get_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("gemini", {})
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+        self._consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
+        if "aug_generator" in state:
+            self.aug_generator.set_state(state["aug_generator"])
+
+    # ----------------------------------------------------------------------------- pieces
+    def augment(self, *tensors: torch.Tensor, modes: Sequence[str] | None = None) -> list[torch.Tensor]:
+        """One random affine for the iteration, applied to every tensor (labels: mode "nearest")."""
+        if not self.hparams.spatial_augment:
+            return list(tensors)
+        modes = modes or ["bilinear"] * len(tensors)
+        draws = len(tensors) if self.hparams.affine_per_image else 1
+        thetas = [
+            random_affine(
+                1, self.hparams.spatial_dims, rotation=self.hparams.rotation, scale=tuple(self.hparams.scale_range),
+                per_axis_scale=self.hparams.per_axis_scale, generator=self.aug_generator,
+            ).to(tensors[0].device)
+            for _ in range(draws)
+        ]
+        return [apply_affine(t, thetas[i % draws], mode=m) for i, (t, m) in enumerate(zip(tensors, modes))]
+
+    def gemini_terms(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All GEMINI loss terms for a batch of pairs (one backbone and one deformer call)."""
+        f_a, f_b = self.net.features(torch.cat([x_a, x_b], 0)).chunk(2, 0)
+        flow_ab, flow_ba = self.net.flows_both_ways(f_a, f_b)
+        return gemini_loss(
+            x_a, x_b, f_a, f_b, flow_ab, flow_ba, self.weights, window=self.hparams.ncc_window,
+            sampling=self.hparams.sampling, eps_per_voxel=self.hparams.ncc_eps_per_voxel,
+        )
+
+    def head_loss(self, batch: dict[str, torch.Tensor], x_a: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The subclass's head loss; returns a dict with at least ``"total"``."""
+        raise NotImplementedError
+
+    def prepare_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Augment the pair (subclasses may augment more tensors); returns (x_a, x_b, batch)."""
+        x_a, x_b = self.augment(batch["image_a"], batch["image_b"])
+        return x_a, x_b, batch
+
+    # ----------------------------------------------------------------------------- training
+    def _uses_grad_scaler(self) -> bool:
+        return getattr(self.trainer.precision_plugin, "scaler", None) is not None
+
+    def guarded_step(self, loss: torch.Tensor, name: str) -> bool:
+        """Backward + optimiser step unless the loss or the gradients are not finite.
+
+        One host synchronisation (the finiteness flag). Under 16-mixed the GradScaler deals with
+        non-finite gradients itself; only the loss is checked here.
+        """
+        opt = self.optimizers()
+        self.manual_backward(loss)
+        ok = torch.isfinite(loss.detach())
+        if not self._uses_grad_scaler():
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            if grads:
+                ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())
+        if bool(ok):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            self._consecutive_nonfinite = 0
+            return True
+        opt.zero_grad(set_to_none=True)
+        self.nonfinite_steps += 1
+        self._consecutive_nonfinite += 1
+        log.warning(
+            "non-finite %s loss (%s) at global step %d, epoch %d, batch %d: step skipped (%d skipped so far)",
+            name, float(loss.detach()), self.global_step, self.current_epoch, self.trainer.fit_loop.batch_idx,
+            self.nonfinite_steps,
+        )
+        if self._consecutive_nonfinite >= self.hparams.max_consecutive_nonfinite:
+            raise NonFiniteLossError(
+                f"{self._consecutive_nonfinite} consecutive non-finite {name} losses, last at global step "
+                f"{self.global_step} (epoch {self.current_epoch}); lower model.lr, check the input data "
+                f"for NaN/inf, or raise model.max_consecutive_nonfinite"
+            )
+        return False
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        x_a, x_b, batch = self.prepare_batch(batch)
+        if self.hparams.schedule == "joint":
+            terms = self.gemini_terms(x_a, x_b)
+            head = self.head_loss(batch, x_a)
+            self.guarded_step(terms["total"] + head["total"], "joint")
+        else:
+            terms = self.gemini_terms(x_a, x_b)
+            self.guarded_step(terms["total"], "GEMINI")
+            head = self.head_loss(batch, x_a)
+            self.guarded_step(head["total"], "head")
+        logs = {f"train/{k}": v.detach() for k, v in terms.items()}
+        logs.update({f"train/head_{k}": v.detach() for k, v in head.items()})
+        logs["train/nonfinite_steps"] = float(self.nonfinite_steps)
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x_a.shape[0])
+        self.log("loss", terms["total"].detach(), prog_bar=True, on_step=True, batch_size=x_a.shape[0], logger=False)
+
+    # ----------------------------------------------------------------------------- evaluation
+    def register_pair(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """φ = D([f_A, f_B]) for moving A and fixed B; per-pair Dice before/after warping, folding %."""
+        x_a, x_b = batch["image_a"], batch["image_b"]
+        f_a, f_b = self.net.features(torch.cat([x_a, x_b], 0)).chunk(2, 0)
+        flow = self.net.flow(f_a, f_b)
+        out = {"flow": flow, "warped_image": warp(x_a, flow, sampling=self.hparams.sampling)}
+        if "label_a" in batch:
+            la, lb = batch["label_a"], batch["label_b"]
+            k = int(torch.maximum(la.max(), lb.max())) + 1
+            warped = warp(la, flow, mode="nearest", sampling=self.hparams.sampling)
+            out.update(
+                warped_label=warped,
+                dice_warped=mean_dice(warped, lb, k),
+                dice_unwarped=mean_dice(la, lb, k),
+                folding_percent=folding_percent(flow),
+            )
+        return out
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], prefix: str) -> None:
+        out = self.register_pair(batch)
+        n = batch["image_a"].shape[0]
+        for key in ("dice_warped", "dice_unwarped", "folding_percent"):
+            if key in out:
+                self.log(f"{prefix}/{key}", out[key].mean(), on_epoch=True, batch_size=n, sync_dist=True)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        out = self.register_pair(batch)
+        return {k: v for k, v in out.items() if k in ("flow", "warped_image", "warped_label", "dice_warped")}

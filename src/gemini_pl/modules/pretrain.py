@@ -1,0 +1,32 @@
+"""GEMINI-MIP pre-training: GEMINI on unlabeled pairs + Models-Genesis-style restoration (METHOD §3-5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..augment.corruption import CorruptionConfig, corrupt
+from ..losses import restoration_loss
+from .base import GeminiBase
+
+
+class GeminiPretrain(GeminiBase):
+    """GEMINI-MIP. The head restores A from a corrupted copy: ``L_res = λ_res·mean((H(N(corrupt(x_A))) − x_A)²)``.
+
+    Args (beyond :class:`GeminiBase`):
+        lambda_restore: weight of the restoration loss (100 as published).
+        corruption: appearance corruption settings (probabilities, block and box counts); the
+            defaults follow METHOD §5 for the module's ``spatial_dims``.
+    """
+
+    def __init__(self, *args: Any, lambda_restore: float = 100.0, corruption: CorruptionConfig | None = None, **kwargs: Any):
+        kwargs.setdefault("out_channels", 1)
+        super().__init__(*args, **kwargs)
+        self.corruption = corruption or CorruptionConfig()
+
+    def head_loss(self, batch: dict[str, torch.Tensor], x_a: torch.Tensor) -> dict[str, torch.Tensor]:
+        gen = self.aug_generator
+        corrupted = corrupt(x_a.detach(), self.corruption, generator=gen)
+        restored = self.net(corrupted)
+        return {"total": restoration_loss(restored, x_a.detach(), self.hparams.lambda_restore)}

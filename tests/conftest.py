@@ -1,0 +1,26 @@
+"""Shared fixtures: a tiny phantom dataset on disk and small-network settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+SMALL_WIDTHS = [8, 16, 32, 64, 128, 64, 32, 16, 8]
+SMALL_DEFORMER = [8, 16, 16, 16, 8]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    """A session-wide data root holding small 2D (32²) and 3D (16³) phantom datasets."""
+    from gemini_pl.data import generate_phantom_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    generate_phantom_dataset(root, name="phantom2d", spatial_dims=2, size=32, num_unlabeled=6, num_labeled=2, num_test=4, seed=0)
+    generate_phantom_dataset(root, name="phantom3d", spatial_dims=3, size=16, num_unlabeled=4, num_labeled=2, num_test=3, seed=0)
+    return root

@@ -1,0 +1,125 @@
+"""GeminiPretrain: fast_dev_run in 2D and 3D, the two-step schedule, the non-finite guard, bf16."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from conftest import SMALL_DEFORMER, SMALL_WIDTHS
+from gemini_pl.data import GeminiDataModule
+from gemini_pl.errors import NonFiniteLossError
+from gemini_pl.modules import GeminiPretrain
+
+
+def _trainer(tmp_path, **kw) -> L.Trainer:
+    defaults = dict(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+    )
+    defaults.update(kw)
+    return L.Trainer(**defaults)
+
+
+def _module(dims: int, **kw) -> GeminiPretrain:
+    return GeminiPretrain(spatial_dims=dims, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER, **kw)
+
+
+def _data(root, dims: int, **kw) -> GeminiDataModule:
+    return GeminiDataModule(root=str(root), dataset=f"phantom{dims}d", spatial_dims=dims, batch_size=2, num_val_pairs=2, **kw)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_fast_dev_run(tmp_path, phantom_root, dims):
+    model = _module(dims)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = _trainer(tmp_path, fast_dev_run=2)
+    trainer.fit(model, datamodule=_data(phantom_root, dims))
+    # the published schedule: two optimiser steps per iteration
+    assert trainer.global_step == 4
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("net.backbone.") for k in changed)
+    assert any(k.startswith("net.deformer.") for k in changed)
+    assert any(k.startswith("net.head.") for k in changed)
+    m = trainer.callback_metrics
+    for key in ("train/smooth", "train/gvs", "train/gss_pos", "train/gss_align", "train/total", "train/head_total",
+                "val/dice_warped", "val/dice_unwarped", "val/folding_percent"):
+        assert key in m and math.isfinite(float(m[key])), key
+    assert model.nonfinite_steps == 0
+
+
+def test_joint_schedule_takes_one_step(tmp_path, phantom_root):
+    trainer = _trainer(tmp_path, fast_dev_run=3)
+    trainer.fit(_module(2, schedule="joint"), datamodule=_data(phantom_root, 2))
+    assert trainer.global_step == 3
+
+
+def test_alternate_steps_use_updated_weights(phantom_root):
+    """Step 2 (the head loss) sees the weights after step 1, as published."""
+    model = _module(2, spatial_augment=False)
+    seen = []
+    orig = model.head_loss
+
+    def spy(batch, x_a):
+        seen.append(model.net.backbone.inc.double_conv[0].weight.detach().clone())
+        return orig(batch, x_a)
+
+    model.head_loss = spy
+    trainer = _trainer(phantom_root, fast_dev_run=1)
+    w0 = model.net.backbone.inc.double_conv[0].weight.detach().clone()
+    trainer.fit(model, datamodule=_data(phantom_root, 2))
+    assert not torch.equal(seen[0], w0)
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tmp_path, phantom_root):
+    model = _module(2)
+    orig = model.gemini_terms
+    calls = {"n": 0}
+
+    def poisoned(x_a, x_b):
+        terms = orig(x_a, x_b)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    model.gemini_terms = poisoned
+    trainer = _trainer(tmp_path, max_steps=6, limit_val_batches=0)
+    trainer.fit(model, datamodule=_data(phantom_root, 2))
+    assert model.nonfinite_steps == 1
+    assert trainer.global_step == 5  # 3 iterations × 2 steps, one skipped
+    for p in model.parameters():
+        assert torch.isfinite(p).all()
+
+
+def test_consecutive_nonfinite_losses_stop_with_step(tmp_path, phantom_root):
+    model = _module(2, max_consecutive_nonfinite=3)
+    orig = model.gemini_terms
+
+    def poisoned(x_a, x_b):
+        terms = orig(x_a, x_b)
+        terms["total"] = terms["total"] + float("inf")
+        return terms
+
+    model.gemini_terms = poisoned
+    trainer = _trainer(tmp_path, max_steps=20, limit_val_batches=0)
+    with pytest.raises(NonFiniteLossError, match=r"3 consecutive non-finite GEMINI losses, last at global step \d+"):
+        trainer.fit(model, datamodule=_data(phantom_root, 2))
+
+
+def test_bf16_mixed_runs_on_cpu(tmp_path, phantom_root):
+    trainer = _trainer(tmp_path, fast_dev_run=1, precision="bf16-mixed")
+    model = _module(2)
+    trainer.fit(model, datamodule=_data(phantom_root, 2))
+    assert math.isfinite(float(trainer.callback_metrics["train/total"]))
+    assert model.net.backbone.inc.double_conv[0].weight.dtype == torch.float32
+
+
+def test_spatial_dims_mismatch_is_a_config_error(tmp_path, phantom_root):
+    from gemini_pl.errors import ConfigError
+
+    trainer = _trainer(tmp_path, fast_dev_run=1)
+    with pytest.raises(ConfigError, match="model.spatial_dims=3 but data.spatial_dims=2"):
+        trainer.fit(_module(3), datamodule=_data(phantom_root, 2))
