@@ -16,7 +16,7 @@ SMALL = dict(num_unlabeled=4, num_labeled=1, num_test=3)
 
 
 @pytest.fixture(scope="module")
-def phantom_root(tmp_path_factory):
+def dm_root(tmp_path_factory):
     """A small 2D (size 32) and 3D (size 16) phantom under one root, generated once."""
     root = tmp_path_factory.mktemp("data")
     generate_phantom_dataset(root, name="phantom2d", spatial_dims=2, size=32, **SMALL)
@@ -24,15 +24,15 @@ def phantom_root(tmp_path_factory):
     return root
 
 
-def _copy(phantom_root, tmp_path, name="phantom2d"):
-    shutil.copytree(phantom_root / name, tmp_path / name)
+def _copy(dm_root, tmp_path, name="phantom2d"):
+    shutil.copytree(dm_root / name, tmp_path / name)
     return tmp_path / name
 
 
 @pytest.mark.parametrize("dims,size", [(2, 32), (3, 16)])
-def test_train_and_val_batches(phantom_root, dims, size):
+def test_train_and_val_batches(dm_root, dims, size):
     dm = PhantomDataModule(
-        root=str(phantom_root), spatial_dims=dims, size=size, batch_size=2, val_batch_size=2,
+        root=str(dm_root), spatial_dims=dims, size=size, batch_size=2, val_batch_size=2,
         num_val_pairs=3, **SMALL,
     )
     assert dm.dataset == f"phantom{dims}d"
@@ -67,15 +67,15 @@ def test_train_and_val_batches(phantom_root, dims, size):
     assert torch.equal(test_batch["label_a"], b["label_a"])
 
 
-def test_val_labels_equal_the_written_files(phantom_root):
-    dm = GeminiDataModule(root=str(phantom_root), dataset="phantom2d", num_val_pairs=2)
+def test_val_labels_equal_the_written_files(dm_root):
+    dm = GeminiDataModule(root=str(dm_root), dataset="phantom2d", num_val_pairs=2)
     dm.setup("validate")
     item = dm.val_set[1]
     for side in ("a", "b"):
-        path = phantom_root / "phantom2d/test/labeled/label" / f"{item['name_' + side]}.nii.gz"
+        path = dm_root / "phantom2d/test/labeled/label" / f"{item['name_' + side]}.nii.gz"
         written = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).T  # file voxel order
         assert np.array_equal(item[f"label_{side}"][0].numpy(), written.astype(np.int64))
-        raw = phantom_root / "phantom2d/test/labeled/image" / path.name
+        raw = dm_root / "phantom2d/test/labeled/image" / path.name
         raw = sitk.GetArrayFromImage(sitk.ReadImage(str(raw))).T.astype(np.float64)
         raw = np.clip(raw, 0, None)
         raw = (raw - raw.min()) / (raw.max() - raw.min())
@@ -100,8 +100,8 @@ def test_pairs_are_distinct_and_complete():
     assert val.pairs[:4] == [(0, 1), (1, 2), (2, 3), (3, 0)]
 
 
-def test_worker_processes(phantom_root):
-    dm = GeminiDataModule(root=str(phantom_root), dataset="phantom2d", num_workers=1, batch_size=3)
+def test_worker_processes(dm_root):
+    dm = GeminiDataModule(root=str(dm_root), dataset="phantom2d", num_workers=1, batch_size=3)
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert loader.persistent_workers and not loader.pin_memory
@@ -130,8 +130,8 @@ def test_empty_image_folder(tmp_path):
 
 
 @pytest.mark.parametrize("cache", [True, False])
-def test_corrupt_file(phantom_root, tmp_path, cache):
-    ds = _copy(phantom_root, tmp_path)
+def test_corrupt_file(dm_root, tmp_path, cache):
+    ds = _copy(dm_root, tmp_path)
     bad = ds / "train/unlabeled/image/phantom_0000.nii.gz"
     bad.write_bytes(b"\x1f\x8b garbage, not a NIfTI file" * 10)
     with pytest.raises(DataError, match="cannot read") as err:
@@ -139,17 +139,17 @@ def test_corrupt_file(phantom_root, tmp_path, cache):
     assert str(bad) in str(err.value)
 
 
-def test_labeled_image_without_label(phantom_root, tmp_path):
-    ds = _copy(phantom_root, tmp_path)
+def test_labeled_image_without_label(dm_root, tmp_path):
+    ds = _copy(dm_root, tmp_path)
     (ds / "test/labeled/label/phantom_0006.nii.gz").unlink()
     with pytest.raises(DataError, match="has no label") as err:
         GeminiDataModule(root=str(tmp_path)).setup("validate")
     assert str(ds / "test/labeled/image/phantom_0006.nii.gz") in str(err.value)
 
 
-def test_wrong_spatial_dims(phantom_root):
+def test_wrong_spatial_dims(dm_root):
     with pytest.raises(DataError, match="spatial_dims"):
-        GeminiDataModule(root=str(phantom_root), dataset="phantom3d", spatial_dims=2).setup("fit")
+        GeminiDataModule(root=str(dm_root), dataset="phantom3d", spatial_dims=2).setup("fit")
 
 
 def test_io_helpers_and_png(tmp_path):
