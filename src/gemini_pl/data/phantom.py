@@ -230,11 +230,17 @@ def _make_phantom(
         return v * (1.0 + rng.uniform(-amount, amount, size=v.shape))
 
     third = [0.0] if d == 3 else []
-    # Structures in the anatomy frame: (centre, semi-axes, in-plane rotation).
-    z = d == 3
-    body = _ellipsoid(p, jit([0.0, 0.0] + third, 0.03), rel([0.88, 0.75] + ([0.82] if z else []), 0.05), rng.uniform(-0.1, 0.1))
-    organ_a = _ellipsoid(p, jit([-0.32, -0.30] + third, 0.05), rel([0.36, 0.26] + ([0.36] if z else []), 0.10), rng.uniform(-0.4, 0.4))
-    organ_b = _ellipsoid(p, jit([0.40, -0.28] + third, 0.05), rel([0.24, 0.24] + ([0.28] if z else []), 0.10), rng.uniform(-0.4, 0.4))
+    # Ellipsoids in the anatomy frame: (centre, jitter, semi-axes (2D + 3rd), relative size
+    # jitter, max in-plane rotation). Random draws in this order: centre, axes, rotation.
+    table = (
+        ([0.00, 0.00], 0.03, [0.88, 0.75, 0.82], 0.05, 0.1),  # body
+        ([-0.32, -0.30], 0.05, [0.36, 0.26, 0.36], 0.10, 0.4),  # organ a
+        ([0.40, -0.28], 0.05, [0.24, 0.24, 0.28], 0.10, 0.4),  # organ b
+    )
+    body, organ_a, organ_b = (
+        _ellipsoid(p, jit(c + third, cj), rel(ax[:d], aj), rng.uniform(-rot, rot))
+        for c, cj, ax, aj, rot in table
+    )
     ring_centre = jit([0.0, 0.30] + third, 0.05)
     ring_outer = float(rel([0.32], 0.08)[0])
     ring_inner = ring_outer * float(rng.uniform(0.55, 0.68))
