@@ -35,7 +35,7 @@ def _data(root, dims: int, **kw) -> GeminiDataModule:
 def test_fast_dev_run(tmp_path, phantom_root, dims):
     model = _module(dims)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = _trainer(tmp_path, fast_dev_run=2)
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, datamodule=_data(phantom_root, dims))
     # the published schedule: two optimiser steps per iteration
     assert trainer.global_step == 4
@@ -51,7 +51,7 @@ def test_fast_dev_run(tmp_path, phantom_root, dims):
 
 
 def test_joint_schedule_takes_one_step(tmp_path, phantom_root):
-    trainer = _trainer(tmp_path, fast_dev_run=3)
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0)
     trainer.fit(_module(2, schedule="joint"), datamodule=_data(phantom_root, 2))
     assert trainer.global_step == 3
 
@@ -86,7 +86,7 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path, phantom_root):
         return terms
 
     model.gemini_terms = poisoned
-    trainer = _trainer(tmp_path, max_steps=6, limit_val_batches=0)
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0)
     trainer.fit(model, datamodule=_data(phantom_root, 2))
     assert model.nonfinite_steps == 1
     assert trainer.global_step == 5  # 3 iterations × 2 steps, one skipped

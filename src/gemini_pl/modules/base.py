@@ -8,7 +8,7 @@ Subclasses (pre-training, semi-supervised segmentation) add only their head loss
 2. head loss → backward → Adam step → zero grads;
 
 or, with ``schedule="joint"``, one step on the sum. Steps whose loss (or gradient) is not finite
-are skipped, counted and logged; ``max_consecutive_nonfinite`` skipped steps in a row stop the
+are skipped, counted and logged; ``max_consecutive_nonfinite`` skipped steps of one loss in a row stop the
 run with :class:`~gemini_pl.errors.NonFiniteLossError`.
 
 Note on step counting: Lightning's ``global_step`` counts optimiser steps, so the published
@@ -98,7 +98,7 @@ class GeminiBase(L.LightningModule):
         self.net = GeminiNet(spatial_dims, in_channels, out_channels, widths, deformer_widths)
         self.weights = GeminiWeights(lambda_smooth, lambda_gss, lambda_gvs, lambda_pos)
         self.nonfinite_steps = 0
-        self._consecutive_nonfinite = 0
+        self._consecutive_nonfinite: dict[str, int] = {}
         self.aug_generator = torch.Generator()
         self.aug_generator.manual_seed(seed)
 
@@ -119,14 +119,14 @@ class GeminiBase(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gemini"] = {
             "nonfinite_steps": self.nonfinite_steps,
-            "consecutive_nonfinite": self._consecutive_nonfinite,
+            "consecutive_nonfinite": dict(self._consecutive_nonfinite),
             "aug_generator": self.aug_generator.get_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gemini", {})
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
-        self._consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
+        self._consecutive_nonfinite = dict(state.get("consecutive_nonfinite", {}))
         if "aug_generator" in state:
             self.aug_generator.set_state(state["aug_generator"])
 
@@ -184,19 +184,19 @@ class GeminiBase(L.LightningModule):
         if bool(ok):
             opt.step()
             opt.zero_grad(set_to_none=True)
-            self._consecutive_nonfinite = 0
+            self._consecutive_nonfinite[name] = 0
             return True
         opt.zero_grad(set_to_none=True)
         self.nonfinite_steps += 1
-        self._consecutive_nonfinite += 1
+        run = self._consecutive_nonfinite[name] = self._consecutive_nonfinite.get(name, 0) + 1
         log.warning(
             "non-finite %s loss (%s) at global step %d, epoch %d, batch %d: step skipped (%d skipped so far)",
             name, float(loss.detach()), self.global_step, self.current_epoch, self.trainer.fit_loop.batch_idx,
             self.nonfinite_steps,
         )
-        if self._consecutive_nonfinite >= self.hparams.max_consecutive_nonfinite:
+        if run >= self.hparams.max_consecutive_nonfinite:
             raise NonFiniteLossError(
-                f"{self._consecutive_nonfinite} consecutive non-finite {name} losses, last at global step "
+                f"{run} consecutive non-finite {name} losses, last at global step "
                 f"{self.global_step} (epoch {self.current_epoch}); lower model.lr, check the input data "
                 f"for NaN/inf, or raise model.max_consecutive_nonfinite"
             )
