@@ -1,0 +1,383 @@
+"""Networks (METHOD §1): parameter counts, published key layout, shapes, upsampling, weight loading."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gemini_pl.errors import CheckpointError
+from gemini_pl.nets import GeminiNet, blocks
+from gemini_pl.nets.blocks import pad_to_multiple, upsample2
+
+SMALL = (8, 16, 32, 64, 128, 64, 32, 16, 8)
+SMALL_DEF = (8, 16, 16, 16, 8)
+OTHER = (16, 16, 32, 64, 128, 64, 32, 16, 8)  # differs from SMALL in the first level only
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def small_net(dims: int, seed: int = 0, out_channels: int = 1, widths=SMALL) -> GeminiNet:
+    torch.manual_seed(seed)
+    return GeminiNet(dims, 1, out_channels, widths=widths, deformer_widths=SMALL_DEF).eval()
+
+
+@pytest.fixture(scope="module")
+def net3d_default() -> GeminiNet:
+    torch.manual_seed(0)
+    return GeminiNet(3)
+
+
+# ----------------------------------------------------------------------------- parameter counts
+
+
+def test_param_counts_3d_default(net3d_default):
+    net = net3d_default
+    assert n_params(net) == pytest.approx(24.08e6, abs=0.005e6)
+    assert n_params(net.backbone) == pytest.approx(23.54e6, abs=0.005e6)
+    assert n_params(net.deformer) == pytest.approx(0.53e6, abs=0.005e6)
+    # the rest is the head: conv k3 (32→16) + GN(16) + conv k1 (16→1)
+    assert n_params(net.head) == (32 * 16 * 27 + 16) + 2 * 16 + (16 + 1)
+    assert n_params(net) == n_params(net.backbone) + n_params(net.deformer) + n_params(net.head)
+
+
+def test_param_counts_2d_default():
+    torch.manual_seed(0)
+    net = GeminiNet(2)
+    assert n_params(net) == pytest.approx(8.03e6, abs=0.005e6)
+    assert n_params(net.head) == (32 * 16 * 9 + 16) + 2 * 16 + (16 + 1)
+    # flow conv: 32 → 2 channels, k3
+    assert n_params(net.deformer.flow) == 2 * 32 * 9 + 2
+
+
+# ----------------------------------------------------------------------------- published key layout
+
+
+def _expected_official_shapes_3d() -> dict[str, tuple]:
+    """The published 3D key layout at default widths, written out independently of the library."""
+    k = (3, 3, 3)
+    out: dict[str, tuple] = {}
+
+    def double(prefix, cin, cout):
+        out[f"{prefix}.double_conv.0.weight"] = (cout, cin, *k)
+        out[f"{prefix}.double_conv.0.bias"] = (cout,)
+        out[f"{prefix}.double_conv.1.weight"] = (cout,)
+        out[f"{prefix}.double_conv.1.bias"] = (cout,)
+        out[f"{prefix}.double_conv.3.weight"] = (cout, cout, *k)
+        out[f"{prefix}.double_conv.3.bias"] = (cout,)
+        out[f"{prefix}.double_conv.4.weight"] = (cout,)
+        out[f"{prefix}.double_conv.4.bias"] = (cout,)
+
+    double("unet.inc", 1, 32)
+    for i, (cin, cout) in enumerate([(32, 64), (64, 128), (128, 256), (256, 512)], start=1):
+        double(f"unet.down{i}.maxpool_conv.1", cin, cout)
+    for i, (cin, cout) in enumerate([(512 + 256, 256), (256 + 128, 128), (128 + 64, 64), (64 + 32, 32)], start=1):
+        double(f"unet.up{i}.conv", cin, cout)
+    for i, (cin, cout) in enumerate([(64, 32), (32, 64), (64, 64), (64 + 64, 64), (64 + 32, 32)], start=1):
+        out[f"deformer.0.Conv{i}.one_conv.0.weight"] = (cout, cin, *k)
+        out[f"deformer.0.Conv{i}.one_conv.0.bias"] = (cout,)
+        out[f"deformer.0.Conv{i}.one_conv.1.weight"] = (cout,)
+        out[f"deformer.0.Conv{i}.one_conv.1.bias"] = (cout,)
+    out["deformer.1.weight"] = (3, 32, *k)
+    out["deformer.1.bias"] = (3,)
+    out["res_conv.0.weight"] = (16, 32, *k)
+    out["res_conv.0.bias"] = (16,)
+    out["res_conv.1.weight"] = (16,)
+    out["res_conv.1.bias"] = (16,)
+    out["res_conv.3.weight"] = (1, 16, 1, 1, 1)
+    out["res_conv.3.bias"] = (1,)
+    return out
+
+
+def test_official_state_dict_layout_3d(net3d_default):
+    sd = net3d_default.official_state_dict()
+    assert len(sd) == 100
+    expected = _expected_official_shapes_3d()
+    assert len(expected) == 100
+    assert set(sd) == set(expected)
+    for key, shape in expected.items():
+        assert tuple(sd[key].shape) == shape, key
+    assert tuple(sd["unet.up1.conv.double_conv.0.weight"].shape)[1] == 512 + 256
+    patterns = [
+        r"unet\.inc\.double_conv\.[0134]\.(weight|bias)",
+        r"unet\.down[1-4]\.maxpool_conv\.1\.double_conv\.[0134]\.(weight|bias)",
+        r"unet\.up[1-4]\.conv\.double_conv\.[0134]\.(weight|bias)",
+        r"deformer\.0\.Conv[1-5]\.one_conv\.[01]\.(weight|bias)",
+        r"deformer\.1\.(weight|bias)",
+        r"res_conv\.[013]\.(weight|bias)",
+    ]
+    for key in sd:
+        assert any(re.fullmatch(p, key) for p in patterns), key
+    # the values are the module's tensors (not copies with another content)
+    assert torch.equal(sd["deformer.1.weight"], net3d_default.deformer.flow.weight)
+    assert torch.equal(sd["unet.inc.double_conv.0.weight"], net3d_default.backbone.inc.double_conv[0].weight)
+
+
+# ----------------------------------------------------------------------------- init
+
+
+def test_init_groupnorm_ones_and_zero_biases():
+    net = small_net(3)
+    gns = [m for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(gns) == 2 * 9 + 5 + 1  # backbone double blocks, deformer single blocks, head
+    for m in gns:
+        assert torch.equal(m.weight, torch.ones_like(m.weight))
+        assert torch.equal(m.bias, torch.zeros_like(m.bias))
+    # groups = C/8 (head: 4 groups of 16 channels)
+    assert net.backbone.up1.conv.double_conv[1].num_groups == SMALL[5] // 8
+    assert net.head[1].num_groups == 4
+    # Kaiming-normal conv weights: not constant, zero mean-ish, bias zero
+    w = net.backbone.up1.conv.double_conv[0].weight
+    assert w.std() > 0.01
+    assert torch.equal(net.backbone.inc.double_conv[0].bias, torch.zeros(SMALL[0]))
+    # the flow conv starts near zero (identity deformation)
+    assert net.deformer.flow.weight.abs().max() < 1e-3
+    assert torch.equal(net.deformer.flow.bias, torch.zeros(3))
+
+
+def test_block_structure_leaky_relu():
+    net = small_net(2)
+    acts = [m for m in net.backbone.modules() if isinstance(m, nn.LeakyReLU)]
+    assert len(acts) == 18
+    assert all(a.negative_slope == 0.2 for a in acts)
+    assert isinstance(net.backbone.down1.maxpool_conv[0], nn.MaxPool2d)
+
+
+# ----------------------------------------------------------------------------- shapes, padding
+
+
+@pytest.mark.parametrize(
+    "dims, shape",
+    [(2, (2, 1, 37, 50)), (2, (1, 1, 16, 33)), (3, (1, 1, 17, 20, 33))],
+)
+def test_output_shapes_odd_sizes(dims, shape):
+    net = small_net(dims, out_channels=3)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        f = net.features(x)
+        logits = net(x)
+        fab, fba = net.flows_both_ways(f, f.flip(0))
+        single = net.flow(f, f.flip(0))
+    assert f.shape == (shape[0], SMALL[-1], *shape[2:])
+    assert logits.shape == (shape[0], 3, *shape[2:])
+    assert fab.shape == fba.shape == (shape[0], dims, *shape[2:])
+    assert torch.allclose(fab, single, atol=1e-9, rtol=1e-5)
+
+
+def test_pad_to_multiple_symmetric():
+    x2 = torch.ones(1, 1, 5, 16)
+    y, crop = pad_to_multiple(x2, 16)
+    # 5 → 16: 11 zeros, 5 before and 6 after; the other axis untouched
+    assert y.shape == (1, 1, 16, 16)
+    assert y[0, 0, :, 0].tolist() == [0.0] * 5 + [1.0] * 5 + [0.0] * 6
+    assert crop[2] == slice(5, 10) and crop[3] == slice(0, 16)
+    assert torch.equal(y[tuple(crop)], x2)
+    # already a multiple: returned as is
+    z, crop_z = pad_to_multiple(y, 16)
+    assert z is y and torch.equal(z[tuple(crop_z)], y)
+
+
+def test_backbone_crop_matches_explicit_padding_2d():
+    """The backbone pads symmetrically (extra voxel after) and crops back exactly."""
+    net = small_net(2)
+    x = torch.randn(1, 1, 37, 21)
+    # 37 → 48 (5 before, 6 after); 21 → 32 (5 before, 6 after)
+    xp = F.pad(x, (5, 6, 5, 6))
+    with torch.no_grad():
+        f = net.features(x)
+        fp = net.features(xp)[:, :, 5:42, 5:26]
+    assert torch.allclose(f, fp, atol=1e-6)
+
+
+def test_deformer_crop_matches_explicit_padding_3d():
+    net = small_net(3)
+    c = 2 * SMALL[-1]
+    pair = torch.randn(1, c, 5, 8, 7)
+    # multiple of 4: 5 → 8 (1, 2), 8 unchanged, 7 → 8 (0, 1)
+    padded = F.pad(pair, (0, 1, 0, 0, 1, 2))
+    with torch.no_grad():
+        a = net.deformer(pair)
+        b = net.deformer(padded)[:, :, 1:6, :, 0:7]
+    assert a.shape == (1, 3, 5, 8, 7)
+    assert torch.allclose(a, b, atol=1e-12, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- upsampling convention
+
+
+def test_upsample2_values_hand_computed():
+    x2 = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2)
+    y2 = upsample2(x2)  # bilinear, align_corners=False
+    assert y2.shape == (1, 1, 2, 4)
+    assert torch.allclose(y2[0, 0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
+    x3 = torch.tensor([0.0, 1.0]).view(1, 1, 1, 1, 2)
+    y3 = upsample2(x3)  # trilinear, align_corners=True
+    assert y3.shape == (1, 1, 2, 2, 4)
+    assert torch.allclose(y3[0, 0, 1, 1], torch.tensor([0.0, 1 / 3, 2 / 3, 1.0]))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_upsampling_mode_spy(monkeypatch, dims):
+    calls = []
+    real = F
+
+    def interpolate(*args, **kwargs):
+        calls.append(kwargs)
+        return real.interpolate(*args, **kwargs)
+
+    spy = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real) if not k.startswith("__")})
+    spy.interpolate = interpolate
+    monkeypatch.setattr(blocks, "F", spy)
+    net = small_net(dims)
+    shape = (1, 1, 16, 16) if dims == 2 else (1, 1, 16, 16, 16)
+    with torch.no_grad():
+        f = net.features(torch.randn(shape))
+        assert len(calls) == 4
+        net.flow(f, f)
+    assert len(calls) == 6  # 4 in the backbone decoder, 2 in the deformer
+    want = ("bilinear", False) if dims == 2 else ("trilinear", True)
+    for kw in calls:
+        assert (kw["mode"], kw["align_corners"]) == want
+        assert kw["scale_factor"] == 2
+
+
+# ----------------------------------------------------------------------------- loading weights
+
+
+def test_load_official_round_trip(tmp_path):
+    src = small_net(2, seed=1, out_channels=3)
+    # perturb GroupNorm parameters so that they are not the trivial init values
+    with torch.no_grad():
+        for m in src.modules():
+            if isinstance(m, nn.GroupNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+        src.deformer.flow.weight.normal_(0, 0.1)
+    path = tmp_path / "official.pth"
+    torch.save(src.official_state_dict(), path)
+    dst = small_net(2, seed=2, out_channels=3)
+    assert not torch.equal(dst.backbone.inc.double_conv[0].weight, src.backbone.inc.double_conv[0].weight)
+    report = dst.load_official(path)
+    assert len(report["loaded"]) == len(src.state_dict())
+    assert report["ignored"] == []
+    for (k1, v1), (k2, v2) in zip(src.state_dict().items(), dst.state_dict().items()):
+        assert k1 == k2
+        assert torch.equal(v1, v2), k1
+    x = torch.randn(2, 1, 19, 24)
+    with torch.no_grad():
+        assert torch.equal(src(x), dst(x))
+        fs, fd = src.features(x), dst.features(x)
+        assert torch.equal(fs, fd)
+        assert torch.equal(src.flow(fs[:1], fs[1:]), dst.flow(fd[:1], fd[1:]))
+
+
+def test_load_official_accepts_wrapped_and_dataparallel(tmp_path):
+    src = small_net(2, seed=3)
+    sd = {"module." + k: v for k, v in src.official_state_dict().items()}
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": sd, "epoch": 3}, path)
+    dst = small_net(2, seed=4)
+    dst.load_official(path)
+    assert torch.equal(dst.head[0].weight, src.head[0].weight)
+
+
+def test_load_official_shape_mismatch_lists_key_and_shapes(tmp_path):
+    other = small_net(2, seed=1, widths=OTHER)
+    path = tmp_path / "other.pth"
+    torch.save(other.official_state_dict(), path)
+    dst = small_net(2, seed=2)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        dst.load_official(path)
+    msg = str(info.value)
+    assert "unet.inc.double_conv.0.weight" in msg
+    assert "(16, 1, 3, 3)" in msg and "(8, 1, 3, 3)" in msg
+    assert str(path) in msg
+    # nothing is loaded when the file does not match
+    for k, v in dst.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_load_official_missing_and_unexpected_keys(tmp_path):
+    src = small_net(2, seed=1)
+    sd = src.official_state_dict()
+    del sd["deformer.1.bias"]
+    sd["unet.extra.weight"] = torch.zeros(3)
+    sd["projector.0.weight"] = torch.zeros(2, 2)
+    path = tmp_path / "partial.pth"
+    torch.save(sd, path)
+    dst = small_net(2, seed=2)
+    with pytest.raises(CheckpointError) as info:
+        dst.load_official(path)
+    msg = str(info.value)
+    assert "missing" in msg and "deformer" in msg and "bias" in msg
+    assert re.search(r"deformer\.(1|flow)\.bias", msg)
+    assert "unexpected" in msg
+    assert "unet.extra.weight" in msg and "projector.0.weight" in msg
+
+
+def test_load_official_include_head_false_ignores_other_head(tmp_path):
+    src = small_net(2, seed=1, out_channels=5)
+    path = tmp_path / "head5.pth"
+    torch.save(src.official_state_dict(), path)
+    dst = small_net(2, seed=2, out_channels=1)
+    head_before = {k: v.clone() for k, v in dst.head.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        dst.load_official(path)
+    assert "res_conv.3.weight" in str(info.value)
+    report = dst.load_official(path, include_head=False)
+    assert sorted(report["ignored"]) == sorted(k for k in src.official_state_dict() if k.startswith("res_conv."))
+    assert not any(k.startswith("head.") for k in report["loaded"])
+    for k, v in dst.head.state_dict().items():
+        assert torch.equal(v, head_before[k])
+    for (k, v1), v2 in zip(src.backbone.state_dict().items(), dst.backbone.state_dict().values()):
+        assert torch.equal(v1, v2), k
+    assert torch.equal(src.deformer.flow.weight, dst.deformer.flow.weight)
+
+
+class _Payload:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("writer", ["torch", "pickle"])
+def test_malicious_pickle_refused(tmp_path, writer):
+    marker = tmp_path / "pwned"
+    evil = {"unet.inc.double_conv.0.weight": torch.zeros(1), "payload": _Payload(str(marker))}
+    path = tmp_path / "evil.pth"
+    if writer == "torch":
+        torch.save(evil, path)
+    else:
+        with open(path, "wb") as fh:
+            pickle.dump(evil, fh)
+    net = small_net(2)
+    with pytest.raises(CheckpointError):
+        net.load_official(path)
+    assert not marker.exists()
+    # positive control: the payload is live when the file is unpickled without the guard
+    if writer == "pickle":
+        with open(path, "rb") as fh:
+            pickle.load(fh)
+        assert marker.exists()
+
+
+def test_load_official_missing_file_and_non_tensor(tmp_path):
+    net = small_net(2)
+    with pytest.raises(CheckpointError):
+        net.load_official(tmp_path / "nope.pth")
+    path = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(CheckpointError):
+        net.load_official(path)
