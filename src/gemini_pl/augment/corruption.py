@@ -1,0 +1,430 @@
+"""Models-Genesis-style appearance corruption (METHOD §5), in torch and vectorised over the batch.
+
+``corrupt(x)`` takes a batch ``(B, C, *S)`` (2D or 3D) with intensities in [0, 1] and returns a
+corrupted copy, the input of the MIP restoration head. Three transforms, in this order, each
+drawn independently for every sample of the batch:
+
+1. **Local pixel shuffling** (probability ``shuffle_prob`` per sample): ``N`` blocks of size
+   ``dim // divisor`` per axis (at least 1) at uniform random positions (fully inside the image);
+   the voxels inside each block are randomly permuted. All channels of a voxel move together.
+
+   *Overlapping blocks.* The reference applies the blocks one after another. Here every voxel is
+   owned by the *last* block that covers it, and each block permutes the voxels it owns among
+   themselves (with a uniform random permutation). Consequences, all tested:
+   the result is a permutation of the whole sample (the multiset of values is kept exactly);
+   every voxel stays inside a block that covers it; a block that no later block overlaps
+   (e.g. the last one, or any block when they do not overlap) holds a permutation of its
+   original contents. Done with one winner map (``scatter_reduce`` amax), one integer radix
+   sort of packed ``(block, not-owned, random bits)`` keys and a gather/scatter — no loop over
+   blocks.
+
+2. **Non-linear intensity** (probability ``nonlinear_prob`` per sample): a cubic Bézier curve
+   through (0, 0), two control points drawn from U([0, 1]²), and (1, 1). With control
+   x-coordinates in [0, 1] both x(t) and y(t) are non-decreasing, so the mapping x → y is a
+   monotone (non-decreasing) function with 0 → 0 and 1 → 1. It is sampled at
+   ``nonlinear_curve_points`` t values, resampled with ``torch.searchsorted`` onto a uniform
+   lookup table of ``nonlinear_lut_size`` entries on [0, 1], and applied to the voxels by linear
+   interpolation in that table (monotone, exact at 0 and 1). Inputs are clamped to [0, 1] first
+   (as ``np.interp`` does at the ends). Models Genesis also *flips* the curve with probability
+   0.5 (it pairs x(t) with y(1 - t), giving a decreasing map 0 → 1, 1 → 0); that is available
+   as ``nonlinear_flip_prob`` and is **off by default** (METHOD §5 asks for the monotone curve
+   through (0, 0) and (1, 1)).
+
+3. **In-painting** (per sample): boxes are added while ``count < inpaint_max_boxes`` and
+   ``U(0, 1) < inpaint_prob``; a box has integer size uniform in
+   ``[max(1, ceil(lo·dim)), min(dim, floor(hi·dim))]`` per axis at a uniform position fully
+   inside the image, and is filled with U(0, 1) noise (independent per voxel and channel).
+   Since the noise is i.i.d., "later boxes overwrite earlier ones" and "every covered voxel gets
+   fresh noise" are the same distribution; the union of the boxes is built at once (outer
+   products of per-axis interval masks, summed over the boxes with one ``bmm``).
+
+Random numbers. Every random number comes from ``generator`` when one is given; they are drawn
+on the generator's device and moved to ``x.device``. So a CPU ``torch.Generator`` gives the same
+corruption for CPU and CUDA inputs (bit-identical up to float rounding of the intensity curve),
+and a CUDA generator keeps the draws on the GPU. Without a generator, the default generator of
+``x.device`` is used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+
+__all__ = ["CorruptionConfig", "corrupt", "local_pixel_shuffle", "nonlinear_intensity", "inpaint"]
+
+
+# Published defaults per spatial dimensionality (METHOD §5, Models Genesis).
+_DEFAULTS = {
+    3: dict(shuffle_blocks=5000, shuffle_block_divisor=20, inpaint_max_boxes=30,
+            inpaint_size_range=(1 / 10, 1 / 5)),
+    2: dict(shuffle_blocks=1000, shuffle_block_divisor=30, inpaint_max_boxes=10,
+            inpaint_size_range=(1 / 20, 1 / 10)),
+}
+
+
+@dataclass
+class CorruptionConfig:
+    """Settings of :func:`corrupt`. ``None`` fields take the 2D/3D default of METHOD §5.
+
+    Attributes:
+        shuffle_prob: probability per sample of local pixel shuffling.
+        shuffle_blocks: number of shuffled blocks (None: 5000 in 3D, 1000 in 2D).
+        shuffle_block_divisor: block size is ``dim // divisor`` per axis, at least 1
+            (None: 20 in 3D, 30 in 2D).
+        nonlinear_prob: probability per sample of the Bézier intensity transform.
+        nonlinear_flip_prob: probability that an applied curve is flipped (decreasing map,
+            the Models Genesis behaviour uses 0.5). Default 0: always monotone increasing.
+        nonlinear_curve_points: number of t samples of the Bézier curve.
+        nonlinear_lut_size: entries of the uniform lookup table applied to the voxels.
+        inpaint_prob: probability of adding one more box (while fewer than the maximum).
+        inpaint_max_boxes: maximum number of boxes (None: 30 in 3D, 10 in 2D).
+        inpaint_size_range: box size range as fractions of each axis' length
+            (None: (1/10, 1/5) in 3D, (1/20, 1/10) in 2D).
+    """
+
+    shuffle_prob: float = 0.8
+    shuffle_blocks: Optional[int] = None
+    shuffle_block_divisor: Optional[int] = None
+    nonlinear_prob: float = 0.9
+    nonlinear_flip_prob: float = 0.0
+    nonlinear_curve_points: int = 1000
+    nonlinear_lut_size: int = 2048
+    inpaint_prob: float = 0.95
+    inpaint_max_boxes: Optional[int] = None
+    inpaint_size_range: Optional[Tuple[float, float]] = None
+
+    @classmethod
+    def for_dims(cls, spatial_dims: int, **overrides) -> "CorruptionConfig":
+        """The config with every ``None`` default filled in for ``spatial_dims`` (2 or 3)."""
+        return cls(**overrides).resolved(spatial_dims)
+
+    def resolved(self, spatial_dims: int) -> "CorruptionConfig":
+        """A copy with the ``None`` fields filled for ``spatial_dims``; validates all fields."""
+        if spatial_dims not in _DEFAULTS:
+            raise ConfigError(
+                f"corruption supports 2D and 3D images, got {spatial_dims} spatial dimensions")
+        d = _DEFAULTS[spatial_dims]
+        cfg = replace(self, **{k: v for k, v in d.items() if getattr(self, k) is None})
+        for name in ("shuffle_prob", "nonlinear_prob", "nonlinear_flip_prob", "inpaint_prob"):
+            p = getattr(cfg, name)
+            if not 0.0 <= float(p) <= 1.0:
+                raise ConfigError(f"corruption.{name} must be in [0, 1], got {p}")
+        for name in ("shuffle_blocks", "inpaint_max_boxes"):
+            if int(getattr(cfg, name)) < 0:
+                raise ConfigError(f"corruption.{name} must be >= 0, got {getattr(cfg, name)}")
+        if int(cfg.shuffle_block_divisor) < 1:
+            raise ConfigError(
+                f"corruption.shuffle_block_divisor must be >= 1, got {cfg.shuffle_block_divisor}")
+        if int(cfg.nonlinear_curve_points) < 2 or int(cfg.nonlinear_lut_size) < 2:
+            raise ConfigError("corruption.nonlinear_curve_points and nonlinear_lut_size must be >= 2")
+        lo, hi = cfg.inpaint_size_range
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ConfigError(
+                f"corruption.inpaint_size_range must satisfy 0 <= lo <= hi <= 1, got {(lo, hi)}")
+        cfg.inpaint_size_range = (float(lo), float(hi))
+        return cfg
+
+
+# ----------------------------------------------------------------------------- random helpers
+
+
+def _draw_device(generator: Optional[torch.Generator], device: torch.device) -> torch.device:
+    return generator.device if generator is not None else device
+
+
+def _rand(shape, generator, device, dtype=torch.float32) -> Tensor:
+    """U[0, 1) drawn on the generator's device (or ``device`` without one)."""
+    return torch.rand(shape, generator=generator, device=_draw_device(generator, device),
+                      dtype=dtype)
+
+
+def _randint(high: Tensor | int, shape, generator, device) -> Tensor:
+    """Integers uniform in [0, high) (``high`` may be a tensor broadcastable to ``shape``),
+    returned on the draw device as int64."""
+    u = _rand(shape, generator, device, dtype=torch.float64)
+    if isinstance(high, Tensor):
+        high = high.to(u.device, torch.float64)
+    r = (u * high).floor().to(torch.int64)
+    # guard against u*high rounding up to high
+    if isinstance(high, Tensor):
+        return torch.minimum(r, high.to(torch.int64) - 1).clamp_min(0)
+    return r.clamp(0, max(int(high) - 1, 0))
+
+
+def _select(mask: Tensor) -> Optional[Tensor]:
+    """Indices of the True entries, or None when all are True (fast path)."""
+    if bool(mask.all()):
+        return None
+    return mask.nonzero().flatten()
+
+
+# ------------------------------------------------------------------------- pixel shuffling
+
+
+def local_pixel_shuffle(x: Tensor, num_blocks: int, block_size: Sequence[int],
+                        generator: Optional[torch.Generator] = None) -> Tensor:
+    """Shuffle ``num_blocks`` random blocks of ``block_size`` in every sample of ``x``.
+
+    ``x`` is ``(B, C, *S)``; returns a new tensor. See the module docstring for the semantics
+    of overlapping blocks (each voxel is permuted within the last block covering it).
+    """
+    B, C = x.shape[:2]
+    S = tuple(x.shape[2:])
+    nd = len(S)
+    bs = [max(1, min(int(b), s)) for b, s in zip(block_size, S)]
+    K = math.prod(bs)
+    N = int(num_blocks)
+    if B == 0 or N == 0 or K <= 1 or x.numel() == 0:
+        return x.clone()
+    V = math.prod(S)
+    dev = x.device
+
+    # voxel strides of the flattened spatial grid
+    strides = [math.prod(S[a + 1:]) for a in range(nd)]
+    ddev = _draw_device(generator, dev)
+    # block starts: uniform in [0, S_a - bs_a] per axis -> flat index of the block corner, with
+    # the sample offset b * V folded in (winner map over all samples at once): (B, N)
+    base = (torch.arange(B, device=ddev, dtype=torch.int64) * V)[:, None].expand(B, N).clone()
+    for a in range(nd):
+        base += _randint(S[a] - bs[a] + 1, (B, N), generator, dev) * strides[a]
+    base = base.to(dev)
+    # flat offsets of the voxels inside one block (K,)
+    off = torch.zeros((1,), dtype=torch.int64, device=dev)
+    for a in range(nd):
+        ax = torch.arange(bs[a], device=dev, dtype=torch.int64) * strides[a]
+        off = (off[:, None] + ax).reshape(-1)
+    slots = (base[:, :, None] + off).view(-1)  # (B*N*K,) sample-global voxel of every slot
+    G = B * N  # blocks over the whole batch; slot s belongs to block s // K
+
+    # winner map: the last block covering each voxel owns it
+    gid_dtype = torch.int32 if G < 2**31 else torch.int64
+    gid = torch.arange(G, device=dev, dtype=gid_dtype)
+    gid_slots = gid.view(G, 1).expand(G, K).reshape(-1)
+    winner = torch.full((B * V,), -1, dtype=gid_dtype, device=dev)
+    winner.scatter_reduce_(0, slots, gid_slots, reduce="amax", include_self=True)
+    owned = winner.index_select(0, slots) == gid_slots  # (B*N*K,)
+    del winner
+
+    # Owned slots in index order (grouped by block): the destinations.
+    dest = slots.masked_select(owned)
+    M = dest.numel()
+    # One integer (radix) sort of packed keys (block, random bits) of the owned slots orders
+    # them by block and uniformly at random within each block; pairing the k-th destination
+    # with the k-th sorted slot (same block, same count per block) applies a uniform random
+    # permutation to the owned voxels of every block.
+    gbits = max(1, (G - 1).bit_length())
+    if gbits + 16 <= 31:
+        key_dtype, rbits = torch.int32, 31 - gbits
+    else:
+        key_dtype, rbits = torch.int64, min(40, 63 - gbits)
+    key = torch.randint(0, 2**rbits, (M,), generator=generator, dtype=key_dtype,
+                        device=ddev).to(dev)
+    key.add_(gid_slots.masked_select(owned).to(key_dtype) << rbits)
+    del gid_slots, owned
+    src = dest.index_select(0, torch.sort(key, stable=True).indices)
+    del key
+    if C > 1:  # all channels of a voxel move together; x is laid out (B, C, V)
+        b = dest.div(V, rounding_mode="floor")
+        chan = (b * ((C - 1) * V)).view(1, -1) + torch.arange(C, device=dev).view(C, 1) * V
+        src = (src.view(1, -1) + chan).view(-1)
+        dest = (dest.view(1, -1) + chan).view(-1)
+    xf = x.reshape(-1)
+    out = xf.clone()
+    out.index_copy_(0, dest, xf.index_select(0, src))
+    return out.view(x.shape)
+
+
+# ---------------------------------------------------------------------- non-linear intensity
+
+
+def _bezier_lut(ctrl: Tensor, flip: Tensor, n_t: int, n_lut: int) -> Tensor:
+    """Uniform lookup tables (B, n_lut) on [0, 1] of the Bézier maps through
+    (0,0), ctrl[:, 0], ctrl[:, 1], (1,1); ``flip`` pairs x(t) with y(1 - t)."""
+    dev = ctrl.device
+    t = torch.linspace(0.0, 1.0, n_t, device=dev, dtype=torch.float64)
+    s = 1.0 - t
+    w1, w2, w3 = 3 * s * s * t, 3 * s * t * t, t * t * t  # Bernstein weights (P0 = 0)
+    c = ctrl.to(torch.float64)
+    bx = w1 * c[:, 0, 0:1] + w2 * c[:, 1, 0:1] + w3
+    by = w1 * c[:, 0, 1:2] + w2 * c[:, 1, 1:2] + w3
+    bx = bx.cummax(dim=1).values  # exact monotonicity despite rounding
+    by = by.cummax(dim=1).values
+    bx[:, 0], bx[:, -1] = 0.0, 1.0
+    by[:, 0], by[:, -1] = 0.0, 1.0
+    by = torch.where(flip[:, None], by.flip(1), by)
+    # resample x -> y on a uniform grid
+    u = torch.linspace(0.0, 1.0, n_lut, device=dev, dtype=torch.float64)
+    u = u.expand(ctrl.shape[0], -1).contiguous()
+    j = torch.searchsorted(bx, u, right=False).clamp_(1, n_t - 1)
+    x0, x1 = bx.gather(1, j - 1), bx.gather(1, j)
+    y0, y1 = by.gather(1, j - 1), by.gather(1, j)
+    w = ((u - x0) / (x1 - x0).clamp_min(1e-300)).clamp_(0.0, 1.0)
+    lut = y0 + w * (y1 - y0)
+    # Snap to multiples of 2**-24: then every cell difference is exact in float32, so the
+    # interpolated values of a cell stay within its two end values (monotone, inside [0, 1]).
+    return (lut * 2.0**24).round_().clamp_(0.0, 2.0**24) * 2.0**-24
+
+
+def nonlinear_intensity(x: Tensor, generator: Optional[torch.Generator] = None,
+                        flip_prob: float = 0.0, curve_points: int = 1000,
+                        lut_size: int = 2048) -> Tensor:
+    """Apply one random Bézier intensity curve per sample of ``x`` (B, C, *S); new tensor."""
+    B = x.shape[0]
+    dev = x.device
+    ctrl = _rand((B, 2, 2), generator, dev, dtype=torch.float64)
+    flip = _rand((B,), generator, dev) < flip_prob
+    lut = _bezier_lut(ctrl.to(dev), flip.to(dev), curve_points, lut_size)
+    return _apply_lut(x, lut)
+
+
+def _apply_lut(x: Tensor, lut: Tensor) -> Tensor:
+    """Piecewise-linear interpolation of the uniform tables ``lut`` (B, n) on [0, 1]."""
+    B = x.shape[0]
+    n = lut.shape[1]
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    lut = lut.to(cdt)
+    # value and slope of every cell, plus a sentinel cell (value lut[-1], slope 0) for x == 1
+    val = lut.contiguous()
+    slope = torch.cat([lut[:, 1:] - lut[:, :-1], lut.new_zeros(B, 1)], dim=1)
+    v = x.reshape(B, -1).to(cdt).clamp(0.0, 1.0).mul_(n - 1)
+    i = v.to(torch.int32)  # floor (v >= 0); int32 indices are much cheaper on CPU
+    f = v.sub_(i)  # in [0, 1)
+    if B > 1:
+        i += torch.arange(B, device=x.device, dtype=torch.int32).view(B, 1) * n
+    i = i.view(-1)
+    y = val.view(-1).index_select(0, i).addcmul_(f.view(-1), slope.view(-1).index_select(0, i))
+    return y.to(x.dtype).view(x.shape)
+
+
+# ------------------------------------------------------------------------------- in-painting
+
+
+def _box_sizes_bounds(S: Sequence[int], size_range: Tuple[float, float]):
+    lo_f, hi_f = size_range
+    lo = [min(s, max(1, math.ceil(lo_f * s - 1e-9))) for s in S]
+    hi = [max(l, min(s, math.floor(hi_f * s + 1e-9))) for l, s in zip(lo, S)]
+    return lo, hi
+
+
+def inpaint(x: Tensor, max_boxes: int, prob: float, size_range: Tuple[float, float],
+            generator: Optional[torch.Generator] = None) -> Tensor:
+    """Fill a random number of random boxes of every sample with U(0, 1) noise; new tensor."""
+    return _inpaint_(x.clone(), max_boxes, prob, size_range, generator)
+
+
+def _inpaint_(out: Tensor, max_boxes: int, prob: float, size_range: Tuple[float, float],
+              generator: Optional[torch.Generator] = None) -> Tensor:
+    """In-place version of :func:`inpaint` (``out`` must be contiguous)."""
+    x = out
+    B, C = x.shape[:2]
+    S = tuple(x.shape[2:])
+    nd = len(S)
+    K = int(max_boxes)
+    if B == 0 or K == 0 or prob <= 0.0 or x.numel() == 0:
+        return out
+    dev = x.device
+    ddev = _draw_device(generator, dev)
+    # number of boxes: leading run of successes, capped at K
+    go = _rand((B, K), generator, dev) < prob
+    active = go.to(torch.int32).cumprod(dim=1).bool()  # (B, K) box k exists
+    lo, hi = _box_sizes_bounds(S, size_range)
+    masks = []
+    for a in range(nd):
+        size = lo[a] + _randint(hi[a] - lo[a] + 1, (B, K), generator, dev)
+        start = _randint(S[a] - size + 1, (B, K), generator, dev)
+        masks.append((start, size))
+    if not bool(active.any()):
+        return out
+    # union of boxes: sum_k prod_a 1[start_a <= i_a < start_a + size_a] via outer products + bmm
+    cdt = torch.float32
+    axis_m = []
+    for a in range(nd):
+        start, size = (m.to(dev) for m in masks[a])
+        c = torch.arange(S[a], device=dev)
+        m = (c >= start[..., None]) & (c < (start + size)[..., None])  # (B, K, S_a)
+        axis_m.append(m.to(cdt))
+    axis_m[0] = axis_m[0] * active.to(dev, cdt)[..., None]
+    lead = axis_m[0]
+    for a in range(1, nd - 1):
+        lead = (lead[..., :, None] * axis_m[a][..., None, :]).flatten(2)
+    if nd == 1:
+        count = lead.sum(1)
+    else:
+        count = torch.bmm(lead.transpose(1, 2), axis_m[-1])  # (B, prod(S[:-1]), S[-1])
+    covered = (count > 0.5).view(B, 1, *S).expand(B, C, *S)
+    n = int(covered.sum())
+    noise = torch.rand((n,), generator=generator, device=ddev, dtype=torch.float32)
+    out.masked_scatter_(covered, noise.to(dev, x.dtype))
+    return out
+
+
+# --------------------------------------------------------------------------------- pipeline
+
+
+def corrupt(x: Tensor, config: Optional[CorruptionConfig] = None,
+            generator: Optional[torch.Generator] = None) -> Tensor:
+    """Models-Genesis appearance corruption of a batch (METHOD §5).
+
+    Args:
+        x: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` floating tensor with values in [0, 1].
+        config: :class:`CorruptionConfig` (default: the published settings).
+        generator: optional ``torch.Generator`` (CPU or on ``x.device``); all random numbers
+            are drawn from it on its device, then moved to ``x.device``.
+
+    Returns:
+        A new tensor of the same shape, dtype and device (``x`` is not modified). Each sample
+        gets its own draws: shuffling (p ``shuffle_prob``), then the Bézier intensity curve
+        (p ``nonlinear_prob``), then in-painting.
+    """
+    if not torch.is_floating_point(x):
+        raise TypeError(f"corrupt expects a floating-point tensor, got {x.dtype}")
+    if x.ndim < 3:
+        raise ValueError(f"corrupt expects (B, C, *spatial), got shape {tuple(x.shape)}")
+    nd = x.ndim - 2
+    cfg = (config or CorruptionConfig()).resolved(nd)
+    S = tuple(x.shape[2:])
+    B = x.shape[0]
+    dev = x.device
+    out = x  # replaced by a new tensor by the first transform that runs
+    if B == 0:
+        return x.clone()
+
+    # 1. local pixel shuffling
+    if cfg.shuffle_prob > 0 and cfg.shuffle_blocks > 0:
+        apply = _rand((B,), generator, dev) < cfg.shuffle_prob
+        if bool(apply.any()):
+            sel = _select(apply)
+            bsize = [max(1, s // cfg.shuffle_block_divisor) for s in S]
+            if sel is None:
+                out = local_pixel_shuffle(out, cfg.shuffle_blocks, bsize, generator)
+            else:
+                sel = sel.to(dev)
+                out = out.clone() if out is x else out
+                out[sel] = local_pixel_shuffle(out[sel], cfg.shuffle_blocks, bsize, generator)
+
+    # 2. non-linear intensity
+    if cfg.nonlinear_prob > 0:
+        apply = _rand((B,), generator, dev) < cfg.nonlinear_prob
+        if bool(apply.any()):
+            sel = _select(apply)
+            kw = dict(flip_prob=cfg.nonlinear_flip_prob, curve_points=cfg.nonlinear_curve_points,
+                      lut_size=cfg.nonlinear_lut_size)
+            if sel is None:
+                out = nonlinear_intensity(out, generator, **kw)
+            else:
+                sel = sel.to(dev)
+                out = out.clone() if out is x else out
+                out[sel] = nonlinear_intensity(out[sel], generator, **kw)
+
+    # 3. in-painting
+    if cfg.inpaint_prob > 0 and cfg.inpaint_max_boxes > 0:
+        out = out.contiguous().clone() if out is x else out
+        out = _inpaint_(out, cfg.inpaint_max_boxes, cfg.inpaint_prob, cfg.inpaint_size_range,
+                        generator)
+    return out.clone() if out is x else out
