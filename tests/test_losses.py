@@ -434,11 +434,6 @@ def test_restoration_loss_hand_computed():
     assert restoration_loss(restored.bfloat16(), target).dtype == torch.float32
 
 
-@pytest.mark.xfail(
-    reason="a mask with batch 1 for a batch-N input broadcasts in the numerator but not in the "
-    "denominator Σ(M + eps) / ΣM: identical images give −1 instead of 0 (neither broadcast nor refused)",
-    strict=True,
-)
 @pytest.mark.parametrize("loss", ["lncc", "cosine"])
 def test_batch_one_mask_is_broadcast_or_refused(loss):
     torch.manual_seed(8)

@@ -218,12 +218,6 @@ def test_validity_mask_equals_warped_ones_random_flows(shape, sampling):
         assert 0 < m.sum() < m.numel()
 
 
-@pytest.mark.xfail(
-    reason="validity_mask rounds q·s/(s−1) − 1/2 (legacy) or q (exact) itself, while grid_sample rounds "
-    "its own float32 unnormalisation of 2q/(s−1) − 1; at ties (half-integer positions: the last row of "
-    "a zero field in legacy mode, constant ±0.5 shifts in exact mode) the two disagree for some sizes",
-    strict=True,
-)
 @pytest.mark.parametrize("sampling, shift", [("legacy", 0.0), ("exact", 0.5), ("exact", -0.5)])
 def test_validity_mask_equals_warped_ones_at_ties(sampling, shift):
     bad = []
@@ -297,11 +291,6 @@ def test_warp_shape_errors(x_shape, flow_shape):
         warp(torch.zeros(x_shape), torch.zeros(flow_shape))
 
 
-@pytest.mark.xfail(
-    reason="a batch mismatch between x and flow reaches Tensor.expand and raises RuntimeError "
-    "instead of warp's ValueError naming both shapes",
-    strict=True,
-)
 def test_warp_batch_mismatch_is_value_error():
     with pytest.raises(ValueError):
         warp(torch.zeros(2, 1, 5, 6), torch.zeros(3, 2, 5, 6))

@@ -1,5 +1,6 @@
 """Lightning callbacks of gemini-pl."""
 
+from .checkpoint import LastCheckpoint
 from .summary import RegistrationSummary
 
-__all__ = ["RegistrationSummary"]
+__all__ = ["LastCheckpoint", "RegistrationSummary"]

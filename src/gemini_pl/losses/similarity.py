@@ -50,15 +50,13 @@ def masked_lncc(
 
     Args:
         i, j: images (N, C, *S).
-        mask: validity mask (N, 1, *S) or ``None`` for all ones.
+        mask: validity mask (N, 1, *S) (a batch of 1 is broadcast) or ``None`` for all ones.
         window: box size per axis (9).
         eps, eps_per_voxel: ``Σ(M + eps)`` as published in 3D (default); with
             ``eps_per_voxel=False`` the denominator is ``ΣM + eps`` (the published 2D code, eps 1e-5).
     """
     cc = local_ncc_map(i, j, window)
-    if mask is None:
-        mask = torch.ones_like(cc)
-    mask = mask.float()
+    mask = torch.ones_like(cc) if mask is None else mask.float().expand_as(cc)
     denom = (mask + eps).sum() if eps_per_voxel else mask.sum() + eps
     return 1.0 - (mask * cc).sum() / denom
 
@@ -67,11 +65,11 @@ def masked_cosine(u: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = 
     """``cos_M(u, v, M) = 1 − Σ_p M(p)·⟨û(p), v̂(p)⟩ / Σ_p M(p)`` (a scalar).
 
     u, v: features (N, C, *S), normalised along channels (norm floored at 1e-12); mask
-    (N, 1, *S) or ``None``. Identical features give 0. An all-zero mask gives 1 (no evidence).
+    (N, 1, *S) (a batch of 1 is broadcast) or ``None``. Identical features give 0. An all-zero mask gives 1 (no evidence).
     """
     with torch.autocast(device_type=u.device.type, enabled=False):
         dot = (F.normalize(u.float(), dim=1, eps=1e-12) * F.normalize(v.float(), dim=1, eps=1e-12)).sum(1, keepdim=True)
         if mask is None:
             return 1.0 - dot.mean()
-        mask = mask.float()
+        mask = mask.float().expand_as(dot)
         return 1.0 - (mask * dot).sum() / mask.sum().clamp_min(1e-12)

@@ -110,6 +110,11 @@ class GeminiBase(L.LightningModule):
             raise ConfigError(
                 f"model.spatial_dims={self.hparams.spatial_dims} but data.spatial_dims={dm_dims}; set both to the same value"
             )
+        # The published schedule backpropagates two losses that use different parameters (the head
+        # is unused by the GEMINI loss, the deformer by the head loss): DDP must look for unused ones.
+        ddp_kwargs = getattr(getattr(self._trainer, "strategy", None), "_ddp_kwargs", None)
+        if isinstance(ddp_kwargs, dict):
+            ddp_kwargs.setdefault("find_unused_parameters", True)
         # distinct augmentation streams per DDP rank (restored from the checkpoint on resume)
         self.aug_generator.manual_seed(self.hparams.seed + 1000003 * self.global_rank)
 

@@ -21,21 +21,33 @@ import torch.nn.functional as F
 
 SAMPLING_MODES = ("exact", "legacy")
 
-_GRID_CACHE: dict[tuple, torch.Tensor] = {}
+_GRID_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 _GRID_CACHE_MAX = 16
 
 
-def identity_grid(spatial_shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Voxel coordinates (1, ndim, *S) in float32, channel i = index along axis i (cached)."""
+def normalised_identity(spatial_shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached ``grid_sample`` grid of the identity and the voxel → normalised scale, float32.
+
+    Returns ``(grid, scale)``: grid (1, *S, ndim) holding ``2·p/(s−1) − 1`` in (x, y[, z]) order
+    (the reverse of the tensor's axes), scale (ndim,) holding ``2/(s−1)`` in the same order.
+    """
     key = (tuple(spatial_shape), str(device))
-    grid = _GRID_CACHE.get(key)
-    if grid is None:
-        axes = [torch.arange(s, dtype=torch.float32, device=device) for s in spatial_shape]
-        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).unsqueeze(0)
+    hit = _GRID_CACHE.get(key)
+    if hit is None:
+        scale = torch.tensor([2.0 / max(s - 1, 1) for s in spatial_shape], dtype=torch.float32, device=device)
+        axes = [torch.arange(s, dtype=torch.float32, device=device) * scale[i] - 1.0 for i, s in enumerate(spatial_shape)]
+        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).flip(-1).unsqueeze(0)
+        hit = (grid, scale.flip(0))
         if len(_GRID_CACHE) >= _GRID_CACHE_MAX:
             _GRID_CACHE.pop(next(iter(_GRID_CACHE)))
-        _GRID_CACHE[key] = grid
-    return grid
+        _GRID_CACHE[key] = hit
+    return hit
+
+
+def sampling_grid(flow: torch.Tensor) -> torch.Tensor:
+    """The normalised ``grid_sample`` grid (N, *S, ndim) of p + φ(p), in float32."""
+    grid, scale = normalised_identity(tuple(flow.shape[2:]), flow.device)
+    return grid + flow.float().movedim(1, -1).flip(-1) * scale
 
 
 def _check_sampling(sampling: str) -> None:
@@ -44,18 +56,13 @@ def _check_sampling(sampling: str) -> None:
 
 
 def _check_flow(x: torch.Tensor, flow: torch.Tensor) -> int:
-    ndim = flow.shape[1]
-    if flow.dim() != ndim + 2 or x.shape[2:] != flow.shape[2:]:
+    ndim = flow.shape[1] if flow.dim() >= 2 else -1
+    if flow.dim() != ndim + 2 or x.shape[2:] != flow.shape[2:] or x.shape[0] not in (1, flow.shape[0]):
         raise ValueError(
-            f"warp expects x (N, C, *S) and flow (N, {x.dim() - 2}, *S) with the same S; "
+            f"warp expects x (N or 1, C, *S) and flow (N, {x.dim() - 2}, *S) with the same S; "
             f"got x {tuple(x.shape)} and flow {tuple(flow.shape)}"
         )
     return ndim
-
-
-def sample_positions(flow: torch.Tensor) -> torch.Tensor:
-    """Absolute sampling positions p + φ(p) in voxel units, (N, ndim, *S), float32."""
-    return identity_grid(tuple(flow.shape[2:]), flow.device) + flow.float()
 
 
 def warp(
@@ -66,23 +73,21 @@ def warp(
 ) -> torch.Tensor:
     """Backward-warp ``x`` (N, C, *S) with ``flow`` (N, ndim, *S): ``out(p) = x(p + flow(p))``.
 
+    An ``x`` with batch 1 is warped by each of the N fields.
+
     Args:
         mode: ``"bilinear"`` for images and features, ``"nearest"`` for masks and label maps.
         sampling: ``"exact"`` or ``"legacy"`` (see module docstring).
 
-    Returns float32 for floating inputs computed under autocast; integer inputs (label maps)
-    come back in their own dtype (use ``mode="nearest"`` for them).
+    Floating inputs come back in float32 (float64 stays float64), also under autocast; integer
+    inputs (label maps) come back in their own dtype (use ``mode="nearest"`` for them).
     """
     _check_sampling(sampling)
-    ndim = _check_flow(x, flow)
-    spatial = flow.shape[2:]
+    _check_flow(x, flow)
     with torch.autocast(device_type=flow.device.type, enabled=False):
-        pos = sample_positions(flow)
-        scale = torch.tensor([2.0 / max(s - 1, 1) for s in spatial], device=flow.device).view(1, ndim, *([1] * ndim))
-        grid = (pos * scale - 1.0).movedim(1, -1).flip(-1)  # (N, *S, ndim) in (x, y[, z]) order
-        src = x.float() if not x.is_floating_point() or x.dtype != torch.float32 else x
-        if src.shape[0] != grid.shape[0]:
-            src = src.expand(grid.shape[0], *src.shape[1:])
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        grid = sampling_grid(flow).to(dtype)
+        src = x.to(dtype).expand(flow.shape[0], *x.shape[1:])
         out = F.grid_sample(src, grid, mode=mode, padding_mode="zeros", align_corners=(sampling == "exact"))
         if sampling == "exact" and mode != "nearest":
             out = _exact_where_still(out, src, flow)
@@ -107,19 +112,19 @@ def _exact_where_still(out: torch.Tensor, src: torch.Tensor, flow: torch.Tensor)
 def validity_mask(flow: torch.Tensor, sampling: str = "exact") -> torch.Tensor:
     """``sg(warp(1, φ, nearest))``: 1 where p + φ(p) samples inside the image, else 0.
 
-    Computed from the sampling positions directly (no extra warp): nearest sampling reads voxel
-    ``round(q)`` of the coordinate ``q`` that ``grid_sample`` uses, and zero padding returns 0 when
-    that voxel lies outside. Shape (N, 1, *S), float32, no gradient.
+    Computed from the sampling grid directly (no extra warp): nearest sampling reads voxel
+    ``round(q)`` of the voxel coordinate ``q`` that ``grid_sample`` derives from the grid, and zero
+    padding returns 0 when that voxel lies outside. Shape (N, 1, *S), float32, no gradient.
     """
     _check_sampling(sampling)
-    ndim = flow.shape[1]
     spatial = flow.shape[2:]
     with torch.no_grad(), torch.autocast(device_type=flow.device.type, enabled=False):
-        q = sample_positions(flow.detach())
-        size = torch.tensor(list(spatial), dtype=torch.float32, device=flow.device).view(1, ndim, *([1] * ndim))
-        if sampling == "legacy":
-            # align_corners=False unnormalises g = 2q/(s-1) - 1 to ((g + 1)·s - 1)/2 = q·s/(s-1) - 1/2
-            q = q * (size / (size - 1).clamp_min(1)) - 0.5
-        idx = torch.round(q)
-        inside = ((idx >= 0) & (idx <= size - 1)).all(dim=1, keepdim=True)
+        g = sampling_grid(flow.detach())  # exactly the grid that warp() hands to grid_sample
+        size = torch.tensor(list(spatial)[::-1], dtype=torch.float32, device=flow.device)
+        if sampling == "exact":  # grid_sample's unnormalisation, align_corners=True
+            q = (g + 1) / 2 * (size - 1)
+        else:  # align_corners=False
+            q = ((g + 1) * size - 1) / 2
+        idx = torch.round(q)  # nearest sampling rounds half to even, like torch.round
+        inside = ((idx >= 0) & (idx <= size - 1)).all(dim=-1).unsqueeze(1)
     return inside.float()
