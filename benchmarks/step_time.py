@@ -1,0 +1,122 @@
+"""Median time of a ``GeminiPretrain`` training step against a plain-PyTorch floor, on CPU.
+
+Usage: ``python benchmarks/step_time.py [--steps 30] [--warmup 5] [--threads N]``
+
+For each configuration the script measures, in one process:
+
+- **GeminiPretrain**: real training iterations through ``lightning.Trainer.fit`` (manual
+  optimisation, both published optimiser steps, augmentation, appearance corruption, warps,
+  masks, LNCC, GSS, logging, progress bar off), timed per batch by a callback; the data come
+  from memory so that file I/O is not counted.
+- **floor**: a plain PyTorch loop that runs the same network passes on the same inputs — the
+  backbone on both images, the deformer in both directions, then the backbone and head on a
+  copy of A — with a trivial loss (the mean of the outputs) and the same two Adam steps.
+
+It prints a Markdown table of medians and the ratio GeminiPretrain / floor (target ≤ 1.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from gemini_pl.modules import GeminiPretrain
+from gemini_pl.nets import GeminiNet
+
+SMALL = [8, 16, 32, 64, 128, 64, 32, 16, 8]  # default widths ÷ 4
+CONFIGS = [
+    # name, spatial dims, size, batch, widths
+    ("2D 128², widths ÷ 4, batch 2", 2, 128, 2, SMALL),
+    ("3D 32³, widths ÷ 4, batch 1", 3, 32, 1, SMALL),
+]
+
+
+class RandomPairs(Dataset):
+    """Fixed random image pairs held in memory."""
+
+    def __init__(self, dims: int, size: int, n: int = 8):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.rand(n, 1, *([size] * dims), generator=g)
+
+    def __len__(self) -> int:
+        return 10_000
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self.images)
+        return {"image_a": self.images[i % n], "image_b": self.images[(i + 1) % n]}
+
+
+class StepTimer(L.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._t = 0.0
+
+    def on_train_batch_start(self, *args) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, *args) -> None:
+        self.times.append(time.perf_counter() - self._t)
+
+
+def time_module(dims: int, size: int, batch: int, widths, steps: int, warmup: int) -> list[float]:
+    model = GeminiPretrain(spatial_dims=dims, widths=widths)
+    timer = StepTimer()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=2 * (steps + warmup), limit_val_batches=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+    )
+    loader = DataLoader(RandomPairs(dims, size), batch_size=batch)
+    trainer.fit(model, train_dataloaders=loader)
+    return timer.times[warmup:]
+
+
+def time_floor(dims: int, size: int, batch: int, widths, steps: int, warmup: int) -> list[float]:
+    net = GeminiNet(dims, 1, 1, widths)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    data = RandomPairs(dims, size)
+    times = []
+    for i in range(steps + warmup):
+        x_a = torch.stack([data[i * batch + k]["image_a"] for k in range(batch)])
+        x_b = torch.stack([data[i * batch + k]["image_b"] for k in range(batch)])
+        t = time.perf_counter()
+        f_a, f_b = net.features(torch.cat([x_a, x_b], 0)).chunk(2, 0)
+        flow_ab, flow_ba = net.flows_both_ways(f_a, f_b)
+        (flow_ab.mean() + flow_ba.mean() + f_a.mean() + f_b.mean()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        net(x_a.clone()).mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t)
+    return times[warmup:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30, help="timed iterations per measurement")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (module, floor, module, floor, …)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
+    print("| configuration | GeminiPretrain step (median ms) | plain-PyTorch floor (median ms) | ratio |")
+    print("|---|---|---|---|")
+    for name, dims, size, batch, widths in CONFIGS:
+        mod, flo = [], []
+        for _ in range(args.rounds):  # interleave so that machine noise hits both alike
+            mod += time_module(dims, size, batch, widths, args.steps, args.warmup)
+            flo += time_floor(dims, size, batch, widths, args.steps, args.warmup)
+        m, f = statistics.median(mod), statistics.median(flo)
+        print(f"| {name} | {1e3 * m:.1f} | {1e3 * f:.1f} | {m / f:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
