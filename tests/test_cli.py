@@ -46,6 +46,10 @@ def test_fit_writes_everything_then_resumes(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert _global_step(last) == 3 * 2 * 2  # continued from step 8, not restarted
 
+    res = run_cli(["test", "--config", CONFIG, *SMALL, "--ckpt_path", str(last)], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "test/dice_warped" in res.stdout
+
 
 def test_bf16_mixed_from_the_cli(tmp_path):
     res = run_cli(["fit", "--config", CONFIG, *SMALL, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed"], cwd=tmp_path)

@@ -193,3 +193,23 @@ def test_rejects_bad_input():
         corrupt(torch.zeros(1, 1, 8, 8, dtype=torch.long))
     with pytest.raises(ConfigError):
         corrupt(torch.zeros(1, 1, 8))
+
+
+def test_nonlinear_probability_selects_samples_and_noncontiguous_input():
+    x = torch.rand(16, 1, 12, 12, generator=gen(0)).transpose(-1, -2)  # non-contiguous
+    y = corrupt(x, only(nonlinear_prob=0.5), gen(3))
+    changed = [not torch.equal(y[b], x[b]) for b in range(16)]
+    assert 0 < sum(changed) < 16
+    assert y.shape == x.shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_with_cpu_generator():
+    x = torch.rand(2, 1, 32, 32, 32, generator=gen(0))
+    cfg = CorruptionConfig(shuffle_prob=1.0, nonlinear_prob=1.0)
+    y_cpu = corrupt(x, cfg, gen(1))
+    y_gpu = corrupt(x.cuda(), cfg, gen(1))
+    assert y_gpu.device.type == "cuda"
+    assert torch.allclose(y_gpu.cpu(), y_cpu, atol=1e-6)
+    g = torch.Generator(device="cuda").manual_seed(1)
+    assert corrupt(x.cuda(), cfg, g).device.type == "cuda"

@@ -14,9 +14,9 @@ drawn independently for every sample of the batch:
    the result is a permutation of the whole sample (the multiset of values is kept exactly);
    every voxel stays inside a block that covers it; a block that no later block overlaps
    (e.g. the last one, or any block when they do not overlap) holds a permutation of its
-   original contents. Done with one winner map (``scatter_reduce`` amax), one integer radix
-   sort of packed ``(block, not-owned, random bits)`` keys and a gather/scatter — no loop over
-   blocks.
+   original contents. Done with one winner map (``scatter_reduce`` amax), one integer sort of
+   packed ``(block, random bits)`` keys of the owned slots (a radix sort on CPU) and one
+   gather/scatter — no loop over blocks or voxels.
 
 2. **Non-linear intensity** (probability ``nonlinear_prob`` per sample): a cubic Bézier curve
    through (0, 0), two control points drawn from U([0, 1]²), and (1, 1). With control
@@ -190,9 +190,12 @@ def local_pixel_shuffle(x: Tensor, num_blocks: int, block_size: Sequence[int],
     ddev = _draw_device(generator, dev)
     # block starts: uniform in [0, S_a - bs_a] per axis -> flat index of the block corner, with
     # the sample offset b * V folded in (winner map over all samples at once): (B, N)
-    base = (torch.arange(B, device=ddev, dtype=torch.int64) * V)[:, None].expand(B, N).clone()
-    for a in range(nd):
-        base += _randint(S[a] - bs[a] + 1, (B, N), generator, dev) * strides[a]
+    highs = torch.tensor([s_ - b_ + 1 for s_, b_ in zip(S, bs)], dtype=torch.float64,
+                         device=ddev).view(nd, 1, 1)
+    starts = (_rand((nd, B, N), generator, dev, dtype=torch.float64) * highs).floor_()
+    starts = torch.minimum(starts, highs - 1).to(torch.int64)  # guard u * high rounding up
+    st = torch.tensor(strides, dtype=torch.int64, device=ddev).view(nd, 1, 1)
+    base = (starts * st).sum(0) + torch.arange(B, device=ddev, dtype=torch.int64).view(B, 1) * V
     base = base.to(dev)
     # flat offsets of the voxels inside one block (K,)
     off = torch.zeros((1,), dtype=torch.int64, device=dev)
@@ -202,31 +205,35 @@ def local_pixel_shuffle(x: Tensor, num_blocks: int, block_size: Sequence[int],
     slots = (base[:, :, None] + off).view(-1)  # (B*N*K,) sample-global voxel of every slot
     G = B * N  # blocks over the whole batch; slot s belongs to block s // K
 
-    # winner map: the last block covering each voxel owns it
-    gid_dtype = torch.int32 if G < 2**31 else torch.int64
-    gid = torch.arange(G, device=dev, dtype=gid_dtype)
-    gid_slots = gid.view(G, 1).expand(G, K).reshape(-1)
-    winner = torch.full((B * V,), -1, dtype=gid_dtype, device=dev)
-    winner.scatter_reduce_(0, slots, gid_slots, reduce="amax", include_self=True)
-    owned = winner.index_select(0, slots) == gid_slots  # (B*N*K,)
-    del winner
-
-    # Owned slots in index order (grouped by block): the destinations.
-    dest = slots.masked_select(owned)
-    M = dest.numel()
-    # One integer (radix) sort of packed keys (block, random bits) of the owned slots orders
-    # them by block and uniformly at random within each block; pairing the k-th destination
-    # with the k-th sorted slot (same block, same count per block) applies a uniform random
-    # permutation to the owned voxels of every block.
+    # Sort keys of the slots will be (block, random bits) packed in one integer; the block part
+    # gkey = gid << rbits also serves as the block id of the winner map (same order).
     gbits = max(1, (G - 1).bit_length())
     if gbits + 16 <= 31:
         key_dtype, rbits = torch.int32, 31 - gbits
     else:
         key_dtype, rbits = torch.int64, min(40, 63 - gbits)
+    gkey = torch.arange(G, device=dev, dtype=key_dtype) << rbits
+    gkey_slots = gkey.view(G, 1).expand(G, K).reshape(-1)
+
+    # winner map: the last block covering each voxel owns it
+    winner = torch.full((B * V,), -1, dtype=key_dtype, device=dev)
+    winner.scatter_reduce_(0, slots, gkey_slots, reduce="amax", include_self=True)
+    owned = winner.index_select(0, slots) == gkey_slots  # (B*N*K,)
+    del winner
+
+    # Owned slots in index order (grouped by block): the destinations.
+    sel = owned.nonzero().view(-1)
+    del owned
+    dest = slots.index_select(0, sel)
+    M = dest.numel()
+    # One integer (radix) sort of the packed keys of the owned slots orders them by block and
+    # uniformly at random within each block; pairing the k-th destination with the k-th sorted
+    # slot (same block, same count per block) applies a uniform random permutation to the
+    # owned voxels of every block.
     key = torch.randint(0, 2**rbits, (M,), generator=generator, dtype=key_dtype,
                         device=ddev).to(dev)
-    key.add_(gid_slots.masked_select(owned).to(key_dtype) << rbits)
-    del gid_slots, owned
+    key += gkey_slots.index_select(0, sel)
+    del gkey_slots, sel
     src = dest.index_select(0, torch.sort(key, stable=True).indices)
     del key
     if C > 1:  # all channels of a voxel move together; x is laid out (B, C, V)
@@ -353,10 +360,7 @@ def _inpaint_(out: Tensor, max_boxes: int, prob: float, size_range: Tuple[float,
     lead = axis_m[0]
     for a in range(1, nd - 1):
         lead = (lead[..., :, None] * axis_m[a][..., None, :]).flatten(2)
-    if nd == 1:
-        count = lead.sum(1)
-    else:
-        count = torch.bmm(lead.transpose(1, 2), axis_m[-1])  # (B, prod(S[:-1]), S[-1])
+    count = torch.bmm(lead.transpose(1, 2), axis_m[-1])  # (B, prod(S[:-1]), S[-1])
     covered = (count > 0.5).view(B, 1, *S).expand(B, C, *S)
     n = int(covered.sum())
     noise = torch.rand((n,), generator=generator, device=ddev, dtype=torch.float32)
@@ -424,7 +428,7 @@ def corrupt(x: Tensor, config: Optional[CorruptionConfig] = None,
 
     # 3. in-painting
     if cfg.inpaint_prob > 0 and cfg.inpaint_max_boxes > 0:
-        out = out.contiguous().clone() if out is x else out
+        out = x.clone(memory_format=torch.contiguous_format) if out is x else out
         out = _inpaint_(out, cfg.inpaint_max_boxes, cfg.inpaint_prob, cfg.inpaint_size_range,
                         generator)
     return out.clone() if out is x else out

@@ -367,6 +367,10 @@ class GeminiDataModule(L.LightningDataModule):
         assert self.val_set is not None
         return self._loader(self.val_set, self.val_batch_size, shuffle=False)
 
+    def predict_dataloader(self) -> DataLoader:
+        """The held-out pairs, as for validation and test."""
+        return self.test_dataloader()
+
 
 class PhantomDataModule(GeminiDataModule):
     """:class:`GeminiDataModule` over a generated phantom dataset (the default dataset).
