@@ -19,12 +19,31 @@ import sys
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from lightning.pytorch.plugins.io import CheckpointIO
+
+from .callbacks import WandbResume
+from .callbacks.wandb_resume import continue_wandb_run
+from .checkpoint_io import AtomicCheckpointIO
 from .errors import GeminiError
 
 
 class GeminiCLI(LightningCLI):
     """LightningCLI with gemini-pl's defaults: any LightningModule / LightningDataModule via
-    ``class_path``, optimisers configured by the modules themselves."""
+    ``class_path``, optimisers configured by the modules themselves, atomic checkpoint writes
+    (:class:`~gemini_pl.checkpoint_io.AtomicCheckpointIO`, unless the config names another
+    CheckpointIO plugin) and the W&B run id kept in checkpoints
+    (:class:`~gemini_pl.callbacks.WandbResume`)."""
+
+    def before_fit(self) -> None:  # noqa: D102 - LightningCLI hook
+        continue_wandb_run(self.trainer, self.config_init[self.subcommand].get("ckpt_path"))
+
+    def instantiate_trainer(self, **kwargs):  # noqa: D102 - LightningCLI hook
+        config = self._get(self.config_init, "trainer", default={}) or {}
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
@@ -36,6 +55,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [WandbResume()]},
         args=args,
         run=run,
     )

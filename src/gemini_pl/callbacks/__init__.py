@@ -2,5 +2,6 @@
 
 from .checkpoint import LastCheckpoint
 from .summary import RegistrationSummary
+from .wandb_resume import WandbResume
 
-__all__ = ["LastCheckpoint", "RegistrationSummary"]
+__all__ = ["LastCheckpoint", "RegistrationSummary", "WandbResume"]

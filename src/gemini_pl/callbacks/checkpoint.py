@@ -6,14 +6,16 @@ from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+_FIXED = ("filename", "monitor", "save_top_k", "save_last", "enable_version_counter", "every_n_train_steps", "save_on_train_epoch_end")
+
 
 class LastCheckpoint(ModelCheckpoint):
     """Always keeps ``<dirpath>/last.ckpt`` up to date (what ``--ckpt_path last`` resumes from).
 
     Lightning's ``save_last`` only refreshes ``last.ckpt`` when a monitored top-k checkpoint is
-    written too; this callback writes it at every epoch end (or every ``every_n_train_steps``
-    optimiser steps), whatever the metrics do. Combine it with a monitored ``ModelCheckpoint``
-    for the best model.
+    written too; this callback writes it at every training-epoch end (whether or not validation
+    runs) and, with ``every_n_train_steps``, every that many optimiser steps, so that a crash loses
+    at most that interval. Combine it with a monitored ``ModelCheckpoint`` for the best model.
 
     Args:
         dirpath: folder of ``last.ckpt``.
@@ -21,13 +23,16 @@ class LastCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, dirpath: str | None = None, every_n_train_steps: int = 0, **kwargs: Any):
-        kwargs.setdefault("enable_version_counter", False)
+        for key in _FIXED:  # these define the callback; values passed through a config are ignored
+            kwargs.pop(key, None)
         super().__init__(
             dirpath=dirpath,
             filename=self.CHECKPOINT_NAME_LAST,
             monitor=None,
             save_top_k=1,
             save_last=False,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,
             every_n_train_steps=every_n_train_steps or None,
             **kwargs,
         )

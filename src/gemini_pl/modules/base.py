@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -176,8 +177,9 @@ class GeminiBase(L.LightningModule):
     def guarded_step(self, loss: torch.Tensor, name: str) -> bool:
         """Backward + optimiser step unless the loss or the gradients are not finite.
 
-        One host synchronisation (the finiteness flag). Under 16-mixed the GradScaler deals with
-        non-finite gradients itself; only the loss is checked here.
+        One host synchronisation (the finiteness flag, summed over DDP ranks so that every rank
+        takes the same decision). Under 16-mixed the GradScaler deals with non-finite gradients
+        itself; only the loss is checked here.
         """
         opt = self.optimizers()
         self.manual_backward(loss)
@@ -186,7 +188,8 @@ class GeminiBase(L.LightningModule):
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             if grads:
                 ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())
-        if bool(ok):
+        bad = self.trainer.strategy.reduce((~ok).float(), reduce_op="sum")
+        if float(bad) == 0:
             opt.step()
             opt.zero_grad(set_to_none=True)
             self._consecutive_nonfinite[name] = 0
@@ -200,12 +203,20 @@ class GeminiBase(L.LightningModule):
             self.nonfinite_steps,
         )
         if run >= self.hparams.max_consecutive_nonfinite:
+            path = self._save_last_good_state()
             raise NonFiniteLossError(
-                f"{run} consecutive non-finite {name} losses, last at global step "
-                f"{self.global_step} (epoch {self.current_epoch}); lower model.lr, check the input data "
-                f"for NaN/inf, or raise model.max_consecutive_nonfinite"
+                f"{run} consecutive non-finite {name} losses, last at global step {self.global_step} "
+                f"(epoch {self.current_epoch}); the last good weights are in {path}. Lower model.lr, check "
+                f"the input data for NaN/inf, or raise model.max_consecutive_nonfinite"
             )
         return False
+
+    def _save_last_good_state(self) -> Path:
+        """Checkpoint the weights as they are (every skipped step left them untouched)."""
+        folder = getattr(self.trainer.checkpoint_callback, "dirpath", None) or Path(self.trainer.default_root_dir) / "checkpoints"
+        path = Path(folder) / "nonfinite-stop.ckpt"
+        self.trainer.save_checkpoint(path)
+        return path
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         x_a, x_b, batch = self.prepare_batch(batch)
