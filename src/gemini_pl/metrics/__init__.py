@@ -4,3 +4,28 @@ from .dice import dice_per_class, mean_dice, one_hot_labels
 from .jacobian import folding_percent, jacobian_determinant, sdlogj
 
 __all__ = ["dice_per_class", "folding_percent", "jacobian_determinant", "mean_dice", "one_hot_labels", "sdlogj"]
+from .objects import (  # noqa: E402
+    AverageHausdorffDistance,
+    DiceScore,
+    FoldingPercent,
+    HausdorffDistance95,
+    PerCaseMetric,
+    SDLogJ,
+    dice_rows,
+)
+from .surface import average_hausdorff_distance, avd_per_class, foreground_masks, hd95_per_class, normalise_spacing  # noqa: E402
+
+__all__ += [
+    "AverageHausdorffDistance",
+    "DiceScore",
+    "FoldingPercent",
+    "HausdorffDistance95",
+    "PerCaseMetric",
+    "SDLogJ",
+    "avd_per_class",
+    "average_hausdorff_distance",
+    "dice_rows",
+    "foreground_masks",
+    "hd95_per_class",
+    "normalise_spacing",
+]
