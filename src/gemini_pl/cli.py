@@ -14,9 +14,12 @@ are printed as one line naming the file, setting or step, with exit status 2.
 from __future__ import annotations
 
 import os
+import pickle
 import sys
+from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.cli import LightningCLI
 
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -24,7 +27,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from .callbacks import WandbResume
 from .callbacks.wandb_resume import continue_wandb_run
 from .checkpoint_io import AtomicCheckpointIO
-from .errors import GeminiError
+from .errors import CheckpointError, GeminiError
 
 
 class GeminiCLI(LightningCLI):
@@ -61,10 +64,35 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
     )
 
 
+def _ckpt_path_arg(args: list[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--ckpt_path="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_checkpoint_file(path: str | None) -> None:
+    """Refuse a checkpoint that cannot be read with ``weights_only=True`` before anything loads it
+    (LightningCLI reads its hyper-parameters while parsing)."""
+    if not path or path in ("last", "best", "hpc", "registry") or not Path(path).is_file():
+        return
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"refused to load checkpoint {path}: it holds objects other than tensors and plain containers "
+            f"(a pickled payload?), and checkpoints are read with weights_only=True: {first}"
+        ) from None
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point."""
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
+        check_checkpoint_file(_ckpt_path_arg(sys.argv[1:] if args is None else args))
         cli_main(args)
     except GeminiError as exc:
         print(f"gemini-pl: error: {exc}", file=sys.stderr)
