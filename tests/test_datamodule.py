@@ -175,3 +175,61 @@ def test_io_helpers_and_png(tmp_path):
         pair_with_labels(files, tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         load_image(folder / "gone.nii.gz")
+
+
+# ------------------------------------------------------------------------------ modes
+@pytest.mark.parametrize("dims,size", [(2, 32), (3, 16)])
+def test_train_and_eval_modes(dm_root, dims, size):
+    shape = (size,) * dims
+    patch = [8] * dims if dims == 3 else None
+    crop = tuple(patch) if patch else shape
+    common = dict(root=str(dm_root), spatial_dims=dims, size=size, batch_size=2, **SMALL)
+    dm = PhantomDataModule(train_mode="pairs+labeled", eval_mode="cases", patch_size=patch, **common)
+    dm.setup("fit")
+    assert (dm.num_classes, dm.label_kind, dm.spatial_dims) == (6, "multiclass", dims)
+    b = next(iter(dm.train_dataloader()))
+    assert set(b) == {"image_a", "image_b", "image", "label"}
+    assert b["image_a"].shape == b["image"].shape == (2, 1, *crop)
+    assert b["label"].dtype == torch.int64 and b["label"].shape == (2, 1, *crop)
+    case = next(iter(dm.val_dataloader()))
+    assert set(case) == {"image", "label", "name", "spacing", "meta"}
+    assert type(case["image"]) is torch.Tensor and type(case["label"]) is torch.Tensor
+    assert case["image"].shape == (1, 1, *shape) and case["label"].dtype == torch.int64
+    assert case["spacing"].shape == (1, dims) and case["spacing"].dtype == torch.float32
+    assert case["meta"]["filename"][0].endswith(f"{case['name'][0]}.nii.gz")
+    assert case["meta"]["affine"].shape == (1, dims + 1, dims + 1)
+
+    dm = PhantomDataModule(train_mode="labeled", labeled_batch_size=1, patch_size=patch, **common)
+    dm.setup("fit")
+    b = next(iter(dm.train_dataloader()))
+    assert set(b) == {"image", "label"} and b["image"].shape == (1, 1, *crop)
+
+
+def test_patch_size_larger_than_image(dm_root):
+    from gemini_pl.errors import ConfigError
+
+    dm = GeminiDataModule(root=str(dm_root), dataset="phantom3d", patch_size=[8, 8, 32])
+    with pytest.raises(ConfigError, match=r"data.patch_size=\[8, 8, 32\].*phantom_0000.*\(16, 16, 16\)"):
+        dm.setup("fit")
+
+
+def test_few_shot_is_deterministic(dm_root, tmp_path):
+    ds = _copy(dm_root, tmp_path)
+    for i in range(2, 6):  # 6 labeled training cases
+        for sub in ("image", "label"):
+            shutil.copy(ds / f"train/labeled/{sub}/phantom_0004.nii.gz", ds / f"train/labeled/{sub}/extra_{i}.nii.gz")
+    names = []
+    for _ in range(2):
+        dm = GeminiDataModule(root=str(tmp_path), train_mode="labeled", num_labeled=3, seed=1)
+        dm.setup("fit")
+        names.append([r["rel"] for r in dm._select("train_labeled", dm.split["train_labeled"][:3])])
+        assert len(dm.train_set) == 3
+    assert names[0] == names[1]
+    split_file = tmp_path / "split.json"
+    dm = GeminiDataModule(root=str(tmp_path), train_mode="labeled", num_labeled=3, seed=1, split_file=str(split_file))
+    dm.setup("fit")
+    assert split_file.is_file() and dm.split["train_labeled"][:3] == names[0]
+    import hashlib
+
+    assert dm.split_hash == hashlib.sha256(split_file.read_bytes()).hexdigest()
+    assert dm.hparams["split_hash"] == dm.split_hash

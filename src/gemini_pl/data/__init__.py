@@ -1,6 +1,29 @@
-"""Data: the phantom generator, image I/O and the Lightning data modules."""
+"""Data: dataset specs, splits, image I/O, the phantom generator and the Lightning data modules.
+
+Where things live: :mod:`gemini_pl.data.specs` (one spec per dataset: label tables,
+preprocessing), :mod:`gemini_pl.data.layout` (finding files), :mod:`gemini_pl.data.transforms`
+(loading and checking), :mod:`gemini_pl.data.pairs` (pair / labeled / case datasets),
+:mod:`gemini_pl.data.splits` (versioned split files), :mod:`gemini_pl.data.datamodule`
+(:class:`GeminiDataModule`), :mod:`gemini_pl.data.check` (``gemini-pl check-data``).
+"""
 
 from gemini_pl.data.datamodule import GeminiDataModule, PhantomDataModule
+from gemini_pl.data.io import save_prediction
 from gemini_pl.data.phantom import generate_phantom_dataset, make_phantom
+from gemini_pl.data.specs import SPECS, DatasetSpec, Preprocessing, get_spec
+from gemini_pl.data.splits import load_split, make_split, write_split
 
-__all__ = ["GeminiDataModule", "PhantomDataModule", "generate_phantom_dataset", "make_phantom"]
+__all__ = [
+    "SPECS",
+    "DatasetSpec",
+    "GeminiDataModule",
+    "PhantomDataModule",
+    "Preprocessing",
+    "generate_phantom_dataset",
+    "get_spec",
+    "load_split",
+    "make_phantom",
+    "make_split",
+    "save_prediction",
+    "write_split",
+]

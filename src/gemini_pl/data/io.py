@@ -11,6 +11,7 @@ Images are read through MONAI: ``LoadImage`` with ``NibabelReader`` for ``.nii``
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Hashable, Mapping, Sequence
 
@@ -23,6 +24,7 @@ from gemini_pl.errors import DataError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "DataWarning",
     "LoadImageSafe",
     "LoadImageSafed",
     "case_name",
@@ -31,12 +33,21 @@ __all__ = [
     "list_images",
     "load_image",
     "pair_with_labels",
+    "save_prediction",
 ]
 
 #: File name endings recognised as images (checked case-insensitively).
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png")
 
 _HINT = "see data/README.md or run with the phantom dataset"
+
+
+class DataWarning(UserWarning):
+    """Something in the data was converted (not an error), e.g. an RGB X-ray made grayscale."""
+
+
+#: ITU-R BT.601 luma weights: RGB -> grayscale.
+_LUMA = (0.299, 0.587, 0.114)
 
 
 def _suffix(path: str | os.PathLike) -> str | None:
@@ -181,7 +192,19 @@ def load_image(path: str | os.PathLike, *, label: bool = False, single_channel: 
             "folder to regenerate it)"
         ) from exc
     if single_channel and img.shape[0] > 1:
-        img = img[:1] if label else img.mean(dim=0, keepdim=True)
+        if label:
+            img = img[:1]
+        else:
+            channels = img.shape[0]
+            if channels in (3, 4):  # RGB(A): luma of the colour channels, alpha dropped
+                w = torch.tensor(_LUMA, dtype=img.dtype).view(3, *([1] * (img.dim() - 1)))
+                img = (img[:3] * w).sum(dim=0, keepdim=True)
+            else:
+                img = img.mean(dim=0, keepdim=True)
+            warnings.warn(
+                f"{path} has {channels} channels; converted to one grayscale channel",
+                DataWarning, stacklevel=2,
+            )
     if label:
         if torch.is_floating_point(img):
             img = torch.round(img)
@@ -225,3 +248,39 @@ class LoadImageSafed(MapTransform):
         for key in self.key_iterator(d):
             d[key] = load_image(d[key], label=key in self.label_keys)
         return d
+
+
+def save_prediction(pred, meta: Mapping, path: str | os.PathLike) -> Path:
+    """Write a prediction as NIfTI on the grid of the case it was predicted for.
+
+    Args:
+        pred: ``(*S)``, ``(C, *S)`` or ``(1, C, *S)`` array/tensor on the grid of a
+            ``eval_mode="cases"`` batch's ``"image"`` (channel dimensions of size 1 are dropped).
+        meta: that batch's ``"meta"`` (batched with batch size 1, or one item's); its
+            ``"affine"`` (voxel -> world, RAS) is written, so the file overlays the input image.
+        path: output ``.nii`` or ``.nii.gz`` file.
+    """
+    import nibabel as nib
+
+    arr = pred.detach().cpu().numpy() if torch.is_tensor(pred) else np.asarray(pred)
+    affine = meta["affine"]
+    affine = affine.detach().cpu().numpy() if torch.is_tensor(affine) else np.asarray(affine)
+    if affine.ndim == 3:  # batched
+        affine = affine[0]
+    n = affine.shape[0] - 1
+    while arr.ndim > n and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == n + 1:  # channels last for NIfTI
+        arr = np.moveaxis(arr, 0, -1)
+    if n == 2:  # NIfTI holds 3D affines
+        affine = np.array([[affine[0, 0], affine[0, 1], 0, affine[0, 2]],
+                           [affine[1, 0], affine[1, 1], 0, affine[1, 2]],
+                           [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
+    if arr.dtype == np.int64:
+        arr = arr.astype(np.int32 if arr.max(initial=0) > 32767 or arr.min(initial=0) < -32768 else np.int16)
+    elif arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(arr, affine), str(path))
+    return path

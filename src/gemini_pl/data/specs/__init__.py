@@ -1,0 +1,51 @@
+"""One spec per dataset: where its files are, its label table and its preprocessing.
+
+=============  ===========================  ==========================================
+name           module                       what
+=============  ===========================  ==========================================
+whs_ct         :mod:`.whs_ct`               MM-WHS CT, labels 205..850 -> 1..7
+asoca          :mod:`.asoca`                ASOCA coronary CTA
+cat08          :mod:`.cat08`                CAT08 coronary CTA (images only)
+candi          :mod:`.candi`                CANDI brain MRI, 28 FreeSurfer codes -> 1..28
+scr            :mod:`.scr`                  SCR chest X-rays, heart/lung/clavicle masks
+kipa22         :mod:`.kipa22`               KiPA22 kidney CTA, 1..4
+chestxray8     :mod:`.chestxray8`           ChestX-ray8, pairs within view x sex groups
+ppmi           :mod:`.ppmi`                 PPMI brain MRI (images only)
+phantom2d/3d   :mod:`.phantom`              the generated phantoms
+=============  ===========================  ==========================================
+
+Any other ``data.dataset`` name is a folder read with :func:`generic_spec` (labels are class
+indices already, min-max intensities).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gemini_pl.data.specs import asoca, candi, cat08, chestxray8, kipa22, phantom, ppmi, scr, whs_ct
+from gemini_pl.data.specs.base import BRAIN_MASK_MODES, INTENSITY_MODES, DatasetSpec, Preprocessing
+
+__all__ = [
+    "BRAIN_MASK_MODES", "INTENSITY_MODES", "DatasetSpec", "Preprocessing", "SPECS",
+    "generic_spec", "get_spec",
+]
+
+#: name -> spec of every known dataset.
+SPECS: dict[str, DatasetSpec] = {
+    s.name: s
+    for s in (
+        whs_ct.SPEC, asoca.SPEC, cat08.SPEC, candi.SPEC, scr.SPEC, kipa22.SPEC, chestxray8.SPEC,
+        ppmi.SPEC, phantom.SPEC_2D, phantom.SPEC_3D,
+    )
+}
+
+
+def generic_spec(name: str) -> DatasetSpec:
+    """Spec of an unknown dataset folder ``name``: canonical layout, labels used as they are."""
+    return DatasetSpec(name=name, title=name, label_table=None, preprocessing=Preprocessing())
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registered spec ``name`` (a copy), or :func:`generic_spec` for any other name."""
+    spec = SPECS.get(name)
+    return dataclasses.replace(spec) if spec is not None else generic_spec(name)
