@@ -25,10 +25,10 @@ drawn independently for every sample of the batch:
    ``nonlinear_curve_points`` t values, resampled with ``torch.searchsorted`` onto a uniform
    lookup table of ``nonlinear_lut_size`` entries on [0, 1], and applied to the voxels by linear
    interpolation in that table (monotone, exact at 0 and 1). Inputs are clamped to [0, 1] first
-   (as ``np.interp`` does at the ends). Models Genesis also *flips* the curve with probability
-   0.5 (it pairs x(t) with y(1 - t), giving a decreasing map 0 → 1, 1 → 0); that is available
-   as ``nonlinear_flip_prob`` and is **off by default** (METHOD §5 asks for the monotone curve
-   through (0, 0) and (1, 1)).
+   (as ``np.interp`` does at the ends). The Models Genesis reference code also *flips* the
+   curve with probability 0.5 (pairing x(t) with y(1 - t): a decreasing map 0 → 1, 1 → 0);
+   that is available as ``nonlinear_flip_prob`` and is **off by default** (METHOD §5 asks for
+   the monotone curve through (0, 0) and (1, 1)).
 
 3. **In-painting** (per sample): boxes are added while ``count < inpaint_max_boxes`` and
    ``U(0, 1) < inpaint_prob``; a box has integer size uniform in
@@ -37,6 +37,9 @@ drawn independently for every sample of the batch:
    Since the noise is i.i.d., "later boxes overwrite earlier ones" and "every covered voxel gets
    fresh noise" are the same distribution; the union of the boxes is built at once (outer
    products of per-axis interval masks, summed over the boxes with one ``bmm``).
+
+Shuffling and in-painting never change the value range (in-painting adds values in [0, 1));
+only the intensity curve clamps its input to [0, 1]. Non-float inputs are rejected.
 
 Random numbers. Every random number comes from ``generator`` when one is given; they are drawn
 on the generator's device and moved to ``x.device``. So a CPU ``torch.Generator`` gives the same
@@ -280,17 +283,18 @@ def _bezier_lut(ctrl: Tensor, flip: Tensor, n_t: int, n_lut: int) -> Tensor:
 
 def nonlinear_intensity(x: Tensor, generator: Optional[torch.Generator] = None,
                         flip_prob: float = 0.0, curve_points: int = 1000,
-                        lut_size: int = 2048) -> Tensor:
-    """Apply one random Bézier intensity curve per sample of ``x`` (B, C, *S); new tensor."""
+                        lut_size: int = 2048, _inplace: bool = False) -> Tensor:
+    """Apply one random Bézier intensity curve per sample of ``x`` (B, C, *S); new tensor
+    (``_inplace``: may write the result into ``x``, for internal buffers)."""
     B = x.shape[0]
     dev = x.device
     ctrl = _rand((B, 2, 2), generator, dev, dtype=torch.float64)
     flip = _rand((B,), generator, dev) < flip_prob
     lut = _bezier_lut(ctrl.to(dev), flip.to(dev), curve_points, lut_size)
-    return _apply_lut(x, lut)
+    return _apply_lut(x, lut, inplace=_inplace)
 
 
-def _apply_lut(x: Tensor, lut: Tensor) -> Tensor:
+def _apply_lut(x: Tensor, lut: Tensor, inplace: bool = False) -> Tensor:
     """Piecewise-linear interpolation of the uniform tables ``lut`` (B, n) on [0, 1]."""
     B = x.shape[0]
     n = lut.shape[1]
@@ -305,7 +309,11 @@ def _apply_lut(x: Tensor, lut: Tensor) -> Tensor:
     if B > 1:
         i += torch.arange(B, device=x.device, dtype=torch.int32).view(B, 1) * n
     i = i.view(-1)
-    y = val.view(-1).index_select(0, i).addcmul_(f.view(-1), slope.view(-1).index_select(0, i))
+    if inplace and x.dtype == cdt and x.is_contiguous():
+        y = torch.index_select(val.view(-1), 0, i, out=x.view(-1))  # x is no longer needed
+    else:
+        y = val.view(-1).index_select(0, i)
+    y.addcmul_(f.view(-1), slope.view(-1).index_select(0, i))
     return y.to(x.dtype).view(x.shape)
 
 
@@ -362,7 +370,12 @@ def _inpaint_(out: Tensor, max_boxes: int, prob: float, size_range: Tuple[float,
         lead = (lead[..., :, None] * axis_m[a][..., None, :]).flatten(2)
     count = torch.bmm(lead.transpose(1, 2), axis_m[-1])  # (B, prod(S[:-1]), S[-1])
     covered = (count > 0.5).view(B, 1, *S).expand(B, C, *S)
-    n = int(covered.sum())
+    # masked_scatter_ takes the first (#covered voxels) values in raster order; the total box
+    # volume bounds that number without counting the mask (no device sync on GPU).
+    vol = torch.ones((B, K), dtype=torch.int64, device=ddev)
+    for start, size in masks:
+        vol *= size
+    n = int((vol * active).sum()) * C
     noise = torch.rand((n,), generator=generator, device=ddev, dtype=torch.float32)
     out.masked_scatter_(covered, noise.to(dev, x.dtype))
     return out
@@ -420,7 +433,7 @@ def corrupt(x: Tensor, config: Optional[CorruptionConfig] = None,
             kw = dict(flip_prob=cfg.nonlinear_flip_prob, curve_points=cfg.nonlinear_curve_points,
                       lut_size=cfg.nonlinear_lut_size)
             if sel is None:
-                out = nonlinear_intensity(out, generator, **kw)
+                out = nonlinear_intensity(out, generator, _inplace=out is not x, **kw)
             else:
                 sel = sel.to(dev)
                 out = out.clone() if out is x else out
