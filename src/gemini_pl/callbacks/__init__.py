@@ -5,3 +5,7 @@ from .summary import RegistrationSummary
 from .wandb_resume import WandbResume
 
 __all__ = ["LastCheckpoint", "RegistrationSummary", "WandbResume"]
+from .prediction_writer import NiftiPredictionWriter  # noqa: E402
+from .results import ResultsWriter  # noqa: E402
+
+__all__ += ["NiftiPredictionWriter", "ResultsWriter"]

@@ -4,3 +4,9 @@ from .base import GeminiBase
 from .pretrain import GeminiPretrain
 
 __all__ = ["GeminiBase", "GeminiPretrain"]
+from .register import Registration  # noqa: E402
+from .segment import Segmentation  # noqa: E402
+from .semi import GeminiSemi  # noqa: E402
+from .transfer import TransferReport, load_pretrained  # noqa: E402
+
+__all__ += ["GeminiSemi", "Registration", "Segmentation", "TransferReport", "load_pretrained"]
