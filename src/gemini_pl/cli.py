@@ -91,6 +91,11 @@ def check_checkpoint_file(path: str | None) -> None:
 def main(args: list[str] | None = None) -> None:
     """Console entry point."""
     os.environ.setdefault("WANDB_SILENT", "true")
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] == "check-data":  # gemini-pl check-data --config ... (see gemini_pl.data.check)
+        from .data.check import main as check_data_main
+
+        sys.exit(check_data_main(argv[1:]))
     try:
         check_checkpoint_file(_ckpt_path_arg(sys.argv[1:] if args is None else args))
         cli_main(args)

@@ -208,7 +208,8 @@ class GeminiDataModule(L.LightningDataModule):
                 case names, or a JSON file holding such a list (overrides ``num_val_pairs``).
             samples_per_epoch: training items per epoch; ``None``: all ordered pairs (pairs modes;
                 at most 2**24, beyond that one pair per image), all labeled samples (``labeled``).
-            cache_dir: folder of the ``disk`` cache (default ``<root>/.cache/<dataset>``).
+            cache_dir: folder of the ``disk`` cache (default ``<root>/cache``; one sub-folder per
+                dataset and preprocessing).
             on_error: ``raise``: any unreadable or inconsistent file stops the run with an error
                 naming it; ``skip``: such files are left out, counted and reported (opt-in).
         """
@@ -282,6 +283,7 @@ class GeminiDataModule(L.LightningDataModule):
         self._num_classes: int | None = None
         self._labeled_items: Dataset | None = None
         self._eval_records: list[dict] | None = None
+        self._val_ready = False
 
     # ---------------------------------------------------------------- spec / hparams
     def _base_spec(self, dataset: str) -> DatasetSpec:
@@ -417,10 +419,6 @@ class GeminiDataModule(L.LightningDataModule):
         """Preprocessed items of ``records``, read once (see ``cache``); ``random`` transforms
         (training crops) are applied after the cache, at every access."""
         chain = case_transforms(self.spec, self.spatial_dims, labeled)
-        if self.on_error == "skip":
-            records = self._prescan(records, chain)
-            if not records:
-                raise DataError(f"every {role or 'image'} file of {self.spec.name} was skipped")
         try:
             if self.cache_mode == "memory":
                 ds: Dataset = CacheDataset(
@@ -428,8 +426,10 @@ class GeminiDataModule(L.LightningDataModule):
                     num_workers=min(4, os.cpu_count() or 1), progress=False, copy_cache=False,
                 )
             elif self.cache_mode == "disk":
+                # the file's size and mtime join the cache key: a changed file is read again
+                records = [dict(r, stamp=_stamp(r)) for r in records]
                 ds = PersistentDataset(records, transform=Compose(chain),
-                                       cache_dir=self._disk_cache_dir(), pickle_protocol=4)
+                                       cache_dir=self._disk_cache_dir())
             else:
                 ds = MonaiDataset(records, transform=Compose(chain))
         except Exception as exc:
@@ -458,10 +458,13 @@ class GeminiDataModule(L.LightningDataModule):
                     )
         return _Transformed(det, random) if random else det
 
-    def _prescan(self, records: list[dict], chain: list) -> list[dict]:
-        """``on_error="skip"``: drop (and report) the records whose files fail to load or check."""
+    def _usable(self, records: list[dict], labeled: bool, role: str) -> list[dict]:
+        """``on_error="skip"``: drop (and report in :attr:`skipped`) the records whose files fail
+        to load or check (each file is read once more for this); ``raise``: all records."""
+        if self.on_error != "skip":
+            return records
         good = []
-        transform = Compose(chain)
+        transform = Compose(case_transforms(self.spec, self.spatial_dims, labeled))
         for rec in records:
             try:
                 transform(rec)
@@ -473,13 +476,15 @@ class GeminiDataModule(L.LightningDataModule):
                 log.warning("skipped %s: %s", rec["image"], err)
                 continue
             good.append(rec)
+        if not good:
+            raise DataError(f"every {role} file of {self.spec.name} was skipped (on_error=skip)")
         return good
 
     def _disk_cache_dir(self) -> Path:
         if self.cache_dir:
             base = Path(self.cache_dir)
         else:
-            base = Path(self.root) / ".cache"
+            base = Path(self.root) / "cache"
         key = repr((self.spec, self.spatial_dims)).encode()
         return base / f"{self.spec.name}-{hashlib.sha256(key).hexdigest()[:12]}"
 
@@ -501,7 +506,7 @@ class GeminiDataModule(L.LightningDataModule):
             )
 
     def _pairs(self) -> PairDataset:
-        records = self._select("train_unlabeled")
+        records = self._usable(self._select("train_unlabeled"), False, "training image")
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(records):
             groups.setdefault(r.get("group", ""), []).append(i)
@@ -522,7 +527,7 @@ class GeminiDataModule(L.LightningDataModule):
         names = few_shot(self.split, self.num_labeled, where=str(self.split_file or self.data_dir))
         if not names:
             raise DataError(f"{self._expected_folder('train_labeled')}: no labeled training images")
-        records = self._select("train_labeled", names)
+        records = self._usable(self._select("train_labeled", names), True, "labeled training")
         batch = self.labeled_batch_size if self.train_mode == "labeled" else self.batch_size
         items = self._items(records, labeled=True, random=self._labeled_random(),
                             check_shapes=batch > 1 and not self.patch_size, role="labeled training")
@@ -531,7 +536,7 @@ class GeminiDataModule(L.LightningDataModule):
     def _build_eval_items(self) -> Dataset:
         if self._labeled_items is None:
             self._need_labels("validation/test")
-            records = self._select("test")
+            records = self._usable(self._select("test"), True, "test")
             self._eval_records = records
             self._labeled_items = self._items(
                 records, labeled=True, check_shapes=self.eval_mode == "pairs", role="test pairs",
@@ -541,7 +546,7 @@ class GeminiDataModule(L.LightningDataModule):
     def _eval_set(self, key: str) -> Dataset:
         assert self.split is not None
         if key == "val" and "val" in self.split:
-            records = self._select("val")
+            records = self._usable(self._select("val"), True, "validation")
             items = self._items(records, labeled=True, check_shapes=self.eval_mode == "pairs",
                                 role="validation pairs")
         else:
@@ -599,6 +604,7 @@ class GeminiDataModule(L.LightningDataModule):
                 self.train_set = PairsWithLabeled(self._pairs(), self._labeled_train(), seed=self.seed)
         has_eval = self.label_kind is not None and ("test" in self.split or "val" in self.split)
         if stage in (None, "fit", "validate") and self.val_set is None:
+            self._val_ready = True
             if has_eval:
                 self.val_set = self._eval_set("val")
             elif stage == "validate":
@@ -658,7 +664,7 @@ class GeminiDataModule(L.LightningDataModule):
         return self._loader(ds, batch, shuffle=False)
 
     def val_dataloader(self) -> MonaiDataLoader | list:
-        if self.val_set is None:
+        if self.val_set is None and not self._val_ready:
             self.setup("validate")
         return self._eval_loader(self.val_set)
 
@@ -670,6 +676,20 @@ class GeminiDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> MonaiDataLoader | list:
         """The held-out test items, as for testing."""
         return self.test_dataloader()
+
+
+def _stamp(record: dict) -> str:
+    parts = []
+    for key in ("image", "label", "mask_path"):
+        paths = record.get(key)
+        for p in paths if isinstance(paths, list) else [paths]:
+            if p:
+                try:
+                    st = os.stat(p)
+                    parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+                except OSError:
+                    parts.append("missing")
+    return "|".join(parts)
 
 
 def _len(ds: Dataset | None) -> str:

@@ -210,6 +210,18 @@ class Intensityd:
         return d
 
 
+def _square(aff: np.ndarray | None, n: int) -> np.ndarray | None:
+    """An ``(n+1, n+1)`` affine from MONAI's (which is 4x4 for some 2D readers, e.g. PNG)."""
+    if aff is None or aff.ndim != 2:
+        return None
+    if aff.shape == (n + 1, n + 1):
+        return aff
+    if aff.shape == (4, 4) and n == 2:
+        keep = [0, 1, 3]
+        return aff[np.ix_(keep, keep)]
+    return None
+
+
 def geometry(x: torch.Tensor, source: Mapping[str, Any]) -> dict[str, Any]:
     """Geometry of ``x`` (``(C, *S)``, MONAI MetaTensor) for writing a prediction back.
 
@@ -221,13 +233,13 @@ def geometry(x: torch.Tensor, source: Mapping[str, Any]) -> dict[str, Any]:
     (n, of the file).
     """
     n = x.dim() - 1
-    aff = _affine(x)
-    if aff is None or aff.shape != (n + 1, n + 1):
+    aff = _square(_affine(x), n)
+    if aff is None:
         aff = np.eye(n + 1)
     meta = getattr(x, "meta", {}) or {}
     orig = meta.get("original_affine")
-    orig = np.asarray(orig, dtype=np.float64) if orig is not None else aff
-    if orig.shape != (n + 1, n + 1):
+    orig = _square(np.asarray(orig, dtype=np.float64) if orig is not None else None, n)
+    if orig is None:
         orig = aff
     shape0 = meta.get("spatial_shape")
     shape0 = np.asarray(shape0 if shape0 is not None else x.shape[1:], dtype=np.int64).reshape(-1)[:n]

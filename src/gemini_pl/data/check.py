@@ -1,0 +1,300 @@
+"""``gemini-pl check-data``: read every file of a dataset and report what is there and what is wrong.
+
+Usage::
+
+    gemini-pl check-data --config experiments/data/candi.yaml --data.root /data/gemini
+    gemini-pl check-data --config experiments/data/chestxray8.yaml --data.root DIR --max_files 500
+
+The ``data:`` section is parsed exactly as ``gemini-pl fit`` parses it (jsonargparse, the same
+YAML files and ``--data.<arg>`` flags). The report lists the split source and its sha256, the
+number of images per split (and per group), image shapes, spacings and intensity ranges, the label
+values found versus the label table, and every problem: unreadable files, shape or geometry
+mismatches between an image and its label or mask, label values outside the table, missing labels,
+empty splits, and settings the data cannot serve (e.g. a patch larger than an image). The exit
+status is 0 when there is no problem, 1 otherwise (2 for a usage error).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import Compose
+
+from gemini_pl.data.io import DataWarning, load_image
+from gemini_pl.data.transforms import case_transforms, check_same_grid
+from gemini_pl.errors import GeminiError
+
+__all__ = ["CheckReport", "check_data", "main"]
+
+_SPLITS = ("train_unlabeled", "train_labeled", "test")
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_data` found: ``lines`` to print and ``problems``."""
+
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+    def problem(self, text: str) -> None:
+        if text not in self.problems:
+            self.problems.append(text)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def render(self) -> str:
+        out = list(self.lines)
+        if self.warnings:
+            out.append(f"warnings ({len(self.warnings)}):")
+            out += [f"  - {w}" for w in self.warnings]
+        if self.problems:
+            out.append(f"PROBLEMS ({len(self.problems)}):")
+            out += [f"  - {p}" for p in self.problems]
+        else:
+            out.append("OK: no problems found")
+        return "\n".join(out)
+
+
+def _fmt_counter(c: Counter, limit: int = 6) -> str:
+    items = c.most_common()
+    text = ", ".join(f"{k} x{n}" for k, n in items[:limit])
+    return text + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _spacing(x: torch.Tensor) -> tuple[float, ...]:
+    aff = getattr(x, "affine", None)
+    n = x.dim() - 1
+    if aff is None:
+        return (1.0,) * n
+    aff = np.asarray(aff, dtype=np.float64)
+    return tuple(round(float(s), 4) for s in np.linalg.norm(aff[:n, :n], axis=0))
+
+
+def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
+    """Check the dataset of a :class:`~gemini_pl.data.GeminiDataModule` (reads every file)."""
+    import warnings
+
+    rep = CheckReport()
+    spec = dm.spec
+    rep.add(f"dataset {spec.name} ({spec.title or spec.name}) at {dm.data_dir}"
+            + (f", datalist {dm.datalist}" if dm.datalist else ""))
+    p = spec.preprocessing
+    rep.add(f"  {spec.spatial_dims or '?'}D, labels: {spec.label_kind or 'none'}"
+            + (f" ({len(spec.label_channels)} channels: {', '.join(spec.label_channels)})"
+               if spec.label_kind == "multilabel" else "")
+            + f"; preprocessing: intensity {p.intensity}"
+            + (f" (offset {p.offset:g}, clip {list(p.clip)})" if p.intensity == "ct" else "")
+            + (f", brain mask {p.brain_mask}" if p.brain_mask != "none" else "")
+            + (f", resize {list(p.resize)}" if p.resize else "")
+            + (f", orientation {p.orientation}" if p.orientation else "")
+            + (f", spacing {list(p.spacing)}" if p.spacing else ""))
+    try:
+        dm.layout.check()
+    except GeminiError as exc:
+        rep.problem(str(exc))
+        return rep
+
+    layout = dm.layout
+    present = []
+    for key in _SPLITS:
+        try:
+            if layout.has(key):
+                layout.records(key)
+                present.append(key)
+            else:
+                rep.add(f"{key}: none ({dm._expected_folder(key)} not found)")
+        except GeminiError as exc:
+            rep.problem(str(exc))
+    if not present and not rep.problems:
+        rep.problem(f"no images found under {dm.data_dir}; expected layout in data/README.md")
+    for path, why in layout.skipped:
+        rep.warnings.append(f"skipped {path}: {why}")
+
+    # split
+    try:
+        dm._ensure_split()
+        src = f"split file {dm.split_file}" if dm.split_file else f"split built from the listing (seed {dm.seed})"
+        rep.add(f"{src}: sha256 {dm.split_hash}")
+    except GeminiError as exc:
+        rep.problem(str(exc))
+
+    table = spec.label_table
+    found: Counter = Counter()
+    for key in present:
+        try:
+            records = layout.records(key)
+        except GeminiError:
+            continue
+        labeled = key != "train_unlabeled" and spec.label_kind is not None
+        groups = Counter(r.get("group", "") for r in records)
+        line = f"{key}: {len(records)} image(s) from {layout.source.get(key, '?')}"
+        if len(groups) > 1 or "" not in groups:
+            line += " — groups: " + ", ".join(f"{g} {n}" for g, n in sorted(groups.items()))
+        if dm.split is not None and key in dm.split:
+            line += f"; {len(dm.split[key])} in the split"
+            if key == "train_labeled":
+                line += f", few-shot num_labeled={dm.num_labeled}"
+        masks = sum(1 for r in records if r.get("mask_path"))
+        if p.brain_mask != "none":
+            line += f"; brain masks: {masks}/{len(records)}"
+            if p.brain_mask == "auto" and masks < len(records):
+                rep.warnings.append(f"{key}: {len(records) - masks} image(s) without a brain mask are not masked")
+        rep.add(line)
+        todo = records if max_files is None else records[:max_files]
+        if len(todo) < len(records):
+            rep.add(f"  (checking the first {len(todo)} of {len(records)} files: --max_files)")
+        shapes: Counter = Counter()
+        spacings: Counter = Counter()
+        lo, hi = float("inf"), float("-inf")
+        chain = Compose(case_transforms(spec, dm.spatial_dims, labeled))
+        for rec in todo:
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", DataWarning)
+                    img = load_image(rec["image"])
+                rep.warnings += [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+                shapes[tuple(img.shape[1:])] += 1
+                spacings[_spacing(img)] += 1
+                lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))
+                if labeled and spec.label_kind == "multiclass":
+                    lab = load_image(rec["label"], label=True)
+                    check_same_grid(img, lab, rec["image"], rec["label"])
+                    found.update(int(v) for v in torch.unique(lab).tolist())
+                elif labeled:
+                    for lp in rec["label"]:
+                        lab = load_image(lp, label=True)
+                        check_same_grid(img, lab, rec["image"], lp)
+                        found.update(int(v) for v in torch.unique(lab).tolist())
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DataWarning)
+                    chain(rec)
+            except Exception as exc:
+                err = _unwrap(exc)
+                if err is None:
+                    rep.problem(f"{rec['image']}: {type(exc).__name__}: {exc}")
+                else:
+                    rep.problem(str(err))
+        if shapes:
+            rep.add(f"  shapes: {_fmt_counter(shapes)}")
+            rep.add(f"  spacings: {_fmt_counter(spacings)}")
+            rep.add(f"  stored intensity range: [{lo:g}, {hi:g}]")
+
+    if spec.label_kind == "multiclass" and found:
+        values = sorted(found)
+        rep.add(f"label values found: {values}")
+        if table is not None:
+            outside = [v for v in values if v != 0 and v not in table]
+            unused = sorted(set(table) - set(values))
+            rep.add(f"label table ({len(table)} values -> classes 1..{max(table.values())}): "
+                    f"{dict(sorted(table.items()))}")
+            if outside:
+                if spec.unmapped_labels == "background":
+                    rep.add(f"  values not in the table (mapped to background 0): {outside}")
+                else:
+                    rep.problem(f"label values {outside} are not in the label table of {spec.name} "
+                                "(see the files listed above; or map them with data.label_table)")
+            if unused:
+                rep.warnings.append(f"table values never found in the labels: {unused}")
+    elif spec.label_kind == "multilabel" and found:
+        values = sorted(found)
+        rep.add(f"mask values found: {values} (> 0 is foreground)")
+
+    # what the configured data module would do with it
+    if not rep.problems:
+        for stage in ("fit", "test"):
+            try:
+                dm.setup(stage)
+            except GeminiError as exc:
+                rep.problem(f"data module ({stage}): {exc}")
+            except Exception as exc:  # pragma: no cover - unexpected
+                err = _unwrap(exc)
+                rep.problem(f"data module ({stage}): {err or exc}")
+        if not rep.problems:
+            rep.add(f"data module: train_mode={dm.train_mode}, eval_mode={dm.eval_mode}: train "
+                    f"{_n(dm.train_set)} item(s), val {_n(dm.val_set)}, test {_n(dm.test_set)}"
+                    + (f"; num_classes {dm.num_classes}" if dm.label_kind else ""))
+    for path, why in dm.skipped:
+        rep.warnings.append(f"skipped {path}: {why}")
+    return rep
+
+
+def _n(ds: Any) -> str:
+    return "-" if ds is None else str(len(ds))
+
+
+def _unwrap(exc: BaseException) -> GeminiError | None:
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, GeminiError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def build_parser():
+    """The jsonargparse parser of ``check-data`` (the ``data:`` section of a gemini-pl config)."""
+    import lightning as L
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(
+        prog="gemini-pl check-data",
+        description="Check a dataset: counts, shapes, spacings, label values, problems.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="config file(s) with a data: section")
+    parser.add_subclass_arguments(L.LightningDataModule, "data", required=True,
+                                  help="the data module (as in gemini-pl fit)")
+    parser.add_argument("--max_files", type=int | None, default=None,
+                        help="check at most this many files per split (default: all)")
+    # other sections of a full experiment config are accepted and ignored
+    for key in ("trainer", "model", "optimizer", "lr_scheduler", "ckpt_path", "seed_everything"):
+        parser.add_argument(f"--{key}", type=Any, default=None, help="(ignored)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``check-data`` on ``argv``; returns the exit status (0 ok, 1 problems, 2 usage)."""
+    from gemini_pl.data.datamodule import GeminiDataModule
+
+    parser = build_parser()
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args:
+        parser.print_help()
+        return 2
+    cfg = parser.parse_args(args)
+    try:
+        init = parser.instantiate_classes(cfg)
+    except GeminiError as exc:
+        print(f"gemini-pl check-data: error: {exc}", file=sys.stderr)
+        return 1
+    dm = init.data
+    if not isinstance(dm, GeminiDataModule):
+        print(f"gemini-pl check-data: error: {type(dm).__name__} is not a GeminiDataModule",
+              file=sys.stderr)
+        return 2
+    prepare = getattr(dm, "prepare_data", None)
+    try:
+        if prepare is not None and type(dm).__name__ == "PhantomDataModule":
+            prepare()
+        report = check_data(dm, max_files=cfg.max_files)
+    except GeminiError as exc:
+        print(f"gemini-pl check-data: error: {exc}", file=sys.stderr)
+        return 1
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
