@@ -47,7 +47,7 @@ def test_fit_two_steps_per_iteration_and_seg_validation(tmp_path, dims, size):
     m = trainer.callback_metrics
     for key in ("train/gvs", "train/gss_pos", "train/head_total", "val/dice"):
         assert math.isfinite(float(m[key])), key
-    assert model.hparams.per_axis_scale is False and model.hparams.out_channels == 6
+    assert model.hparams.per_axis_scale is False and model.net.head[3].out_channels == 6
     trainer.test(model, datamodule=dm)
     assert {"test/dice", "test/avd", "test/hd95"} <= set(trainer.callback_metrics)
     assert writer.csv_path.is_file()

@@ -15,8 +15,9 @@ Batches. Training: unlabeled pairs ``{"image_a", "image_b"}`` (``train_mode: pai
 (``pairs+labeled`` / ``labeled``), whose cases are paired with the next one in the batch
 (i → i+1 mod B). Evaluation: labeled pairs ``{"image_a", "image_b", "label_a", "label_b",
 "name_a", "name_b"}`` (``eval_mode: pairs``), A moving onto B fixed; metrics per pair: Dice of
-the warped labels (nearest) and without warping, folding %, SDlogJ and HD95 (physical units when
-the batch carries the fixed image's spacing: ``spacing_b``, ``meta_b``, ``spacing`` or ``meta``).
+the warped labels (nearest) and without warping, folding %, SDlogJ and HD95 — in physical units
+(``hd95``) when the batch carries the fixed image's spacing (``spacing_b``, ``meta_b``,
+``spacing`` or ``meta``), otherwise in voxels (``hd95_vox``).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Registration(InitFromCheckpoint, L.LightningModule):
     """
 
     init_parts = ("backbone", "deformer")
-    result_units = {"dice": "%", "dice_unwarped": "%", "folding": "%", "sdlogj": "", "hd95": "mm"}
+    result_units = {"dice": "%", "dice_unwarped": "%", "folding": "%", "sdlogj": "", "hd95": "mm", "hd95_vox": "voxels"}
 
     def __init__(
         self,
@@ -294,14 +295,14 @@ class Registration(InitFromCheckpoint, L.LightningModule):
         self.test_sdlogj.update(flow)
         self.log("test/folding_percent", self.test_folding, on_step=False, on_epoch=True, batch_size=n)
         self.log("test/sdlogj", self.test_sdlogj, on_step=False, on_epoch=True, batch_size=n)
+        spacing = case_spacing(batch, keys=("spacing_b", "spacing"), meta_keys=("meta_b", "meta"))
         if has_labels:
-            spacing = case_spacing(batch, keys=("spacing_b", "spacing"), meta_keys=("meta_b", "meta"))
             self.test_dice.update(out["warped_label"], batch["label_b"])
             self.test_dice_unwarped.update(batch["label_a"], batch["label_b"])
             self.test_hd95.update(out["warped_label"], batch["label_b"], spacing)
             self.log("test/dice", self.test_dice, on_step=False, on_epoch=True, batch_size=n)
             self.log("test/dice_unwarped", self.test_dice_unwarped, on_step=False, on_epoch=True, batch_size=n)
-            self.log("test/hd95", self.test_hd95, on_step=False, on_epoch=True, batch_size=n)
+            self.log("test/hd95" if spacing is not None else "test/hd95_vox", self.test_hd95, on_step=False, on_epoch=True, batch_size=n)
         names_a, names_b = case_names(batch, n, "name_a"), case_names(batch, n, "name_b")
         rows = []
         for i in range(n):
@@ -309,7 +310,8 @@ class Registration(InitFromCheckpoint, L.LightningModule):
             if has_labels:
                 row["dice"] = 100 * _nanmean(self.test_dice.last[i].cpu())
                 row["dice_unwarped"] = 100 * _nanmean(self.test_dice_unwarped.last[i].cpu())
-                row["hd95"] = _nanmean(self.test_hd95.last[i].cpu())
+                # physical units only when the batch carries the fixed image's spacing
+                row["hd95" if spacing is not None else "hd95_vox"] = _nanmean(self.test_hd95.last[i].cpu())
             row["folding"] = float(self.test_folding.last[i, 0])
             row["sdlogj"] = float(self.test_sdlogj.last[i, 0])
             rows.append(row)

@@ -51,15 +51,17 @@ class GeminiSemi(SegmentationEvaluation, GeminiBase):
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.5,
+        per_axis_scale: bool = False,
+        out_channels: int | None = None,
         **kwargs: Any,
     ):
+        """``per_axis_scale`` defaults to False (one scale factor for all axes, as published for
+        Semi); ``out_channels`` is the head's output count and must be ``None`` or ``num_classes``."""
         if label_kind not in LABEL_KINDS:
             raise ConfigError(f"model.label_kind must be one of {LABEL_KINDS}, got {label_kind!r}")
-        if "out_channels" in kwargs and kwargs["out_channels"] not in (None, num_classes):
-            raise ConfigError(f"GeminiSemi's head has num_classes outputs; drop model.out_channels={kwargs['out_channels']}")
-        kwargs["out_channels"] = num_classes
-        kwargs.setdefault("per_axis_scale", False)
-        super().__init__(*args, **kwargs)
+        if out_channels not in (None, num_classes):
+            raise ConfigError(f"GeminiSemi's head has num_classes outputs; drop model.out_channels={out_channels}")
+        super().__init__(*args, out_channels=num_classes, per_axis_scale=per_axis_scale, **kwargs)
         self.label_kind = "multiclass" if label_kind == "auto" else label_kind
         self.roi_size = list(roi_size) if roi_size is not None else None
 
