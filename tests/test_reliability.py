@@ -78,7 +78,6 @@ def _last_metrics(folder: Path) -> dict[str, str]:
     return last
 
 
-@pytest.mark.slow  # TEMPORARY: enabled in make test once the DataModule uses StreamSampler again
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     ref, crashed = tmp_path / "ref", tmp_path / "crashed"
     for d in (ref, crashed):

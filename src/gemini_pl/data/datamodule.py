@@ -46,7 +46,7 @@ from monai.data import CacheDataset, PersistentDataset
 from monai.data import DataLoader as MonaiDataLoader
 from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose, RandCropByPosNegLabeld
-from torch.utils.data import Dataset, RandomSampler
+from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from gemini_pl.data.io import case_name
@@ -59,6 +59,7 @@ from gemini_pl.data.pairs import (
     PairsWithLabeled,
 )
 from gemini_pl.data.phantom import generate_phantom_dataset
+from gemini_pl.data.sampling import MAX_PERMUTED, StreamDataset, StreamSampler, lightning_batches_done
 from gemini_pl.data.specs import INTENSITY_MODES, DatasetSpec, get_spec
 from gemini_pl.data.splits import few_shot, load_split, make_split, split_bytes, split_sha256, write_split
 from gemini_pl.data.transforms import case_transforms, check_patch_size
@@ -72,7 +73,7 @@ TRAIN_MODES = ("pairs", "pairs+labeled", "labeled")
 EVAL_MODES = ("pairs", "cases")
 CACHE_MODES = ("memory", "disk", "none")
 #: above this many training pairs an epoch is ``len(images)`` pairs drawn with replacement.
-MAX_ENUMERATED_PAIRS = 1 << 24
+MAX_ENUMERATED_PAIRS = MAX_PERMUTED
 
 
 def _gemini_error(exc: BaseException) -> GeminiError | None:
@@ -627,15 +628,20 @@ class GeminiDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- loaders
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> MonaiDataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
         sampler = None
         if shuffle:
+            # Training order: a resumable stream that depends only on the seed and on how many
+            # batches were trained, so that a run resumed from any checkpoint sees the batches of
+            # an uninterrupted run (data/sampling.py). Pair sets too large to permute are
+            # sampled with replacement.
             n = len(ds)  # type: ignore[arg-type]
             huge = n > MAX_ENUMERATED_PAIRS
             num = self.samples_per_epoch or (getattr(ds, "n", n) if huge else n)
             if isinstance(ds, PairsWithLabeled) and huge and not self.samples_per_epoch:
                 num = ds.pairs.n
-            sampler = RandomSampler(ds, replacement=huge, num_samples=num, generator=generator)
+            done = lightning_batches_done(self.trainer) if self.trainer is not None else None
+            ds = StreamDataset(ds, seed=self.seed)
+            sampler = StreamSampler(num, batch_size, batches_done=done)
         return MonaiDataLoader(
             ds,
             batch_size=batch_size,
@@ -644,7 +650,7 @@ class GeminiDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            generator=generator,
+            generator=torch.Generator().manual_seed(self.seed),
             drop_last=False,
             collate_fn=default_collate,
         )

@@ -1,88 +1,106 @@
-"""A resumable random sampler: the training stream is a pure function of (seed, position).
+"""Resumable training order: what a training step sees is a pure function of (seed, position).
 
-Sample indices form one endless stream: cycle c of the stream is a random permutation of the
-dataset drawn from ``seed + c``; position s of the stream holds ``perm_{s // n}[s % n]``. Under
-DDP rank r of w takes positions ``s·w + r``. Each time the loader starts an epoch the sampler
-asks ``batches_done()`` how many batches this process has already trained on and starts the
-stream right after them, so an interrupted run resumed from any checkpoint (end of epoch or
-mid-epoch) sees exactly the batches that the uninterrupted run would have seen, with no state of
-its own to save.
+The training stream is endless. Position g holds
+
+- the dataset item ``perm_c[g mod n]`` where cycle ``c = g div n`` is a random permutation of the
+  n items drawn from the seed (for datasets too large to permute, e.g. the n·(n−1) pairs of
+  ChestX-ray8, an item drawn at random from ``(seed, g)`` instead), and
+- the random state of every random transform for that item (crops, the labeled partner of a
+  pair), reseeded from ``(seed, g)`` just before the item is produced.
+
+Under DDP rank r of w takes positions ``s·w + r``. Each time the loader starts an epoch the sampler
+asks ``batches_done()`` how many batches this process has already trained on and continues the
+stream right after them. So a run resumed from any checkpoint, taken at an epoch end or in the
+middle of an epoch, sees exactly the items an uninterrupted run would have seen, and the sampler
+has no state of its own to save.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import Sampler
+from monai.data.utils import set_rnd
+from torch.utils.data import Dataset, Sampler
+
+#: Datasets up to this size are walked in random permutations; larger ones are sampled with replacement.
+MAX_PERMUTED = 1 << 24
+
+
+class StreamDataset(Dataset):
+    """Serves ``dataset`` by stream position (see module docstring). ``len`` is that of ``dataset``."""
+
+    def __init__(self, dataset: Dataset, seed: int = 0):
+        self.dataset = dataset
+        self.n = len(dataset)  # type: ignore[arg-type]
+        if self.n < 1:
+            raise ValueError("cannot stream an empty dataset")
+        self.seed = int(seed)
+        self._cycle = -1
+        self._perm: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def index(self, g: int) -> int:
+        """Dataset index at stream position ``g``."""
+        if self.n > MAX_PERMUTED:
+            return int(np.random.default_rng([self.seed, 1, g]).integers(self.n))
+        c = g // self.n
+        if c != self._cycle:
+            self._perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + c))
+            self._cycle = c
+        assert self._perm is not None
+        return int(self._perm[g % self.n])
+
+    def __getitem__(self, g: int) -> Any:
+        set_rnd(self.dataset, seed=int(np.random.default_rng([self.seed, 2, g]).integers(2**31)))
+        return self.dataset[self.index(g)]
 
 
 class StreamSampler(Sampler[int]):
-    """Resumable random sampler (see module docstring).
+    """Yields this process's stream positions for one epoch, after the batches already trained.
 
     Args:
-        dataset_len: number of items n.
-        batch_size: batch size of the loader (positions advance by this per batch).
-        seed: seed of the permutations.
-        batches_done: callable returning the number of batches already consumed in this run
-            (Lightning: ``trainer.fit_loop.epoch_loop.batch_progress.total.ready``); None → 0.
+        epoch_len: positions per epoch for this process.
+        batch_size: loader batch size (positions advance by this per batch).
+        batches_done: callable returning how many batches this process has trained on in this run
+            (for Lightning see :func:`lightning_batches_done`); None → 0.
         num_replicas, rank: DDP world size and rank (None: read from torch.distributed).
-        epoch_len: items per epoch per process (default n / num_replicas, rounded up).
     """
 
     def __init__(
         self,
-        dataset_len: int,
+        epoch_len: int,
         batch_size: int,
-        seed: int = 0,
         batches_done: Callable[[], int] | None = None,
         num_replicas: int | None = None,
         rank: int | None = None,
-        epoch_len: int | None = None,
     ):
-        if dataset_len < 1:
-            raise ValueError("StreamSampler needs a non-empty dataset")
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.num_replicas = num_replicas if num_replicas is not None else (torch.distributed.get_world_size() if dist else 1)
         self.rank = rank if rank is not None else (torch.distributed.get_rank() if dist else 0)
-        self.n = dataset_len
+        self.epoch_len = max(1, -(-epoch_len // self.num_replicas))
         self.batch_size = batch_size
-        self.seed = seed
         self.batches_done = batches_done or (lambda: 0)
-        self.epoch_len = epoch_len or -(-dataset_len // self.num_replicas)
 
     def __len__(self) -> int:
         return self.epoch_len
 
-    def _cycle(self, c: int) -> torch.Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + c))
-
-    def position_indices(self, start: int, count: int) -> list[int]:
-        """Dataset indices at this rank's stream positions start … start + count − 1."""
-        out: list[int] = []
-        cache: dict[int, torch.Tensor] = {}
-        for s in range(start, start + count):
-            g = s * self.num_replicas + self.rank
-            c = g // self.n
-            if c not in cache:
-                cache.clear()
-                cache[c] = self._cycle(c)
-            out.append(int(cache[c][g % self.n]))
-        return out
-
     def __iter__(self) -> Iterator[int]:
         start = int(self.batches_done()) * self.batch_size
-        # one epoch's worth of positions, produced lazily in cycle-sized chunks
-        chunk = max(self.batch_size, 256)
-        for first in range(start, start + self.epoch_len, chunk):
-            yield from self.position_indices(first, min(chunk, start + self.epoch_len - first))
+        for s in range(start, start + self.epoch_len):
+            yield s * self.num_replicas + self.rank
 
 
 def lightning_batches_done(trainer) -> Callable[[], int]:
     """``batches_done`` for :class:`StreamSampler` from a Lightning trainer's loop progress.
 
-    ``total.ready`` counts batches started; a checkpoint taken at the end of a training batch has
-    that batch fully trained, and one taken at an epoch end has ``ready == completed``.
+    ``total.ready`` counts the batches started in this fit; a checkpoint taken at the end of a
+    training batch has that batch fully trained, and one taken at an epoch end has
+    ``ready == completed``.
     """
 
     def done() -> int:
