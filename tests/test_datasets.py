@@ -329,7 +329,12 @@ def test_huge_pair_sets_are_not_enumerated():
     assert 100_000 <= a < 112_120 and 100_000 <= b < 112_120 and a != b
     dm = GeminiDataModule()
     loader = dm._loader(ds, 4, shuffle=True)
-    assert loader.sampler.replacement and loader.sampler.num_samples == 112_120
+    # an epoch is 112,120 pairs drawn with replacement, by stream position (resumable)
+    assert len(loader.sampler) == 112_120
+    stream = loader.dataset
+    picks = [stream.index(g) for g in range(1000)]
+    assert all(0 <= i < len(ds) for i in picks) and len(set(picks)) > 990
+    assert picks == [stream.index(g) for g in range(1000)]
     b = next(iter(loader))
     assert b["image_a"].shape == (4, 1, 2, 2)
 
