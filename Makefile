@@ -11,9 +11,10 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP      := $(VENV)/.installed-stamp
 CONFIG     ?= experiments/demo_pretrain.yaml
 PYTEST_ARGS ?=
+DEMO_ARGS  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all bench clean
+.PHONY: help install demo demo-pretrain test test-all bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -26,7 +27,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP) ## Create .venv and install gemini-pl with its dependencies (CPU torch pin)
 
-demo: $(STAMP) ## Pre-train GEMINI on generated 2D phantoms (a few minutes on CPU)
+demo: $(STAMP) ## Phantom pipeline: pre-train, fine-tune seg + reg, GEMINI-Semi, U-Net Five; one results table (<10 min on 2 CPU cores)
+	$(PY) -m gemini_pl.demo $(DEMO_ARGS)
+
+demo-pretrain: $(STAMP) ## Only pre-train GEMINI on 2D phantoms and print held-out registration Dice (CONFIG=...)
 	$(VENV)/bin/gemini-pl fit --config $(CONFIG)
 
 test: $(STAMP) ## Run the test suite (slow tests excluded)
