@@ -1,6 +1,6 @@
 """Speed of ``gemini_pl.augment.corruption.corrupt`` against a plain NumPy per-block loop.
 
-Usage: ``PYTHONPATH=src python benchmarks/corruption_speed.py [--runs 20] [--threads N]``
+Usage: ``PYTHONPATH=src python benchmarks/corruption_speed.py [--runs 20] [--threads 2 1]``
 
 Prints a Markdown table of median wall times (after warm-up) on CPU for one 1×1×128³ volume
 and a 5×1×512² batch, with every transform switched on (probabilities 1 for shuffling and the
@@ -12,6 +12,7 @@ same recipe sample by sample, with one Python iteration per shuffled block and p
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -96,27 +97,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--baseline-runs", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--threads", type=int, nargs="+", default=None,
+                    help="torch thread counts to time (default: the current setting)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or [torch.get_num_threads()]
 
     cases = [("1×1×128³", (1, 1, 128, 128, 128)), ("5×1×512²", (5, 1, 512, 512))]
     configs = [("all on", CorruptionConfig(shuffle_prob=1.0, nonlinear_prob=1.0)),
                ("default p", CorruptionConfig())]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, "
-          f"median of {args.runs} runs (NumPy: {args.baseline_runs})\n")
-    print("| input | probabilities | torch corrupt() ms | NumPy per-block loop ms | speed-up |")
-    print("|---|---|---:|---:|---:|")
+    print(f"torch {torch.__version__}, CPU ({os.cpu_count()} cores), median of {args.runs} "
+          f"runs after warm-up (NumPy: {args.baseline_runs} runs)\n")
+    head = " | ".join(f"torch {t} thr ms" for t in threads)
+    print(f"| input | probabilities | {head} | NumPy per-block loop ms | speed-up |")
+    print("|---|---|" + "---:|" * len(threads) + "---:|---:|")
     for name, shape in cases:
         x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
         xn = x.numpy()
         for cname, cfg in configs:
-            g = torch.Generator().manual_seed(1)
+            times = []
+            for t in threads:
+                torch.set_num_threads(t)
+                g = torch.Generator().manual_seed(1)
+                times.append(median_ms(lambda: corrupt(x, cfg, g), args.runs))
             rng = np.random.default_rng(1)
-            t_torch = median_ms(lambda: corrupt(x, cfg, g), args.runs)
             t_np = median_ms(lambda: numpy_corrupt(xn, cfg, rng), args.baseline_runs, warmup=1)
-            print(f"| {name} | {cname} | {t_torch:.1f} | {t_np:.1f} | {t_np / t_torch:.1f}× |")
+            cols = " | ".join(f"{t:.1f}" for t in times)
+            print(f"| {name} | {cname} | {cols} | {t_np:.1f} | {t_np / min(times):.1f}× |")
 
 
 if __name__ == "__main__":

@@ -213,3 +213,21 @@ def test_cuda_matches_cpu_with_cpu_generator():
     assert torch.allclose(y_gpu.cpu(), y_cpu, atol=1e-6)
     g = torch.Generator(device="cuda").manual_seed(1)
     assert corrupt(x.cuda(), cfg, g).device.type == "cuda"
+
+
+def test_intensity_curve_is_the_bezier_through_the_control_points():
+    from gemini_pl.augment.corruption import _apply_lut, _bezier_lut
+
+    ctrl = torch.tensor([[[0.2, 0.8], [0.6, 0.1]], [[0.9, 0.3], [0.1, 0.7]]], dtype=torch.float64)
+    lut = _bezier_lut(ctrl, torch.tensor([False, True]), 1000, 65536)
+    t = torch.linspace(0.02, 0.98, 50, dtype=torch.float64)
+    s = 1 - t
+
+    def bez(p1, p2):
+        return 3 * s * s * t * p1 + 3 * s * t * t * p2 + t ** 3
+
+    xs = torch.stack([bez(c[0, 0], c[1, 0]) for c in ctrl])
+    ys = torch.stack([bez(c[0, 1], c[1, 1]) for c in ctrl])
+    ys[1] = bez(ctrl[1, 0, 1], ctrl[1, 1, 1]).flip(0)  # flipped: x(t) paired with y(1 - t)
+    out = _apply_lut(xs.float().view(2, 1, 1, 50), lut).view(2, 50).double()
+    assert torch.allclose(out, ys, atol=2e-3)

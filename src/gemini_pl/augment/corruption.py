@@ -22,10 +22,12 @@ drawn independently for every sample of the batch:
    through (0, 0), two control points drawn from U([0, 1]²), and (1, 1). With control
    x-coordinates in [0, 1] both x(t) and y(t) are non-decreasing, so the mapping x → y is a
    monotone (non-decreasing) function with 0 → 0 and 1 → 1. It is sampled at
-   ``nonlinear_curve_points`` t values, resampled with ``torch.searchsorted`` onto a uniform
-   lookup table of ``nonlinear_lut_size`` entries on [0, 1], and applied to the voxels by linear
-   interpolation in that table (monotone, exact at 0 and 1). Inputs are clamped to [0, 1] first
-   (as ``np.interp`` does at the ends). The Models Genesis reference code also *flips* the
+   ``nonlinear_curve_points`` t values and resampled (piecewise linearly, with
+   ``torch.searchsorted``) onto a uniform lookup table of ``nonlinear_lut_size`` = 65536 entries
+   on [0, 1]; every voxel takes the entry nearest to its value (one gather per voxel: the curve
+   is applied to the input quantised to 16 bits, |error| <= slope / 131070). The table is
+   non-decreasing, so the map stays monotone with 0 → 0 and 1 → 1 exactly. Inputs are clamped
+   to [0, 1] first (as ``np.interp`` does at the ends). The Models Genesis reference code also *flips* the
    curve with probability 0.5 (pairing x(t) with y(1 - t): a decreasing map 0 → 1, 1 → 0);
    that is available as ``nonlinear_flip_prob`` and is **off by default** (METHOD §5 asks for
    the monotone curve through (0, 0) and (1, 1)).
@@ -84,7 +86,8 @@ class CorruptionConfig:
         nonlinear_flip_prob: probability that an applied curve is flipped (decreasing map,
             the Models Genesis behaviour uses 0.5). Default 0: always monotone increasing.
         nonlinear_curve_points: number of t samples of the Bézier curve.
-        nonlinear_lut_size: entries of the uniform lookup table applied to the voxels.
+        nonlinear_lut_size: entries of the uniform lookup table applied to the voxels
+            (nearest entry; 65536 = 16-bit resolution of the input).
         inpaint_prob: probability of adding one more box (while fewer than the maximum).
         inpaint_max_boxes: maximum number of boxes (None: 30 in 3D, 10 in 2D).
         inpaint_size_range: box size range as fractions of each axis' length
@@ -97,7 +100,7 @@ class CorruptionConfig:
     nonlinear_prob: float = 0.9
     nonlinear_flip_prob: float = 0.0
     nonlinear_curve_points: int = 1000
-    nonlinear_lut_size: int = 2048
+    nonlinear_lut_size: int = 65536
     inpaint_prob: float = 0.95
     inpaint_max_boxes: Optional[int] = None
     inpaint_size_range: Optional[Tuple[float, float]] = None
@@ -268,22 +271,24 @@ def _bezier_lut(ctrl: Tensor, flip: Tensor, n_t: int, n_lut: int) -> Tensor:
     bx[:, 0], bx[:, -1] = 0.0, 1.0
     by[:, 0], by[:, -1] = 0.0, 1.0
     by = torch.where(flip[:, None], by.flip(1), by)
-    # resample x -> y on a uniform grid
-    u = torch.linspace(0.0, 1.0, n_lut, device=dev, dtype=torch.float64)
-    u = u.expand(ctrl.shape[0], -1).contiguous()
-    j = torch.searchsorted(bx, u, right=False).clamp_(1, n_t - 1)
-    x0, x1 = bx.gather(1, j - 1), bx.gather(1, j)
-    y0, y1 = by.gather(1, j - 1), by.gather(1, j)
-    w = ((u - x0) / (x1 - x0).clamp_min(1e-300)).clamp_(0.0, 1.0)
-    lut = y0 + w * (y1 - y0)
-    # Snap to multiples of 2**-24: then every cell difference is exact in float32, so the
-    # interpolated values of a cell stay within its two end values (monotone, inside [0, 1]).
-    return (lut * 2.0**24).round_().clamp_(0.0, 2.0**24) * 2.0**-24
+    # Resample x -> y on the uniform grid u_i = i / (n_lut - 1): u lies in the curve segment k
+    # with bx[k] <= u < bx[k + 1] (zero-width segments are skipped), y = y0 + (u - x0) * slope.
+    B = ctrl.shape[0]
+    slope = (by[:, 1:] - by[:, :-1]) / (bx[:, 1:] - bx[:, :-1]).clamp_min(1e-300)
+    x0, y0, slope = (a.to(torch.float32) for a in (bx[:, :-1], by[:, :-1], slope))
+    u = torch.linspace(0.0, 1.0, n_lut, device=dev, dtype=torch.float32).repeat(B, 1)
+    k = torch.searchsorted(bx.to(torch.float32), u, right=True).sub_(1).clamp_(0, n_t - 2)
+    lut = (u - x0.gather(1, k)).mul_(slope.gather(1, k)).add_(y0.gather(1, k))
+    # exact monotonicity despite rounding (increasing curve, or decreasing when flipped)
+    sign = torch.where(flip, -1.0, 1.0).to(torch.float32).view(B, 1)
+    lut = lut.mul_(sign).cummax(dim=1).values.mul_(sign).clamp_(0.0, 1.0)
+    lut[:, 0], lut[:, -1] = by[:, 0].float(), by[:, -1].float()
+    return lut
 
 
 def nonlinear_intensity(x: Tensor, generator: Optional[torch.Generator] = None,
                         flip_prob: float = 0.0, curve_points: int = 1000,
-                        lut_size: int = 2048, _inplace: bool = False) -> Tensor:
+                        lut_size: int = 65536, _inplace: bool = False) -> Tensor:
     """Apply one random Bézier intensity curve per sample of ``x`` (B, C, *S); new tensor
     (``_inplace``: may write the result into ``x``, for internal buffers)."""
     B = x.shape[0]
@@ -295,26 +300,25 @@ def nonlinear_intensity(x: Tensor, generator: Optional[torch.Generator] = None,
 
 
 def _apply_lut(x: Tensor, lut: Tensor, inplace: bool = False) -> Tensor:
-    """Piecewise-linear interpolation of the uniform tables ``lut`` (B, n) on [0, 1]."""
+    """Nearest-entry lookup in the uniform tables ``lut`` (B, n) on [0, 1].
+
+    Written for few large temporaries (on CPU, fresh multi-MB buffers cost page faults that
+    dominate this pass): with ``inplace`` the only new buffer is the int32 index.
+    """
     B = x.shape[0]
     n = lut.shape[1]
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    lut = lut.to(cdt)
-    # value and slope of every cell, plus a sentinel cell (value lut[-1], slope 0) for x == 1
-    val = lut.contiguous()
-    slope = torch.cat([lut[:, 1:] - lut[:, :-1], lut.new_zeros(B, 1)], dim=1)
-    v = x.reshape(B, -1).to(cdt).clamp(0.0, 1.0).mul_(n - 1)
-    i = v.to(torch.int32)  # floor (v >= 0); int32 indices are much cheaper on CPU
-    f = v.sub_(i)  # in [0, 1)
+    lut = lut.to(cdt).reshape(-1)
+    own = inplace and x.dtype == cdt and x.is_contiguous()
+    v = x.view(B, -1) if own else x.reshape(B, -1).to(cdt, copy=True)
+    # nearest entry: floor(clamp(x, 0, 1) * (n - 1) + 0.5)
+    i = v.clamp_(0.0, 1.0).mul_(n - 1).add_(0.5).to(torch.int32)
     if B > 1:
         i += torch.arange(B, device=x.device, dtype=torch.int32).view(B, 1) * n
     i = i.view(-1)
-    if inplace and x.dtype == cdt and x.is_contiguous():
-        y = torch.index_select(val.view(-1), 0, i, out=x.view(-1))  # x is no longer needed
-    else:
-        y = val.view(-1).index_select(0, i)
-    y.addcmul_(f.view(-1), slope.view(-1).index_select(0, i))
-    return y.to(x.dtype).view(x.shape)
+    if own:
+        return torch.index_select(lut, 0, i, out=x.view(-1)).view(x.shape)
+    return lut.index_select(0, i).to(x.dtype).view(x.shape)
 
 
 # ------------------------------------------------------------------------------- in-painting
