@@ -492,3 +492,19 @@ def test_config_errors(roots):
         GeminiDataModule(dataset="candi", label_table={2: 1, 3: 3})
     with pytest.raises(ConfigError, match="patch_size"):
         _dm(roots["cat08"], "cat08", patch_size=[8, 8, 17]).setup("fit")
+
+
+@pytest.mark.parametrize("cache", [True, "disk"])
+def test_files_are_read_once(roots, tmp_path, cache):
+    """With the cache, setup reads every file; training and evaluation never touch the disk again."""
+    _copy(roots["kipa22"], tmp_path / "data", "kipa22")
+    dm = _dm(tmp_path / "data", "kipa22", train_mode="pairs+labeled", cache=cache, cache_dir=str(tmp_path / "c"),
+             patch_size=[8, 8, 8])
+    dm.setup("fit")
+    if cache == "disk":  # the disk cache is filled on first access
+        list(dm.train_dataloader()), list(dm.val_dataloader())
+    shutil.rmtree(tmp_path / "data" / "kipa22")
+    for _ in range(2):
+        b = next(iter(dm.train_dataloader()))
+        assert b["image_a"].shape == (2, 1, 8, 8, 8) and b["label"].shape == (2, 1, 8, 8, 8)
+    assert len(list(dm.val_dataloader())) == 2

@@ -45,7 +45,7 @@ import torch
 from monai.data import CacheDataset, PersistentDataset
 from monai.data import DataLoader as MonaiDataLoader
 from monai.data import Dataset as MonaiDataset
-from monai.transforms import Compose, RandCropByPosNegLabeld
+from monai.transforms import Compose, RandCropByPosNegLabeld, Transform
 from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
@@ -121,6 +121,11 @@ class _Transformed(Dataset):
     def __len__(self) -> int:
         return len(self.items)  # type: ignore[arg-type]
 
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> "_Transformed":
+        """Reseed the random transforms only (MONAI's ``set_rnd`` would walk the whole cache)."""
+        self.transform.set_random_state(seed=seed)
+        return self
+
     def __getitem__(self, i: int) -> Any:
         try:
             return self.transform(dict(self.items[i]))
@@ -129,7 +134,7 @@ class _Transformed(Dataset):
             raise
 
 
-class _CheckPatch:
+class _CheckPatch(Transform):
     """Raise ConfigError when ``patch_size`` does not fit the item's image (before cropping)."""
 
     def __init__(self, patch_size: Sequence[int]) -> None:

@@ -67,7 +67,7 @@ class PairDataset(_Random, Dataset):
 
     def __init__(self, images: Dataset, groups: Sequence[Sequence[int]] | None = None,
                  patch_size: Sequence[int] | None = None, seed: int = 0) -> None:
-        _Random.__init__(self, seed, [images])
+        _Random.__init__(self, seed)  # the images are deterministic (cached): nothing to reseed
         self.images = images
         self.n = len(images)  # type: ignore[arg-type]
         if groups is None:
@@ -115,6 +115,12 @@ class LabeledDataset(Dataset):
 
     def __init__(self, items: Dataset) -> None:
         self.items = items
+
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> "LabeledDataset":
+        """Reseed the random transforms of the items (if any), without walking the cache."""
+        if hasattr(self.items, "set_random_state"):
+            self.items.set_random_state(seed=seed)
+        return self
 
     def __len__(self) -> int:
         return len(self.items)  # type: ignore[arg-type]
@@ -168,6 +174,9 @@ class LabeledPairDataset(Dataset):
             b = (a + 1 + (k // n) % (n - 1)) % n
             self.pairs.append((a, b))
 
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> "LabeledPairDataset":
+        return self  # deterministic
+
     def __len__(self) -> int:
         return len(self.pairs)
 
@@ -189,6 +198,9 @@ class CaseDataset(Dataset):
 
     def __init__(self, items: Dataset) -> None:
         self.items = items
+
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> "CaseDataset":
+        return self  # deterministic
 
     def __len__(self) -> int:
         return len(self.items)  # type: ignore[arg-type]

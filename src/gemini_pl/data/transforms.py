@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, Orientationd, Resized, Spacingd
+from monai.transforms import Compose, Orientationd, Resized, Spacingd, Transform
 
 from gemini_pl.data.io import load_image
 from gemini_pl.data.specs import DatasetSpec
@@ -106,7 +106,7 @@ def map_labels(label: torch.Tensor, table: Mapping[int, int] | None, unmapped: s
     return out
 
 
-class LoadCased:
+class LoadCased(Transform):
     """Load a record's image, label(s) and brain mask; check them; map the label values.
 
     Args:
@@ -172,7 +172,7 @@ class LoadCased:
         return d
 
 
-class Intensityd:
+class Intensityd(Transform):
     """Intensity preprocessing of ``d["image"]`` and brain masking (``d["mask"]`` is consumed).
 
     ``ct``: ``(clip(x + offset, lo, hi) - lo) / (hi - lo)``; ``minmax``: negatives -> 0 then
@@ -259,7 +259,7 @@ def geometry(x: torch.Tensor, source: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class Finalized:
+class Finalized(Transform):
     """Record the geometry in ``d["meta"]``, make tensors plain and set the dtypes."""
 
     def __init__(self, spec: DatasetSpec) -> None:
