@@ -159,3 +159,17 @@ def test_register_windows_shape():
         out = register_windows(flow_fn, m, f, roi_size=[8, 8, 8])
     assert out.shape == (1, 3, 12, 12, 12)
     assert torch.allclose(out, flow_fn(m, f), atol=1e-5)
+
+
+def test_training_after_predict_on_the_same_shape(tmp_path):
+    """Regression: the warp's cached identity grid, first built under inference mode (predict/test),
+    must not break a later training step on the same image shape."""
+    from gemini_pl.spatial import warp
+    from gemini_pl.spatial.warp import _GRID_CACHE
+
+    _GRID_CACHE.clear()
+    with torch.inference_mode():
+        warp(torch.rand(1, 1, 11, 13), torch.full((1, 2, 11, 13), 0.3))
+    flow = torch.full((1, 2, 11, 13), 0.3, requires_grad=True)
+    warp(torch.rand(1, 1, 11, 13), flow).sum().backward()
+    assert flow.grad is not None

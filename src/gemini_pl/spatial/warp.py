@@ -34,14 +34,21 @@ def normalised_identity(spatial_shape: tuple[int, ...], device: torch.device) ->
     key = (tuple(spatial_shape), str(device))
     hit = _GRID_CACHE.get(key)
     if hit is None:
-        scale = torch.tensor([2.0 / max(s - 1, 1) for s in spatial_shape], dtype=torch.float32, device=device)
-        axes = [torch.arange(s, dtype=torch.float32, device=device) * scale[i] - 1.0 for i, s in enumerate(spatial_shape)]
-        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).flip(-1).unsqueeze(0)
-        hit = (grid, scale.flip(0))
+        hit = _build_identity(spatial_shape, device)
         if len(_GRID_CACHE) >= _GRID_CACHE_MAX:
             _GRID_CACHE.pop(next(iter(_GRID_CACHE)))
         _GRID_CACHE[key] = hit
     return hit
+
+
+@torch.inference_mode(False)
+def _build_identity(spatial_shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normal (non-inference) tensors even when first needed under ``torch.inference_mode`` (test,
+    predict): a cached inference tensor would break a later training step on the same shape."""
+    scale = torch.tensor([2.0 / max(s - 1, 1) for s in spatial_shape], dtype=torch.float32, device=device)
+    axes = [torch.arange(s, dtype=torch.float32, device=device) * scale[i] - 1.0 for i, s in enumerate(spatial_shape)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).flip(-1).unsqueeze(0)
+    return grid, scale.flip(0)
 
 
 def sampling_grid(flow: torch.Tensor) -> torch.Tensor:
