@@ -108,3 +108,11 @@ def test_console_script(good_root):
     res = subprocess.run([str(exe), "check-data", "--config", cfg("chestxray8"), "--data.root", str(good_root / "x")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "does not exist" in res.stderr + res.stdout
+
+
+def test_overrides_from_the_command_line(good_root, capsys):
+    code, out = run(capsys, "--config", cfg("candi"), "--data.root", str(good_root), "--data.split_file", "null",
+                    "--data.label_table", "{41: 1, 60: 2}", "--data.cache", "disk",
+                    "--data.cache_dir", str(good_root / "cache"))
+    assert code == 0, out
+    assert "label table (2 values -> classes 1..2): {41: 1, 60: 2}" in out and "num_classes 3" in out

@@ -508,3 +508,32 @@ def test_files_are_read_once(roots, tmp_path, cache):
         b = next(iter(dm.train_dataloader()))
         assert b["image_a"].shape == (2, 1, 8, 8, 8) and b["label"].shape == (2, 1, 8, 8, 8)
     assert len(list(dm.val_dataloader())) == 2
+
+
+def test_registration_eval_pairs(roots, tmp_path):
+    dm = _dm(roots["whs_ct"], "whs_ct", num_val_pairs=None)
+    dm.setup("test")
+    pairs = [(b["name_a"], b["name_b"]) for b in dm.test_set]
+    assert len(pairs) == 3 * 2 and len(set(pairs)) == 6 and all(a != b for a, b in pairs)  # all ordered pairs
+    listed = [["test002", "test000"], ["test000.nii.gz", "test001"]]
+    dm = _dm(roots["whs_ct"], "whs_ct", eval_pairs=listed)
+    dm.setup("test")
+    assert [(b["name_a"], b["name_b"]) for b in dm.test_set] == [("test002", "test000"), ("test000", "test001")]
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps([["test001", "nope"]]))
+    with pytest.raises(ConfigError, match=r"names \['nope'\]"):
+        _dm(roots["whs_ct"], "whs_ct", eval_pairs=str(path)).setup("test")
+
+
+def test_split_command_and_val_split(roots, tmp_path):
+    from gemini_pl.data.splits import _main, load_split
+
+    out = tmp_path / "whs.json"
+    _main(["--root", str(roots["whs_ct"]), "--dataset", "whs_ct", "--seed", "3", "--out", str(out)])
+    split, digest = load_split(out)
+    assert split["seed"] == 3 and len(split["train_labeled"]) == 6 and len(split["test"]) == 3
+    split["val"] = ["train005.nii.gz", "test002.nii.gz"]  # validation cases may come from either folder
+    out.write_text(json.dumps(split))
+    dm = _dm(roots["whs_ct"], "whs_ct", split_file=str(out), num_val_pairs=None)
+    dm.setup("fit")
+    assert {b["name_a"] for b in dm.val_set} == {"train005", "test002"}

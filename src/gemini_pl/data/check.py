@@ -26,6 +26,7 @@ import torch
 from monai.transforms import Compose
 
 from gemini_pl.data.io import DataWarning, load_image
+from gemini_pl.data.specs import SPECS
 from gemini_pl.data.transforms import case_transforms, check_same_grid
 from gemini_pl.errors import GeminiError
 
@@ -151,6 +152,13 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
             if p.brain_mask == "auto" and masks < len(records):
                 rep.warnings.append(f"{key}: {len(records) - masks} image(s) without a brain mask are not masked")
         rep.add(line)
+        if spec.name in SPECS:
+            odd = [r["image"] for r in records if not r["image"].lower().endswith(spec.suffixes)]
+            if odd:
+                rep.warnings.append(
+                    f"{key}: {len(odd)} file(s) are not {'/'.join(spec.suffixes)} as {spec.name} is "
+                    f"distributed (e.g. {odd[0]}); they are read anyway"
+                )
         todo = records if max_files is None else records[:max_files]
         if len(todo) < len(records):
             rep.add(f"  (checking the first {len(todo)} of {len(records)} files: --max_files)")
