@@ -211,7 +211,9 @@ def load_image(path: str | os.PathLike, *, label: bool = False, single_channel: 
         img = img.to(torch.int64)
     else:
         img = img.to(torch.float32)
-    if not label and not torch.isfinite(img.as_tensor() if hasattr(img, "as_tensor") else img).all():
+    # one copy into C order (NIfTI arrays come in Fortran order, slow for every later op)
+    img = img.contiguous()
+    if not label and not np.isfinite((img.as_tensor() if hasattr(img, "as_tensor") else img).numpy()).all():
         raise DataError(f"{path} contains NaN or infinite values; fix or remove the file")
     return img
 
