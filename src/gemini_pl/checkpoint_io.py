@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .errors import CheckpointError
+from .safe_load import safe_torch_load
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -42,17 +41,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         _fsync_dir(path.parent)
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"weights_only": True if weights_only is None else weights_only}
-        if map_location is not None:
-            kwargs["map_location"] = map_location
-        try:
-            return super().load_checkpoint(path, **kwargs)
-        except pickle.UnpicklingError as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CheckpointError(
-                f"refused to load checkpoint {path}: it holds objects other than tensors and plain "
-                f"containers (a pickled payload?), and is read with weights_only=True: {first}"
-            ) from None
+        if weights_only is False:  # an explicit request for a trusted file
+            return super().load_checkpoint(path, map_location=map_location, weights_only=False)
+        return safe_torch_load(path, **({} if map_location is None else {"map_location": map_location}))
 
 
 def _fsync_dir(folder: Path) -> None:

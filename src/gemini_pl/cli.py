@@ -14,7 +14,6 @@ are printed as one line naming the file, setting or step, with exit status 2.
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from .callbacks import WandbResume
 from .callbacks.wandb_resume import continue_wandb_run
 from .checkpoint_io import AtomicCheckpointIO
-from .errors import CheckpointError, GeminiError
+from .errors import GeminiError
+from .safe_load import safe_torch_load
 
 
 class GeminiCLI(LightningCLI):
@@ -78,14 +78,7 @@ def check_checkpoint_file(path: str | None) -> None:
     (LightningCLI reads its hyper-parameters while parsing)."""
     if not path or path in ("last", "best", "hpc", "registry") or not Path(path).is_file():
         return
-    try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(
-            f"refused to load checkpoint {path}: it holds objects other than tensors and plain containers "
-            f"(a pickled payload?), and checkpoints are read with weights_only=True: {first}"
-        ) from None
+    safe_torch_load(path, mmap=True)
 
 
 def main(args: list[str] | None = None) -> None:

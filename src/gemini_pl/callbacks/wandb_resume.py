@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
+
+from ..safe_load import safe_torch_load
 
 
 def _wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
@@ -57,7 +58,7 @@ def continue_wandb_run(trainer: L.Trainer, ckpt_path: str | None) -> str | None:
     loggers = _wandb_loggers(trainer)
     if path is None or not loggers:
         return None
-    ids = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("wandb_run_ids", [])
+    ids = safe_torch_load(path, mmap=True).get("wandb_run_ids", [])
     first = None
     for logger, run_id in zip(loggers, ids):
         if run_id and logger._experiment is None:

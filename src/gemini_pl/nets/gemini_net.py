@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..safe_load import safe_torch_load
 from .backbone import DEFAULT_WIDTHS, UNetBackbone
 from .deformer import DEFAULT_DEFORMER_WIDTHS, Deformer
 from .head import make_head
@@ -40,14 +40,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weight file {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"refused to load {path}: it is not a plain tensor file loadable with weights_only=True "
-            f"(it may carry a pickled payload, or be corrupt): {first}"
-        ) from None
+    obj = safe_torch_load(path)
     for entry in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(entry), dict):
             obj = obj[entry]
