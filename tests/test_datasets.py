@@ -537,3 +537,17 @@ def test_split_command_and_val_split(roots, tmp_path):
     dm = _dm(roots["whs_ct"], "whs_ct", split_file=str(out), num_val_pairs=None)
     dm.setup("fit")
     assert {b["name_a"] for b in dm.val_set} == {"train005", "test002"}
+
+
+def test_pair_crops_share_one_location():
+    base = torch.arange(16 * 16 * 16, dtype=torch.float32).reshape(1, 16, 16, 16)
+    items = [{"image": base + 10_000 * i} for i in range(3)]
+    ds = PairDataset(items, patch_size=[8, 4, 8], seed=5)
+    starts = set()
+    for k in range(len(ds)):
+        a, b = ds.pair(k)
+        item = ds[k]
+        assert item["image_a"].shape == (1, 8, 4, 8)
+        assert torch.all(item["image_a"] - item["image_b"] == 10_000 * (a - b))  # same place in A and B
+        starts.add(float(item["image_a"].flatten()[0]) - 10_000 * a)
+    assert len(starts) > 1  # random places
