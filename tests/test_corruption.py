@@ -52,7 +52,7 @@ def test_probability_zero_returns_input_exactly():
     assert torch.equal(y, x)
 
 
-@pytest.mark.parametrize("shape", [(3, 2, 30, 28, 26), (4, 1, 90, 75)])
+@pytest.mark.parametrize("shape", [(2, 2, 24, 22, 20), (3, 1, 72, 60)])
 def test_shuffle_only_is_local_permutation(shape):
     B, C = shape[:2]
     S = shape[2:]
@@ -61,9 +61,9 @@ def test_shuffle_only_is_local_permutation(shape):
     x = torch.stack([torch.randperm(n, generator=gen(b)) for b in range(B)]).float() / n
     x = x[:, None].expand(B, C, n).reshape(shape).clone()
     # channels are identical: all channels of a voxel must move together
-    cfg = only(shuffle_prob=1.0, shuffle_blocks=200, shuffle_block_divisor=6)
+    cfg = only(shuffle_prob=1.0, shuffle_blocks=150, shuffle_block_divisor=5)
     y = corrupt(x, cfg, gen(3))
-    bs = [s // 6 for s in S]
+    bs = [s // 5 for s in S]
     for b in range(B):
         assert torch.equal(y[b].flatten().sort().values, x[b].flatten().sort().values)
         assert torch.equal(y[b], y[b, :1].expand_as(y[b]))
@@ -149,7 +149,7 @@ def test_inpaint_single_box(S, rng):
     lo = [max(1, math.ceil(rng[0] * s - 1e-9)) for s in S]
     hi = [math.floor(rng[1] * s + 1e-9) for s in S]
     sizes = set()
-    for seed in range(6):
+    for seed in range(4):
         y = corrupt(x, only(inpaint_prob=1.0, inpaint_max_boxes=1, inpaint_size_range=rng),
                     gen(seed))
         assert y.min() >= 0 and y.max() <= 1

@@ -388,6 +388,7 @@ def _inpaint_(out: Tensor, max_boxes: int, prob: float, size_range: Tuple[float,
 # --------------------------------------------------------------------------------- pipeline
 
 
+@torch.no_grad()
 def corrupt(x: Tensor, config: Optional[CorruptionConfig] = None,
             generator: Optional[torch.Generator] = None) -> Tensor:
     """Models-Genesis appearance corruption of a batch (METHOD §5).
@@ -401,7 +402,8 @@ def corrupt(x: Tensor, config: Optional[CorruptionConfig] = None,
     Returns:
         A new tensor of the same shape, dtype and device (``x`` is not modified). Each sample
         gets its own draws: shuffling (p ``shuffle_prob``), then the Bézier intensity curve
-        (p ``nonlinear_prob``), then in-painting.
+        (p ``nonlinear_prob``), then in-painting. Runs under ``torch.no_grad()`` (an input
+        augmentation: the result carries no gradient).
     """
     if not torch.is_floating_point(x):
         raise TypeError(f"corrupt expects a floating-point tensor, got {x.dtype}")
