@@ -10,3 +10,7 @@ from .semi import GeminiSemi  # noqa: E402
 from .transfer import TransferReport, load_pretrained  # noqa: E402
 
 __all__ += ["GeminiSemi", "Registration", "Segmentation", "TransferReport", "load_pretrained"]
+from . import baselines  # noqa: E402
+from .baselines import CPS, UAMT, DeepAtlas, DenseCL, GeminiSemiPosSchedule, PixPro, VADeR, VMAtlas  # noqa: E402
+
+__all__ += ["CPS", "DeepAtlas", "DenseCL", "GeminiSemiPosSchedule", "PixPro", "UAMT", "VADeR", "VMAtlas", "baselines"]

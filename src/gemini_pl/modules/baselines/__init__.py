@@ -1,0 +1,24 @@
+"""The Table II baselines, each a small module on a shared base (see ``experiments/table2/``).
+
+Semi-supervised (on :class:`~.common.SemiSegmentation`, i.e. ``Segmentation`` + an unlabeled loss):
+:class:`UAMT`, :class:`CPS`, :class:`DeepAtlas`. Atlas: :class:`VMAtlas` (``Registration`` +
+multi-atlas label propagation). Dense contrastive pre-training (on :class:`DensePretrainBase`),
+fine-tuned by ``Segmentation(init_from=...)``: :class:`DenseCL`, :class:`PixPro`, :class:`VADeR`.
+GEMINI-Semi ablations: :class:`GeminiSemiPosSchedule` (Table IV "on from half way").
+"""
+
+from .common import SemiSegmentation, ema_update, sigmoid_rampup
+from .cps import CPS, cps_loss
+from .dcrl import DensePretrainBase, info_nce
+from .deepatlas import DeepAtlas, anatomy_loss
+from .densecl import DenseCL
+from .pixpro import PixPro
+from .semi_ablation import GeminiSemiPosSchedule
+from .uamt import UAMT
+from .vader import VADeR
+from .vm_atlas import VMAtlas, majority_vote
+
+__all__ = [
+    "CPS", "DeepAtlas", "DenseCL", "DensePretrainBase", "GeminiSemiPosSchedule", "PixPro", "SemiSegmentation",
+    "UAMT", "VADeR", "VMAtlas", "anatomy_loss", "cps_loss", "ema_update", "info_nce", "majority_vote", "sigmoid_rampup",
+]

@@ -1,0 +1,76 @@
+"""DeepAtlas (Xu & Niethammer, MICCAI 2019): joint registration and segmentation.
+
+One framework, one backbone: the segmentation head and the GEMINI deformer share the backbone.
+Per iteration (one optimiser step on the sum):
+
+* supervised segmentation of the labeled sample (``seg_loss``);
+* registration of the unlabeled pair A → B: masked local NCC + ``λ_smooth``·smoothness;
+* registration of the labeled image L → unlabeled B, with the **anatomy-consistency** loss:
+  soft Dice between the warped one-hot label of L and the segmentation of B
+  (``λ_anatomy``·(1 − Dice)) — it trains the deformer and the segmenter together, the
+  segmenter learning on unlabeled images through the registration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ...losses import masked_lncc, smoothness, soft_dice_loss
+from ...metrics import one_hot_labels
+from ...nets import DEFAULT_DEFORMER_WIDTHS
+from ...nets.deformer import Deformer
+from ...spatial import validity_mask, warp
+from .common import SemiSegmentation, probabilities
+
+__all__ = ["DeepAtlas", "anatomy_loss"]
+
+
+def anatomy_loss(warped_label: torch.Tensor, seg_prob: torch.Tensor, label_kind: str = "multiclass") -> torch.Tensor:
+    """1 − soft Dice of a warped one-hot (or multi-label) label and a predicted probability map
+    (foreground channels only for multiclass)."""
+    sl = slice(1, None) if label_kind == "multiclass" else slice(None)
+    return soft_dice_loss(seg_prob[:, sl], warped_label[:, sl])
+
+
+class DeepAtlas(SemiSegmentation):
+    """Joint registration + segmentation with the anatomy-consistency loss.
+
+    Args (beyond :class:`~.common.SemiSegmentation`, whose ``lambda_unsup`` scales the
+    registration terms):
+        deformer_widths: the deformer's widths.
+        lambda_smooth: smoothness weight.
+        lambda_anatomy: weight of the anatomy-consistency loss (a Dice, hence × λ_seg's scale).
+        ncc_window: LNCC window.
+    """
+
+    def __init__(self, *args: Any, deformer_widths: Sequence[int] = DEFAULT_DEFORMER_WIDTHS, lambda_smooth: float = 0.4,
+                 lambda_anatomy: float = 20.0, ncc_window: int = 9, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.net.deformer = Deformer(self.hparams.spatial_dims, self.net.backbone.out_channels, deformer_widths)
+
+    def _register(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        f_m, f_f = self.net.features(torch.cat([moving, fixed], 0)).chunk(2, 0)
+        flow = self.net.flow(f_m, f_f)
+        mask = validity_mask(flow)
+        ncc = masked_lncc(warp(moving, flow), fixed, mask, window=self.hparams.ncc_window)
+        return flow, {"ncc": ncc, "smooth": smoothness(flow)}
+
+    def unsupervised_loss(self, unlabeled: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        hp = self.hparams
+        x_a, x_b = batch["image_a"], batch["image_b"]
+        _, t1 = self._register(x_a, x_b)
+        # the labeled image as the atlas, registered onto the unlabeled B
+        image, label = batch["image"], batch["label"]
+        n = min(image.shape[0], x_b.shape[0])
+        image, label, fixed = image[:n], label[:n], x_b[:n]
+        if image.shape[2:] != fixed.shape[2:]:
+            return {"total": t1["ncc"] + hp.lambda_smooth * t1["smooth"], **t1}
+        flow, t2 = self._register(image, fixed)
+        y = label.float() if self.label_kind == "multilabel" else one_hot_labels(label, hp.num_classes)
+        seg_b = probabilities(self.net(fixed), self.label_kind)
+        ana = anatomy_loss(warp(y, flow), seg_b, self.label_kind)
+        reg = t1["ncc"] + t2["ncc"] + hp.lambda_smooth * (t1["smooth"] + t2["smooth"])
+        return {"total": reg + hp.lambda_anatomy * ana, "ncc": t1["ncc"] + t2["ncc"], "anatomy": ana}
