@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-pretrain test test-all bench clean
+.PHONY: help install demo demo-pretrain test test-all bench clean reproduce-table2
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -46,3 +46,10 @@ bench: $(STAMP) ## Print the CPU benchmarks (step time vs plain-PyTorch floor, c
 clean: ## Remove runs, generated phantoms and caches (keeps .venv)
 	rm -rf runs data/phantom2d data/phantom3d .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
+
+DATA       ?= real
+JOBS       ?= $(if $(filter phantom,$(DATA)),2,1)
+TABLE2_ARGS ?=
+
+reproduce-table2: $(STAMP) ## Table II matrix (resumable) -> results/table2.{md,csv}; DATA=phantom: phantoms, <20 min on 2 cores
+	$(PY) -m gemini_pl.reproduce --data $(DATA) --jobs $(JOBS) $(if $(filter phantom,$(DATA)),--threads 1,) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(TABLE2_ARGS)

@@ -9,3 +9,6 @@ from .prediction_writer import NiftiPredictionWriter  # noqa: E402
 from .results import ResultsWriter  # noqa: E402
 
 __all__ += ["NiftiPredictionWriter", "ResultsWriter"]
+from .wandb_media import WandbMedia  # noqa: E402
+
+__all__ += ["WandbMedia"]

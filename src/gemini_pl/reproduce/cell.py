@@ -1,0 +1,148 @@
+"""Run one cell of the matrix in this process: ``python -m gemini_pl.reproduce.cell <cell_dir>``.
+
+``<cell_dir>/cell.json`` lists the stages (``{"name", "config": <file>, "test": bool,
+"init_from_stage": <stage> | null}``). Each stage is ``gemini-pl fit --config <file>`` through the
+CLI's parser; a stage whose ``done`` marker exists (an interrupted cell's pre-training) is not
+fitted again. The main stage is then tested (``ckpt_path="best"`` when a monitored checkpoint
+exists, else the final weights); with ``pairs_test`` it is tested once more on registration pairs
+(deformation Dice, folding %; Table V). The result — per-case rows, metric summaries, the split
+hash, timings — is written atomically to ``<cell_dir>/result.json``; an error is written there
+too (``status: failed``) with its message, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run_cell", "write_json_atomic", "summarise"]
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def summarise(values: list[Any]) -> dict[str, float]:
+    """mean, sample std, n of the finite values; ``unable``: the non-finite ones."""
+    vals = []
+    for v in values:
+        try:
+            vals.append(float(v))
+        except (TypeError, ValueError):
+            vals.append(math.nan)
+    ok = [v for v in vals if math.isfinite(v)]
+    mean = sum(ok) / len(ok) if ok else math.nan
+    std = math.sqrt(sum((v - mean) ** 2 for v in ok) / (len(ok) - 1)) if len(ok) > 1 else (0.0 if ok else math.nan)
+    return {"mean": mean, "std": std, "n": len(ok), "unable": len(vals) - len(ok)}
+
+
+def _fit_stage(stage: dict[str, Any], cell_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    import csv
+
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from ..callbacks import ResultsWriter
+    from ..cli import cli_main
+    from .matrix import set_dotted  # noqa: F401
+
+    sdir = cell_dir / stage["name"]
+    done = sdir / "done"
+    last = sdir / "checkpoints" / "last.ckpt"
+    args = ["--config", str(cell_dir / stage["config"])]
+    if stage.get("init_from_stage"):
+        args += ["--model.init_args.init_from", str(cell_dir / stage["init_from_stage"] / "checkpoints" / "last.ckpt")]
+    info: dict[str, Any] = {"name": stage["name"], "config": stage["config"]}
+    if done.exists() and not stage.get("test"):
+        info["skipped"] = "done before"
+        return info
+    t0 = time.perf_counter()
+    cli = cli_main(args, run=False)
+    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    writer = next((c for c in trainer.callbacks if isinstance(c, ResultsWriter)), None)
+    if writer is not None:
+        writer.config = str(cell_dir / stage["config"])
+    trainer.fit(model, datamodule=dm)
+    info["fit_seconds"] = time.perf_counter() - t0
+    info["optimizer_steps"] = int(trainer.global_step)
+    info["iterations"] = int(trainer.fit_loop.total_batch_idx + 1)
+    info["split"] = getattr(dm, "split_hash", None)
+    if not stage.get("test"):
+        if not last.exists():
+            trainer.save_checkpoint(last)
+        done.write_text("ok\n")
+        return info
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks
+                 if isinstance(c, ModelCheckpoint) and c.monitor and c.best_model_path), "")
+    t1 = time.perf_counter()
+    trainer.test(model, datamodule=dm, verbose=False, ckpt_path=best or None)
+    info["tested"] = best or "final weights"
+    info["test_seconds"] = time.perf_counter() - t1
+    rows = []
+    if writer is not None and writer.csv_path is not None and Path(writer.csv_path).exists():
+        with open(writer.csv_path) as f:
+            rows = list(csv.DictReader(f))
+    info["cases"] = rows
+    info["metrics"] = {c: summarise([r.get(c) for r in rows]) for c in ("dice", "avd", "hd95") if rows and c in rows[0]}
+    if spec.get("pairs_test"):
+        hp = dict(dm.hparams)
+        hp["eval_mode"] = "pairs"
+        pairs_dm = type(dm)(**hp)
+        if writer is not None:
+            writer.name = "pairs"
+        out = trainer.test(model, datamodule=pairs_dm, verbose=False)
+        logged = out[0] if out else {}
+        info["pairs_metrics"] = {k.split("/", 1)[-1]: float(v) for k, v in logged.items()}
+        info["pairs_cases"] = list(getattr(writer, "rows", []) or []) if writer is not None else []
+        del torch
+    return info
+
+
+def run_cell(cell_dir: str | Path) -> dict[str, Any]:
+    cell_dir = Path(cell_dir)
+    spec = json.loads((cell_dir / "cell.json").read_text())
+    threads = int(os.environ.get("GEMINI_THREADS", "0") or 0)
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    from ..callbacks.results import git_commit
+
+    result: dict[str, Any] = {k: spec[k] for k in ("row", "task", "seed", "table", "key")}
+    result.update(commit=git_commit(), started=time.strftime("%Y-%m-%d %H:%M:%S"), stages=[])
+    t0 = time.perf_counter()
+    try:
+        if os.environ.get("GEMINI_REPRODUCE_FAIL") == spec["row"]:  # tests: a cell that fails on purpose
+            raise RuntimeError(f"failing on purpose (GEMINI_REPRODUCE_FAIL={spec['row']})")
+        for stage in spec["stages"]:
+            result["stages"].append(_fit_stage(stage, cell_dir, spec))
+        main = result["stages"][-1]
+        result.update(status="ok", metrics=main.get("metrics", {}), split=main.get("split"),
+                      pairs_metrics=main.get("pairs_metrics"))
+    except BaseException as exc:  # noqa: BLE001 - the error goes into the table
+        result.update(status="failed", error=f"{type(exc).__name__}: {exc}".strip()[:2000],
+                      traceback=traceback.format_exc()[-4000:])
+    result["seconds"] = time.perf_counter() - t0
+    write_json_atomic(cell_dir / "result.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("WANDB_SILENT", "true")
+    result = run_cell(argv[0])
+    if result["status"] != "ok":
+        print(f"cell {argv[0]} failed: {result['error']}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,176 @@
+"""``python -m gemini_pl.reproduce`` (``make reproduce-table2 [DATA=phantom]``): run the Table II
+matrix, resumable, and render ``<out>/table2.md`` and ``<out>/table2.csv``.
+
+Every cell runs as its own subprocess (``python -m gemini_pl.reproduce.cell``), ``--jobs`` at a
+time; a finished cell has ``<runs>/cells/<cell>/result.json`` (written atomically at its end) and is
+never run again — an interrupted matrix continues where it stopped. A failed cell (its result has
+``status: failed`` and the error; a crash or timeout writes the same) is reported in the table and
+the other cells still run; ``--retry-failed`` runs failed cells again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .cell import write_json_atomic
+from .matrix import Cell, Matrix, load_matrix
+from .table import render_csv, render_markdown
+
+__all__ = ["run_matrix", "main", "prepare_phantoms", "collect"]
+
+
+def _experiments_dir() -> Path:
+    here = Path("experiments") / "table2"
+    return here if here.is_dir() else Path(__file__).resolve().parents[3] / "experiments" / "table2"
+
+
+def prepare_phantoms(matrix: Matrix) -> None:
+    """Write the phantom datasets of the tasks that have a ``phantom:`` section (before any cell runs:
+    parallel cells then only read them)."""
+    from ..data import generate_phantom_dataset
+
+    for task in matrix.tasks.values():
+        ph = task.get("phantom")
+        if ph:
+            root = task["data"]["init_args"]["root"]
+            generate_phantom_dataset(root, **ph)
+
+
+def _write_cell(cell: Cell, cdir: Path) -> None:
+    cdir.mkdir(parents=True, exist_ok=True)
+    stages = []
+    for st in cell.stages:
+        fname = f"{st['name']}.yaml"
+        (cdir / fname).write_text(yaml.safe_dump(st["config"], sort_keys=False))
+        stages.append({"name": st["name"], "config": fname, "test": st["test"], "init_from_stage": st.get("init_from_stage")})
+    spec = {"row": cell.row, "task": cell.task, "seed": cell.seed, "table": cell.table, "key": cell.key,
+            "pairs_test": cell.pairs_test, "stages": stages}
+    (cdir / "cell.json").write_text(json.dumps(spec, indent=1))
+
+
+def _run_one(cell: Cell, cdir: Path, threads: int, timeout: float | None) -> dict[str, Any]:
+    result_path = cdir / "result.json"
+    env = dict(os.environ, GEMINI_THREADS=str(threads), WANDB_SILENT="true")
+    env.setdefault("WANDB_MODE", "offline")
+    t0 = time.perf_counter()
+    with open(cdir / "log.txt", "w") as log:
+        try:
+            subprocess.run([sys.executable, "-m", "gemini_pl.reproduce.cell", str(cdir)], stdout=log, stderr=subprocess.STDOUT,
+                           env=env, timeout=timeout, check=False)
+            why = "the cell process ended without a result (crash?)"
+        except subprocess.TimeoutExpired:
+            why = f"timed out after {timeout:.0f} s"
+    if not result_path.exists():
+        tail = (cdir / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
+        write_json_atomic(result_path, {"row": cell.row, "task": cell.task, "seed": cell.seed, "table": cell.table,
+                                        "key": cell.key, "status": "failed", "error": f"{why}; log: {' / '.join(tail)}"[:2000],
+                                        "seconds": time.perf_counter() - t0})
+    return json.loads(result_path.read_text())
+
+
+def collect(runs: Path, cells: list[Cell]) -> list[dict[str, Any]]:
+    out = []
+    for c in cells:
+        p = runs / "cells" / c.name / "result.json"
+        if p.exists():
+            out.append(json.loads(p.read_text()))
+    return out
+
+
+def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int = 1, threads: int = 1,
+               rows: list[str] | None = None, tasks: list[str] | None = None, seeds: list[int] | None = None,
+               retry_failed: bool = False, timeout: float | None = None, data_root: str | None = None,
+               render_only: bool = False) -> str:
+    """Run the cells that have no result yet; render and write the tables; return the Markdown."""
+    t0 = time.perf_counter()
+    matrix = load_matrix(mode_file, data_root)
+    if seeds:
+        matrix.seeds = list(seeds)
+    runs, out = Path(runs), Path(out)
+    cells = matrix.cells(runs, rows, tasks)
+    todo = []
+    for c in cells:
+        res = runs / "cells" / c.name / "result.json"
+        if res.exists():
+            status = json.loads(res.read_text()).get("status")
+            if status == "ok" or not retry_failed:
+                continue
+            res.unlink()
+        todo.append(c)
+    print(f"table2 ({matrix.mode}): {len(cells)} cells, {len(cells) - len(todo)} done before, {len(todo)} to run", flush=True)
+    if todo and not render_only:
+        prepare_phantoms(matrix)
+        for c in todo:
+            _write_cell(c, runs / "cells" / c.name)
+
+        def go(c: Cell) -> None:
+            r = _run_one(c, runs / "cells" / c.name, threads, timeout)
+            msg = f"{r.get('seconds', 0):.0f} s" if r["status"] == "ok" else f"FAILED: {r.get('error', '')[:200]}"
+            print(f"  {c.name}: {msg}", flush=True)
+
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            list(pool.map(go, todo))
+    results = collect(runs, cells)
+    from ..callbacks.results import git_commit
+
+    splits = {}
+    for r in results:
+        if r.get("split"):
+            splits.setdefault(r["task"], set()).add(str(r["split"]))
+    wall = time.perf_counter() - t0
+    cell_seconds = sum(float(r.get("seconds") or 0) for r in results)
+    header = {
+        "mode": f"{matrix.mode} ({matrix.mode_file})" + (f" — {'; '.join(matrix.notes)}" if matrix.notes else ""),
+        "commit": git_commit(),
+        "configs": f"{matrix.config_dir} (resolved per cell: {runs}/cells/<cell>/*.yaml)",
+        "tasks": ", ".join(f"{t}: {v.get('title', '')}" for t, v in matrix.tasks.items()),
+        "splits (hash per task)": ", ".join(f"{t}: {'/'.join(sorted(s))}" for t, s in sorted(splits.items())) or "n/a",
+        "seeds": ", ".join(map(str, matrix.seeds)),
+        "cells": f"{sum(r.get('status') == 'ok' for r in results)} ok, {sum(r.get('status') != 'ok' for r in results)} failed, "
+                 f"{len(cells) - len(results)} not run, of {len(cells)}",
+        "time": f"this invocation {wall:.0f} s wall ({jobs} job(s) × {threads} thread(s)); all cells' own time {cell_seconds:.0f} s",
+    }
+    md = render_markdown(matrix.rows, results, header, matrix.ablations, reference_only=matrix.mode == "phantom")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table2.md").write_text(md)
+    (out / "table2.csv").write_text(render_csv(matrix.rows, results))
+    print("\n" + md, flush=True)
+    return md
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m gemini_pl.reproduce", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", choices=["real", "phantom"], default="real", help="real data (paper scale) or phantoms (small budgets)")
+    p.add_argument("--mode-file", default=None, help="a mode file (default experiments/table2/{paper,phantom}.yaml)")
+    p.add_argument("--runs", default=None, help="cell folders (default runs/table2 or runs/table2_phantom)")
+    p.add_argument("--out", default=None, help="table folder (default results or results/phantom)")
+    p.add_argument("--jobs", type=int, default=1, help="cells run at the same time")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per cell (0: torch's default)")
+    p.add_argument("--rows", nargs="*", default=None, help="only these rows (names as in the table)")
+    p.add_argument("--tasks", nargs="*", default=None, choices=["T1", "T2", "T3"])
+    p.add_argument("--seeds", nargs="*", type=int, default=None, help="override the mode file's seeds")
+    p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per cell")
+    p.add_argument("--data-root", default=None, help="root of the real datasets (data/README.md layout)")
+    p.add_argument("--render-only", action="store_true", help="only render the tables from the results there are")
+    a = p.parse_args(argv)
+    phantom = a.data == "phantom"
+    mode_file = a.mode_file or str(_experiments_dir() / ("phantom.yaml" if phantom else "paper.yaml"))
+    run_matrix(mode_file, a.runs or ("runs/table2_phantom" if phantom else "runs/table2"),
+               a.out or ("results/phantom" if phantom else "results"), jobs=a.jobs, threads=a.threads, rows=a.rows,
+               tasks=a.tasks, seeds=a.seeds, retry_failed=a.retry_failed, timeout=a.timeout, data_root=a.data_root,
+               render_only=a.render_only)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
