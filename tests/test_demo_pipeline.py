@@ -43,7 +43,7 @@ def test_demo_pipeline_quick(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     table = run_pipeline(tmp_path / "runs", quick=True, stages=ALL_STAGES)
     for row in ("U-Net Five (scratch)", "U-Net Five (scratch), 2x iterations", "U-Net Five fine-tuned", "GEMINI-Semi", "Registration: no warping",
-                "Registration fine-tuned", "Registration (scratch)", "GEMINI-MIP pre-training"):
+                "Registration fine-tuned", "Registration (scratch)", "velocity field", "GEMINI-MIP pre-training"):
         assert row in table, row
     assert (tmp_path / "runs" / "results.md").read_text() == table
     assert (tmp_path / "runs" / "seg_gemini" / "results" / "test_summary.md").is_file()

@@ -105,3 +105,15 @@ def test_init_from_pretrain_transfers_exactly_backbone_and_deformer(tmp_path, di
     assert all(torch.equal(ours[k], theirs[k]) for k in expected)
     assert sorted(model.transfer_report.loaded) == expected
     assert all(k.startswith("head.") for k in model.transfer_report.skipped)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_fast_dev_run_on_phantom_files(tmp_path, phantom_root, dims):
+    """fast_dev_run with the real GeminiDataModule (train_mode pairs, eval_mode pairs)."""
+    from gemini_pl.data import GeminiDataModule
+
+    dm = GeminiDataModule(root=str(phantom_root), dataset=f"phantom{dims}d", spatial_dims=dims, train_mode="pairs",
+                          eval_mode="pairs", num_val_pairs=2)
+    trainer = _trainer(tmp_path, fast_dev_run=1)
+    trainer.fit(_reg(dims), datamodule=dm)
+    assert trainer.global_step == 1 and math.isfinite(float(trainer.callback_metrics["val/dice"]))

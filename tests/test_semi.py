@@ -108,3 +108,15 @@ def test_multilabel_3d_fit(tmp_path):
 def test_missing_labeled_batch_names_the_setting(tmp_path):
     with pytest.raises(ConfigError, match="pairs\\+labeled"):
         _trainer(tmp_path, fast_dev_run=1).fit(_semi(2), datamodule=MemoryDataModule(2, 32, train_mode="pairs"))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_fast_dev_run_on_phantom_files(tmp_path, phantom_root, dims):
+    """fast_dev_run with the real GeminiDataModule (train_mode pairs+labeled, eval_mode cases)."""
+    from gemini_pl.data import GeminiDataModule
+
+    dm = GeminiDataModule(root=str(phantom_root), dataset=f"phantom{dims}d", spatial_dims=dims,
+                          train_mode="pairs+labeled", eval_mode="cases", num_labeled=2)
+    trainer = _trainer(tmp_path, fast_dev_run=1)
+    trainer.fit(_semi(dims), datamodule=dm)
+    assert trainer.global_step == 2 and math.isfinite(float(trainer.callback_metrics["val/dice"]))

@@ -8,7 +8,8 @@ Stages (configs under ``experiments/demo/``; each is also a plain ``gemini-pl fi
 3. ``seg.yaml`` + ``init_from`` the pre-training checkpoint — the same network fine-tuned;
 4. ``semi.yaml`` — GEMINI-Semi (five labeled phantoms + the unlabeled ones);
 5. ``reg.yaml`` + ``init_from`` — registration fine-tuned from the pre-training, scored against
-   the Dice without warping (``--stages`` can add ``reg_scratch``, the same from scratch).
+   the Dice without warping (``--stages`` can add ``reg_scratch``, the same from scratch, and
+   ``reg_gemini_svf``, the same with the velocity-field option: 7 scaling-and-squaring steps).
 
 The compared rows share the seed, the data, the number of iterations and the labeled batch size;
 GEMINI-Semi additionally takes a GEMINI step on unlabeled pairs per iteration, and the fine-tuned
@@ -45,7 +46,7 @@ def _configs_dir() -> Path:
 #: the stages ``make demo`` runs; ``reg_scratch`` (registration from scratch, a reference row) is
 #: opt-in (``--stages ... reg_scratch``) to keep the demo well under 10 minutes on 2 CPU cores.
 DEFAULT_STAGES = ["pretrain", "seg_scratch", "seg_scratch_2x", "seg_gemini", "semi", "reg_gemini"]
-ALL_STAGES = [*DEFAULT_STAGES, "reg_scratch"]
+ALL_STAGES = [*DEFAULT_STAGES, "reg_scratch", "reg_gemini_svf"]
 
 
 @dataclass
@@ -183,7 +184,8 @@ def render_table(results: dict[str, StageResult], total_seconds: float, threads:
     if reg is not None:
         u = reg.stat("dice_unwarped")
         lines.append(f"| Registration: no warping | - | 0 | - | {_fmt(*u[:2])} | - | - | 0.00 | - | - |")
-    for key, label, init in (("reg_scratch", "Registration (scratch)", "random"), ("reg_gemini", "Registration fine-tuned", "GEMINI-MIP")):
+    for key, label, init in (("reg_scratch", "Registration (scratch)", "random"), ("reg_gemini", "Registration fine-tuned", "GEMINI-MIP"),
+                             ("reg_gemini_svf", "Registration fine-tuned, velocity field (7 squarings)", "GEMINI-MIP")):
         r = results.get(key)
         if r is None:
             continue
@@ -218,12 +220,24 @@ def render_table(results: dict[str, StageResult], total_seconds: float, threads:
     scratch = results.get("reg_scratch")
     if reg is not None and scratch is not None:
         claim("(reference) registration fine-tuned from GEMINI vs from scratch", "reg_gemini", "reg_scratch")
+    svf = results.get("reg_gemini_svf")
+    if reg is not None and svf is not None:
+        lines.append(
+            f"- (option) velocity-field integration: Dice {svf.stat('dice')[0]:.1f} vs {reg.stat('dice')[0]:.1f} %, "
+            f"folding {svf.stat('folding')[0]:.3f} vs {reg.stat('folding')[0]:.3f} % of pixels"
+        )
     lines += ["", f"Total wall time {total_seconds:.0f} s ({threads} torch thread{'s' if threads != 1 else ''})."]
     return "\n".join(lines) + "\n"
 
 
-def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, threads: int = 1, stages: list[str] | None = None) -> str:
-    """Run the demo stages and return the results table (also written to ``<out>/results.md``)."""
+def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, threads: int = 1, stages: list[str] | None = None,
+                 seed: int | None = None) -> str:
+    """Run the demo stages and return the results table (also written to ``<out>/results.md``).
+
+    ``seed`` replaces the training seed of every stage (``seed_everything`` and the modules'
+    augmentation seed); the data (phantoms, split, sampling) keep theirs, so that runs with several
+    seeds compare the same cases.
+    """
     import torch
 
     out = Path(out)
@@ -235,6 +249,8 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, threads: in
     if quick:  # a smoke run of the whole pipeline (tests): one short epoch per stage
         common = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.check_val_every_n_epoch", "1",
                   "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "3", "--trainer.log_every_n_steps", "1"]
+    if seed is not None:
+        common += ["--seed_everything", str(seed), "--model.init_args.seed", str(seed)]
     wanted = stages or DEFAULT_STAGES
     results: dict[str, StageResult] = {}
     t0 = time.perf_counter()
@@ -250,6 +266,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, threads: in
         ("semi", "semi.yaml", [], True),
         ("reg_gemini", "reg.yaml", ["--model.init_args.init_from", str(ckpt)], True),
         ("reg_scratch", "reg.yaml", [], True),
+        ("reg_gemini_svf", "reg.yaml", ["--model.init_args.init_from", str(ckpt), "--model.init_args.integration_steps", "7"], True),
     ]
     for name, config, extra, test in plan:
         if name not in wanted:
@@ -267,13 +284,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: a couple of iterations per stage")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: fastest on small, shared CPUs; 0 = torch's default)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed of every stage (default: the configs', 0)")
     parser.add_argument("--stages", nargs="*", default=None, choices=ALL_STAGES,
                         help=f"stages to run (default {' '.join(DEFAULT_STAGES)}); the fine-tuning stages need pretrain's checkpoint")
     args = parser.parse_args(argv)
     from .errors import GeminiError
 
     try:
-        run_pipeline(args.out, quick=args.quick, threads=args.threads, stages=args.stages)
+        run_pipeline(args.out, quick=args.quick, threads=args.threads, stages=args.stages, seed=args.seed)
     except GeminiError as exc:
         print(f"gemini-pl demo: error: {exc}", file=sys.stderr)
         sys.exit(2)
