@@ -109,6 +109,11 @@ def _fit_stage(stage: dict[str, Any], cell_dir: Path, spec: dict[str, Any]) -> d
 def run_cell(cell_dir: str | Path) -> dict[str, Any]:
     cell_dir = Path(cell_dir)
     spec = json.loads((cell_dir / "cell.json").read_text())
+    if os.environ.get("GEMINI_REPRODUCE_FAIL") == spec["row"]:  # tests: a cell that fails on purpose, at once
+        result = {k: spec[k] for k in ("row", "task", "seed", "table", "key")}
+        result.update(status="failed", error=f"RuntimeError: failing on purpose (GEMINI_REPRODUCE_FAIL={spec['row']})", seconds=0.0)
+        write_json_atomic(cell_dir / "result.json", result)
+        return result
     threads = int(os.environ.get("GEMINI_THREADS", "0") or 0)
     if threads > 0:
         import torch
@@ -120,8 +125,6 @@ def run_cell(cell_dir: str | Path) -> dict[str, Any]:
     result.update(commit=git_commit(), started=time.strftime("%Y-%m-%d %H:%M:%S"), stages=[])
     t0 = time.perf_counter()
     try:
-        if os.environ.get("GEMINI_REPRODUCE_FAIL") == spec["row"]:  # tests: a cell that fails on purpose
-            raise RuntimeError(f"failing on purpose (GEMINI_REPRODUCE_FAIL={spec['row']})")
         for stage in spec["stages"]:
             result["stages"].append(_fit_stage(stage, cell_dir, spec))
         main = result["stages"][-1]

@@ -35,7 +35,7 @@ def aggregate(results: list[dict[str, Any]], column: str) -> dict[str, float]:
     """Pooled per-case mean ± std of ``column`` over the ok results (seeds), plus the std of the seed means."""
     ok = [r for r in results if r.get("status") == "ok"]
     pooled = summarise(_per_case(ok, column))
-    seed_means = [r.get("metrics", {}).get(column, {}).get("mean", math.nan) for r in ok]
+    seed_means = [summarise(_per_case([r], column))["mean"] for r in ok]
     pooled["seed_std"] = summarise(seed_means)["std"]
     pooled["seeds"] = len(ok)
     return pooled

@@ -1,0 +1,123 @@
+"""The Table II runner: the table renderer on a hand-made results set, resume/skip and failed-cell
+reporting on a tiny matrix (one cell fails on purpose), and (slow) the whole phantom matrix."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from gemini_pl.reproduce import TABLE2, load_matrix, render_csv, render_markdown, run_matrix
+
+
+def _res(row, task, seed, dice, avd, status="ok", error=None):
+    r = {"row": row, "task": task, "seed": seed, "table": "II", "status": status}
+    if status == "ok":
+        cases = [{"case": f"c{i}", "dice": d, "avd": a} for i, (d, a) in enumerate(zip(dice, avd))]
+        mean = sum(dice) / len(dice)
+        r["metrics"] = {"dice": {"mean": mean}, "avd": {"mean": sum(avd) / len(avd)}}
+        r["stages"] = [{"name": "main", "cases": cases}]
+    else:
+        r["error"] = error
+    return r
+
+
+def test_paper_table_parsed():
+    assert TABLE2["GEMINI-Semi"][1]["T1"] == (91.2, 3.6, 0.97, 0.56)
+    assert TABLE2["U-Net Full"][1]["T1"] is None
+    assert TABLE2["CPS"][1]["T2"] == (37.1, 1.8, None, None)  # AVD "unable"
+    assert len(TABLE2) == 21
+
+
+def test_render_table_hand_made():
+    rows = [{"row": "U-Net Full", "method": "unet_full", "tasks": ["T2", "T3"]}, {"row": "U-Net Five", "method": "unet_five"},
+            {"row": "CPS", "method": "cps"}, {"row": "MASSL", "method": None}]
+    results = [
+        _res("U-Net Five", "T1", 0, [80.0, 90.0], [1.0, 2.0]),
+        _res("U-Net Five", "T1", 1, [70.0, 80.0], [2.0, float("nan")]),
+        _res("CPS", "T1", 0, [], [], status="failed", error="RuntimeError: boom"),
+    ]
+    md = render_markdown(rows, results, {"commit": "abc", "seeds": "0, 1"})
+    five = next(line for line in md.splitlines() if "| U-Net Five |" in line)
+    cells = [c.strip() for c in five.strip("|").split("|")]
+    # pooled cases 80, 90, 70, 80: mean 80, sample std sqrt(200/3) = 8.16; seed means 85, 75: s = 7.07
+    assert cells[2] == "80.0±8.2 (s 7.1)" and cells[3] == "84.3±9.6" and cells[4] == "-4.3"
+    # AVD: the NaN case is "unable" (1 of 4); pooled 1, 2, 2: mean 1.67, std 0.58; seed means 1.5, 2.0
+    assert cells[5] == "1.67±0.58 (s 0.35) [1 unable]" and cells[6] == "2.43±2.14" and cells[7] == "-0.76"
+    assert cells[8] == "not run"
+    full = next(line for line in md.splitlines() if "| U-Net Full |" in line)
+    assert [c.strip() for c in full.strip("|").split("|")][2:4] == ["-", "-"]
+    cps = next(line for line in md.splitlines() if "| CPS |" in line)
+    assert "failed" in cps and "RuntimeError: boom" in md.split("Failed cells:")[1]
+    assert "| MASSL |" in md and "not implemented" in next(line for line in md.splitlines() if "| MASSL |" in line)
+    assert "- commit: abc" in md
+    csv_text = render_csv(rows, results)
+    line = next(ln for ln in csv_text.splitlines() if ln.startswith("U-Net Five,Five,T1,DSC"))
+    parts = line.split(",")
+    assert float(parts[4]) == pytest.approx(80.0) and float(parts[6]) == pytest.approx(math.sqrt(50), abs=1e-3) and parts[7] == "2"
+    assert float(parts[12]) == pytest.approx(80.0 - 84.3)
+    assert "CPS,Semi,T1,DSC" in csv_text and "failed" in csv_text and "not implemented" in csv_text
+
+
+def _tiny_matrix(tmp_path: Path) -> Path:
+    cfg = tmp_path / "cfg"
+    shutil.copytree(REPO / "experiments" / "table2" / "methods", cfg / "methods")
+    budget = yaml.safe_load((REPO / "experiments" / "table2" / "budget" / "phantom.yaml").read_text())
+    budget["trainer"].update(max_epochs=1, limit_train_batches=1, limit_test_batches=2)
+    budget["data"]["init_args"]["samples_per_epoch"] = 2
+    (cfg / "budget.yaml").write_text(yaml.safe_dump(budget))
+    task = yaml.safe_load((REPO / "experiments" / "table2" / "phantom" / "t3.yaml").read_text())
+    task["phantom"].update(num_unlabeled=3, num_labeled=5, num_test=2)
+    task["data"]["init_args"]["root"] = str(tmp_path / "data")
+    (cfg / "t3.yaml").write_text(yaml.safe_dump(task))
+    (cfg / "matrix.yaml").write_text(yaml.safe_dump({"rows": [
+        {"row": "U-Net Five", "method": "unet_five"}, {"row": "CPS", "method": "cps"}, {"row": "MASSL", "method": None}]}))
+    mode = {"mode": "phantom", "seeds": [0], "matrix": "matrix.yaml", "budget": "budget.yaml", "tasks": {"T3": "t3.yaml"}}
+    (cfg / "mode.yaml").write_text(yaml.safe_dump(mode))
+    return cfg / "mode.yaml"
+
+
+def test_runner_resume_skip_and_failed_cell(tmp_path, monkeypatch):
+    mode = _tiny_matrix(tmp_path)
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    monkeypatch.setenv("GEMINI_REPRODUCE_FAIL", "CPS")  # the CPS cell fails on purpose
+    md = run_matrix(mode, runs, out, jobs=2, threads=1)
+    cells = {c.row: runs / "cells" / c.name / "result.json" for c in load_matrix(mode).cells(runs)}
+    ok, bad = json.loads(cells["U-Net Five"].read_text()), json.loads(cells["CPS"].read_text())
+    assert ok["status"] == "ok" and math.isfinite(ok["metrics"]["dice"]["mean"]) and ok["split"]
+    assert bad["status"] == "failed" and "failing on purpose" in bad["error"]
+    assert "failing on purpose" in md and "not implemented" in md
+    assert (out / "table2.md").exists() and (out / "table2.csv").exists()
+    # a second run reruns nothing (finished cells, failed ones included, are skipped)
+    stamps = {k: p.stat().st_mtime_ns for k, p in cells.items()}
+    t0 = time.perf_counter()
+    run_matrix(mode, runs, out, jobs=2, threads=1)
+    assert time.perf_counter() - t0 < 10
+    assert {k: p.stat().st_mtime_ns for k, p in cells.items()} == stamps
+    # an interrupted cell (no result.json) runs again; --retry-failed reruns failed cells only
+    cells["CPS"].unlink()
+    run_matrix(mode, runs, out, jobs=1, threads=1, retry_failed=True)
+    assert cells["U-Net Five"].stat().st_mtime_ns == stamps["U-Net Five"]
+    assert json.loads(cells["CPS"].read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_phantom_matrix_end_to_end(tmp_path):
+    """``make reproduce-table2 DATA=phantom``: every implemented row on the three phantom tasks in < 20 min."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "gemini_pl.reproduce", "--data", "phantom", "--jobs", "2", "--threads", "1",
+                    "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results")], cwd=REPO, check=True,
+                   env=dict(os.environ, WANDB_MODE="offline"))
+    wall = time.perf_counter() - t0
+    md = (tmp_path / "results" / "table2.md").read_text()
+    assert "0 failed, 0 not run" in md, md
+    assert wall < 20 * 60
