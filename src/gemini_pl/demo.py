@@ -84,7 +84,11 @@ def _stage(name: str, config: Path, out: Path, overrides: list[str], test: bool 
     ]
     rank_zero_info(f"\n=== demo stage {name}: gemini-pl fit {' '.join(args)}")
     t0 = time.perf_counter()
-    cli = cli_main(args, run=False)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the stage's arguments are ``args``, not the demo's
+    try:
+        cli = cli_main(args, run=False)
+    finally:
+        sys.argv = argv
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     _redirect_outputs(trainer, run_dir)
     writer = next((c for c in trainer.callbacks if isinstance(c, ResultsWriter)), None)
@@ -234,9 +238,9 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, threads: in
                  seed: int | None = None) -> str:
     """Run the demo stages and return the results table (also written to ``<out>/results.md``).
 
-    ``seed`` replaces the training seed of every stage (``seed_everything`` and the modules'
-    augmentation seed); the data (phantoms, split, sampling) keep theirs, so that runs with several
-    seeds compare the same cases.
+    ``seed`` replaces ``seed_everything`` of every stage (network initialisation); the data
+    (phantoms, split, sampling) and the augmentation streams keep their seeds, so that runs with
+    several seeds compare the same cases.
     """
     import torch
 
@@ -249,8 +253,8 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, threads: in
     if quick:  # a smoke run of the whole pipeline (tests): one short epoch per stage
         common = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.check_val_every_n_epoch", "1",
                   "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "3", "--trainer.log_every_n_steps", "1"]
-    if seed is not None:
-        common += ["--seed_everything", str(seed), "--model.init_args.seed", str(seed)]
+    if seed is not None:  # the modules' augmentation seed stays equal to the data's (Lightning refuses differing "seed" hparams)
+        common += ["--seed_everything", str(seed)]
     wanted = stages or DEFAULT_STAGES
     results: dict[str, StageResult] = {}
     t0 = time.perf_counter()
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: a couple of iterations per stage")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: fastest on small, shared CPUs; 0 = torch's default)")
-    parser.add_argument("--seed", type=int, default=None, help="training seed of every stage (default: the configs', 0)")
+    parser.add_argument("--seed", type=int, default=None, help="seed_everything of every stage: network initialisation (default: the configs', 0)")
     parser.add_argument("--stages", nargs="*", default=None, choices=ALL_STAGES,
                         help=f"stages to run (default {' '.join(DEFAULT_STAGES)}); the fine-tuning stages need pretrain's checkpoint")
     args = parser.parse_args(argv)
