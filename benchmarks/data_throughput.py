@@ -1,6 +1,7 @@
 """Data loading speed of ``GeminiDataModule`` for 3D pairs, and how long training waits for data.
 
-Usage: ``python benchmarks/data_throughput.py [--size 96] [--cases 16] [--batches 40] [--steps 20]``
+Usage: ``python benchmarks/data_throughput.py [--size 96] [--cases 16] [--batches 40] [--step_size 32]
+[--steps 12] [--part all|throughput|wait]``
 
 1. **Throughput**: samples (pairs) per second served by the training loader for 3D pairs of
    ``size``³ NIfTI volumes (``.nii.gz``, int16 CT-like values, clip/scale preprocessing), with the
@@ -104,9 +105,10 @@ def main() -> None:
     p.add_argument("--cases", type=int, default=16)
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--batch_size", type=int, default=2)
-    p.add_argument("--step_size", type=int, default=64, help="volume edge of the training-step test")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--step_size", type=int, default=32, help="volume edge of the training-step test")
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--part", choices=["all", "throughput", "wait"], default="all")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     if args.threads:
@@ -116,6 +118,13 @@ def main() -> None:
     logging.getLogger("gemini_pl").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
 
+    if args.part in ("all", "throughput"):
+        run_throughput(args)
+    if args.part in ("all", "wait"):
+        run_wait(args)
+
+
+def run_throughput(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_volumes(root / "bench", args.cases, args.size)
@@ -128,6 +137,8 @@ def main() -> None:
                 setup_s, rate = throughput(root, cache, workers, args.batches, args.batch_size)
                 print(f"| {'memory' if cache else 'none'} | {workers} | {setup_s:.2f} | {rate:.1f} |", flush=True)
 
+
+def run_wait(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_volumes(root / "bench", 8, args.step_size, seed=1)
