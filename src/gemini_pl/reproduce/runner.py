@@ -58,9 +58,11 @@ def _write_cell(cell: Cell, cdir: Path) -> None:
     (cdir / "cell.json").write_text(json.dumps(spec, indent=1))
 
 
-def _run_one(cell: Cell, cdir: Path, threads: int, timeout: float | None) -> dict[str, Any]:
+def _run_one(cell: Cell, cdir: Path, threads: int, timeout: float | None, gpu: str | None = None) -> dict[str, Any]:
     result_path = cdir / "result.json"
     env = dict(os.environ, GEMINI_THREADS=str(threads), WANDB_SILENT="true")
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     env.setdefault("WANDB_MODE", "offline")
     t0 = time.perf_counter()
     with open(cdir / "log.txt", "w") as log:
@@ -90,7 +92,7 @@ def collect(runs: Path, cells: list[Cell]) -> list[dict[str, Any]]:
 def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int = 1, threads: int = 1,
                rows: list[str] | None = None, tasks: list[str] | None = None, seeds: list[int] | None = None,
                retry_failed: bool = False, timeout: float | None = None, data_root: str | None = None,
-               render_only: bool = False) -> str:
+               render_only: bool = False, gpus: list[str] | None = None) -> str:
     """Run the cells that have no result yet; render and write the tables; return the Markdown."""
     t0 = time.perf_counter()
     matrix = load_matrix(mode_file, data_root)
@@ -113,8 +115,19 @@ def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: i
         for c in todo:
             _write_cell(c, runs / "cells" / c.name)
 
+        import queue
+
+        free: queue.Queue = queue.Queue()
+        for g in gpus or []:
+            free.put(g)
+
         def go(c: Cell) -> None:
-            r = _run_one(c, runs / "cells" / c.name, threads, timeout)
+            gpu = free.get() if gpus else None
+            try:
+                r = _run_one(c, runs / "cells" / c.name, threads, timeout, gpu)
+            finally:
+                if gpus:
+                    free.put(gpu)
             msg = f"{r.get('seconds', 0):.0f} s" if r["status"] == "ok" else f"FAILED: {r.get('error', '')[:200]}"
             print(f"  {c.name}: {msg}", flush=True)
 
@@ -162,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     p.add_argument("--timeout", type=float, default=None, help="seconds per cell")
     p.add_argument("--data-root", default=None, help="root of the real datasets (data/README.md layout)")
+    p.add_argument("--gpus", nargs="*", default=None,
+                   help="GPU ids: each running cell gets one (CUDA_VISIBLE_DEVICES); use with --jobs = number of GPUs")
     p.add_argument("--render-only", action="store_true", help="only render the tables from the results there are")
     a = p.parse_args(argv)
     phantom = a.data == "phantom"
@@ -169,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     run_matrix(mode_file, a.runs or ("runs/table2_phantom" if phantom else "runs/table2"),
                a.out or ("results/phantom" if phantom else "results"), jobs=a.jobs, threads=a.threads, rows=a.rows,
                tasks=a.tasks, seeds=a.seeds, retry_failed=a.retry_failed, timeout=a.timeout, data_root=a.data_root,
-               render_only=a.render_only)
+               render_only=a.render_only, gpus=a.gpus)
 
 
 if __name__ == "__main__":  # pragma: no cover
