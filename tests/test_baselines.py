@@ -168,3 +168,31 @@ def test_dcrl_fast_dev_run_and_finetune_init(phantom_root, tmp_path, cls):
     load_pretrained(seg.net, str(ckpt), parts=("backbone",))
     for a, b in zip(seg.net.backbone.parameters(), m.net.backbone.parameters()):
         assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ W&B media (no W&B needed)
+def test_wandb_media_images_and_noop_without_wandb():
+    from gemini_pl.callbacks import WandbMedia
+    from gemini_pl.callbacks.wandb_media import jacobian_image
+    from gemini_pl.modules import Registration, Segmentation
+
+    cb = WandbMedia()
+    seg = Segmentation(spatial_dims=2, widths=SMALL_WIDTHS, num_classes=3).eval()
+    seg.setup_segmentation()
+    x, y = torch.rand(1, 1, 32, 32), torch.randint(0, 3, (1, 1, 32, 32))
+    media = cb.media(seg, {"image": x, "label": y})
+    assert set(media) == {"media/ground_truth", "media/prediction"}
+    assert media["media/prediction"][0].shape == (3, 32, 32)
+    reg = Registration(spatial_dims=3, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER, num_classes=3).eval()
+    media = cb.media(reg, {"image_a": torch.rand(1, 1, 16, 16, 16), "image_b": torch.rand(1, 1, 16, 16, 16)})
+    assert {"media/warped_moving", "media/deformation_grid", "media/jacobian_determinant"} <= set(media)
+    assert all(im.shape == (3, 16, 16) and 0 <= float(im.min()) and float(im.max()) <= 1 for ims in media.values() for im in ims)
+    det = torch.tensor([[1.0, -0.5]])
+    img = jacobian_image(det)
+    assert img[:, 0, 0].tolist() == [1.0, 1.0, 1.0] and img[:, 0, 1].tolist() == [1.0, 0.0, 0.0]  # white at 1, red where folded
+
+    class _T:  # a trainer without a W&B logger: nothing is kept, nothing logged
+        loggers, sanity_checking = [], False
+    cb.on_validation_batch_end(_T(), seg, None, {"image": x, "label": y}, 0)
+    assert cb._batch is None
+    cb.on_validation_end(_T(), seg)
