@@ -230,7 +230,12 @@ def render_table(results: dict[str, StageResult], total_seconds: float, threads:
             f"- (option) velocity-field integration: Dice {svf.stat('dice')[0]:.1f} vs {reg.stat('dice')[0]:.1f} %, "
             f"folding {svf.stat('folding')[0]:.3f} vs {reg.stat('folding')[0]:.3f} % of pixels"
         )
-    lines += ["", f"Total wall time {total_seconds:.0f} s ({threads} torch thread{'s' if threads != 1 else ''})."]
+    lines += [
+        "",
+        "One training seed per row: differences of a Dice point or two between segmentation rows can be within "
+        "seed-to-seed variation on these phantoms; compare several runs with --seed N.",
+        f"Total wall time {total_seconds:.0f} s ({threads} torch thread{'s' if threads != 1 else ''}).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -72,7 +72,7 @@ class TransferReport:
                 lines.append(f"  {title}: " + "; ".join(items[:12]) + (f" ... (+{len(items) - 12})" if len(items) > 12 else ""))
         if self.skipped:
             kinds = sorted({k.split(".", 1)[0] for k in self.skipped})
-            lines.append(f"  not requested (left as initialised): parts {', '.join(kinds)}")
+            lines.append(f"  in the file but not copied (not requested): parts {', '.join(kinds)}")
         return "\n".join(lines)
 
 
