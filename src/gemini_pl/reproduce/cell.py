@@ -93,7 +93,10 @@ def _fit_stage(stage: dict[str, Any], cell_dir: Path, spec: dict[str, Any]) -> d
     info["cases"] = rows
     info["metrics"] = {c: summarise([r.get(c) for r in rows]) for c in ("dice", "avd", "hd95") if rows and c in rows[0]}
     if spec.get("pairs_test"):
-        hp = dict(dm.hparams)
+        import inspect
+
+        params = inspect.signature(type(dm).__init__).parameters
+        hp = {k: v for k, v in dict(dm.hparams).items() if k in params}
         hp["eval_mode"] = "pairs"
         pairs_dm = type(dm)(**hp)
         if writer is not None:
