@@ -80,6 +80,20 @@ def _run_one(cell: Cell, cdir: Path, threads: int, timeout: float | None, gpu: s
     return json.loads(result_path.read_text())
 
 
+def _span(results: list[dict[str, Any]]) -> float | None:
+    """Seconds from the first cell's start to the last cell's end (from the results' timestamps)."""
+    import datetime as dt
+
+    times = []
+    for r in results:
+        try:
+            t = dt.datetime.strptime(r["started"], "%Y-%m-%d %H:%M:%S").timestamp()
+        except (KeyError, TypeError, ValueError):
+            continue
+        times.append((t, t + float(r.get("seconds") or 0)))
+    return max(e for _, e in times) - min(s for s, _ in times) if times else None
+
+
 def collect(runs: Path, cells: list[Cell]) -> list[dict[str, Any]]:
     out = []
     for c in cells:
@@ -142,6 +156,7 @@ def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: i
             splits.setdefault(r["task"], set()).add(str(r["split"]))
     wall = time.perf_counter() - t0
     cell_seconds = sum(float(r.get("seconds") or 0) for r in results)
+    span = _span(results)
     header = {
         "mode": f"{matrix.mode} ({matrix.mode_file})" + (f" — {'; '.join(matrix.notes)}" if matrix.notes else ""),
         "commit": git_commit(),
@@ -151,7 +166,8 @@ def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: i
         "seeds": ", ".join(map(str, matrix.seeds)),
         "cells": f"{sum(r.get('status') == 'ok' for r in results)} ok, {sum(r.get('status') != 'ok' for r in results)} failed, "
                  f"{len(cells) - len(results)} not run, of {len(cells)}",
-        "time": f"this invocation {wall:.0f} s wall ({jobs} job(s) × {threads} thread(s)); all cells' own time {cell_seconds:.0f} s",
+        "time": f"this invocation {wall:.0f} s wall ({jobs} job(s) × {threads} thread(s)); all cells' own time {cell_seconds:.0f} s"
+                + (f"; first cell start to last cell end {span / 60:.1f} min (interruptions included)" if span else ""),
     }
     md = render_markdown(matrix.rows, results, header, matrix.ablations, reference_only=matrix.mode == "phantom")
     out.mkdir(parents=True, exist_ok=True)
