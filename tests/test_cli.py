@@ -42,9 +42,17 @@ def test_fit_writes_everything_then_resumes(tmp_path):
     assert "Dice after warping" in res.stdout + res.stderr
     assert (tmp_path / "data" / "phantom2d" / "manifest.json").is_file()
 
+    first_runs = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
+    assert len(first_runs) == 1
+
     res = run_cli(["fit", "--config", CONFIG, *SMALL, "--trainer.max_epochs", "3", "--ckpt_path", "last"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert _global_step(last) == 3 * 2 * 2  # continued from step 8, not restarted
+    # the resumed run continues the same W&B run: a second offline session with the same run id
+    runs = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
+    run_id = first_runs[0].rsplit("-", 1)[-1]
+    assert len(runs) == 2 and all(r.endswith("-" + run_id) for r in runs)
+    assert torch.load(last, map_location="cpu", weights_only=True)["wandb_run_ids"] == [run_id]
 
     res = run_cli(["test", "--config", CONFIG, *SMALL, "--ckpt_path", str(last)], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]

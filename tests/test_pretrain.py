@@ -105,8 +105,13 @@ def test_consecutive_nonfinite_losses_stop_with_step(tmp_path, phantom_root):
 
     model.gemini_terms = poisoned
     trainer = _trainer(tmp_path, max_steps=20, limit_val_batches=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(NonFiniteLossError, match=r"3 consecutive non-finite GEMINI losses, last at global step \d+"):
         trainer.fit(model, datamodule=_data(phantom_root, 2))
+    # the last good state is on disk; no GEMINI step ran, so the deformer is untouched
+    saved = torch.load(tmp_path / "checkpoints" / "nonfinite-stop.ckpt", map_location="cpu", weights_only=True)
+    assert torch.equal(saved["state_dict"]["net.deformer.flow.weight"], before["net.deformer.flow.weight"])
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
 
 
 def test_bf16_mixed_runs_on_cpu(tmp_path, phantom_root):
