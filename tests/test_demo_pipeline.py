@@ -25,14 +25,9 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
     if config in PAPER_CONFIGS:
         assert cli.model.net.backbone.widths == (32, 64, 128, 256, 512, 256, 128, 64, 32)  # paper scale
         assert cli.model.hparams.lr == 1e-4
-
-
-@pytest.mark.parametrize("config", PAPER_CONFIGS, ids=lambda p: p.name)
-def test_paper_configs_point_at_the_data_readme(config, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cli = cli_main(["--config", str(config), "--trainer.logger", "false"], run=False)
-    with pytest.raises(DataError, match="data/README.md"):
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        # without the data, fit stops before training with a pointer to data/README.md
+        with pytest.raises(DataError, match="data/README.md"):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
 
 
 @pytest.mark.slow
