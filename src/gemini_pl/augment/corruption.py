@@ -224,13 +224,15 @@ def local_pixel_shuffle(x: Tensor, num_blocks: int, block_size: Sequence[int],
     # winner map: the last block covering each voxel owns it
     winner = torch.full((B * V,), -1, dtype=key_dtype, device=dev)
     winner.scatter_reduce_(0, slots, gkey_slots, reduce="amax", include_self=True)
-    owned = winner.index_select(0, slots) == gkey_slots  # (B*N*K,)
+    owned = winner.index_select(0, slots).eq_(gkey_slots)  # (B*N*K,) 1 where owned
     del winner
 
-    # Owned slots in index order (grouped by block): the destinations.
+    # Owned slots in index order (grouped by block): the destinations. (The `del`s keep the
+    # transient memory low: on CPU, fresh multi-MB buffers cost page faults.)
     sel = owned.nonzero().view(-1)
     del owned
     dest = slots.index_select(0, sel)
+    del slots
     M = dest.numel()
     # One integer (radix) sort of the packed keys of the owned slots orders them by block and
     # uniformly at random within each block; pairing the k-th destination with the k-th sorted
