@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.cli import LightningCLI
 
 from lightning.pytorch.plugins.io import CheckpointIO

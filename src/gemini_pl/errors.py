@@ -23,3 +23,16 @@ class CheckpointError(GeminiError):
 
 class NonFiniteLossError(GeminiError):
     """Training produced too many consecutive non-finite losses (the message names the step)."""
+
+
+def find_error(exc: BaseException, kind: type[GeminiError] = GeminiError) -> GeminiError | None:
+    """The first ``kind`` error in ``exc``'s cause/context chain (MONAI and torch wrap the errors
+    raised inside transforms and worker processes), or None."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, kind):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None

@@ -28,7 +28,7 @@ from monai.transforms import Compose
 from gemini_pl.data.io import DataWarning, load_image
 from gemini_pl.data.specs import SPECS
 from gemini_pl.data.transforms import case_transforms, check_same_grid
-from gemini_pl.errors import GeminiError
+from gemini_pl.errors import GeminiError, find_error
 
 __all__ = ["CheckReport", "check_data", "main"]
 
@@ -188,7 +188,7 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
                     warnings.simplefilter("ignore", DataWarning)
                     chain(rec)
             except Exception as exc:
-                err = _unwrap(exc)
+                err = find_error(exc)
                 if err is None:
                     rep.problem(f"{rec['image']}: {type(exc).__name__}: {exc}")
                 else:
@@ -225,7 +225,7 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
             except GeminiError as exc:
                 rep.problem(f"data module ({stage}): {exc}")
             except Exception as exc:  # pragma: no cover - unexpected
-                err = _unwrap(exc)
+                err = find_error(exc)
                 rep.problem(f"data module ({stage}): {err or exc}")
         if not rep.problems:
             rep.add(f"data module: train_mode={dm.train_mode}, eval_mode={dm.eval_mode}: train "
@@ -240,15 +240,6 @@ def _n(ds: Any) -> str:
     return "-" if ds is None else str(len(ds))
 
 
-def _unwrap(exc: BaseException) -> GeminiError | None:
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        if isinstance(e, GeminiError):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
 
 
 def build_parser():

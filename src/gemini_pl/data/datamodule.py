@@ -63,7 +63,7 @@ from gemini_pl.data.sampling import MAX_PERMUTED, StreamDataset, StreamSampler, 
 from gemini_pl.data.specs import INTENSITY_MODES, DatasetSpec, get_spec
 from gemini_pl.data.splits import few_shot, load_split, make_split, split_bytes, split_sha256, write_split
 from gemini_pl.data.transforms import case_transforms, check_patch_size
-from gemini_pl.errors import ConfigError, DataError, GeminiError
+from gemini_pl.errors import ConfigError, DataError, GeminiError, find_error
 
 __all__ = ["GeminiDataModule", "PhantomDataModule", "PairDataset", "LabeledPairDataset", "INTENSITY_MODES"]
 
@@ -78,14 +78,7 @@ MAX_ENUMERATED_PAIRS = MAX_PERMUTED
 
 def _gemini_error(exc: BaseException) -> GeminiError | None:
     """The first GeminiError in ``exc``'s cause/context chain (MONAI wraps transform errors)."""
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        if isinstance(e, GeminiError):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
+    return find_error(exc)
 
 
 def _reraise(exc: BaseException) -> None:

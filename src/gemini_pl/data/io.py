@@ -20,7 +20,7 @@ import torch
 from monai.data import NibabelReader, PILReader
 from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform
 
-from gemini_pl.errors import DataError
+from gemini_pl.errors import DataError, find_error
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -129,14 +129,7 @@ def pair_with_labels(
 
 def find_data_error(exc: BaseException) -> DataError | None:
     """The first DataError in ``exc``'s cause/context chain (MONAI wraps transform errors)."""
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        if isinstance(e, DataError):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
+    return find_error(exc, DataError)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------

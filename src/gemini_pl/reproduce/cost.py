@@ -64,7 +64,6 @@ def count_flops(spatial_dims: int, size: int) -> tuple[float, float, float]:
 
 
 def estimate(tflops: float = 20.0, seeds: int = 3, iterations: int = 40_000) -> str:
-    rows = []
     per_voxel = {}
     for dims, size in ((3, 32), (2, 64)):
         bb, de, cpu = count_flops(dims, size)

@@ -7,7 +7,6 @@ the batch (both views) are negatives. (No momentum queue: negatives come from th
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from .dcrl import DensePretrainBase, info_nce
