@@ -151,6 +151,19 @@ class SegmentationEvaluation:
         return softmax_seg_loss(logits, one_hot_labels(label, logits.shape[1]), self.hparams.lambda_seg)
 
     # ---------------------------------------------------------------- steps
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Whole cases (a batch with ``"image"``) are segmented; other batches (registration
+        pairs) go to the next class in the MRO."""
+        if "image" in batch:
+            self.seg_eval_step(batch, "val")
+        else:
+            super().validation_step(batch, batch_idx)  # type: ignore[misc]
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        if "image" in batch:
+            return self.seg_eval_step(batch, "test")
+        return super().test_step(batch, batch_idx)  # type: ignore[misc]
+
     def seg_eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, Any] | None:
         self._ensure_segmentation()
         image, label = batch["image"], batch["label"]

@@ -107,17 +107,6 @@ class GeminiSemi(SegmentationEvaluation, GeminiBase):
         return {"total": loss}
 
     # ---------------------------------------------------------------- evaluation
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if "image" in batch:
-            self.seg_eval_step(batch, "val")
-        else:
-            super().validation_step(batch, batch_idx)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
-        if "image" in batch:
-            return self.seg_eval_step(batch, "test")
-        return super().test_step(batch, batch_idx)
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         if "image" in batch:
             return self.seg_predict_step(batch)

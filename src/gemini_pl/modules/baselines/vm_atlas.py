@@ -83,13 +83,3 @@ class VMAtlas(SegmentationEvaluation, Registration):
                           if self.label_kind == "multiclass" else warp(a_lab.float(), flow, mode="nearest"))
         return majority_vote(warped, int(self.hparams.num_classes), self.label_kind)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if "image" in batch:
-            self.seg_eval_step(batch, "val")
-        else:
-            super().validation_step(batch, batch_idx)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
-        if "image" in batch:
-            return self.seg_eval_step(batch, "test")
-        return super().test_step(batch, batch_idx)
