@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gemini_pl.augment.corruption import CorruptionConfig, corrupt
+from gemini_pl.runtime import keep_freed_memory
 
 
 # ------------------------------------------------------------------ NumPy reference (baseline)
@@ -99,14 +100,18 @@ def main() -> None:
     ap.add_argument("--baseline-runs", type=int, default=5)
     ap.add_argument("--threads", type=int, nargs="+", default=None,
                     help="torch thread counts to time (default: the current setting)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc malloc's thresholds alone (default: gemini_pl.runtime.keep_freed_memory, "
+                         "as the gemini-pl command does)")
     args = ap.parse_args()
+    kept = False if args.default_malloc else keep_freed_memory()
     threads = args.threads or [torch.get_num_threads()]
 
     cases = [("1×1×128³", (1, 1, 128, 128, 128)), ("5×1×512²", (5, 1, 512, 512))]
     configs = [("all on", CorruptionConfig(shuffle_prob=1.0, nonlinear_prob=1.0)),
                ("default p", CorruptionConfig())]
     print(f"torch {torch.__version__}, CPU ({os.cpu_count()} cores), median of {args.runs} "
-          f"runs after warm-up (NumPy: {args.baseline_runs} runs)\n")
+          f"runs after warm-up (NumPy: {args.baseline_runs} runs); keep_freed_memory: {kept}\n")
     head = " | ".join(f"torch {t} thr ms" for t in threads)
     print(f"| input | probabilities | {head} | NumPy per-block loop ms | speed-up |")
     print("|---|---|" + "---:|" * len(threads) + "---:|---:|")

@@ -231,3 +231,26 @@ def test_intensity_curve_is_the_bezier_through_the_control_points():
     ys[1] = bez(ctrl[1, 0, 1], ctrl[1, 1, 1]).flip(0)  # flipped: x(t) paired with y(1 - t)
     out = _apply_lut(xs.float().view(2, 1, 1, 50), lut).view(2, 50).double()
     assert torch.allclose(out, ys, atol=2e-3)
+
+
+def test_random_order_within_blocks_is_grouped_and_uniform():
+    from itertools import permutations
+
+    from gemini_pl.augment.corruption import _random_order_within_blocks
+
+    n_blocks, k = 30000, 3  # more than one CPU sort chunk (1024 blocks)
+    block = torch.arange(n_blocks).repeat_interleave(k)
+    order = _random_order_within_blocks(block, gen(0))
+    assert torch.equal(order.sort().values, torch.arange(n_blocks * k))  # a permutation ...
+    assert torch.equal(block[order], block)  # ... that keeps every entry in its block
+    # every within-block order equally likely: 6 patterns, 5000 expected each (sd ~65)
+    local = (order - block * k).view(n_blocks, k)
+    codes = local[:, 0] * 9 + local[:, 1] * 3 + local[:, 2]
+    counts = torch.bincount(codes, minlength=27)
+    expected = [p[0] * 9 + p[1] * 3 + p[2] for p in permutations(range(3))]
+    assert int(counts.sum()) == int(counts[expected].sum()) == n_blocks
+    assert all(abs(int(counts[c]) - n_blocks / 6) < 5 * (n_blocks * (1 / 6) * (5 / 6)) ** 0.5 for c in expected)
+    # uneven block sizes (as when later blocks take voxels away)
+    block = torch.tensor([0, 0, 2, 2, 2, 2, 5, 7, 7])
+    order = _random_order_within_blocks(block, gen(1))
+    assert torch.equal(block[order], block)

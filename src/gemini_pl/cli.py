@@ -26,6 +26,7 @@ from .callbacks import WandbResume
 from .callbacks.wandb_resume import continue_wandb_run
 from .checkpoint_io import AtomicCheckpointIO
 from .errors import GeminiError
+from .runtime import keep_freed_memory
 from .safe_load import safe_torch_load
 
 
@@ -83,6 +84,7 @@ def check_checkpoint_file(path: str | None) -> None:
 def main(args: list[str] | None = None) -> None:
     """Console entry point."""
     os.environ.setdefault("WANDB_SILENT", "true")
+    keep_freed_memory()  # CPU: reuse freed buffers instead of page-faulting fresh ones (runtime.py)
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] == "check-data":  # gemini-pl check-data --config ... (see gemini_pl.data.check)
         from .data.check import main as check_data_main

@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"stages to run (default {' '.join(DEFAULT_STAGES)}); the fine-tuning stages need pretrain's checkpoint")
     args = parser.parse_args(argv)
     from .errors import GeminiError
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()
 
     try:
         run_pipeline(args.out, quick=args.quick, threads=args.threads, stages=args.stages, seed=args.seed)

@@ -15,8 +15,10 @@ drawn independently for every sample of the batch:
    every voxel stays inside a block that covers it; a block that no later block overlaps
    (e.g. the last one, or any block when they do not overlap) holds a permutation of its
    original contents. Done with one winner map (``scatter_reduce`` amax), one integer sort of
-   packed ``(block, random bits)`` keys of the owned slots (a radix sort on CPU) and one
-   gather/scatter — no loop over blocks or voxels.
+   packed ``(block, random bits)`` keys of the owned slots (radix sorts on CPU) and one
+   gather/scatter — no loop over blocks or voxels. Which voxel goes where depends only on the
+   random draws, so this plan is computed on the generator's device (no device
+   synchronisation for a GPU batch with a CPU generator) and applied on the batch's device.
 
 2. **Non-linear intensity** (probability ``nonlinear_prob`` per sample): a cubic Bézier curve
    through (0, 0), two control points drawn from U([0, 1]²), and (1, 1). With control
@@ -37,8 +39,8 @@ drawn independently for every sample of the batch:
    ``[max(1, ceil(lo·dim)), min(dim, floor(hi·dim))]`` per axis at a uniform position fully
    inside the image, and is filled with U(0, 1) noise (independent per voxel and channel).
    Since the noise is i.i.d., "later boxes overwrite earlier ones" and "every covered voxel gets
-   fresh noise" are the same distribution; the union of the boxes is built at once (outer
-   products of per-axis interval masks, summed over the boxes with one ``bmm``).
+   fresh noise" are the same distribution; the noise of all boxes is drawn at once and copied
+   box by box (slice copies: the cost scales with the box volume, not the image).
 
 Shuffling and in-painting never change the value range (in-painting adds values in [0, 1));
 only the intensity curve clamps its input to [0, 1]. Non-float inputs are rejected.
@@ -178,72 +180,19 @@ def local_pixel_shuffle(x: Tensor, num_blocks: int, block_size: Sequence[int],
     """Shuffle ``num_blocks`` random blocks of ``block_size`` in every sample of ``x``.
 
     ``x`` is ``(B, C, *S)``; returns a new tensor. See the module docstring for the semantics
-    of overlapping blocks (each voxel is permuted within the last block covering it).
+    of overlapping blocks (each voxel is permuted within the last block covering it). The
+    permutation (which voxel goes where) depends only on the random draws, so it is planned on
+    the generator's device and applied on ``x.device`` with one gather/scatter.
     """
     B, C = x.shape[:2]
     S = tuple(x.shape[2:])
-    nd = len(S)
     bs = [max(1, min(int(b), s)) for b, s in zip(block_size, S)]
-    K = math.prod(bs)
-    N = int(num_blocks)
-    if B == 0 or N == 0 or K <= 1 or x.numel() == 0:
+    if B == 0 or int(num_blocks) == 0 or math.prod(bs) <= 1 or x.numel() == 0:
         return x.clone()
-    V = math.prod(S)
+    dest, src = _shuffle_plan(B, S, int(num_blocks), bs, generator, x.device)
     dev = x.device
-
-    # voxel strides of the flattened spatial grid
-    strides = [math.prod(S[a + 1:]) for a in range(nd)]
-    ddev = _draw_device(generator, dev)
-    # block starts: uniform in [0, S_a - bs_a] per axis -> flat index of the block corner, with
-    # the sample offset b * V folded in (winner map over all samples at once): (B, N)
-    highs = torch.tensor([s_ - b_ + 1 for s_, b_ in zip(S, bs)], dtype=torch.float64,
-                         device=ddev).view(nd, 1, 1)
-    starts = (_rand((nd, B, N), generator, dev, dtype=torch.float64) * highs).floor_()
-    starts = torch.minimum(starts, highs - 1).to(torch.int64)  # guard u * high rounding up
-    st = torch.tensor(strides, dtype=torch.int64, device=ddev).view(nd, 1, 1)
-    base = (starts * st).sum(0) + torch.arange(B, device=ddev, dtype=torch.int64).view(B, 1) * V
-    base = base.to(dev)
-    # flat offsets of the voxels inside one block (K,)
-    off = torch.zeros((1,), dtype=torch.int64, device=dev)
-    for a in range(nd):
-        ax = torch.arange(bs[a], device=dev, dtype=torch.int64) * strides[a]
-        off = (off[:, None] + ax).reshape(-1)
-    slots = (base[:, :, None] + off).view(-1)  # (B*N*K,) sample-global voxel of every slot
-    G = B * N  # blocks over the whole batch; slot s belongs to block s // K
-
-    # Sort keys of the slots will be (block, random bits) packed in one integer; the block part
-    # gkey = gid << rbits also serves as the block id of the winner map (same order).
-    gbits = max(1, (G - 1).bit_length())
-    if gbits + 16 <= 31:
-        key_dtype, rbits = torch.int32, 31 - gbits
-    else:
-        key_dtype, rbits = torch.int64, min(40, 63 - gbits)
-    gkey = torch.arange(G, device=dev, dtype=key_dtype) << rbits
-    gkey_slots = gkey.view(G, 1).expand(G, K).reshape(-1)
-
-    # winner map: the last block covering each voxel owns it
-    winner = torch.full((B * V,), -1, dtype=key_dtype, device=dev)
-    winner.scatter_reduce_(0, slots, gkey_slots, reduce="amax", include_self=True)
-    owned = winner.index_select(0, slots).eq_(gkey_slots)  # (B*N*K,) 1 where owned
-    del winner
-
-    # Owned slots in index order (grouped by block): the destinations. (The `del`s keep the
-    # transient memory low: on CPU, fresh multi-MB buffers cost page faults.)
-    sel = owned.nonzero().view(-1)
-    del owned
-    dest = slots.index_select(0, sel)
-    del slots
-    M = dest.numel()
-    # One integer (radix) sort of the packed keys of the owned slots orders them by block and
-    # uniformly at random within each block; pairing the k-th destination with the k-th sorted
-    # slot (same block, same count per block) applies a uniform random permutation to the
-    # owned voxels of every block.
-    key = torch.randint(0, 2**rbits, (M,), generator=generator, dtype=key_dtype,
-                        device=ddev).to(dev)
-    key += gkey_slots.index_select(0, sel)
-    del gkey_slots, sel
-    src = dest.index_select(0, torch.sort(key, stable=True).indices)
-    del key
+    dest, src = dest.to(dev, non_blocking=True), src.to(dev, non_blocking=True)
+    V = math.prod(S)
     if C > 1:  # all channels of a voxel move together; x is laid out (B, C, V)
         b = dest.div(V, rounding_mode="floor")
         chan = (b * ((C - 1) * V)).view(1, -1) + torch.arange(C, device=dev).view(C, 1) * V
@@ -253,6 +202,86 @@ def local_pixel_shuffle(x: Tensor, num_blocks: int, block_size: Sequence[int],
     out = xf.clone()
     out.index_copy_(0, dest, xf.index_select(0, src))
     return out.view(x.shape)
+
+
+def _shuffle_plan(B: int, S: Sequence[int], N: int, bs: Sequence[int],
+                  generator: Optional[torch.Generator], device: torch.device) -> Tuple[Tensor, Tensor]:
+    """Destination and source voxels ``(M,)`` int64 (flat over ``B × prod(S)``) of the shuffle.
+
+    Computed on the generator's device (``device`` without a generator): the block corners,
+    the winner map (the last block covering a voxel owns it), the owned slots of every block in
+    index order (the destinations) and the same slots in a uniformly random order within each
+    block (the sources).
+    """
+    nd = len(S)
+    V = math.prod(S)
+    K = math.prod(bs)
+    G = B * N  # blocks over the whole batch
+    dev = _draw_device(generator, device)
+    strides = [math.prod(S[a + 1:]) for a in range(nd)]
+    # block corners: uniform in [0, S_a - bs_a] per axis -> flat index of the corner, with the
+    # sample offset b * V folded in (one winner map over all samples): (B, N)
+    highs = torch.tensor([s_ - b_ + 1 for s_, b_ in zip(S, bs)], dtype=torch.float64,
+                         device=dev).view(nd, 1, 1)
+    starts = (_rand((nd, B, N), generator, device, dtype=torch.float64) * highs).floor_()
+    starts = torch.minimum(starts, highs - 1).to(torch.int64)  # guard u * high rounding up
+    st = torch.tensor(strides, dtype=torch.int64, device=dev).view(nd, 1, 1)
+    base = (starts * st).sum(0) + torch.arange(B, device=dev, dtype=torch.int64).view(B, 1) * V
+    # flat offsets of the voxels inside one block (K,)
+    off = torch.zeros((1,), dtype=torch.int64, device=dev)
+    for a in range(nd):
+        off = (off[:, None] + torch.arange(bs[a], device=dev, dtype=torch.int64) * strides[a]).reshape(-1)
+    slots = (base.view(G, 1) + off).view(-1)  # (G*K,) voxel of every slot; slot s is in block s // K
+
+    # winner map: the last block covering each voxel owns it (block ids in the narrowest
+    # integer type that holds them: on CPU the scatter and gather are memory-bound)
+    if G < 2**15 and dev.type == "cpu":
+        wdt = torch.int16
+    else:
+        wdt = torch.int32 if G < 2**31 else torch.int64
+    gid = torch.arange(G, device=dev, dtype=wdt).view(G, 1).expand(G, K).reshape(-1)
+    winner = torch.full((B * V,), -1, dtype=wdt, device=dev)
+    winner.scatter_reduce_(0, slots, gid, reduce="amax", include_self=True)
+    sel = winner.index_select(0, slots).eq_(gid).nonzero().view(-1)  # owned slots, by block
+    del winner, gid
+    dest = slots.index_select(0, sel)
+    del slots
+    src = dest.index_select(0, _random_order_within_blocks(sel.div_(K, rounding_mode="floor"), generator))
+    return dest, src
+
+
+_KEY_BITS = 21  # random bits per sort key (three keys from one 63-bit draw)
+_CPU_SORT_BLOCKS = 1 << 10  # blocks per CPU sort call: 10 + 21 bits fit an int32 key
+
+
+def _random_order_within_blocks(block: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """Indices ``(M,)`` that keep the entries grouped by ``block`` (a non-decreasing ``(M,)``
+    int64 tensor) and order them uniformly at random within each block.
+
+    Sort keys are ``(block, 21 random bits)``; ties (probability 2^-21 per pair) keep their
+    index order. On CPU the sort runs on int32 keys in chunks of 1024 blocks (radix passes on
+    cache-sized arrays); elsewhere in one call on int64 keys.
+    """
+    M = block.numel()
+    dev = block.device
+    # three independent 21-bit fields from each 63-bit draw (random_ fills int64 with [0, 2^63))
+    words = torch.empty(((M + 2) // 3,), dtype=torch.int64, device=dev).random_(generator=generator)
+    mask = (1 << _KEY_BITS) - 1
+    bits = torch.empty((words.numel(), 3), dtype=torch.int64, device=dev)
+    for i in range(3):
+        torch.bitwise_and(words >> (_KEY_BITS * i), mask, out=bits[:, i])
+    bits = bits.view(-1)[:M]
+    if dev.type != "cpu":
+        return torch.sort((block << _KEY_BITS) | bits, stable=True).indices
+    order = torch.empty((M,), dtype=torch.int64)
+    n_blocks = int(block[-1]) + 1 if M else 0
+    edges = torch.arange(0, n_blocks + _CPU_SORT_BLOCKS, _CPU_SORT_BLOCKS)
+    bounds = torch.searchsorted(block, edges).tolist()
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        if b > a:
+            key = ((block[a:b] - i * _CPU_SORT_BLOCKS) << _KEY_BITS).add_(bits[a:b]).to(torch.int32)
+            torch.add(torch.sort(key, stable=True).indices, a, out=order[a:b])
+    return order
 
 
 # ---------------------------------------------------------------------- non-linear intensity
@@ -341,49 +370,45 @@ def inpaint(x: Tensor, max_boxes: int, prob: float, size_range: Tuple[float, flo
 
 def _inpaint_(out: Tensor, max_boxes: int, prob: float, size_range: Tuple[float, float],
               generator: Optional[torch.Generator] = None) -> Tensor:
-    """In-place version of :func:`inpaint` (``out`` must be contiguous)."""
-    x = out
-    B, C = x.shape[:2]
-    S = tuple(x.shape[2:])
+    """In-place version of :func:`inpaint`.
+
+    The box geometry is drawn on the generator's device and read on the host (no device
+    synchronisation with a CPU generator); the noise of all boxes is drawn in one call and
+    copied into the boxes one box at a time (at most ``B × max_boxes`` slice copies, no pass
+    over the whole image).
+    """
+    B, C = out.shape[:2]
+    S = tuple(out.shape[2:])
     nd = len(S)
     K = int(max_boxes)
-    if B == 0 or K == 0 or prob <= 0.0 or x.numel() == 0:
+    if B == 0 or K == 0 or prob <= 0.0 or out.numel() == 0:
         return out
-    dev = x.device
-    ddev = _draw_device(generator, dev)
+    dev = out.device
     # number of boxes: leading run of successes, capped at K
     go = _rand((B, K), generator, dev) < prob
-    active = go.to(torch.int32).cumprod(dim=1).bool()  # (B, K) box k exists
+    count = go.to(torch.int32).cumprod(dim=1).sum(1)  # (B,)
     lo, hi = _box_sizes_bounds(S, size_range)
-    masks = []
+    sizes, starts = [], []
     for a in range(nd):
         size = lo[a] + _randint(hi[a] - lo[a] + 1, (B, K), generator, dev)
-        start = _randint(S[a] - size + 1, (B, K), generator, dev)
-        masks.append((start, size))
-    if not bool(active.any()):
+        starts.append(_randint(S[a] - size + 1, (B, K), generator, dev))
+        sizes.append(size)
+    count = count.tolist()
+    if not any(count):
         return out
-    # union of boxes: sum_k prod_a 1[start_a <= i_a < start_a + size_a] via outer products + bmm
-    cdt = torch.float32
-    axis_m = []
-    for a in range(nd):
-        start, size = (m.to(dev) for m in masks[a])
-        c = torch.arange(S[a], device=dev)
-        m = (c >= start[..., None]) & (c < (start + size)[..., None])  # (B, K, S_a)
-        axis_m.append(m.to(cdt))
-    axis_m[0] = axis_m[0] * active.to(dev, cdt)[..., None]
-    lead = axis_m[0]
-    for a in range(1, nd - 1):
-        lead = (lead[..., :, None] * axis_m[a][..., None, :]).flatten(2)
-    count = torch.bmm(lead.transpose(1, 2), axis_m[-1])  # (B, prod(S[:-1]), S[-1])
-    covered = (count > 0.5).view(B, 1, *S).expand(B, C, *S)
-    # masked_scatter_ takes the first (#covered voxels) values in raster order; the total box
-    # volume bounds that number without counting the mask (no device sync on GPU).
-    vol = torch.ones((B, K), dtype=torch.int64, device=ddev)
-    for start, size in masks:
-        vol *= size
-    n = int((vol * active).sum()) * C
-    noise = torch.rand((n,), generator=generator, device=ddev, dtype=torch.float32)
-    out.masked_scatter_(covered, noise.to(dev, x.dtype))
+    size_l = torch.stack(sizes, -1).tolist()  # [B][K][nd]
+    start_l = torch.stack(starts, -1).tolist()
+    boxes = [(b, start_l[b][k], size_l[b][k]) for b in range(B) for k in range(count[b])]
+    # one noise draw for all boxes, in box order (later boxes overwrite earlier ones: with
+    # i.i.d. noise that equals fresh noise on every covered voxel)
+    n = C * sum(math.prod(sz) for _, _, sz in boxes)
+    noise = _rand((n,), generator, dev).to(dev, out.dtype, non_blocking=True)
+    pos = 0
+    for b, st, sz in boxes:
+        vol = C * math.prod(sz)
+        region = (b, slice(None)) + tuple(slice(s0, s0 + k) for s0, k in zip(st, sz))
+        out[region] = noise[pos:pos + vol].view(C, *sz)
+        pos += vol
     return out
 
 

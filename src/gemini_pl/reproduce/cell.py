@@ -144,6 +144,9 @@ def run_cell(cell_dir: str | Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("WANDB_SILENT", "true")
+    from ..runtime import keep_freed_memory
+
+    keep_freed_memory()
     result = run_cell(argv[0])
     if result["status"] != "ok":
         print(f"cell {argv[0]} failed: {result['error']}", file=sys.stderr)
