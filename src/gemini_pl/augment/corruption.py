@@ -231,15 +231,18 @@ def _shuffle_plan(B: int, S: Sequence[int], N: int, bs: Sequence[int],
     off = torch.zeros((1,), dtype=torch.int64, device=dev)
     for a in range(nd):
         off = (off[:, None] + torch.arange(bs[a], device=dev, dtype=torch.int64) * strides[a]).reshape(-1)
+    # Blocks are laid out in memory order of their corners (block ids keep the draw order that
+    # decides ownership), so that the passes below sweep the image instead of jumping around.
+    base, rank = base.view(-1).sort()
     slots = (base.view(G, 1) + off).view(-1)  # (G*K,) voxel of every slot; slot s is in block s // K
 
-    # winner map: the last block covering each voxel owns it (block ids in the narrowest
+    # winner map: the last drawn block covering each voxel owns it (block ids in the narrowest
     # integer type that holds them: on CPU the scatter and gather are memory-bound)
     if G < 2**15 and dev.type == "cpu":
         wdt = torch.int16
     else:
         wdt = torch.int32 if G < 2**31 else torch.int64
-    gid = torch.arange(G, device=dev, dtype=wdt).view(G, 1).expand(G, K).reshape(-1)
+    gid = rank.to(wdt).view(G, 1).expand(G, K).reshape(-1)
     winner = torch.full((B * V,), -1, dtype=wdt, device=dev)
     winner.scatter_reduce_(0, slots, gid, reduce="amax", include_self=True)
     sel = winner.index_select(0, slots).eq_(gid).nonzero().view(-1)  # owned slots, by block
