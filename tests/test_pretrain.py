@@ -89,7 +89,13 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path, phantom_root):
     trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0)
     trainer.fit(model, datamodule=_data(phantom_root, 2))
     assert model.nonfinite_steps == 1
-    assert trainer.global_step == 5  # 3 iterations × 2 steps, one skipped
+    assert trainer.global_step == 6  # 3 iterations × 2 optimiser calls (the skipped one included)
+    # Adam's own step count: 3 head steps, 2 GEMINI steps (the skipped one left no trace)
+    opt = trainer.optimizers[0]
+    steps = lambda p: int(opt.state[p]["step"])  # noqa: E731
+    assert steps(model.net.head[-1].weight) == 3
+    assert steps(model.net.deformer.flow.weight) == 2
+    assert steps(model.net.backbone.inc.double_conv[0].weight) == 5
     for p in model.parameters():
         assert torch.isfinite(p).all()
 
@@ -104,7 +110,7 @@ def test_consecutive_nonfinite_losses_stop_with_step(tmp_path, phantom_root):
         return terms
 
     model.gemini_terms = poisoned
-    trainer = _trainer(tmp_path, max_steps=20, limit_val_batches=0)
+    trainer = _trainer(tmp_path, max_steps=20, limit_val_batches=0, log_every_n_steps=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(NonFiniteLossError, match=r"3 consecutive non-finite GEMINI losses, last at global step \d+"):
         trainer.fit(model, datamodule=_data(phantom_root, 2))

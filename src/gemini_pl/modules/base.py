@@ -11,9 +11,19 @@ or, with ``schedule="joint"``, one step on the sum. Steps whose loss (or gradien
 are skipped, counted and logged; ``max_consecutive_nonfinite`` skipped steps of one loss in a row stop the
 run with :class:`~gemini_pl.errors.NonFiniteLossError`.
 
+No host synchronisation inside a step: the finiteness flag stays on the device (summed over DDP
+ranks, so every rank takes the same decision) and reaches the fused Adam kernel as its
+``found_inf`` argument, which leaves the weights, moments and step counts untouched when it is
+set — the mechanism AMP's GradScaler uses. The skip counters live on the device too and are read
+on the host only at the logging cadence (``trainer.log_every_n_steps``) and at epoch end, where a
+run of ``max_consecutive_nonfinite`` is reported. (An optimiser that cannot take ``found_inf``,
+e.g. one restored from a checkpoint written with a non-fused Adam, falls back to one host read
+per step.)
+
 Note on step counting: Lightning's ``global_step`` counts optimiser steps, so the published
-schedule advances it by 2 per iteration (1 with ``joint``). Configs bound training in epochs ×
-iterations (``max_epochs`` × ``limit_train_batches``), as the paper does.
+schedule advances it by 2 per iteration (1 with ``joint``); skipped steps count too (as with
+AMP's GradScaler). Configs bound training in epochs × iterations (``max_epochs`` ×
+``limit_train_batches``), as the paper does.
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ from ..losses import GeminiWeights, gemini_loss
 from ..metrics import folding_percent, mean_dice
 from ..nets import DEFAULT_DEFORMER_WIDTHS, DEFAULT_WIDTHS, GeminiNet
 from ..spatial import apply_affine, random_affine, warp
+from .cadence import at_log_step
+from .optim import make_adam
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +75,8 @@ class GeminiBase(L.LightningModule):
         scale_range: scale factor range.
         per_axis_scale: one scale factor per axis (MIP) or one for all axes (Semi).
         affine_per_image: draw a separate affine for A and B (changes their relative deformation).
-        max_consecutive_nonfinite: stop after this many skipped steps in a row.
+        max_consecutive_nonfinite: stop after this many skipped steps of one loss in a row (checked
+            at the logging cadence, ``trainer.log_every_n_steps``, and at epoch end).
         seed: seed of the augmentation generator (offset by the process rank under DDP).
     """
 
@@ -98,8 +111,10 @@ class GeminiBase(L.LightningModule):
         self.automatic_optimization = False
         self.net = GeminiNet(spatial_dims, in_channels, out_channels, widths, deformer_widths)
         self.weights = GeminiWeights(lambda_smooth, lambda_gss, lambda_gvs, lambda_pos)
-        self.nonfinite_steps = 0
-        self._consecutive_nonfinite: dict[str, int] = {}
+        # skip counters (device tensors, read on the host only at the logging cadence)
+        self._nonfinite_total = torch.zeros(())
+        self._consecutive_nonfinite: dict[str, torch.Tensor] = {}
+        self._nonfinite_reported = 0
         self.aug_generator = torch.Generator()
         self.aug_generator.manual_seed(seed)
 
@@ -120,19 +135,25 @@ class GeminiBase(L.LightningModule):
         self.aug_generator.manual_seed(self.hparams.seed + 1000003 * self.global_rank)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return make_adam(self.parameters(), self.hparams.lr)  # fused: takes the device-side skip flag
+
+    @property
+    def nonfinite_steps(self) -> int:
+        """Optimiser steps skipped so far because a loss or gradient was not finite (host read)."""
+        return int(self._nonfinite_total)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gemini"] = {
             "nonfinite_steps": self.nonfinite_steps,
-            "consecutive_nonfinite": dict(self._consecutive_nonfinite),
+            "consecutive_nonfinite": {k: int(v) for k, v in self._consecutive_nonfinite.items()},
             "aug_generator": self.aug_generator.get_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("gemini", {})
-        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
-        self._consecutive_nonfinite = dict(state.get("consecutive_nonfinite", {}))
+        self._nonfinite_total = torch.tensor(float(state.get("nonfinite_steps", 0)))
+        self._nonfinite_reported = int(state.get("nonfinite_steps", 0))
+        self._consecutive_nonfinite = {k: torch.tensor(float(v)) for k, v in state.get("consecutive_nonfinite", {}).items()}
         if "aug_generator" in state:
             self.aug_generator.set_state(state["aug_generator"])
 
@@ -147,7 +168,7 @@ class GeminiBase(L.LightningModule):
             random_affine(
                 1, self.hparams.spatial_dims, rotation=self.hparams.rotation, scale=tuple(self.hparams.scale_range),
                 per_axis_scale=self.hparams.per_axis_scale, generator=self.aug_generator,
-            ).to(tensors[0].device)
+            ).to(tensors[0].device, non_blocking=True)
             for _ in range(draws)
         ]
         return [apply_affine(t, thetas[i % draws], mode=m) for i, (t, m) in enumerate(zip(tensors, modes))]
@@ -174,42 +195,74 @@ class GeminiBase(L.LightningModule):
     def _uses_grad_scaler(self) -> bool:
         return getattr(self.trainer.precision_plugin, "scaler", None) is not None
 
-    def guarded_step(self, loss: torch.Tensor, name: str) -> bool:
+    def guarded_step(self, loss: torch.Tensor, name: str) -> torch.Tensor:
         """Backward + optimiser step unless the loss or the gradients are not finite.
 
-        One host synchronisation (the finiteness flag, summed over DDP ranks so that every rank
-        takes the same decision). Under 16-mixed the GradScaler deals with non-finite gradients
-        itself; only the loss is checked here.
+        Returns the skip flag as a device tensor (1.0 skipped, 0.0 stepped) without reading it.
+        The flag is summed over DDP ranks, so every rank skips the same steps. Under 16-mixed the
+        GradScaler skips non-finite gradients itself; only the loss is checked here.
         """
         opt = self.optimizers()
         self.manual_backward(loss)
         ok = torch.isfinite(loss.detach())
-        if not self._uses_grad_scaler():
+        scaler = self._uses_grad_scaler()
+        if not scaler:
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             if grads:
                 ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())
-        bad = self.trainer.strategy.reduce((~ok).float(), reduce_op="sum")
-        if float(bad) == 0:
+        bad = self.trainer.strategy.reduce((~ok).float(), reduce_op="sum").clamp(max=1.0)
+        inner = opt.optimizer
+        if scaler:
             opt.step()
-            opt.zero_grad(set_to_none=True)
-            self._consecutive_nonfinite[name] = 0
-            return True
+        elif all(group.get("fused") for group in inner.param_groups):
+            inner.found_inf = bad  # read by the fused kernel: no update where set
+            try:
+                opt.step()
+            finally:
+                del inner.found_inf
+        elif float(bad) == 0:  # an optimiser without found_inf support: one host read
+            opt.step()
         opt.zero_grad(set_to_none=True)
-        self.nonfinite_steps += 1
-        run = self._consecutive_nonfinite[name] = self._consecutive_nonfinite.get(name, 0) + 1
-        log.warning(
-            "non-finite %s loss (%s) at global step %d, epoch %d, batch %d: step skipped (%d skipped so far)",
-            name, float(loss.detach()), self.global_step, self.current_epoch, self.trainer.fit_loop.batch_idx,
-            self.nonfinite_steps,
-        )
-        if run >= self.hparams.max_consecutive_nonfinite:
-            path = self._save_last_good_state()
-            raise NonFiniteLossError(
-                f"{run} consecutive non-finite {name} losses, last at global step {self.global_step} "
-                f"(epoch {self.current_epoch}); the last good weights are in {path}. Lower model.lr, check "
-                f"the input data for NaN/inf, or raise model.max_consecutive_nonfinite"
+        self._count_nonfinite(name, bad)
+        return bad
+
+    def _count_nonfinite(self, name: str, bad: torch.Tensor) -> None:
+        """Update the device-side counters: total skips, and the current run of skips per loss."""
+        self._nonfinite_total = self._nonfinite_total.to(bad.device) + bad
+        run = self._consecutive_nonfinite.get(name, torch.zeros((), device=bad.device)).to(bad.device)
+        self._consecutive_nonfinite[name] = (run + 1.0) * bad  # +1 when skipped, reset to 0 otherwise
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if at_log_step(self._trainer, batch_idx):
+            self.check_nonfinite()
+
+    def on_train_epoch_end(self) -> None:
+        self.check_nonfinite()
+
+    def check_nonfinite(self) -> None:
+        """Read the skip counters on the host (one synchronisation): warn about new skips and
+        stop with :class:`NonFiniteLossError` after ``max_consecutive_nonfinite`` in a row."""
+        if not self._consecutive_nonfinite:
+            return
+        names = list(self._consecutive_nonfinite)
+        values = torch.stack([self._nonfinite_total.float()] + [self._consecutive_nonfinite[n].float() for n in names]).tolist()
+        total, runs = int(values[0]), dict(zip(names, (int(v) for v in values[1:])))
+        if total > self._nonfinite_reported:
+            log.warning(
+                "%d optimiser step(s) skipped for non-finite losses or gradients by global step %d (epoch %d); "
+                "%d skipped so far; current runs of skips per loss: %s",
+                total - self._nonfinite_reported, self.global_step, self.current_epoch, total, runs,
             )
-        return False
+            self._nonfinite_reported = total
+        limit = self.hparams.max_consecutive_nonfinite
+        for name, run in runs.items():
+            if run >= limit:
+                path = self._save_last_good_state()
+                raise NonFiniteLossError(
+                    f"{run} consecutive non-finite {name} losses, last at global step {self.global_step} "
+                    f"(epoch {self.current_epoch}); the last good weights are in {path}. Lower model.lr, check "
+                    f"the input data for NaN/inf, or raise model.max_consecutive_nonfinite"
+                )
 
     def _save_last_good_state(self) -> Path:
         """Checkpoint the weights as they are (every skipped step left them untouched)."""
@@ -231,9 +284,10 @@ class GeminiBase(L.LightningModule):
             self.guarded_step(head["total"], "head")
         logs = {f"train/{k}": v.detach() for k, v in terms.items()}
         logs.update({f"train/head_{k}": v.detach() for k, v in head.items()})
-        logs["train/nonfinite_steps"] = float(self.nonfinite_steps)
+        logs["train/nonfinite_steps"] = self._nonfinite_total
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x_a.shape[0])
-        self.log("loss", terms["total"].detach(), prog_bar=True, on_step=True, batch_size=x_a.shape[0], logger=False)
+        if at_log_step(self._trainer, batch_idx):  # progress-bar values are read on the host (cadence.py)
+            self.log("loss", terms["total"].detach(), prog_bar=True, on_step=True, batch_size=x_a.shape[0], logger=False)
 
     # ----------------------------------------------------------------------------- evaluation
     def register_pair(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

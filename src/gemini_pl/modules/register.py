@@ -38,6 +38,8 @@ from ..nets import DEFAULT_DEFORMER_WIDTHS, DEFAULT_WIDTHS, GeminiNet
 from ..spatial import apply_affine, integrate_velocity, random_affine, validity_mask, warp
 from .segment import _datamodule, _nanmean, _safe_attr, case_names, case_spacing
 from .transfer import InitFromCheckpoint, TransferReport, freeze
+from .cadence import at_log_step
+from .optim import make_adam
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,7 @@ class Registration(InitFromCheckpoint, L.LightningModule):
         self.test_sdlogj = SDLogJ()
 
     def configure_optimizers(self):
-        return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr)
+        return make_adam(self.parameters(), self.hparams.lr)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gemini_registration"] = {"aug_generator": self.aug_generator.get_state()}
@@ -253,7 +255,8 @@ class Registration(InitFromCheckpoint, L.LightningModule):
                 sums[k] = sums.get(k, 0) + v / len(pairs)
         n = pairs[0][0].shape[0]
         self.log_dict({f"train/{k}": v.detach() for k, v in sums.items()}, on_step=True, on_epoch=False, batch_size=n)
-        self.log("loss", sums["total"].detach(), prog_bar=True, on_step=True, batch_size=n, logger=False)
+        if at_log_step(self._trainer, batch_idx):  # progress-bar values are read on the host (cadence.py)
+            self.log("loss", sums["total"].detach(), prog_bar=True, on_step=True, batch_size=n, logger=False)
         return sums["total"]
 
     # ---------------------------------------------------------------- evaluation

@@ -36,6 +36,8 @@ from ..metrics import AverageHausdorffDistance, DiceScore, HausdorffDistance95, 
 from ..nets import DEFAULT_WIDTHS, GeminiNet
 from ..spatial import apply_affine, random_affine
 from .transfer import InitFromCheckpoint, TransferReport, freeze
+from .cadence import at_log_step
+from .optim import make_adam
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +297,7 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, L.LightningModule
         return ("head",) if self.hparams.init_head else ()
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.hparams.lr)
+        return make_adam(self.parameters(), self.hparams.lr)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["gemini_segmentation"] = {"aug_generator": self.aug_generator.get_state()}
@@ -329,7 +330,8 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, L.LightningModule
         loss = self.seg_loss(self.net(image), label)
         n = image.shape[0]
         self.log("train/seg", loss.detach(), on_step=True, on_epoch=False, batch_size=n)
-        self.log("loss", loss.detach(), prog_bar=True, on_step=True, batch_size=n, logger=False)
+        if at_log_step(self._trainer, batch_idx):  # progress-bar values are read on the host (cadence.py)
+            self.log("loss", loss.detach(), prog_bar=True, on_step=True, batch_size=n, logger=False)
         return loss
 
     # ---------------------------------------------------------------- evaluation

@@ -17,6 +17,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ..segment import Segmentation
+from ..cadence import at_log_step
 
 __all__ = ["SemiSegmentation", "ema_update", "sigmoid_rampup", "probabilities"]
 
@@ -89,5 +90,6 @@ class SemiSegmentation(Segmentation):
         logs.update({f"train/unsup_{k}": v.detach() for k, v in unsup.items()})
         logs["train/unsup_weight"] = float(w)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
-        self.log("loss", loss.detach(), prog_bar=True, on_step=True, batch_size=n, logger=False)
+        if at_log_step(self._trainer, batch_idx):  # progress-bar values are read on the host (cadence.py)
+            self.log("loss", loss.detach(), prog_bar=True, on_step=True, batch_size=n, logger=False)
         return loss

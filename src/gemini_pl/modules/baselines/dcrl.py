@@ -26,6 +26,8 @@ from torch import nn
 from ...nets import DEFAULT_WIDTHS, GeminiNet
 from ...nets.blocks import conv_nd
 from ...spatial import apply_affine, random_affine
+from ..cadence import at_log_step
+from ..optim import make_adam
 
 __all__ = ["DensePretrainBase", "info_nce", "projector"]
 
@@ -84,7 +86,7 @@ class DensePretrainBase(L.LightningModule):
         self.aug_generator.manual_seed(seed)
 
     def configure_optimizers(self):
-        return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr)
+        return make_adam(self.parameters(), self.hparams.lr)
 
     # ------------------------------------------------------------------ views
     def _jitter(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +135,8 @@ class DensePretrainBase(L.LightningModule):
         f1, f2 = self.net.features(torch.cat([v1, v2], 0)).chunk(2, 0)
         terms = self.pair_loss(f1, f2, theta)
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=False, batch_size=x.shape[0])
-        self.log("loss", terms["total"].detach(), prog_bar=True, on_step=True, batch_size=x.shape[0], logger=False)
+        if at_log_step(self._trainer, batch_idx):  # progress-bar values are read on the host (cadence.py)
+            self.log("loss", terms["total"].detach(), prog_bar=True, on_step=True, batch_size=x.shape[0], logger=False)
         return terms["total"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:  # pre-training: nothing to validate

@@ -1,0 +1,112 @@
+"""No host read of a computed value inside a training step, apart from the logging cadence.
+
+On a GPU every read of a tensor's value on the host (``item``, ``bool``, ``float``, ``tolist``…)
+waits for the device. The probe below records every such read made while a training step runs
+(steps between two logging steps) and where it came from. Reads of CPU-side random draws are
+allowed by design: the appearance corruption plans its shuffles and boxes on the CPU generator
+(``gemini_pl/augment``), and the sampler picks indices on the CPU (``gemini_pl/data``).
+"""
+
+from __future__ import annotations
+
+import collections
+import traceback
+
+import lightning as L
+import pytest
+import torch
+
+from conftest import SMALL_DEFORMER, SMALL_WIDTHS
+from downstream_data import MemoryDataModule
+from gemini_pl.modules import GeminiPretrain, Registration, Segmentation
+
+READS = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy")
+ALLOWED = ("gemini_pl/augment/", "gemini_pl/data/")
+
+
+class HostReadProbe(L.Callback):
+    """Records host reads of tensor values during training steps after the first one."""
+
+    def __init__(self) -> None:
+        self.reads: collections.Counter = collections.Counter()
+        self.active = False
+        self.steps = 0
+        self._orig = {name: getattr(torch.Tensor, name) for name in READS}
+
+    def _install(self) -> None:
+        for name in READS:
+            orig = self._orig[name]
+
+            def spy(tensor, *args, _orig=orig, _name=name, **kwargs):
+                if self.active:
+                    frames = traceback.extract_stack()[:-1]
+                    site = next((f for f in reversed(frames) if "/torch/" not in f.filename), frames[-1])
+                    self.reads[(_name, site.filename, site.lineno, site.line)] += 1
+                return _orig(tensor, *args, **kwargs)
+
+            setattr(torch.Tensor, name, spy)
+
+    def _remove(self) -> None:
+        for name, orig in self._orig.items():
+            setattr(torch.Tensor, name, orig)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._install()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.active = batch_idx >= 1  # the first step builds caches (identity grids, …)
+        self.steps += int(self.active)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.active = False
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._remove()
+
+    def offending(self) -> dict:
+        return {k: v for k, v in self.reads.items() if not any(a in k[1].replace("\\", "/") for a in ALLOWED)}
+
+
+def _run(model: L.LightningModule, dm: L.LightningDataModule, tmp_path, batches: int = 4) -> HostReadProbe:
+    probe = HostReadProbe()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=batches, limit_val_batches=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        log_every_n_steps=1000, callbacks=[probe], default_root_dir=tmp_path,
+    )
+    try:
+        trainer.fit(model, datamodule=dm)
+    finally:
+        probe._remove()
+    assert probe.steps == batches - 1
+    return probe
+
+
+@pytest.mark.parametrize("schedule", ["alternate", "joint"])
+def test_gemini_pretrain_step_reads_nothing_on_the_host(tmp_path, schedule):
+    model = GeminiPretrain(spatial_dims=2, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER, schedule=schedule)
+    probe = _run(model, MemoryDataModule(2, 32, train_mode="pairs", eval_mode="pairs"), tmp_path)
+    assert probe.offending() == {}
+    # the probe does see reads: the corruption's CPU-side plans are read on the host by design
+    assert any("gemini_pl/augment/" in k[1] for k in probe.reads)
+
+
+def test_segmentation_and_registration_steps_read_nothing_on_the_host(tmp_path):
+    seg = Segmentation(spatial_dims=2, widths=SMALL_WIDTHS, num_classes=6)
+    assert _run(seg, MemoryDataModule(2, 32, train_mode="labeled"), tmp_path).offending() == {}
+    reg = Registration(spatial_dims=2, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER)
+    assert _run(reg, MemoryDataModule(2, 32, train_mode="pairs", eval_mode="pairs"), tmp_path).offending() == {}
+
+
+def test_probe_catches_a_host_read(tmp_path):
+    """The probe is not blind: a module that reads its loss every step is caught."""
+
+    class Reads(Segmentation):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            if float(loss) > 1e9:  # a host read, as a careless NaN check would do
+                raise AssertionError
+            return loss
+
+    probe = _run(Reads(spatial_dims=2, widths=SMALL_WIDTHS, num_classes=6), MemoryDataModule(2, 32, train_mode="labeled"), tmp_path)
+    assert any(k[0] == "__float__" and "test_step_sync.py" in k[1] for k in probe.offending())
