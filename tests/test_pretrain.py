@@ -134,3 +134,15 @@ def test_spatial_dims_mismatch_is_a_config_error(tmp_path, phantom_root):
     trainer = _trainer(tmp_path, fast_dev_run=1)
     with pytest.raises(ConfigError, match="model.spatial_dims=3 but data.spatial_dims=2"):
         trainer.fit(_module(3), datamodule=_data(phantom_root, 2))
+
+
+def test_model_and_data_seeds_are_independent_settings(tmp_path, phantom_root):
+    """The model's augmentation seed (aug_seed) and the data module's seed may differ with a logger on
+    (a shared hyper-parameter name with different values makes Lightning refuse to run)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=CSVLogger(tmp_path))
+    model = _module(2, aug_seed=3)
+    trainer.fit(model, datamodule=_data(phantom_root, 2, seed=5))
+    assert trainer.global_step == 2
+    assert model.hparams.aug_seed == 3 and trainer.datamodule.hparams.seed == 5

@@ -258,7 +258,7 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, threads: in
     if quick:  # a smoke run of the whole pipeline (tests): one short epoch per stage
         common = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.check_val_every_n_epoch", "1",
                   "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "3", "--trainer.log_every_n_steps", "1"]
-    if seed is not None:  # the modules' augmentation seed stays equal to the data's (Lightning refuses differing "seed" hparams)
+    if seed is not None:  # network initialisation only: the augmentation (model.aug_seed) and data seeds stay fixed
         common += ["--seed_everything", str(seed)]
     wanted = stages or DEFAULT_STAGES
     results: dict[str, StageResult] = {}

@@ -77,7 +77,7 @@ class GeminiBase(L.LightningModule):
         affine_per_image: draw a separate affine for A and B (changes their relative deformation).
         max_consecutive_nonfinite: stop after this many skipped steps of one loss in a row (checked
             at the logging cadence, ``trainer.log_every_n_steps``, and at epoch end).
-        seed: seed of the augmentation generator (offset by the process rank under DDP).
+        aug_seed: seed of the augmentation generator (offset by the process rank under DDP).
     """
 
     def __init__(
@@ -102,7 +102,7 @@ class GeminiBase(L.LightningModule):
         per_axis_scale: bool = True,
         affine_per_image: bool = False,
         max_consecutive_nonfinite: int = 10,
-        seed: int = 0,
+        aug_seed: int = 0,
     ):
         super().__init__()
         if schedule not in ("alternate", "joint"):
@@ -116,7 +116,7 @@ class GeminiBase(L.LightningModule):
         self._consecutive_nonfinite: dict[str, torch.Tensor] = {}
         self._nonfinite_reported = 0
         self.aug_generator = torch.Generator()
-        self.aug_generator.manual_seed(seed)
+        self.aug_generator.manual_seed(aug_seed)
 
     # ----------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -132,7 +132,7 @@ class GeminiBase(L.LightningModule):
         if isinstance(ddp_kwargs, dict):
             ddp_kwargs.setdefault("find_unused_parameters", True)
         # distinct augmentation streams per DDP rank (restored from the checkpoint on resume)
-        self.aug_generator.manual_seed(self.hparams.seed + 1000003 * self.global_rank)
+        self.aug_generator.manual_seed(self.hparams.aug_seed + 1000003 * self.global_rank)
 
     def configure_optimizers(self):
         return make_adam(self.parameters(), self.hparams.lr)  # fused: takes the device-side skip flag

@@ -72,7 +72,7 @@ class Registration(InitFromCheckpoint, L.LightningModule):
             deformation; off by default).
         roi_size, sw_batch_size, sw_overlap: sliding-window evaluation of large volumes (default
             window: the data module's ``patch_size`` in 3D).
-        seed: augmentation seed.
+        aug_seed: augmentation seed.
     """
 
     init_parts = ("backbone", "deformer")
@@ -103,7 +103,7 @@ class Registration(InitFromCheckpoint, L.LightningModule):
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.5,
-        seed: int = 0,
+        aug_seed: int = 0,
     ):
         super().__init__()
         if integration_steps < 0:
@@ -118,7 +118,7 @@ class Registration(InitFromCheckpoint, L.LightningModule):
         self.roi_size = list(roi_size) if roi_size is not None else None
         self.transfer_report: TransferReport | None = None
         self.aug_generator = torch.Generator()
-        self.aug_generator.manual_seed(seed)
+        self.aug_generator.manual_seed(aug_seed)
 
     # ---------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -136,7 +136,7 @@ class Registration(InitFromCheckpoint, L.LightningModule):
             roi = _safe_attr(dm, "patch_size")
         self.roi_size = list(roi) if roi is not None else None
         self._build_metrics()
-        self.aug_generator.manual_seed(hp.seed + 1000003 * self.global_rank)
+        self.aug_generator.manual_seed(hp.aug_seed + 1000003 * self.global_rank)
         if hp.freeze_backbone:
             freeze(self.net.backbone)
 

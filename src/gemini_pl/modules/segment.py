@@ -242,7 +242,7 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, L.LightningModule
         rotation, scale_range, per_axis_scale: the augmentation's ranges (METHOD §5; Semi's single scale).
         roi_size: sliding-window size for evaluation; default the data module's ``patch_size`` (3D).
         sw_batch_size, sw_overlap: sliding-window batch and overlap.
-        seed: augmentation seed (offset by the DDP rank).
+        aug_seed: augmentation seed (offset by the DDP rank).
     """
 
     def __init__(
@@ -264,7 +264,7 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, L.LightningModule
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.5,
-        seed: int = 0,
+        aug_seed: int = 0,
     ):
         super().__init__()
         if label_kind not in LABEL_KINDS:
@@ -278,7 +278,7 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, L.LightningModule
         self.roi_size = list(roi_size) if roi_size is not None else None
         self.transfer_report: TransferReport | None = None
         self.aug_generator = torch.Generator()
-        self.aug_generator.manual_seed(seed)
+        self.aug_generator.manual_seed(aug_seed)
 
     # ---------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -289,7 +289,7 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, L.LightningModule
                 f"model.spatial_dims={self.hparams.spatial_dims} but data.spatial_dims={dm_dims}; set both to the same value"
             )
         self.setup_segmentation()
-        self.aug_generator.manual_seed(self.hparams.seed + 1000003 * self.global_rank)
+        self.aug_generator.manual_seed(self.hparams.aug_seed + 1000003 * self.global_rank)
         if self.hparams.freeze_backbone:
             freeze(self.net.backbone)
 

@@ -57,7 +57,7 @@ class DensePretrainBase(L.LightningModule):
         temperature: InfoNCE temperature.
         rotation, scale_range: range of the view-2 affine.
         jitter: intensity jitter (gain and bias U(−j, j)).
-        seed: augmentation seed.
+        aug_seed: augmentation seed.
     """
 
     def __init__(
@@ -73,7 +73,7 @@ class DensePretrainBase(L.LightningModule):
         rotation: float = math.pi / 9,
         scale_range: tuple[float, float] = (0.75, 1.25),
         jitter: float = 0.1,
-        seed: int = 0,
+        aug_seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -83,7 +83,7 @@ class DensePretrainBase(L.LightningModule):
         c = self.net.backbone.out_channels
         self.projector = projector(spatial_dims, c, max(c, proj_dim), proj_dim)
         self.aug_generator = torch.Generator()
-        self.aug_generator.manual_seed(seed)
+        self.aug_generator.manual_seed(aug_seed)
 
     def configure_optimizers(self):
         return make_adam(self.parameters(), self.hparams.lr)
