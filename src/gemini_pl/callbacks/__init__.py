@@ -12,3 +12,6 @@ __all__ += ["NiftiPredictionWriter", "ResultsWriter"]
 from .wandb_media import WandbMedia  # noqa: E402
 
 __all__ += ["WandbMedia"]
+from .speed import ChannelsLast, CompileNetwork  # noqa: E402
+
+__all__ += ["ChannelsLast", "CompileNetwork"]
