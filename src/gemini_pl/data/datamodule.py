@@ -46,7 +46,7 @@ from monai.data import CacheDataset, PersistentDataset
 from monai.data import DataLoader as MonaiDataLoader
 from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose, RandCropByPosNegLabeld, Transform
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from gemini_pl.data.io import case_name
@@ -59,7 +59,13 @@ from gemini_pl.data.pairs import (
     PairsWithLabeled,
 )
 from gemini_pl.data.phantom import generate_phantom_dataset
-from gemini_pl.data.sampling import MAX_PERMUTED, StreamDataset, StreamSampler, lightning_batches_done
+from gemini_pl.data.sampling import (
+    MAX_PERMUTED,
+    StreamDataset,
+    StreamSampler,
+    eval_sampler,
+    lightning_batches_done,
+)
 from gemini_pl.data.specs import INTENSITY_MODES, DatasetSpec, get_spec
 from gemini_pl.data.splits import few_shot, load_split, make_split, split_bytes, split_sha256, write_split
 from gemini_pl.data.transforms import case_transforms, check_patch_size
@@ -625,8 +631,7 @@ class GeminiDataModule(L.LightningDataModule):
         )
 
     # ---------------------------------------------------------------- loaders
-    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> MonaiDataLoader:
-        sampler = None
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, sampler: Sampler | None = None) -> MonaiDataLoader:
         if shuffle:
             # Training order: a resumable stream that depends only on the seed and on how many
             # batches were trained, so that a run resumed from any checkpoint sees the batches of
@@ -665,7 +670,27 @@ class GeminiDataModule(L.LightningDataModule):
             log.info("dataset %s has no labeled test cases: no validation/test batches", self.spec.name)
             return []
         batch = 1 if self.eval_mode == "cases" else self.val_batch_size
-        return self._loader(ds, batch, shuffle=False)
+        # Under DDP: the items split over the processes without the padding of Lightning's
+        # DistributedSampler, which would count repeated items twice in the synchronised means
+        # (data/sampling.py:eval_sampler). None: not distributed, or Lightning's default.
+        sampler = eval_sampler(ds, self.trainer) if self._uneven_eval_ok() else None
+        return self._loader(ds, batch, shuffle=False, sampler=sampler)
+
+    def _uneven_eval_ok(self) -> bool:
+        """Whether the evaluating module copes with one evaluation batch more or less per process.
+
+        Values synchronised once per epoch by torchmetrics objects do (the whole-case metrics of
+        every gemini-pl module, the pair metrics of ``Registration``). Tensors logged with
+        ``self.log(..., sync_dist=True)`` do not: Lightning 2.6 mean-reduces their integer batch
+        count with a floor when the processes' counts differ (Lightning issue #21859), which
+        inflates the means by ``N / (W * floor(N / W))``. ``GeminiBase._evaluate`` (the pair
+        evaluation of ``GeminiPretrain``/``GeminiSemi``) logs such tensors, so pair evaluation of
+        those modules keeps Lightning's padded split.
+        """
+        if self.eval_mode == "cases":
+            return True
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        return not callable(getattr(module, "_evaluate", None))
 
     def val_dataloader(self) -> MonaiDataLoader | list:
         if self.val_set is None and not self._val_ready:

@@ -12,18 +12,26 @@ Under DDP rank r of w takes positions ``s·w + r``. Each time the loader starts 
 asks ``batches_done()`` how many batches this process has already trained on and continues the
 stream right after them. So a run resumed from any checkpoint, taken at an epoch end or in the
 middle of an epoch, sees exactly the items an uninterrupted run would have seen, and the sampler
-has no state of its own to save.
+has no state of its own to save. :class:`StreamSampler` is a ``DistributedSampler`` so that
+Lightning (``use_distributed_sampler``) leaves it as it is instead of splitting it a second time.
+
+Evaluation under DDP (:func:`eval_sampler`): the validation/test items are split over the ranks
+without padding, so that every case counts once in the logged (synchronised) means.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from monai.data.utils import set_rnd
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler
+
+log = logging.getLogger(__name__)
 
 #: Datasets up to this size are walked in random permutations; larger ones are sampled with replacement.
 MAX_PERMUTED = 1 << 24
@@ -60,8 +68,12 @@ class StreamDataset(Dataset):
         return self.dataset[self.index(g)]
 
 
-class StreamSampler(Sampler[int]):
+class StreamSampler(DistributedSampler):
     """Yields this process's stream positions for one epoch, after the batches already trained.
+
+    It splits the stream over the DDP ranks itself; being a ``DistributedSampler`` (without its
+    dataset and shuffling), Lightning does not wrap it in a second distributed split, which would
+    shuffle the stream and drop part of every rank's share of the epoch.
 
     Args:
         epoch_len: positions per epoch for this process.
@@ -85,6 +97,11 @@ class StreamSampler(Sampler[int]):
         self.epoch_len = max(1, -(-epoch_len // self.num_replicas))
         self.batch_size = batch_size
         self.batches_done = batches_done or (lambda: 0)
+        # what DistributedSampler's __init__ (not called: there is no dataset) would have set
+        self.dataset = None
+        self.shuffle, self.seed, self.epoch, self.drop_last = False, 0, 0, False
+        self.num_samples = self.epoch_len
+        self.total_size = self.epoch_len * self.num_replicas
 
     def __len__(self) -> int:
         return self.epoch_len
@@ -110,3 +127,43 @@ def lightning_batches_done(trainer) -> Callable[[], int]:
             return 0
 
     return done
+
+
+def eval_sampler(dataset: Sized, trainer: Any = None) -> DistributedSampler | None:
+    """The validation/test sampler under DDP: each rank takes items ``rank, rank + w, ...``, no padding.
+
+    Lightning's default ``DistributedSampler`` pads the dataset so that every rank gets the same
+    number of items; a repeated case then counts twice in the synchronised epoch means. This
+    sampler (Lightning's ``UnrepeatedDistributedSampler``, which Lightning keeps as it is) gives
+    the ranks at most one batch more or less than each other. The evaluating module must cope with
+    that: values synchronised once per epoch (torchmetrics objects; no per-batch collectives) do;
+    tensors logged with ``self.log(..., sync_dist=True)`` do not hang either (they are synchronised
+    at the epoch end too), but Lightning 2.6 floors their mean-reduced integer batch count when
+    the counts differ (Lightning issue #21859) and inflates the logged means. The caller decides
+    (see ``GeminiDataModule._uneven_eval_ok``).
+
+    Returns ``None`` (Lightning's default applies) outside DDP (torch.distributed not initialised
+    or one process), when the trainer's ``use_distributed_sampler`` is off, or when there are fewer
+    items than processes (every rank needs at least one batch; then Lightning pads).
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    if torch.distributed.get_world_size() < 2:
+        return None
+    connector = getattr(trainer, "_accelerator_connector", None)
+    if connector is not None and not getattr(connector, "use_distributed_sampler", True):
+        return None
+    kwargs = getattr(trainer, "distributed_sampler_kwargs", None) if trainer is not None else None
+    if not isinstance(kwargs, dict) or "num_replicas" not in kwargs or "rank" not in kwargs:
+        kwargs = {"num_replicas": torch.distributed.get_world_size(), "rank": torch.distributed.get_rank()}
+    num_replicas, rank = int(kwargs["num_replicas"]), int(kwargs["rank"])
+    if num_replicas < 2:
+        return None
+    if len(dataset) < num_replicas:
+        log.warning(
+            "%d evaluation item(s) for %d processes: some processes would get none, so the "
+            "evaluation set is padded by repeating items (they count more than once in the logged "
+            "means; the per-case results keep each case once)", len(dataset), num_replicas,
+        )
+        return None
+    return UnrepeatedDistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
