@@ -3,11 +3,11 @@
 Lightning's default evaluation ``DistributedSampler`` pads the test set so that every process gets
 as many items as the others; with an odd number of cases one case was then evaluated twice and
 counted twice in the synchronised means. The data module now splits the evaluation items over the
-processes without repeats (``gemini_pl.data.sampling.eval_sampler``) wherever the module's
-metrics allow it (``GeminiDataModule._uneven_eval_ok``). These tests run ``gemini-pl test`` on 5
-phantom cases (or pairs) with 1 and with 2 processes and compare every logged ``test/...`` value
-(the CSV logger's ``metrics.csv``): Segmentation (a tiny checkpoint), Registration, and — expected
-to fail until ``GeminiBase._evaluate`` logs metric objects — GeminiPretrain's pair evaluation.
+processes without repeats (``gemini_pl.data.sampling.eval_sampler``); every module logs metric
+objects synchronised once per epoch. These tests run ``gemini-pl test`` on 5 phantom cases (or
+pairs) with 1 and with 2 processes and compare every logged ``test/...`` value (the CSV logger's
+``metrics.csv``): Segmentation (a tiny checkpoint), Registration, and GeminiPretrain's pair
+evaluation (``GeminiBase._evaluate``).
 
 Also: the training stream sampler is not split a second time by Lightning, and the multi-GPU
 preset ``experiments/trainer/ddp.yaml`` parses.
@@ -133,15 +133,8 @@ def test_ddp_registration_test_metrics_equal_single_process(tmp_path):
 
 
 @needs_dist
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="GeminiBase._evaluate logs per-batch tensors with sync_dist=True: with an unpadded split Lightning "
-    "2.6 floors their batch count (issue #21859), so pair evaluation of GeminiPretrain/GeminiSemi keeps "
-    "Lightning's padded split, which counts one of the 5 pairs twice (GeminiDataModule._uneven_eval_ok)",
-)
 def test_ddp_pretrain_pair_metrics_equal_single_process(tmp_path):
-    """GEMINI pre-training, 5 held-out pairs: Dice/folding logged as tensors with sync_dist=True."""
+    """GEMINI pre-training, 5 held-out pairs: Dice/folding as MeanMetric objects."""
     _compare_1_vs_2_processes(
         tmp_path, "experiments/demo/pretrain.yaml", {"num_unlabeled": 2, "num_val_pairs": NUM_TEST},
         {"test/dice_warped", "test/dice_unwarped", "test/folding_percent"}, fit=False,

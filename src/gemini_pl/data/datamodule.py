@@ -673,24 +673,8 @@ class GeminiDataModule(L.LightningDataModule):
         # Under DDP: the items split over the processes without the padding of Lightning's
         # DistributedSampler, which would count repeated items twice in the synchronised means
         # (data/sampling.py:eval_sampler). None: not distributed, or Lightning's default.
-        sampler = eval_sampler(ds, self.trainer) if self._uneven_eval_ok() else None
+        sampler = eval_sampler(ds, self.trainer)
         return self._loader(ds, batch, shuffle=False, sampler=sampler)
-
-    def _uneven_eval_ok(self) -> bool:
-        """Whether the evaluating module copes with one evaluation batch more or less per process.
-
-        Values synchronised once per epoch by torchmetrics objects do (the whole-case metrics of
-        every gemini-pl module, the pair metrics of ``Registration``). Tensors logged with
-        ``self.log(..., sync_dist=True)`` do not: Lightning 2.6 mean-reduces their integer batch
-        count with a floor when the processes' counts differ (Lightning issue #21859), which
-        inflates the means by ``N / (W * floor(N / W))``. ``GeminiBase._evaluate`` (the pair
-        evaluation of ``GeminiPretrain``/``GeminiSemi``) logs such tensors, so pair evaluation of
-        those modules keeps Lightning's padded split.
-        """
-        if self.eval_mode == "cases":
-            return True
-        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
-        return not callable(getattr(module, "_evaluate", None))
 
     def val_dataloader(self) -> MonaiDataLoader | list:
         if self.val_set is None and not self._val_ready:

@@ -135,12 +135,10 @@ def eval_sampler(dataset: Sized, trainer: Any = None) -> DistributedSampler | No
     Lightning's default ``DistributedSampler`` pads the dataset so that every rank gets the same
     number of items; a repeated case then counts twice in the synchronised epoch means. This
     sampler (Lightning's ``UnrepeatedDistributedSampler``, which Lightning keeps as it is) gives
-    the ranks at most one batch more or less than each other. The evaluating module must cope with
-    that: values synchronised once per epoch (torchmetrics objects; no per-batch collectives) do;
-    tensors logged with ``self.log(..., sync_dist=True)`` do not hang either (they are synchronised
-    at the epoch end too), but Lightning 2.6 floors their mean-reduced integer batch count when
-    the counts differ (Lightning issue #21859) and inflates the logged means. The caller decides
-    (see ``GeminiDataModule._uneven_eval_ok``).
+    the ranks at most one batch more or less than each other, so the evaluating modules log
+    metric objects synchronised once per epoch (torchmetrics), never per-batch tensors with
+    ``sync_dist=True``: Lightning 2.6 floors the mean-reduced batch count of those when the ranks'
+    counts differ (Lightning issue #21859) and would inflate the logged means.
 
     Returns ``None`` (Lightning's default applies) outside DDP (torch.distributed not initialised
     or one process), when the trainer's ``use_distributed_sampler`` is off, or when there are fewer

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
 from ..errors import ConfigError, NonFiniteLossError
 from ..losses import GeminiWeights, gemini_loss
@@ -46,6 +47,8 @@ from .cadence import at_log_step
 from .optim import make_adam
 
 log = logging.getLogger(__name__)
+
+PAIR_METRICS = ("dice_warped", "dice_unwarped", "folding_percent")
 
 
 class GeminiBase(L.LightningModule):
@@ -111,6 +114,11 @@ class GeminiBase(L.LightningModule):
         self.automatic_optimization = False
         self.net = GeminiNet(spatial_dims, in_channels, out_channels, widths, deformer_widths)
         self.weights = GeminiWeights(lambda_smooth, lambda_gss, lambda_gvs, lambda_pos)
+        # pair-evaluation means as metric objects: synced once per epoch over DDP ranks, exact with
+        # an unequal number of pairs per rank (no per-batch sync_dist averaging)
+        self.pair_means = torch.nn.ModuleDict(
+            {f"{stage}_{key}": MeanMetric() for stage in ("val", "test") for key in PAIR_METRICS}
+        )
         # skip counters (device tensors, read on the host only at the logging cadence)
         self._nonfinite_total = torch.zeros(())
         self._consecutive_nonfinite: dict[str, torch.Tensor] = {}
@@ -311,9 +319,11 @@ class GeminiBase(L.LightningModule):
     def _evaluate(self, batch: dict[str, torch.Tensor], prefix: str) -> None:
         out = self.register_pair(batch)
         n = batch["image_a"].shape[0]
-        for key in ("dice_warped", "dice_unwarped", "folding_percent"):
+        for key in PAIR_METRICS:
             if key in out:
-                self.log(f"{prefix}/{key}", out[key].mean(), on_epoch=True, batch_size=n, sync_dist=True)
+                metric = self.pair_means[f"{prefix}_{key}"]
+                metric.update(out[key])  # one value per pair
+                self.log(f"{prefix}/{key}", metric, on_step=False, on_epoch=True, batch_size=n)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
