@@ -39,8 +39,9 @@ test: $(STAMP) ## Run the test suite (slow tests excluded)
 test-all: $(STAMP) ## Run every test, slow ones included
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP) ## Print the CPU benchmarks (step time vs plain-PyTorch floor, corruption speed)
+bench: $(STAMP) ## Print the CPU benchmarks (step time vs floor, per-module step/memory/FLOPs, corruption speed)
 	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/modules.py --precision 32
 	$(PY) benchmarks/corruption_speed.py
 
 clean: ## Remove runs, generated phantoms and caches (keeps .venv)

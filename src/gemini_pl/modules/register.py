@@ -276,7 +276,10 @@ class Registration(InitFromCheckpoint, L.LightningModule):
             if self.label_kind == "multilabel":
                 self.num_classes = int(batch["label_a"].shape[1])
             else:
-                self.num_classes = int(torch.maximum(batch["label_a"].max(), batch["label_b"].max())) + 1
+                top = torch.maximum(batch["label_a"].max(), batch["label_b"].max()).float()
+                if self._trainer is not None:  # every rank builds the same metrics (max over the DDP ranks)
+                    top = self.trainer.strategy.reduce(top, reduce_op="max")
+                self.num_classes = int(top) + 1
                 log.warning("Registration: num_classes not set; using %d from the first evaluation batch", self.num_classes)
             self._build_metrics()
             self.to(self.device)
