@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gemini_pl.modules import GeminiPretrain
 from gemini_pl.nets import GeminiNet
+from gemini_pl.runtime import keep_freed_memory
 
 SMALL = [8, 16, 32, 64, 128, 64, 32, 16, 8]  # default widths ÷ 4
 CONFIGS = [
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (module, floor, module, floor, …)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    keep_freed_memory()  # as the gemini-pl command does (both columns run with it)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -445,3 +445,30 @@ def test_batch_one_mask_is_broadcast_or_refused(loss):
     except ValueError:
         return
     assert got.item() == pytest.approx(fn(x, x, m1.expand(2, 1, 12, 13)).item(), abs=1e-5)
+
+
+def test_masked_cosine_matches_normalised_features_and_zero_vectors_have_zero_gradient():
+    import torch.nn.functional as F
+
+    torch.manual_seed(2)
+    u = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    v = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    m = (torch.rand(2, 1, 5, 7) > 0.3).double()
+    ref = 1 - (m * (F.normalize(u, dim=1) * F.normalize(v, dim=1)).sum(1, keepdim=True)).sum() / m.sum()
+    assert masked_cosine(u, v, m).item() == pytest.approx(ref.item(), abs=1e-6)
+    # zero feature vectors (warp padding): finite gradients, the same as through F.normalize, and
+    # none at all where the mask is 0 (where the padding is)
+    v = torch.randn(1, 4, 3, 3)
+    m = torch.ones(1, 1, 3, 3)
+    m[..., 0, :] = 0.0
+    grads = []
+    for cos in (masked_cosine, lambda a, b, w: 1 - (w * (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(1, keepdim=True)).sum() / w.sum()):
+        for mask in (None, m):
+            u = torch.randn(1, 4, 3, 3, generator=torch.Generator().manual_seed(3))
+            u[..., 0, :] = 0.0
+            u.requires_grad_(True)
+            (cos(u, v, mask) if mask is not None else cos(u, v, torch.ones(1, 1, 3, 3))).backward()
+            assert torch.isfinite(u.grad).all()
+            grads.append(u.grad)
+    assert torch.allclose(grads[0], grads[2], rtol=1e-5) and torch.allclose(grads[1], grads[3], rtol=1e-5)
+    assert torch.equal(grads[1][..., 0, :], torch.zeros(1, 4, 3))

@@ -146,3 +146,17 @@ def test_model_and_data_seeds_are_independent_settings(tmp_path, phantom_root):
     trainer.fit(model, datamodule=_data(phantom_root, 2, seed=5))
     assert trainer.global_step == 2
     assert model.hparams.aug_seed == 3 and trainer.datamodule.hparams.seed == 5
+
+
+def test_nonfinite_grad_check_finds_nan_and_inf_and_keeps_values():
+    from gemini_pl.modules.base import _nonfinite_grads
+
+    grads = [torch.randn(4, 3), torch.randn(7)]
+    before = [g.clone() for g in grads]
+    assert float(_nonfinite_grads(grads)) == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(grads, before))  # values untouched
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        g = [torch.randn(5), torch.tensor([1.0, bad]), torch.randn(2, dtype=torch.float64)]
+        assert float(_nonfinite_grads(g)) == 1.0
+    assert float(_nonfinite_grads([torch.randn(3), torch.tensor([float("nan")], dtype=torch.float64)])) == 1.0
+    assert float(_nonfinite_grads([])) == 0.0

@@ -51,6 +51,27 @@ log = logging.getLogger(__name__)
 PAIR_METRICS = ("dice_warped", "dice_unwarped", "folding_percent")
 
 
+def _nonfinite_grads(grads: list[torch.Tensor]) -> torch.Tensor:
+    """1.0 when any gradient holds a NaN/inf, else 0.0, as a float32 device tensor (no host read).
+
+    One multi-tensor kernel: the check AMP's GradScaler runs before unscaling (with a scale of
+    exactly 1, so the gradients keep their values bit for bit).
+    """
+    if not grads:
+        return torch.zeros(())
+    found = torch.zeros((), device=grads[0].device)
+    ones = torch.ones((), device=grads[0].device)
+    by_device: dict[tuple, list[torch.Tensor]] = {}
+    for g in grads:  # the kernel wants one device and dtype per call
+        by_device.setdefault((g.device, g.dtype), []).append(g)
+    for (device, _), group in by_device.items():
+        f = found if device == found.device else torch.zeros((), device=device)
+        torch._amp_foreach_non_finite_check_and_unscale_(group, f, ones.to(device))
+        if f is not found:
+            found = torch.maximum(found, f.to(found.device))
+    return found
+
+
 class GeminiBase(L.LightningModule):
     """GEMINI on unlabeled pairs plus a head loss supplied by the subclass.
 
@@ -212,13 +233,11 @@ class GeminiBase(L.LightningModule):
         """
         opt = self.optimizers()
         self.manual_backward(loss)
-        ok = torch.isfinite(loss.detach())
+        bad = (~torch.isfinite(loss.detach())).float()
         scaler = self._uses_grad_scaler()
         if not scaler:
-            grads = [p.grad for p in self.parameters() if p.grad is not None]
-            if grads:
-                ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())
-        bad = self.trainer.strategy.reduce((~ok).float(), reduce_op="sum").clamp(max=1.0)
+            bad = torch.maximum(bad, _nonfinite_grads([p.grad for p in self.parameters() if p.grad is not None]))
+        bad = self.trainer.strategy.reduce(bad, reduce_op="sum").clamp(max=1.0)
         inner = opt.optimizer
         if scaler:
             opt.step()
