@@ -139,7 +139,7 @@ def _peak_flops(precision: str) -> tuple[float, str]:
     return 2 * 2048**3 / statistics.median(times), "CPU fp32 2048² GEMM, measured in the same process"
 
 
-def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, busy: bool) -> dict[str, Any]:
+def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, busy: bool, option: str = "eager") -> dict[str, Any]:
     import lightning as L
     import torch
     from torch.utils.data import DataLoader
@@ -201,11 +201,14 @@ def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, bus
     torch.manual_seed(0)
     module = _module(kind, dims, widths)
     timer = Timer()
+    from gemini_pl.callbacks import ChannelsLast, CompileNetwork
+
+    extra = {"eager": [], "channels_last": [ChannelsLast()], "compile": [CompileNetwork()]}[option]
     total = warmup + steps + 1 + (3 if busy else 0)
     trainer = L.Trainer(
         accelerator="auto", devices=1, precision=precision, max_epochs=1, limit_train_batches=total,
         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[timer], log_every_n_steps=50,
+        enable_model_summary=False, callbacks=[timer, *extra], log_every_n_steps=50,
     )
     loader = DataLoader(_Batches(kind, dims, size, batch), batch_size=None)
     trainer.fit(module, train_dataloaders=loader)
@@ -213,7 +216,7 @@ def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, bus
     peak, peak_what = _peak_flops(precision)
     out = {
         "name": name, "module": type(module).__name__, "dims": dims, "size": size, "batch": batch,
-        "widths": "full" if widths == FULL else "÷4", "precision": precision, "step_ms": 1e3 * step,
+        "widths": "full" if widths == FULL else "÷4", "precision": precision, "option": option, "step_ms": 1e3 * step,
         "wait_pct": 100 * statistics.median(timer.wait) / step if timer.wait else float("nan"),
         "gflop": (timer.flops or 0) / 1e9, "peak_what": peak_what,
         "pct_peak": 100 * (timer.flops or 0) / step / peak, "device": torch.cuda.get_device_name() if cuda else "CPU",
@@ -236,7 +239,7 @@ def _row(r: dict[str, Any]) -> str:
     mem = f"{r['peak_mem_gib']:.2f} GiB" if "peak_mem_gib" in r else f"{r['peak_rss_mib']:.0f} MiB (+{r['rss_growth_mib']:.0f})"
     busy = f" | {r['gpu_busy_pct']:.0f} %" if "gpu_busy_pct" in r else ""
     shape = f"{r['dims']}D {r['size']}{'²' if r['dims'] == 2 else '³'} ×{r['batch']}, widths {r['widths']}"
-    return (f"| {r['module']} | {shape} | {r['precision']} | {r['step_ms']:.1f} | {r['wait_pct']:.2f} | {mem} | "
+    return (f"| {r['module']} | {shape} | {r['precision']} | {r['option']} | {r['step_ms']:.1f} | {r['wait_pct']:.2f} | {mem} | "
             f"{r['gflop']:.1f} | {r['pct_peak']:.1f}{busy} |")
 
 
@@ -245,6 +248,8 @@ def main() -> None:
     ap.add_argument("--paper", action="store_true", help="paper scale (3D 128³ full width, 2D 512² batch 5); needs a GPU")
     ap.add_argument("--configs", nargs="+", default=None, help=f"subset of {list(CPU_CONFIGS)}")
     ap.add_argument("--precision", nargs="+", default=["32", "bf16-mixed"])
+    ap.add_argument("--options", nargs="+", default=["eager"], choices=["eager", "channels_last", "compile"],
+                    help="network variants: eager, ChannelsLast callback, CompileNetwork callback")
     ap.add_argument("--steps", type=int, default=8, help="timed iterations")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     ap.add_argument("--busy", action="store_true", help="GPU: profile 3 iterations for the kernel-busy share")
@@ -252,8 +257,8 @@ def main() -> None:
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:  # child process: one configuration, JSON on the last line
-        name, precision = args.one.split(":")
-        print(json.dumps(run_one(name, args.paper, precision, args.steps, args.warmup, args.busy)))
+        name, precision, option = args.one.split(":")
+        print(json.dumps(run_one(name, args.paper, precision, args.steps, args.warmup, args.busy, option)))
         return
     if args.paper:
         import torch
@@ -263,20 +268,19 @@ def main() -> None:
     names = args.configs or list(CPU_CONFIGS)
     rows = []
     busy_col = " GPU busy |" if args.busy else ""
-    print("| module | input | precision | step ms (median) | loop wait % | peak memory | GFLOP/step | % of peak |" + busy_col)
-    print("|---|---|---|---:|---:|---:|---:|---:|" + ("---:|" if args.busy else ""), flush=True)
-    for name in names:
-        for precision in args.precision:
-            cmd = [sys.executable, __file__, "--one", f"{name}:{precision}", "--steps", str(args.steps), "--warmup", str(args.warmup)]
-            cmd += ["--paper"] if args.paper else []
-            cmd += ["--busy"] if args.busy else []
-            res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, WANDB_MODE="disabled"))
-            if res.returncode != 0:
-                print(f"| {name} | — | {precision} | failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode} |", flush=True)
-                continue
-            r = json.loads(res.stdout.strip().splitlines()[-1])
-            rows.append(r)
-            print(_row(r), flush=True)
+    print("| module | input | precision | option | step ms (median) | loop wait % | peak memory | GFLOP/step | % of peak |" + busy_col)
+    print("|---|---|---|---|---:|---:|---:|---:|---:|" + ("---:|" if args.busy else ""), flush=True)
+    for name, precision, option in ((n, p, o) for n in names for p in args.precision for o in args.options):
+        cmd = [sys.executable, __file__, "--one", f"{name}:{precision}:{option}", "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        cmd += ["--paper"] if args.paper else []
+        cmd += ["--busy"] if args.busy else []
+        res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, WANDB_MODE="disabled"))
+        if res.returncode != 0:
+            print(f"| {name} | — | {precision} | {option} | failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode} |", flush=True)
+            continue
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        rows.append(r)
+        print(_row(r), flush=True)
     if rows:
         print(f"\ndevice: {rows[0]['device']}; peak reference: {rows[0]['peak_what']}; torch threads: {rows[0]['threads']}")
     if args.json:
