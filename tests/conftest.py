@@ -24,3 +24,17 @@ def phantom_root(tmp_path_factory) -> Path:
     generate_phantom_dataset(root, name="phantom2d", spatial_dims=2, size=32, num_unlabeled=6, num_labeled=2, num_test=4, seed=0)
     generate_phantom_dataset(root, name="phantom3d", spatial_dims=3, size=16, num_unlabeled=4, num_labeled=2, num_test=3, seed=0)
     return root
+
+
+def poison_gemini_loss(model, at_call: int = 2) -> None:
+    """Make the ``at_call``-th GEMINI loss of ``model`` (a GeminiBase) NaN, the others untouched."""
+    orig, calls = model.gemini_terms, {"n": 0}
+
+    def poisoned(x_a, x_b):
+        terms = orig(x_a, x_b)
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    model.gemini_terms = poisoned

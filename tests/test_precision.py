@@ -63,20 +63,11 @@ def test_16_mixed_with_grad_scaler_skips_a_nonfinite_step(tmp_path):
     import lightning as L
     from lightning.pytorch.plugins import MixedPrecision
 
-    from conftest import SMALL_DEFORMER
+    from conftest import SMALL_DEFORMER, poison_gemini_loss
     from downstream_data import MemoryDataModule
 
     model = GeminiPretrain(spatial_dims=2, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER)
-    orig, calls = model.gemini_terms, {"n": 0}
-
-    def poisoned(x_a, x_b):
-        terms = orig(x_a, x_b)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            terms["total"] = terms["total"] * float("nan")
-        return terms
-
-    model.gemini_terms = poisoned
+    poison_gemini_loss(model, at_call=2)
     trainer = L.Trainer(
         accelerator="cpu", max_epochs=1, limit_train_batches=3, limit_val_batches=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,

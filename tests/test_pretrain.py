@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import SMALL_DEFORMER, SMALL_WIDTHS
+from conftest import SMALL_DEFORMER, SMALL_WIDTHS, poison_gemini_loss
 from gemini_pl.data import GeminiDataModule
 from gemini_pl.errors import NonFiniteLossError
 from gemini_pl.modules import GeminiPretrain
@@ -75,17 +75,7 @@ def test_alternate_steps_use_updated_weights(phantom_root):
 
 def test_nonfinite_steps_are_skipped_and_counted(tmp_path, phantom_root):
     model = _module(2)
-    orig = model.gemini_terms
-    calls = {"n": 0}
-
-    def poisoned(x_a, x_b):
-        terms = orig(x_a, x_b)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            terms["total"] = terms["total"] * float("nan")
-        return terms
-
-    model.gemini_terms = poisoned
+    poison_gemini_loss(model, at_call=2)
     trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=0)
     trainer.fit(model, datamodule=_data(phantom_root, 2))
     assert model.nonfinite_steps == 1
