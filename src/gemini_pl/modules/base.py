@@ -42,7 +42,8 @@ from ..errors import ConfigError, NonFiniteLossError
 from ..losses import GeminiWeights, gemini_loss
 from ..metrics import folding_percent, mean_dice
 from ..nets import DEFAULT_DEFORMER_WIDTHS, DEFAULT_WIDTHS, GeminiNet
-from ..spatial import apply_affine, random_affine, warp
+from ..spatial import apply_affine, warp
+from .augmentation import draw_affine
 from .cadence import at_log_step
 from .optim import make_adam
 
@@ -193,13 +194,7 @@ class GeminiBase(L.LightningModule):
             return list(tensors)
         modes = modes or ["bilinear"] * len(tensors)
         draws = len(tensors) if self.hparams.affine_per_image else 1
-        thetas = [
-            random_affine(
-                1, self.hparams.spatial_dims, rotation=self.hparams.rotation, scale=tuple(self.hparams.scale_range),
-                per_axis_scale=self.hparams.per_axis_scale, generator=self.aug_generator,
-            ).to(tensors[0].device, non_blocking=True)
-            for _ in range(draws)
-        ]
+        thetas = [draw_affine(self, tensors[0].device) for _ in range(draws)]
         return [apply_affine(t, thetas[i % draws], mode=m) for i, (t, m) in enumerate(zip(tensors, modes))]
 
     def gemini_terms(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -35,7 +35,8 @@ from ..inference import register_windows
 from ..losses import masked_lncc, smoothness, soft_dice_loss
 from ..metrics import DiceScore, FoldingPercent, HausdorffDistance95, SDLogJ, one_hot_labels
 from ..nets import DEFAULT_DEFORMER_WIDTHS, DEFAULT_WIDTHS, GeminiNet
-from ..spatial import apply_affine, integrate_velocity, random_affine, validity_mask, warp
+from ..spatial import apply_affine, integrate_velocity, validity_mask, warp
+from .augmentation import draw_affine
 from .segment import _datamodule, _nanmean, _safe_attr, case_names, case_spacing
 from .transfer import InitFromCheckpoint, TransferReport, freeze
 from .cadence import at_log_step
@@ -205,10 +206,7 @@ class Registration(InitFromCheckpoint, L.LightningModule):
         if not self.hparams.spatial_augment:
             return tensors
         ref = next(t for t in tensors if t is not None)
-        theta = random_affine(
-            1, self.hparams.spatial_dims, rotation=self.hparams.rotation, scale=tuple(self.hparams.scale_range),
-            per_axis_scale=self.hparams.per_axis_scale, generator=self.aug_generator,
-        ).to(ref.device)
+        theta = draw_affine(self, ref.device)
         return [None if t is None else apply_affine(t, theta, mode=m) for t, m in zip(tensors, modes)]
 
     def _label_onehot(self, label: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,9 @@ from ..inference import infer
 from ..losses import sigmoid_seg_loss, softmax_seg_loss
 from ..metrics import AverageHausdorffDistance, DiceScore, HausdorffDistance95, one_hot_labels
 from ..nets import DEFAULT_WIDTHS, GeminiNet
-from ..spatial import apply_affine, random_affine
+from ..spatial import apply_affine
+from .augmentation import draw_affine
+from .batches import require_batch_keys
 from .transfer import InitFromCheckpoint, TransferReport, freeze
 from .cadence import at_log_step
 from .optim import make_adam
@@ -313,18 +315,11 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, L.LightningModule
         """One random affine for the iteration: the image bilinear, the label nearest."""
         if not self.hparams.spatial_augment:
             return image, label
-        theta = random_affine(
-            1, self.hparams.spatial_dims, rotation=self.hparams.rotation, scale=tuple(self.hparams.scale_range),
-            per_axis_scale=self.hparams.per_axis_scale, generator=self.aug_generator,
-        ).to(image.device)
+        theta = draw_affine(self, image.device)
         return apply_affine(image, theta), apply_affine(label, theta, mode="nearest")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        if "image" not in batch or "label" not in batch:
-            raise ConfigError(
-                f"Segmentation trains on labeled batches {{'image', 'label'}} but got keys {sorted(batch)}; "
-                "set data.train_mode: labeled"
-            )
+        require_batch_keys(batch, ("image", "label"), type(self).__name__, "labeled")
         self._ensure_segmentation()
         image, label = self.augment(batch["image"], batch["label"])
         loss = self.seg_loss(self.net(image), label)

@@ -22,8 +22,10 @@ from typing import Any, Literal
 import torch
 
 from ..errors import ConfigError
-from ..spatial import apply_affine, random_affine
+from ..spatial import apply_affine
+from .augmentation import draw_affine
 from .base import GeminiBase
+from .batches import require_batch_keys
 from .segment import LABEL_KINDS, SegmentationEvaluation, _datamodule, _safe_attr
 
 __all__ = ["GeminiSemi"]
@@ -76,24 +78,12 @@ class GeminiSemi(SegmentationEvaluation, GeminiBase):
     # ---------------------------------------------------------------- training
     def prepare_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """One random affine for the pair, the labeled image and its label (nearest)."""
-        for key in ("image_a", "image_b", "image", "label"):
-            if key not in batch:
-                raise ConfigError(
-                    f"GeminiSemi needs batches with image_a, image_b, image and label; '{key}' is missing "
-                    f"(got {sorted(batch)}): set data.train_mode: pairs+labeled"
-                )
+        require_batch_keys(batch, ("image_a", "image_b", "image", "label"), type(self).__name__, "pairs+labeled")
         self._ensure_segmentation()
         if not self.hparams.spatial_augment:
             return batch["image_a"], batch["image_b"], batch
-        hp = self.hparams
-        draws = 3 if hp.affine_per_image else 1
-        thetas = [
-            random_affine(
-                1, hp.spatial_dims, rotation=hp.rotation, scale=tuple(hp.scale_range), per_axis_scale=hp.per_axis_scale,
-                generator=self.aug_generator,
-            ).to(batch["image_a"].device)
-            for _ in range(draws)
-        ]
+        draws = 3 if self.hparams.affine_per_image else 1
+        thetas = [draw_affine(self, batch["image_a"].device) for _ in range(draws)]
         th_a, th_b, th_l = (thetas * 3)[:3] if draws == 1 else thetas
         x_a = apply_affine(batch["image_a"], th_a)
         x_b = apply_affine(batch["image_b"], th_b)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...errors import ConfigError
+from ..batches import require_batch_keys
 from ..segment import Segmentation
 from ..cadence import at_log_step
 
@@ -72,12 +72,7 @@ class SemiSegmentation(Segmentation):
         return {"total": self.seg_loss(self.net(image), label)}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        for key in ("image_a", "image_b", "image", "label"):
-            if key not in batch:
-                raise ConfigError(
-                    f"{type(self).__name__} trains on unlabeled pairs and labeled images; '{key}' is missing "
-                    f"(got {sorted(batch)}): set data.train_mode: pairs+labeled"
-                )
+        require_batch_keys(batch, ("image_a", "image_b", "image", "label"), type(self).__name__, "pairs+labeled")
         self._ensure_segmentation()
         image, label = self.augment(batch["image"], batch["label"])
         sup = self.supervised_loss(image, label)

@@ -25,7 +25,8 @@ from torch import nn
 
 from ...nets import DEFAULT_WIDTHS, GeminiNet
 from ...nets.blocks import conv_nd
-from ...spatial import apply_affine, random_affine
+from ...spatial import apply_affine
+from ..augmentation import draw_affine
 from ..cadence import at_log_step
 from ..optim import make_adam
 
@@ -98,9 +99,7 @@ class DensePretrainBase(L.LightningModule):
 
     def views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(view 1, view 2, θ) with view 2 = affine_θ(x): ``apply_affine(·, θ)`` maps view 1 onto view 2."""
-        hp = self.hparams
-        theta = random_affine(x.shape[0], hp.spatial_dims, rotation=hp.rotation, scale=tuple(hp.scale_range),
-                              per_axis_scale=True, generator=self.aug_generator).to(x.device)
+        theta = draw_affine(self, x.device, batch=x.shape[0], per_axis_scale=True)
         return self._jitter(x), self._jitter(apply_affine(x, theta)), theta
 
     def align(self, t: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
