@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +24,7 @@ import torch
 import yaml
 
 from conftest import REPO
+from test_cli import run_cli
 
 needs_dist = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
@@ -34,16 +32,10 @@ NUM_TEST = 5  # odd: a padded 2-process split would evaluate one case twice
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 
 
-def _cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "gemini_pl.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def _tiny_checkpoint(config: Path, data_args: list[str], cwd: Path) -> Path:
     """``last.ckpt`` of a one-iteration ``gemini-pl fit`` of the config (no validation)."""
     cwd.mkdir()
-    res = _cli(["fit", "--config", str(config), *data_args, "--trainer.max_epochs", "1",
+    res = run_cli(["fit", "--config", str(config), *data_args, "--trainer.max_epochs", "1",
                 "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"], cwd=cwd)
     assert res.returncode == 0, res.stderr[-3000:]
     (ckpt,) = cwd.glob("runs/**/last.ckpt")
@@ -81,7 +73,7 @@ def _compare_1_vs_2_processes(tmp_path: Path, config_rel: str, data: dict, expec
     for procs, more in ((1, []), (2, DDP)):
         run = tmp_path / f"procs{procs}"
         run.mkdir()
-        res = _cli([*args, *more], cwd=run)
+        res = run_cli([*args, *more], cwd=run)
         assert res.returncode == 0, res.stderr[-3000:]
         if procs == 2:
             assert "MEMBER: 2/2" in res.stdout + res.stderr
@@ -156,7 +148,7 @@ def test_stream_sampler_is_not_split_again_by_lightning():
 
 
 def test_ddp_preset_parses(tmp_path):
-    res = _cli(
+    res = run_cli(
         ["fit", "--config", str(REPO / "experiments" / "demo_pretrain.yaml"),
          "--config", str(REPO / "experiments" / "trainer" / "ddp.yaml"),
          "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.precision", "32", "--print_config"],

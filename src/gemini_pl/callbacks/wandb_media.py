@@ -18,6 +18,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from .wandb_resume import _wandb_loggers
+
 __all__ = ["WandbMedia", "middle_slice", "label_overlay", "grid_image", "jacobian_image"]
 
 _COLOURS = torch.tensor([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -70,12 +72,6 @@ def jacobian_image(det: torch.Tensor) -> torch.Tensor:
     rgb[2] -= high
     rgb[:, d <= 0] = torch.tensor([1.0, 0.0, 0.0])[:, None]
     return rgb.clamp(0, 1)
-
-
-def _wandb_loggers(trainer: L.Trainer) -> list[Any]:
-    from lightning.pytorch.loggers import WandbLogger
-
-    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
 
 class WandbMedia(L.Callback):

@@ -69,7 +69,7 @@ from gemini_pl.data.sampling import (
 from gemini_pl.data.specs import INTENSITY_MODES, DatasetSpec, get_spec
 from gemini_pl.data.splits import few_shot, load_split, make_split, split_bytes, split_sha256, write_split
 from gemini_pl.data.transforms import case_transforms, check_patch_size
-from gemini_pl.errors import ConfigError, DataError, GeminiError, find_error
+from gemini_pl.errors import ConfigError, DataError, find_error
 
 __all__ = ["GeminiDataModule", "PhantomDataModule", "PairDataset", "LabeledPairDataset", "INTENSITY_MODES"]
 
@@ -82,13 +82,8 @@ CACHE_MODES = ("memory", "disk", "none")
 MAX_ENUMERATED_PAIRS = MAX_PERMUTED
 
 
-def _gemini_error(exc: BaseException) -> GeminiError | None:
-    """The first GeminiError in ``exc``'s cause/context chain (MONAI wraps transform errors)."""
-    return find_error(exc)
-
-
 def _reraise(exc: BaseException) -> None:
-    err = _gemini_error(exc)
+    err = find_error(exc)
     if err is not None and err is not exc:
         raise type(err)(str(err)) from exc
 
@@ -474,7 +469,7 @@ class GeminiDataModule(L.LightningDataModule):
             try:
                 transform(rec)
             except Exception as exc:
-                err = _gemini_error(exc)
+                err = find_error(exc)
                 if err is None:
                     raise
                 self.skipped.append((rec["image"], str(err)))

@@ -20,7 +20,7 @@ import torch
 from monai.data import NibabelReader, PILReader
 from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform
 
-from gemini_pl.errors import DataError, find_error
+from gemini_pl.errors import DataError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -29,7 +29,6 @@ __all__ = [
     "LoadImageSafed",
     "case_name",
     "check_root",
-    "find_data_error",
     "list_images",
     "load_image",
     "pair_with_labels",
@@ -125,11 +124,6 @@ def pair_with_labels(
             )
         pairs.append((image, label))
     return pairs
-
-
-def find_data_error(exc: BaseException) -> DataError | None:
-    """The first DataError in ``exc``'s cause/context chain (MONAI wraps transform errors)."""
-    return find_error(exc, DataError)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,7 +225,7 @@ class LoadImageSafed(MapTransform):
 
     The keys in ``label_keys`` are loaded as int64 labels, the others as float32 images.
     Errors are DataError naming the file (MONAI's ``Compose``/datasets wrap them in a
-    RuntimeError; :func:`find_data_error` recovers them).
+    RuntimeError; :func:`gemini_pl.errors.find_error` recovers them).
     """
 
     def __init__(self, keys, label_keys: Sequence[Hashable] = (), allow_missing_keys: bool = False):

@@ -47,12 +47,10 @@ def summarise(values: list[Any]) -> dict[str, float]:
 def _fit_stage(stage: dict[str, Any], cell_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     import csv
 
-    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from ..callbacks import ResultsWriter
     from ..cli import cli_main
-    from .matrix import set_dotted  # noqa: F401
 
     sdir = cell_dir / stage["name"]
     done = sdir / "done"
@@ -105,7 +103,6 @@ def _fit_stage(stage: dict[str, Any], cell_dir: Path, spec: dict[str, Any]) -> d
         logged = out[0] if out else {}
         info["pairs_metrics"] = {k.split("/", 1)[-1]: float(v) for k, v in logged.items()}
         info["pairs_cases"] = list(getattr(writer, "rows", []) or []) if writer is not None else []
-        del torch
     return info
 
 
