@@ -76,7 +76,7 @@ def _module(kind: str, dims: int, widths):
     from gemini_pl.modules import GeminiPretrain, GeminiSemi, Registration, Segmentation
     from gemini_pl.nets import DEFAULT_DEFORMER_WIDTHS
 
-    deformer = DEFAULT_DEFORMER_WIDTHS if widths == FULL else [8, 8, 8, 8, 8]
+    deformer = DEFAULT_DEFORMER_WIDTHS if widths == FULL else [w // 4 for w in DEFAULT_DEFORMER_WIDTHS]
     if kind == "pretrain":
         return GeminiPretrain(spatial_dims=dims, widths=widths, deformer_widths=deformer)
     if kind == "semi":
