@@ -17,7 +17,7 @@ $PY benchmarks/modules.py --paper --busy --precision 32 bf16-mixed --steps 10 --
 $PY - "$OUT/modules_paper.json" <<'PYEOF' | tee "$OUT/bf16_speedup.md"
 import json, sys
 rows = json.load(open(sys.argv[1]))
-by = {(r["name"] if "name" in r else r["module"], r["precision"]): r for r in rows}
+by = {(r["name"], r["precision"]): r for r in rows}
 print("| configuration | fp32 ms | bf16-mixed ms | speed-up (target >= 1.7 at 3D 128³) |\n|---|---:|---:|---:|")
 for (name, prec), r in sorted(by.items()):
     if prec == "32" and (name, "bf16-mixed") in by:

@@ -156,7 +156,7 @@ def test_vm_atlas_fast_dev_run(phantom_root, tmp_path, dims):
 
 @pytest.mark.parametrize("cls", [DenseCL, PixPro, VADeR])
 def test_dcrl_fast_dev_run_and_finetune_init(phantom_root, tmp_path, cls):
-    from gemini_pl.modules import Segmentation, load_pretrained
+    from gemini_pl.modules import Segmentation
 
     m = cls(spatial_dims=2, widths=SMALL_WIDTHS, proj_dim=16, grid=8, num_samples=16, lr=1e-3)
     before = [p.clone() for p in m.net.backbone.parameters()]
@@ -164,10 +164,15 @@ def test_dcrl_fast_dev_run_and_finetune_init(phantom_root, tmp_path, cls):
     assert any(not torch.equal(a, b) for a, b in zip(before, m.net.backbone.parameters()))
     ckpt = tmp_path / "pre.ckpt"
     torch.save({"state_dict": m.state_dict()}, ckpt)
+    # the Segmentation module's own init_from path (run at fit start), not a manual load
     seg = Segmentation(spatial_dims=2, init_from=str(ckpt), **SEG)
-    load_pretrained(seg.net, str(ckpt), parts=("backbone",))
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=0, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(seg, datamodule=_dm(phantom_root, 2, "labeled"))
     for a, b in zip(seg.net.backbone.parameters(), m.net.backbone.parameters()):
         assert torch.equal(a, b)
+    assert sorted(seg.transfer_report.loaded) == sorted(f"backbone.{k}" for k in m.net.backbone.state_dict())
 
 
 # ------------------------------------------------------------------ W&B media (no W&B needed)

@@ -17,11 +17,13 @@ from gemini_pl.modules import GeminiPretrain
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.mark.parametrize("dims, size, device, full_width", [
-    (2, 64, "cpu", False), (3, 16, "cpu", False),
-    pytest.param(3, 128, "cuda", True, marks=CUDA), pytest.param(2, 512, "cuda", True, marks=CUDA),  # paper scale
+@pytest.mark.parametrize("dims, size, device, full_width, dtype", [
+    (2, 64, "cpu", False, torch.bfloat16), (3, 16, "cpu", False, torch.bfloat16),
+    (2, 64, "cpu", False, torch.float16),  # 16-mixed: float16 has more mantissa bits than bf16
+    pytest.param(3, 128, "cuda", True, torch.bfloat16, marks=CUDA),  # paper scale
+    pytest.param(2, 512, "cuda", True, torch.bfloat16, marks=CUDA),
 ])
-def test_bf16_losses_match_fp32(dims, size, device, full_width):
+def test_mixed_precision_losses_match_fp32(dims, size, device, full_width, dtype):
     torch.manual_seed(0)
     model = GeminiPretrain(spatial_dims=dims, **({} if full_width else {"widths": SMALL_WIDTHS})).to(device)
     torch.nn.init.normal_(model.net.deformer.flow.weight, std=0.05)  # a non-trivial field
@@ -30,32 +32,15 @@ def test_bf16_losses_match_fp32(dims, size, device, full_width):
     x_b = pool(torch.rand(1 if dims == 3 else 2, 1, *([size] * dims), device=device), 3, 1, 1)
     with torch.no_grad():
         fp32 = model.gemini_terms(x_a, x_b)
-        with torch.autocast(device, dtype=torch.bfloat16):
-            bf16 = model.gemini_terms(x_a, x_b)
+        with torch.autocast(device, dtype=dtype):
+            mixed = model.gemini_terms(x_a, x_b)
     for key, ref in fp32.items():
-        assert bf16[key].dtype == torch.float32, key
-        assert float(bf16[key]) == pytest.approx(float(ref), rel=3e-2), key
-    assert float(bf16["total"]) == pytest.approx(float(fp32["total"]), rel=1e-2)
-    # and bf16 really ran: the backbone features are bf16 under autocast
-    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
-        assert model.net.features(x_a).dtype == torch.bfloat16
-
-
-def test_fp16_losses_match_fp32():
-    """16-mixed autocast (float16 convolutions): same tolerance as bf16 — float16 has more mantissa bits."""
-    torch.manual_seed(0)
-    model = GeminiPretrain(spatial_dims=2, widths=SMALL_WIDTHS)
-    torch.nn.init.normal_(model.net.deformer.flow.weight, std=0.05)
-    x_a = F.avg_pool2d(torch.rand(2, 1, 64, 64), 3, 1, 1)
-    x_b = F.avg_pool2d(torch.rand(2, 1, 64, 64), 3, 1, 1)
-    with torch.no_grad():
-        fp32 = model.gemini_terms(x_a, x_b)
-        with torch.autocast("cpu", dtype=torch.float16):
-            fp16 = model.gemini_terms(x_a, x_b)
-            assert model.net.features(x_a).dtype == torch.float16
-    for key, ref in fp32.items():
-        assert fp16[key].dtype == torch.float32, key
-        assert float(fp16[key]) == pytest.approx(float(ref), rel=3e-2), key
+        assert mixed[key].dtype == torch.float32, key
+        assert float(mixed[key]) == pytest.approx(float(ref), rel=3e-2), key
+    assert float(mixed["total"]) == pytest.approx(float(fp32["total"]), rel=1e-2)
+    # and the low precision really ran: the backbone features have its dtype under autocast
+    with torch.no_grad(), torch.autocast(device, dtype=dtype):
+        assert model.net.features(x_a).dtype == dtype
 
 
 def test_16_mixed_with_grad_scaler_skips_a_nonfinite_step(tmp_path):
