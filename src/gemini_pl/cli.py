@@ -50,18 +50,26 @@ class GeminiCLI(LightningCLI):
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
-    """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (used by tests)."""
-    return GeminiCLI(
-        model_class=L.LightningModule,
-        datamodule_class=L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [WandbResume()]},
-        args=args,
-        run=run,
-    )
+    """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (tests, the demo and
+    Table II cells run stages in-process this way; the caller's own command line is hidden while the
+    CLI parses, so that LightningCLI does not see two command lines)."""
+    argv = sys.argv
+    if args is not None:
+        sys.argv = sys.argv[:1]
+    try:
+        return GeminiCLI(
+            model_class=L.LightningModule,
+            datamodule_class=L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"callbacks": [WandbResume()]},
+            args=args,
+            run=run,
+        )
+    finally:
+        sys.argv = argv
 
 
 def _ckpt_path_arg(args: list[str]) -> str | None:

@@ -84,11 +84,7 @@ def _stage(name: str, config: Path, out: Path, overrides: list[str], test: bool 
     ]
     rank_zero_info(f"\n=== demo stage {name}: gemini-pl fit {' '.join(args)}")
     t0 = time.perf_counter()
-    argv, sys.argv = sys.argv, sys.argv[:1]  # the stage's arguments are ``args``, not the demo's
-    try:
-        cli = cli_main(args, run=False)
-    finally:
-        sys.argv = argv
+    cli = cli_main(args, run=False)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     _redirect_outputs(trainer, run_dir)
     writer = next((c for c in trainer.callbacks if isinstance(c, ResultsWriter)), None)
