@@ -51,8 +51,8 @@ class GeminiCLI(LightningCLI):
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
     """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (tests, the demo and
-    Table II cells run stages in-process this way; the caller's own command line is hidden while the
-    CLI parses, so that LightningCLI does not see two command lines)."""
+    Table II cells run stages in-process this way; the caller's own command line is hidden from
+    ``sys.argv`` meanwhile, so that LightningCLI does not see two command lines)."""
     argv = sys.argv
     if args is not None:
         sys.argv = sys.argv[:1]
