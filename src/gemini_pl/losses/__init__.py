@@ -2,6 +2,7 @@
 
 from .gemini import GeminiWeights, gemini_loss, gss_terms, gvs_term
 from .regularisation import smoothness
+from .registration import registration_terms, warped_ncc
 from .restoration import restoration_loss
 from .segmentation import sigmoid_seg_loss, soft_dice_loss, softmax_seg_loss
 from .similarity import box_sum, local_ncc_map, masked_cosine, masked_lncc
@@ -15,9 +16,11 @@ __all__ = [
     "local_ncc_map",
     "masked_cosine",
     "masked_lncc",
+    "registration_terms",
     "restoration_loss",
     "sigmoid_seg_loss",
     "smoothness",
     "soft_dice_loss",
     "softmax_seg_loss",
+    "warped_ncc",
 ]

@@ -8,7 +8,8 @@ import torch
 
 from ..spatial import validity_mask, warp
 from .regularisation import smoothness
-from .similarity import masked_cosine, masked_lncc
+from .registration import warped_ncc
+from .similarity import masked_cosine
 
 
 @dataclass
@@ -47,11 +48,8 @@ def gvs_term(
     eps_per_voxel: bool = True,
 ) -> torch.Tensor:
     """``NCC_M(warp(x_A, φ_AB), x_B, M_AB) + NCC_M(warp(x_B, φ_BA), x_A, M_BA)``; images (N, C, *S)."""
-    kw = {"window": window, "eps_per_voxel": eps_per_voxel}
-    if not eps_per_voxel:
-        kw["eps"] = 1e-5
-    return masked_lncc(warp(x_a, flow_ab, sampling=sampling), x_b, mask_ab, **kw) + masked_lncc(
-        warp(x_b, flow_ba, sampling=sampling), x_a, mask_ba, **kw
+    return warped_ncc(x_a, x_b, flow_ab, mask_ab, window, sampling, eps_per_voxel) + warped_ncc(
+        x_b, x_a, flow_ba, mask_ba, window, sampling, eps_per_voxel
     )
 
 

@@ -1,16 +1,23 @@
-"""LightningModules: what one training/validation step does for each method."""
+"""LightningModules: one core (:class:`GeminiModule`, ``core.py``) and one small file per method.
 
-from .base import GeminiBase
+``core.py`` the base (network, optimiser, augmentation generator, guarded step, term logging, data
+contract); ``seg_eval.py`` / ``reg_eval.py`` the one segmentation and the one registration
+evaluation path; ``gemini.py`` GEMINI's DHL + GSS step; ``pretrain.py`` GEMINI-MIP; ``semi.py``
+GEMINI-Semi; ``segment.py`` / ``register.py`` the transfer modules; ``baselines/`` the other
+methods of Table II.
+"""
+
+from . import baselines
+from .baselines import CPS, UAMT, DeepAtlas, DenseCL, GeminiSemiPosSchedule, PixPro, VADeR, VMAtlas
+from .core import GeminiModule
+from .gemini import GeminiBase
 from .pretrain import GeminiPretrain
+from .register import Registration
+from .segment import Segmentation
+from .semi import GeminiSemi
+from .transfer import TransferReport, load_pretrained
 
-__all__ = ["GeminiBase", "GeminiPretrain"]
-from .register import Registration  # noqa: E402
-from .segment import Segmentation  # noqa: E402
-from .semi import GeminiSemi  # noqa: E402
-from .transfer import TransferReport, load_pretrained  # noqa: E402
-
-__all__ += ["GeminiSemi", "Registration", "Segmentation", "TransferReport", "load_pretrained"]
-from . import baselines  # noqa: E402
-from .baselines import CPS, UAMT, DeepAtlas, DenseCL, GeminiSemiPosSchedule, PixPro, VADeR, VMAtlas  # noqa: E402
-
-__all__ += ["CPS", "DeepAtlas", "DenseCL", "GeminiSemiPosSchedule", "PixPro", "UAMT", "VADeR", "VMAtlas", "baselines"]
+__all__ = [
+    "CPS", "DeepAtlas", "DenseCL", "GeminiBase", "GeminiModule", "GeminiPretrain", "GeminiSemi", "GeminiSemiPosSchedule",
+    "PixPro", "Registration", "Segmentation", "TransferReport", "UAMT", "VADeR", "VMAtlas", "baselines", "load_pretrained",
+]

@@ -1,4 +1,4 @@
-"""GEMINI-MIP pre-training: GEMINI on unlabeled pairs + Models-Genesis-style restoration (METHOD §3-5)."""
+"""GEMINI-MIP pre-training: GEMINI on unlabeled pairs + Models-Genesis-style restoration (docs/METHOD.md §3-5)."""
 
 from __future__ import annotations
 
@@ -8,25 +8,28 @@ import torch
 
 from ..augment.corruption import CorruptionConfig, corrupt
 from ..losses import restoration_loss
-from .base import GeminiBase
+from .gemini import GeminiBase
+
+__all__ = ["GeminiPretrain"]
 
 
 class GeminiPretrain(GeminiBase):
     """GEMINI-MIP. The head restores A from a corrupted copy: ``L_res = λ_res·mean((H(N(corrupt(x_A))) − x_A)²)``.
 
-    Args (beyond :class:`GeminiBase`):
+    Args (beyond :class:`~gemini_pl.modules.GeminiBase`):
         lambda_restore: weight of the restoration loss (100 as published).
         corruption: appearance corruption settings (probabilities, block and box counts); the
-            defaults follow METHOD §5 for the module's ``spatial_dims``.
+            defaults follow docs/METHOD.md §5 for the module's ``spatial_dims``.
     """
+
+    head_name = "restore"
 
     def __init__(self, *args: Any, lambda_restore: float = 100.0, corruption: CorruptionConfig | None = None, **kwargs: Any):
         kwargs.setdefault("out_channels", 1)
         super().__init__(*args, **kwargs)
         self.corruption = corruption or CorruptionConfig()
 
-    def head_loss(self, batch: dict[str, torch.Tensor], x_a: torch.Tensor) -> dict[str, torch.Tensor]:
-        gen = self.aug_generator
-        corrupted = corrupt(x_a.detach(), self.corruption, generator=gen)
-        restored = self.net(corrupted)
-        return {"total": restoration_loss(restored, x_a.detach(), self.hparams.lambda_restore)}
+    def head_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        x_a = batch["image_a"].detach()
+        restored = self.net(corrupt(x_a, self.corruption, generator=self.aug_generator))
+        return {"total": restoration_loss(restored, x_a, self.hparams.lambda_restore)}

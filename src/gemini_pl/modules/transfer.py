@@ -220,3 +220,4 @@ class InitFromCheckpoint:
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._init_done = True  # weights come from a checkpoint
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]

@@ -4,7 +4,8 @@ the consistency ramp-up, and probabilities that follow the label kind.
 :class:`SemiSegmentation` is :class:`~gemini_pl.modules.Segmentation` (same network, head,
 augmentation, evaluation) trained on ``data.train_mode: pairs+labeled`` batches
 ``{"image_a", "image_b", "image", "label"}``: the supervised loss on the labeled sample plus
-``unsupervised_loss`` on the unlabeled images (A and B of the pair), which each baseline defines.
+``unsupervised_loss`` on the unlabeled images (A and B of the pair), which each baseline defines;
+one optimiser step on ``sup + w·unsup``, logged as ``train/semi/{total,sup_*,unsup_*,unsup_weight}``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 from torch import nn
 
 from ..batches import require_batch_keys
+from ..core import Losses
 from ..segment import Segmentation
-from ..cadence import at_log_step
 
 __all__ = ["SemiSegmentation", "ema_update", "sigmoid_rampup", "probabilities"]
 
@@ -71,20 +72,22 @@ class SemiSegmentation(Segmentation):
     def supervised_loss(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"total": self.seg_loss(self.net(image), label)}
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        require_batch_keys(batch, ("image_a", "image_b", "image", "label"), type(self).__name__, "pairs+labeled")
-        self._ensure_segmentation()
-        image, label = self.augment(batch["image"], batch["label"])
-        sup = self.supervised_loss(image, label)
+    def semi_losses(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(supervised terms, unsupervised terms) of a prepared batch; a method whose two parts
+        share computations (CPS) overrides this."""
+        sup = self.supervised_loss(batch["image"], batch["label"])
         unlabeled = torch.cat([batch["image_a"], batch["image_b"]], 0)
-        unsup = self.unsupervised_loss(unlabeled, batch)
+        return sup, self.unsupervised_loss(unlabeled, batch)
+
+    def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """One random affine for the labeled image and its label (the unlabeled images as they are)."""
+        require_batch_keys(batch, ("image_a", "image_b", "image", "label"), type(self).__name__, "pairs+labeled")
+        return self.augment(batch, [("image", "label")])
+
+    def training_losses(self, batch: dict[str, Any]) -> Losses:
+        sup, unsup = self.semi_losses(batch)
         w = self.unsup_weight()
-        loss = sup["total"] + w * unsup["total"]
-        n = image.shape[0]
-        logs = {f"train/sup_{k}": v.detach() for k, v in sup.items()}
-        logs.update({f"train/unsup_{k}": v.detach() for k, v in unsup.items()})
-        logs["train/unsup_weight"] = float(w)
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
-        if at_log_step(self._trainer, batch_idx):  # progress-bar values are read on the host (cadence.py)
-            self.log("loss", loss.detach(), prog_bar=True, on_step=True, batch_size=n, logger=False)
-        return loss
+        terms = {"total": sup["total"] + w * unsup["total"], "unsup_weight": float(w)}
+        terms.update({f"sup_{k}": v for k, v in sup.items()})
+        terms.update({f"unsup_{k}": v for k, v in unsup.items()})
+        yield "semi", terms

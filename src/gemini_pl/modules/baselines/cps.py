@@ -40,17 +40,13 @@ class CPS(SemiSegmentation):
         self.net2 = GeminiNet(hp.spatial_dims, hp.in_channels, hp.num_classes, hp.widths)
         self.net2.deformer = None
 
-    def supervised_loss(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
-        l1, l2 = self.net(image), self.net2(image)
-        s1, s2 = self.seg_loss(l1, label), self.seg_loss(l2, label)
-        self._labeled_logits = (l1, l2)
-        return {"total": s1 + s2, "net1": s1, "net2": s2}
-
-    def unsupervised_loss(self, unlabeled: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def semi_losses(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Both networks on the labeled sample (supervised loss, and CPS on its logits) and on the
+        unlabeled images (CPS)."""
+        image, label = batch["image"], batch["label"]
+        lab1, lab2 = self.net(image), self.net2(image)
+        s1, s2 = self.seg_loss(lab1, label), self.seg_loss(lab2, label)
+        unlabeled = torch.cat([batch["image_a"], batch["image_b"]], 0)
         l1, l2 = self.net(unlabeled), self.net2(unlabeled)
-        loss = cps_loss(l1, l2, self.label_kind)
-        lab1, lab2 = getattr(self, "_labeled_logits", (None, None))
-        if lab1 is not None:
-            loss = loss + cps_loss(lab1, lab2, self.label_kind)
-            self._labeled_logits = (None, None)
-        return {"total": loss}
+        unsup = cps_loss(l1, l2, self.label_kind) + cps_loss(lab1, lab2, self.label_kind)
+        return {"total": s1 + s2, "net1": s1, "net2": s2}, {"total": unsup}

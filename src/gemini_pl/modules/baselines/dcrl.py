@@ -1,7 +1,7 @@
 """Dense contrastive pre-training baselines (DCRL rows): a shared base, each method adds its loss.
 
 :class:`DensePretrainBase` makes two augmented views of the same image: view 1 = the image with
-an intensity jitter, view 2 = a random affine of it (METHOD §5 ranges) with another jitter.
+an intensity jitter, view 2 = a random affine of it (docs/METHOD.md §5 ranges) with another jitter.
 The affine is known, so view 1's dense outputs resampled by it lie on view 2's grid
 (``align``), with a validity mask of the voxels that came from inside view 1. Each method
 defines :meth:`pair_loss` on the two views' backbone features. The backbone is ``self.net.backbone``
@@ -14,21 +14,16 @@ Validation: none (``limit_val_batches: 0``) — pre-training is judged by the fi
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...nets import DEFAULT_WIDTHS, GeminiNet
 from ...nets.blocks import conv_nd
 from ...spatial import apply_affine
 from ..augmentation import draw_affine
-from ..cadence import at_log_step
-from ..optim import make_adam
+from ..core import GeminiModule, Losses
 
 __all__ = ["DensePretrainBase", "info_nce", "projector"]
 
@@ -46,48 +41,36 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2) -> torc
     return F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device))
 
 
-class DensePretrainBase(L.LightningModule):
+class DensePretrainBase(GeminiModule):
     """Two-view dense pre-training of the GEMINI backbone.
 
-    Args:
-        spatial_dims, in_channels, widths: the backbone (as the other rows).
+    Args (beyond :class:`~gemini_pl.modules.core.GeminiModule`'s ``spatial_dims``, ``in_channels``,
+    ``widths``, ``lr``, ``rotation``, ``scale_range``, ``max_consecutive_nonfinite``, ``aug_seed``):
         proj_dim: projection output channels.
-        lr: Adam learning rate.
         grid: side of the pooled grid on which dense losses are computed (cost control).
         num_samples: sampled grid points per image for the InfoNCE losses.
         temperature: InfoNCE temperature.
-        rotation, scale_range: range of the view-2 affine.
         jitter: intensity jitter (gain and bias U(−j, j)).
-        aug_seed: augmentation seed.
     """
+
+    network_parts = ("backbone",)
+    #: the name under which the loss is logged (``train/<name>/...``)
+    loss_name = "dense"
 
     def __init__(
         self,
-        spatial_dims: int = 3,
-        in_channels: int = 1,
-        widths: Sequence[int] = DEFAULT_WIDTHS,
+        *args: Any,
         proj_dim: int = 64,
-        lr: float = 1e-4,
         grid: int = 8,
         num_samples: int = 64,
         temperature: float = 0.2,
-        rotation: float = math.pi / 9,
-        scale_range: tuple[float, float] = (0.75, 1.25),
         jitter: float = 0.1,
-        aug_seed: int = 0,
+        spatial_dims: int = 3,
+        **kwargs: Any,
     ):
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = GeminiNet(spatial_dims, in_channels, 1, widths)
-        self.net.deformer = None
-        self.net.head = None
+        super().__init__(*args, spatial_dims=spatial_dims, **kwargs)
         c = self.net.backbone.out_channels
-        self.projector = projector(spatial_dims, c, max(c, proj_dim), proj_dim)
-        self.aug_generator = torch.Generator()
-        self.aug_generator.manual_seed(aug_seed)
-
-    def configure_optimizers(self):
-        return make_adam(self.parameters(), self.hparams.lr)
+        self.projector = projector(self.hparams.spatial_dims, c, max(c, proj_dim), proj_dim)
 
     # ------------------------------------------------------------------ views
     def _jitter(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,19 +107,20 @@ class DensePretrainBase(L.LightningModule):
         return torch.gather(flat, 2, idx[:, None].expand(-1, flat.shape[1], -1)).transpose(1, 2).reshape(-1, flat.shape[1])
 
     # ------------------------------------------------------------------ step
-    def pair_loss(self, f1: torch.Tensor, f2: torch.Tensor, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The method's loss on backbone features of view 1 and view 2 (N, C, *S)."""
+    def pair_loss(self, f1: torch.Tensor, f2: torch.Tensor, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The method's loss on backbone features of view 1 and view 2 (N, C, *S); ``views`` holds
+        ``view1``, ``view2`` (N, C, *S) and ``theta``, the affine mapping view 1 onto view 2."""
         raise NotImplementedError
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Both images of each pair as single images, and their two views."""
         x = torch.cat([batch["image_a"], batch["image_b"]], 0) if "image_b" in batch else batch.get("image_a", batch.get("image"))
         v1, v2, theta = self.views(x)
-        f1, f2 = self.net.features(torch.cat([v1, v2], 0)).chunk(2, 0)
-        terms = self.pair_loss(f1, f2, theta)
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=False, batch_size=x.shape[0])
-        if at_log_step(self._trainer, batch_idx):  # progress-bar values are read on the host (cadence.py)
-            self.log("loss", terms["total"].detach(), prog_bar=True, on_step=True, batch_size=x.shape[0], logger=False)
-        return terms["total"]
+        return {"view1": v1, "view2": v2, "theta": theta}
+
+    def training_losses(self, batch: dict[str, Any]) -> Losses:
+        f1, f2 = self.net.features(torch.cat([batch["view1"], batch["view2"]], 0)).chunk(2, 0)
+        yield self.loss_name, self.pair_loss(f1, f2, batch)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:  # pre-training: nothing to validate
         return None

@@ -14,15 +14,15 @@ Per iteration (one optimiser step on the sum):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from ...losses import masked_lncc, smoothness, soft_dice_loss
+from ...losses import registration_terms, soft_dice_loss
 from ...metrics import one_hot_labels
 from ...nets import DEFAULT_DEFORMER_WIDTHS
 from ...nets.deformer import Deformer
-from ...spatial import validity_mask, warp
+from ...spatial import warp
 from .common import SemiSegmentation, probabilities
 
 __all__ = ["DeepAtlas", "anatomy_loss"]
@@ -44,19 +44,20 @@ class DeepAtlas(SemiSegmentation):
         lambda_smooth: smoothness weight.
         lambda_anatomy: weight of the anatomy-consistency loss (a Dice, hence × λ_seg's scale).
         ncc_window: LNCC window.
+        sampling, ncc_eps_per_voxel: the warp and LNCC variants (see :class:`~gemini_pl.modules.Registration`).
     """
 
     def __init__(self, *args: Any, deformer_widths: Sequence[int] = DEFAULT_DEFORMER_WIDTHS, lambda_smooth: float = 0.4,
-                 lambda_anatomy: float = 20.0, ncc_window: int = 9, **kwargs: Any):
+                 lambda_anatomy: float = 20.0, ncc_window: int = 9, sampling: Literal["exact", "legacy"] = "exact",
+                 ncc_eps_per_voxel: bool = True, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.net.deformer = Deformer(self.hparams.spatial_dims, self.net.backbone.out_channels, deformer_widths)
 
     def _register(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         f_m, f_f = self.net.features(torch.cat([moving, fixed], 0)).chunk(2, 0)
         flow = self.net.flow(f_m, f_f)
-        mask = validity_mask(flow)
-        ncc = masked_lncc(warp(moving, flow), fixed, mask, window=self.hparams.ncc_window)
-        return flow, {"ncc": ncc, "smooth": smoothness(flow)}
+        hp = self.hparams
+        return flow, registration_terms(moving, fixed, flow, hp.ncc_window, hp.sampling, hp.ncc_eps_per_voxel)
 
     def unsupervised_loss(self, unlabeled: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         hp = self.hparams
@@ -71,6 +72,6 @@ class DeepAtlas(SemiSegmentation):
         flow, t2 = self._register(image, fixed)
         y = label.float() if self.label_kind == "multilabel" else one_hot_labels(label, hp.num_classes)
         seg_b = probabilities(self.net(fixed), self.label_kind)
-        ana = anatomy_loss(warp(y, flow), seg_b, self.label_kind)
+        ana = anatomy_loss(warp(y, flow, sampling=hp.sampling), seg_b, self.label_kind)
         reg = t1["ncc"] + t2["ncc"] + hp.lambda_smooth * (t1["smooth"] + t2["smooth"])
         return {"total": reg + hp.lambda_anatomy * ana, "ncc": t1["ncc"] + t2["ncc"], "anatomy": ana}

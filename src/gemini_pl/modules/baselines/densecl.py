@@ -29,7 +29,7 @@ class DenseCL(DensePretrainBase):
     def __init__(self, *args: Any, lambda_dense: float = 0.5, **kwargs: Any):
         super().__init__(*args, **kwargs)
 
-    def pair_loss(self, f1, f2, theta):
+    def pair_loss(self, f1, f2, views):
         t = self.hparams.temperature
         z1, z2 = self.pool(self.projector(f1)), self.pool(self.projector(f2))
         g1, g2 = F.normalize(z1.flatten(2).mean(-1), dim=1), F.normalize(z2.flatten(2).mean(-1), dim=1)

@@ -44,11 +44,11 @@ class PixPro(DensePretrainBase):
             for q in m.parameters():
                 q.requires_grad_(False)
 
-    def pair_loss(self, f1, f2, theta):
+    def pair_loss(self, f1, f2, views):
         hp = self.hparams
         z1, z2 = self.pool(self.projector(f1)), self.pool(self.projector(f2))
         y1, y2 = pixel_propagation(z1, self.ppm(z1), hp.gamma), pixel_propagation(z2, self.ppm(z2), hp.gamma)
-        v1, v2 = self._views
+        v1, v2, theta = views["view1"], views["view2"], views["theta"]
         with torch.no_grad():
             t1, t2 = self.target_projector(self.target_backbone(torch.cat([v1, v2], 0))).chunk(2, 0)
             t1w, mask_full = self.align(t1, theta)
@@ -61,15 +61,7 @@ class PixPro(DensePretrainBase):
     def upsample(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return F.interpolate(y, size=like.shape[2:], mode="nearest")
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        x = torch.cat([batch["image_a"], batch["image_b"]], 0) if "image_b" in batch else batch["image_a"]
-        v1, v2, theta = self.views(x)
-        self._views = (v1, v2)
-        f1, f2 = self.net.features(torch.cat([v1, v2], 0)).chunk(2, 0)
-        terms = self.pair_loss(f1, f2, theta)
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=False, batch_size=x.shape[0])
-        return terms["total"]
-
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
         ema_update(self.target_backbone, self.net.backbone, self.hparams.ema_decay)
         ema_update(self.target_projector, self.projector, self.hparams.ema_decay)

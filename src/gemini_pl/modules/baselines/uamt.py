@@ -73,4 +73,5 @@ class UAMT(SemiSegmentation):
         return {"total": loss, "certain_fraction": mask.mean()}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
         ema_update(self.teacher, self.net, self.hparams.ema_decay, step=int(self.global_step))

@@ -15,10 +15,10 @@ __all__ = ["VADeR"]
 
 
 class VADeR(DensePretrainBase):
-    def pair_loss(self, f1, f2, theta):
+    def pair_loss(self, f1, f2, views):
         z1 = F.normalize(self.projector(f1), dim=1)
         z2 = F.normalize(self.projector(f2), dim=1)
-        z1w, mask = self.align(z1, theta)
+        z1w, mask = self.align(z1, views["theta"])
         z1w, z2, mask = self.pool(z1w), self.pool(z2), (self.pool(mask) > 0.99).float()
         idx = self.sample_points(mask)
         q = F.normalize(self.gather(z2, idx), dim=1)

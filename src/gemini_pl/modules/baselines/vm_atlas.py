@@ -18,7 +18,7 @@ from ...errors import ConfigError
 from ...metrics import one_hot_labels
 from ...spatial import warp
 from ..register import Registration
-from ..segment import SegmentationEvaluation, _datamodule
+from ..seg_eval import SegmentationEvaluation
 
 __all__ = ["VMAtlas", "majority_vote"]
 
@@ -44,29 +44,13 @@ class VMAtlas(SegmentationEvaluation, Registration):
             raise ConfigError("VMAtlas needs model.num_classes for the label vote")
         self.atlases: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    def setup(self, stage: str) -> None:
-        Registration.setup(self, stage)
-        self.setup_segmentation()
-
     def load_atlases(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The few-shot labeled training images of the data module (whole images, no crop)."""
-        dm = _datamodule(self)
+        dm = self.datamodule
         if dm is None:
             raise ConfigError("VMAtlas needs a data module with labeled training images (the atlases)")
-        if dm.split is None:
-            dm._ensure_split()
-        saved = dm.patch_size
-        dm.patch_size = None
-        try:
-            ds = dm._labeled_train()
-        finally:
-            dm.patch_size = saved
-        n = len(ds) if self.hparams.max_atlases is None else min(len(ds), self.hparams.max_atlases)
-        out = []
-        for i in range(n):
-            item = ds[i]
-            out.append((item["image"][None].to(self.device), item["label"][None].to(self.device)))
-        return out
+        cases = dm.atlas_cases(self.hparams.max_atlases)
+        return [(c["image"][None].to(self.device), c["label"][None].to(self.device)) for c in cases]
 
     def segment_logits(self, image: torch.Tensor) -> torch.Tensor:
         if self.atlases is None:

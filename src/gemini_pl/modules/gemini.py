@@ -1,0 +1,93 @@
+"""GEMINI's own step, shared by its two variants: DHL + GSS on an unlabeled pair (docs/METHOD.md §3-4).
+
+:class:`GeminiBase` is :class:`~gemini_pl.modules.core.GeminiModule` with the deformer, the GEMINI
+loss and the registration evaluation of held-out pairs; a variant adds its head loss in
+:meth:`GeminiBase.head_loss` (restoration in ``GeminiPretrain``, segmentation in ``GeminiSemi``).
+The published schedule then runs per iteration:
+
+1. GEMINI loss on the pair → backward → Adam step → zero grads;
+2. head loss → backward → Adam step → zero grads;
+
+or, with ``schedule="joint"``, one step on the sum. Lightning's ``global_step`` counts optimiser
+steps, so the published schedule advances it by 2 per iteration (1 with ``joint``); configs bound
+training in epochs × iterations (``max_epochs`` × ``limit_train_batches``), as the paper does.
+
+Training batches ``{"image_a", "image_b"}`` (N, C, *S) float in [0, 1], plus what the head needs;
+logged terms ``train/gemini/{smooth,gvs,gss_pos,gss_align,gss,total}`` and
+``train/<head>/total``. Evaluation: see :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+
+from ..errors import ConfigError
+from ..losses import GeminiWeights, gemini_loss
+from .core import GeminiModule, Losses
+from .reg_eval import RegistrationEvaluation
+
+__all__ = ["GeminiBase"]
+
+
+class GeminiBase(RegistrationEvaluation, GeminiModule):
+    """GEMINI on unlabeled pairs plus a head loss supplied by the variant.
+
+    Args (beyond :class:`~gemini_pl.modules.core.GeminiModule`):
+        schedule: ``"alternate"`` (published: two optimiser steps per iteration) or ``"joint"``.
+        lambda_smooth: weight of the smoothness prior L_smo.
+        lambda_gss: weight of the GSS term.
+        lambda_gvs: weight of the GVS (masked LNCC) term.
+        lambda_pos: weight of the positive-pair part of GSS.
+        ncc_window: LNCC window per axis.
+        sampling: ``"exact"`` warps (default) or ``"legacy"`` (the published align_corners quirk).
+        ncc_eps_per_voxel: LNCC denominator Σ(M + 1e-6) (published 3D) or ΣM + 1e-5 (published 2D).
+        affine_per_image: draw a separate affine for A and B (changes their relative deformation).
+    """
+
+    #: the name under which the head loss is stepped and logged (``train/<name>/...``)
+    head_name = "head"
+
+    def __init__(
+        self,
+        *args: Any,
+        schedule: Literal["alternate", "joint"] = "alternate",
+        lambda_smooth: float = 0.4,
+        lambda_gss: float = 0.8,
+        lambda_gvs: float = 1.0,
+        lambda_pos: float = 0.1,
+        ncc_window: int = 9,
+        sampling: Literal["exact", "legacy"] = "exact",
+        ncc_eps_per_voxel: bool = True,
+        affine_per_image: bool = False,
+        **kwargs: Any,
+    ):
+        if schedule not in ("alternate", "joint"):
+            raise ConfigError(f"model.schedule must be 'alternate' or 'joint', got {schedule!r}")
+        super().__init__(*args, **kwargs)
+        self.weights = GeminiWeights(lambda_smooth, lambda_gss, lambda_gvs, lambda_pos)
+
+    # ----------------------------------------------------------------------------- pieces
+    def gemini_terms(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All GEMINI loss terms for a batch of pairs (one backbone and one deformer call)."""
+        f_a, f_b = self.net.features(torch.cat([x_a, x_b], 0)).chunk(2, 0)
+        flow_ab, flow_ba = self.net.flows_both_ways(f_a, f_b)
+        return gemini_loss(
+            x_a, x_b, f_a, f_b, flow_ab, flow_ba, self.weights, window=self.hparams.ncc_window,
+            sampling=self.hparams.sampling, eps_per_voxel=self.hparams.ncc_eps_per_voxel,
+        )
+
+    def head_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The variant's head loss on the prepared batch; returns a dict with at least ``"total"``."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------- training
+    def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """One random affine for A and B (one each with ``affine_per_image``)."""
+        return self.augment(batch, [("image_a",), ("image_b",)])
+
+    def training_losses(self, batch: dict[str, Any]) -> Losses:
+        yield "gemini", self.gemini_terms(batch["image_a"], batch["image_b"])
+        yield self.head_name, self.head_loss(batch)

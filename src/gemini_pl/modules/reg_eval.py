@@ -1,0 +1,166 @@
+"""The one registration path of every module with a deformer: the field, the warp, the metrics.
+
+:class:`RegistrationEvaluation` is a mixin for :class:`~gemini_pl.modules.core.GeminiModule`
+subclasses whose network has a deformer (``GeminiPretrain``, ``GeminiSemi``, ``Registration``,
+``VMAtlas``). φ = D([N(x_moving), N(x_fixed)]) warps the moving image onto the fixed one
+(docs/METHOD.md §2, §6); with the hyper-parameter ``integration_steps > 0`` the deformer output is
+a stationary velocity field integrated by scaling and squaring.
+
+Evaluation batches are labeled pairs ``{"image_a", "image_b", "label_a", "label_b", "name_a",
+"name_b"}`` (``data.eval_mode: pairs``), A moving onto B fixed. Logged keys (the same in every
+module): ``val/reg_dice`` (Dice of the warped moving labels, nearest, against the fixed labels),
+``val/reg_dice_unwarped`` (the same without warping), ``val/folding_percent``, ``val/sdlogj``, and
+their ``test/`` counterparts plus ``test/reg_hd95`` — in physical units when the batch carries
+the fixed image's spacing (``spacing_b``, ``meta_b``, ``spacing`` or ``meta``), otherwise
+``test/reg_hd95_vox`` in voxels. Per-case test rows: ``case``, ``dice``, ``dice_unwarped``,
+``hd95``/``hd95_vox``, ``folding``, ``sdlogj``.
+
+The label classes come from the host's ``num_classes`` (hyper-parameter, else the data module's);
+without either, from the largest label of the first evaluation batch (the maximum over DDP ranks).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from ..inference import register_windows
+from ..metrics import DiceScore, FoldingPercent, HausdorffDistance95, SDLogJ
+from ..spatial import integrate_velocity, warp
+from .batches import case_names, case_spacing
+from .seg_eval import nanmean
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RegistrationEvaluation"]
+
+#: registration metrics of each stage: logged name -> metric object attribute
+_FIELD_METRICS = ("folding_percent", "sdlogj")
+
+
+class RegistrationEvaluation:
+    """Mixin: registration of whole images, warped labels, and the registration metric objects."""
+
+    result_units = {"dice": "%", "dice_unwarped": "%", "folding": "%", "sdlogj": "", "hd95": "mm", "hd95_vox": "voxels"}
+
+    # ---------------------------------------------------------------- the field
+    def to_displacement(self, out: torch.Tensor) -> torch.Tensor:
+        """The deformer output as a displacement (integrated when it is a velocity)."""
+        steps = int(self.hparams.get("integration_steps", 0))
+        return integrate_velocity(out, steps, sampling=self.hparams.sampling) if steps else out
+
+    def flow(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        """φ warping ``moving`` onto ``fixed`` (N, ndim, *S): one backbone call on both images."""
+        f_m, f_f = self.net.features(torch.cat([moving, fixed], 0)).chunk(2, 0)
+        return self.to_displacement(self.net.flow(f_m, f_f))
+
+    def register(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        """φ for whole images, by sliding windows when they exceed ``roi_size``."""
+        hp = self.hparams
+        return register_windows(self.flow, moving, fixed, getattr(self, "roi_size", None),
+                                hp.get("sw_batch_size", 1), hp.get("sw_overlap", 0.5))
+
+    def register_pair(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Register A (moving) onto B (fixed): flow, warped image and (with labels) warped label."""
+        moving, fixed = batch["image_a"], batch["image_b"]
+        flow = self.register(moving, fixed)
+        out = {"flow": flow, "warped_image": warp(moving, flow, sampling=self.hparams.sampling)}
+        if batch.get("label_a") is not None:
+            out["warped_label"] = warp(batch["label_a"], flow, mode="nearest", sampling=self.hparams.sampling)
+        return out
+
+    # ---------------------------------------------------------------- metrics
+    def _reg_classes(self, batch: dict[str, Any]) -> int | None:
+        k = self.hparams.get("num_classes")
+        if k is None and self.datamodule is not None:
+            k = getattr(self.datamodule, "num_classes", None)
+        if k is not None or batch.get("label_a") is None:
+            return k
+        if getattr(self, "label_kind", "multiclass") == "multilabel":
+            return int(batch["label_a"].shape[1])
+        top = torch.maximum(batch["label_a"].max(), batch["label_b"].max()).float()
+        if self._trainer is not None:  # every rank builds the same metrics
+            top = self.trainer.strategy.reduce(top, reduce_op="max")
+        log.warning("%s: num_classes not set; using %d from the first evaluation batch", type(self).__name__, int(top) + 1)
+        return int(top) + 1
+
+    def _ensure_reg_metrics(self, batch: dict[str, Any]) -> None:
+        if getattr(self, "reg_metrics", None) is not None:
+            return
+        k = self._reg_classes(batch)
+        kind = getattr(self, "label_kind", "multiclass")
+        metrics: dict[str, torch.nn.Module] = {}
+        for stage in ("val", "test"):
+            metrics[f"{stage}_folding_percent"] = FoldingPercent()
+            metrics[f"{stage}_sdlogj"] = SDLogJ()
+            if k is not None:
+                metrics[f"{stage}_reg_dice"] = DiceScore(num_classes=int(k), label_kind=kind)
+                metrics[f"{stage}_reg_dice_unwarped"] = DiceScore(num_classes=int(k), label_kind=kind)
+        if k is not None:
+            metrics["test_reg_hd95"] = HausdorffDistance95(num_classes=int(k), label_kind=kind)
+        self.reg_metrics = torch.nn.ModuleDict(metrics).to(self.device)
+
+    # ---------------------------------------------------------------- steps
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.reg_eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self.reg_eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self.reg_predict_step(batch)
+
+    def reg_eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, Any] | None:
+        """Register the pairs, update and log the metrics; test returns per-case rows."""
+        self._ensure_reg_metrics(batch)
+        out = self.register_pair(batch)
+        flow = out["flow"]
+        n = flow.shape[0]
+        m = self.reg_metrics
+        for key in _FIELD_METRICS:
+            m[f"{stage}_{key}"].update(flow)
+            self.log(f"{stage}/{key}", m[f"{stage}_{key}"], on_step=False, on_epoch=True, batch_size=n)
+        has_labels = "warped_label" in out and f"{stage}_reg_dice" in m
+        spacing = case_spacing(batch, keys=("spacing_b", "spacing"), meta_keys=("meta_b", "meta"))
+        if has_labels:
+            m[f"{stage}_reg_dice"].update(out["warped_label"], batch["label_b"])
+            m[f"{stage}_reg_dice_unwarped"].update(batch["label_a"], batch["label_b"])
+            self.log(f"{stage}/reg_dice", m[f"{stage}_reg_dice"], on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=n)
+            self.log(f"{stage}/reg_dice_unwarped", m[f"{stage}_reg_dice_unwarped"], on_step=False, on_epoch=True, batch_size=n)
+            if stage == "test":
+                m["test_reg_hd95"].update(out["warped_label"], batch["label_b"], spacing)
+                key = "test/reg_hd95" if spacing is not None else "test/reg_hd95_vox"
+                self.log(key, m["test_reg_hd95"], on_step=False, on_epoch=True, batch_size=n)
+        if stage == "val":
+            return None
+        names_a, names_b = case_names(batch, n, "name_a"), case_names(batch, n, "name_b")
+        rows = []
+        for i in range(n):
+            row: dict[str, Any] = {"case": f"{names_a[i]}->{names_b[i]}"}
+            if has_labels:
+                row["dice"] = 100 * nanmean(m["test_reg_dice"].last[i].cpu())
+                row["dice_unwarped"] = 100 * nanmean(m["test_reg_dice_unwarped"].last[i].cpu())
+                # physical units only when the batch carries the fixed image's spacing
+                row["hd95" if spacing is not None else "hd95_vox"] = nanmean(m["test_reg_hd95"].last[i].cpu())
+            row["folding"] = float(m["test_folding_percent"].last[i, 0])
+            row["sdlogj"] = float(m["test_sdlogj"].last[i, 0])
+            rows.append(row)
+        return {"cases": rows}
+
+    def reg_predict_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Flow, warped image and warped label of each pair, named ``<a>_to_<b>``, on B's grid."""
+        out = self.register_pair(batch)
+        n = out["flow"].shape[0]
+        names_a, names_b = case_names(batch, n, "name_a"), case_names(batch, n, "name_b")
+        result = {
+            "name": [f"{a}_to_{b}" for a, b in zip(names_a, names_b)],
+            "meta": batch.get("meta_b", batch.get("meta")),
+            "flow": out["flow"],
+            "warped_image": out["warped_image"],
+        }
+        if "warped_label" in out:
+            wl = out["warped_label"]
+            result["warped_label"] = wl if getattr(self, "label_kind", "multiclass") == "multilabel" else wl.to(torch.int16)
+        return result
