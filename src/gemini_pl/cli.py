@@ -18,14 +18,15 @@ import sys
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.cli import LightningCLI
+import yaml
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from .callbacks import WandbResume
 from .callbacks.wandb_resume import continue_wandb_run
 from .checkpoint_io import AtomicCheckpointIO
-from .errors import GeminiError
+from .errors import ConfigError, GeminiError
 from .runtime import keep_freed_memory
 from .safe_load import safe_torch_load
 
@@ -36,6 +37,26 @@ class GeminiCLI(LightningCLI):
     (:class:`~gemini_pl.checkpoint_io.AtomicCheckpointIO`, unless the config names another
     CheckpointIO plugin) and the W&B run id kept in checkpoints
     (:class:`~gemini_pl.callbacks.WandbResume`)."""
+
+    def parse_arguments(self, parser, args) -> None:  # noqa: D102 - LightningCLI hook
+        # presets named by a config file's ``config:`` key become --config files before it (see expand_config_args)
+        if args is None:
+            argv = sys.argv
+            sys.argv = argv[:1]  # parsed as given args below; hidden so that LightningCLI sees one command line
+            try:
+                super().parse_arguments(parser, expand_config_args(argv[1:]))
+            finally:
+                sys.argv = argv
+        elif isinstance(args, (list, tuple)):
+            super().parse_arguments(parser, expand_config_args(list(args)))
+        else:
+            super().parse_arguments(parser, args)
+
+    def init_parser(self, **kwargs):  # noqa: D102 - LightningCLI hook
+        # the parsers fill the unset output folders from trainer.default_root_dir (see fill_output_dirs)
+        if self.parser_class is LightningArgumentParser:
+            self.parser_class = OutputDirsParser
+        return super().init_parser(**kwargs)
 
     def before_fit(self) -> None:  # noqa: D102 - LightningCLI hook
         continue_wandb_run(self.trainer, self.config_init[self.subcommand].get("ckpt_path"))
@@ -70,6 +91,149 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
         )
     finally:
         sys.argv = argv
+
+
+# ---------------------------------------------------------------- composing configs from presets
+def config_presets(path: str | os.PathLike, _seen: frozenset[str] = frozenset()) -> list[str]:
+    """The preset files that a config file names in its top-level ``config:`` key (a path or a list
+    of paths, relative to the file's folder), each preceded by its own presets, in order.
+
+    An experiment file starts with, e.g., ``config: [trainer/default.yaml, logger/wandb.yaml]``;
+    :func:`expand_config_args` turns ``--config experiment.yaml`` into ``--config <each preset>
+    --config experiment.yaml``: LightningCLI's own several-config-files mechanism (later files
+    override earlier ones key by key; a list such as ``trainer.callbacks`` is replaced, unless a
+    later file appends to it with ``callbacks+:``). (jsonargparse's own handling of a ``config:``
+    key inside a file loses the included file's values of every section that the including file
+    also has, hence the expansion.)
+    """
+    p = Path(path)
+    if not p.is_file():
+        return []
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return []  # the parser reports it
+    if not isinstance(data, dict) or not data.get("config"):
+        return []
+    names = data["config"]
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{path}: config: must be a path or a list of paths of config files, got {names!r}")
+    out: list[str] = []
+    for name in names:
+        inc = os.path.normpath(os.path.join(p.parent, name))
+        if inc in _seen or os.path.normpath(p) == inc:
+            raise ConfigError(f"{path}: config: {name} includes itself")
+        if not Path(inc).is_file():
+            raise ConfigError(f"{path}: config: {name} not found (looked for {inc})")
+        out += [*config_presets(inc, _seen | {os.path.normpath(p)}), inc]
+    return out
+
+
+def expand_config_args(args: list[str]) -> list[str]:
+    """``--config FILE`` (or ``-c``, ``--config=FILE``) preceded by ``--config P`` for each preset
+    ``P`` of :func:`config_presets`; every other argument as given."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-c", "--config") and i + 1 < len(args):
+            for preset in config_presets(args[i + 1]):
+                out += [arg, preset]
+            out += [arg, args[i + 1]]
+            i += 2
+            continue
+        if isinstance(arg, str) and arg.startswith("--config="):
+            for preset in config_presets(arg.split("=", 1)[1]):
+                out += ["--config", preset]
+        out.append(arg)
+        i += 1
+    return out
+
+
+# ---------------------------------------------------------------- one output folder
+#: init arguments that name an output folder, and where under the run's folder they go when unset
+LOGGER_DIRS = {"save_dir": ""}
+CALLBACK_DIRS = {"dirpath": "checkpoints", "results_dir": "results", "output_dir": "predictions"}
+
+
+def _init_defaults(class_path: str) -> dict[str, object]:
+    """Parameters of a class's ``__init__`` chain and their defaults (``inspect.Parameter.empty``: none)."""
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return {}
+    out: dict[str, object] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters
+        except (TypeError, ValueError):
+            break
+        for p, v in params.items():
+            if p != "self" and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY):
+                out.setdefault(p, v.default)
+        if not any(v.kind == v.VAR_KEYWORD for v in params.values()):
+            break
+    return out
+
+
+def _items(value: object) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def fill_output_dirs(config) -> str:
+    """Put every output of a run under its one folder, ``trainer.default_root_dir`` (default ``.``).
+
+    Each logger's ``save_dir``, each checkpoint callback's ``dirpath`` (``<root>/checkpoints``), a
+    results writer's ``results_dir`` (``<root>/results``) and a prediction writer's ``output_dir``
+    (``<root>/predictions``) that the config leaves unset (``null`` or the class's default) is set;
+    a value given in a config or on the command line is kept. A W&B logger without a ``name`` is
+    named after the folder (unless ``WANDB_NAME`` is set). Works on the parsed (not yet
+    instantiated) config, in place; returns the folder.
+    """
+    trainer = config.get("trainer") if config is not None else None
+    if trainer is None:
+        return "."
+    root = str(trainer.get("default_root_dir") or ".")
+    for key, dirs in (("logger", LOGGER_DIRS), ("callbacks", CALLBACK_DIRS)):
+        for item in _items(trainer.get(key)):
+            class_path = item.get("class_path") if hasattr(item, "get") else None
+            if not isinstance(class_path, str):
+                continue
+            if item.get("init_args") is None:
+                item["init_args"] = type(item)()
+            init = item["init_args"]
+            defaults = _init_defaults(class_path)
+            for arg, sub in dirs.items():
+                if arg not in defaults:
+                    continue
+                value = init.get(arg)
+                if value is None or value == defaults[arg]:
+                    init[arg] = os.path.join(root, sub) if sub else root
+            if key == "logger" and "Wandb" in class_path and "name" in defaults and init.get("name") is None \
+                    and not os.environ.get("WANDB_NAME") and root != ".":
+                init["name"] = Path(root).name
+    return root
+
+
+class OutputDirsParser(LightningArgumentParser):
+    """The parser of :class:`GeminiCLI`: before it checks a parsed config, it fills the output folders
+    that the config leaves unset (:func:`fill_output_dirs`), so that e.g. a ``CSVLogger`` needs no
+    ``save_dir`` of its own. (``--print_config`` prints the config before this step.)"""
+
+    def validate(self, namespace, *args, **kwargs):  # noqa: D102 - jsonargparse
+        sub = namespace.get("subcommand") if hasattr(namespace, "get") else None
+        section = namespace.get(sub) if isinstance(sub, str) else namespace
+        if hasattr(section, "get") and section.get("trainer") is not None:
+            fill_output_dirs(section)
+        return super().validate(namespace, *args, **kwargs)
 
 
 def _ckpt_path_arg(args: list[str]) -> str | None:

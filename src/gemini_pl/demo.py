@@ -84,13 +84,11 @@ def _stage(name: str, config: Path, out: Path, overrides: list[str], test: bool 
     ]
     rank_zero_info(f"\n=== demo stage {name}: gemini-pl fit {' '.join(args)}")
     t0 = time.perf_counter()
-    cli = cli_main(args, run=False)
+    cli = cli_main(args, run=False)  # default_root_dir: the stage's logs, checkpoints and results (GeminiCLI)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    _redirect_outputs(trainer, run_dir)
     writer = next((c for c in trainer.callbacks if isinstance(c, ResultsWriter)), None)
     if writer is not None:
         writer.config = f"{config} " + " ".join(overrides)
-        writer.results_dir = str(run_dir / "results")
     trainer.fit(model, datamodule=dm)
     result = StageResult(name, 0.0, steps=int(trainer.global_step), iterations=int(trainer.fit_loop.total_batch_idx + 1))
     report = getattr(model, "transfer_report", None)
@@ -103,18 +101,6 @@ def _stage(name: str, config: Path, out: Path, overrides: list[str], test: bool 
                 result.rows = list(csv.DictReader(f))
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _redirect_outputs(trainer: Any, run_dir: Path) -> None:
-    """Point the checkpoint callbacks and CSV logger of a config at ``run_dir``."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    for cb in trainer.callbacks:
-        if isinstance(cb, ModelCheckpoint):
-            cb.dirpath = str(run_dir / "checkpoints")
-    for lg in trainer.loggers:
-        if hasattr(lg, "_root_dir"):
-            lg._root_dir = str(run_dir)
 
 
 def _fmt(mean: float, std: float, digits: int = 1) -> str:

@@ -1,9 +1,12 @@
 """Run one cell of the matrix in this process: ``python -m gemini_pl.reproduce.cell <cell_dir>``.
 
-``<cell_dir>/cell.json`` lists the stages (``{"name", "config": <file>, "test": bool,
-"init_from_stage": <stage> | null}``). Each stage is ``gemini-pl fit --config <file>`` through the
-CLI's parser; a stage whose ``done`` marker exists (an interrupted cell's pre-training) is not
-fitted again. The main stage is then tested (``ckpt_path="best"`` when a monitored checkpoint
+``<cell_dir>/cell.json`` lists the stages (``{"name", "configs": [<file>, ...], "overrides":
+[--key=value, ...], "test": bool, "init_from_stage": <stage> | null}``). Each stage is
+``gemini-pl fit --config <file> ... <overrides>`` through the CLI's parser (an unknown or
+misspelled key fails the cell with the parser's message naming it); the resolved config is written
+to ``<cell_dir>/<stage>.yaml``. A stage whose ``done`` marker exists (an interrupted cell's
+pre-training) is not fitted again. The W&B run of a stage (when the budget has a W&B logger) is
+named after the row and grouped by the task (``WANDB_NAME``, ``WANDB_RUN_GROUP``, ``WANDB_TAGS``). The main stage is then tested (``ckpt_path="best"`` when a monitored checkpoint
 exists, else the final weights); with ``pairs_test`` it is tested once more on registration pairs
 (deformation Dice, folding %; Table V). The result — per-case rows, metric summaries, the split
 hash, timings — is written atomically to ``<cell_dir>/result.json``; an error is written there
@@ -12,6 +15,8 @@ too (``status: failed``) with its message, and the exit status is 1.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -21,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_cell", "write_json_atomic", "summarise"]
+__all__ = ["run_cell", "parse_stage", "write_json_atomic", "summarise"]
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -44,30 +49,67 @@ def summarise(values: list[Any]) -> dict[str, float]:
     return {"mean": mean, "std": std, "n": len(ok), "unable": len(vals) - len(ok)}
 
 
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams: Any) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+
+def parse_stage(args: list[str]) -> Any:
+    """``GeminiCLI`` of ``gemini-pl fit <args>`` (classes instantiated, nothing run). The parser's
+    error (an unknown key, a wrong type, a missing file) becomes a :class:`ConfigError` with its
+    message instead of an exit."""
+    from ..cli import cli_main
+    from ..errors import ConfigError
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(_Tee(sys.stderr, captured)):
+            return cli_main(args, run=False)
+    except SystemExit as exc:
+        text = captured.getvalue()
+        i = text.rfind("error:")
+        msg = text[i + len("error:"):].strip() if i >= 0 else text.strip()[-1500:]
+        raise ConfigError(f"{msg or f'the parser exited with status {exc.code}'} (gemini-pl fit {' '.join(args)})") from None
+
+
 def _fit_stage(stage: dict[str, Any], cell_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     import csv
 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from ..callbacks import ResultsWriter
-    from ..cli import cli_main
+    from .matrix import stage_args
 
     sdir = cell_dir / stage["name"]
     done = sdir / "done"
     last = sdir / "checkpoints" / "last.ckpt"
-    args = ["--config", str(cell_dir / stage["config"])]
+    args = stage_args(stage)
     if stage.get("init_from_stage"):
         args += ["--model.init_args.init_from", str(cell_dir / stage["init_from_stage"] / "checkpoints" / "last.ckpt")]
-    info: dict[str, Any] = {"name": stage["name"], "config": stage["config"]}
+    info: dict[str, Any] = {"name": stage["name"], "args": args}
     if done.exists() and not stage.get("test"):
         info["skipped"] = "done before"
         return info
+    pre = stage["name"] != "main"
+    os.environ.update(WANDB_NAME=spec["row"] + (f" {stage['name']}" if pre else ""), WANDB_RUN_GROUP=spec["task"],
+                      WANDB_TAGS="table2" + (f",{stage['name']}" if pre else ""))
     t0 = time.perf_counter()
-    cli = cli_main(args, run=False)
+    cli = parse_stage(args)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    with contextlib.suppress(Exception):  # provenance only
+        (cell_dir / f"{stage['name']}.yaml").write_text(cli.parser.dump(cli.config, skip_none=False))
     writer = next((c for c in trainer.callbacks if isinstance(c, ResultsWriter)), None)
     if writer is not None:
-        writer.config = str(cell_dir / stage["config"])
+        writer.config = " ".join(args)
     trainer.fit(model, datamodule=dm)
     info["fit_seconds"] = time.perf_counter() - t0
     info["optimizer_steps"] = int(trainer.global_step)

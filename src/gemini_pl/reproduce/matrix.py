@@ -1,20 +1,26 @@
-"""The Table II matrix: rows × tasks × seeds, each cell a fully resolved config (or two: a
+"""The Table II matrix: rows × tasks × seeds, each cell one ``gemini-pl fit`` (or two: a
 pre-training and the fine-tuning that starts from it).
 
-A *mode* file (``experiments/table2/paper.yaml`` or ``phantom.yaml``) names the seeds, the step
-budget (trainer, loggers, callbacks), the task files (data + the model's task arguments) and the
-matrix file (``experiments/table2/matrix.yaml``: the rows in the paper's order, the method file of
-each row, or ``null`` for "not implemented", and the ablations). A cell's config is the deep merge
-budget ← method ← task data, plus the task's model arguments that the method's class accepts,
-the seed and the cell's output folders; it is written to ``<out>/cells/<cell>/<stage>.yaml`` and run
-by :mod:`gemini_pl.reproduce.cell` with ``gemini-pl``'s own parser.
+A *mode* file (``experiments/table2/paper.yaml`` or ``phantom.yaml``) names the seeds, the budget
+file (trainer, loggers, callbacks: it composes the presets of ``experiments/trainer|logger|callbacks``
+through its ``config:`` key), the task files (a ``data:`` section each, with a title and, for
+phantoms, how to generate them) and the matrix file (``experiments/table2/matrix.yaml``: the rows
+in the paper's order, the method file of each row, or ``null`` for "not implemented", and the
+ablations). A cell's stage is composed with LightningCLI's own mechanism, a list of config files
+(later ones override earlier ones) and command-line overrides::
+
+    --config <task> --config methods/<method>.yaml [--config <method_presets>/<method>.yaml] --config <budget>
+    --seed_everything S --data.init_args.seed S --model.init_args.aug_seed S
+    --trainer.default_root_dir <cell>/<stage> [--data.init_args.root <data root>] [--<key>=<value> of an ablation's set:]
+
+so the seed changes the initialisation, the training sampling and the augmentation, and the CLI's
+parser rejects any key that a file misspells (the cell fails with the parser's error naming it).
+The list is written to ``<runs>/cells/<cell>/cell.json`` and run by :mod:`gemini_pl.reproduce.cell`.
 """
 
 from __future__ import annotations
 
-import copy
-import importlib
-import inspect
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,63 +28,33 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Cell", "Matrix", "load_matrix", "deep_merge", "accepted_args"]
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    """Recursive dict merge (``over`` wins; lists are replaced). Neither input is modified."""
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def set_dotted(cfg: dict, key: str, value: Any) -> None:
-    """``set_dotted(cfg, "model.init_args.lambda_pos", 0)``."""
-    parts = key.split(".")
-    d = cfg
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
-    d[parts[-1]] = value
-
-
-def accepted_args(class_path: str) -> set[str] | None:
-    """Keyword arguments a class's ``__init__`` chain accepts (``None``: anything, e.g. a bare ``**kwargs``)."""
-    mod, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(mod), name)
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters
-        names |= {p for p, v in params.items() if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY) and p != "self"}
-        if not any(v.kind == v.VAR_KEYWORD for v in params.values()):
-            return names
-    return names
-
-
-def _fill(obj: Any, values: dict[str, str]) -> Any:
-    """Replace ``{cell_dir}``, ``{name}``, ``{group}``, ``{stage}`` in every string of a config."""
-    if isinstance(obj, dict):
-        return {k: _fill(v, values) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_fill(v, values) for v in obj]
-    if isinstance(obj, str):
-        return re.sub(r"\{(cell_dir|name|group|stage|seed)\}", lambda m: values[m.group(1)], obj)
-    return obj
+__all__ = ["Cell", "Matrix", "load_matrix", "stage_args"]
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
 
 
+def _cli_value(value: Any) -> str:
+    """A value as the CLI's parser reads it (YAML/JSON; strings as they are)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def stage_args(stage: dict[str, Any]) -> list[str]:
+    """The ``gemini-pl fit`` arguments of a stage (``{"configs": [...], "overrides": [...]}``)."""
+    args: list[str] = []
+    for config in stage["configs"]:
+        args += ["--config", str(config)]
+    return args + list(stage.get("overrides", []))
+
+
 @dataclass
 class Cell:
-    """One run of the matrix: a row on a task with a seed (stages: [pre-training,] main)."""
+    """One run of the matrix: a row on a task with a seed (stages: [pre-training,] main).
+
+    Each stage: ``{"name", "configs": [config files], "overrides": [--key=value ...], "test": bool,
+    "init_from_stage": <stage> | None}``.
+    """
 
     row: str
     task: str
@@ -92,44 +68,55 @@ class Cell:
     def name(self) -> str:
         return f"{slug(self.table)}__{slug(self.row)}__{self.task.lower()}__seed{self.seed}"
 
+    def args(self, stage: str = "main") -> list[str]:
+        """The ``gemini-pl fit`` arguments of one of its stages (without ``init_from``, set when it runs)."""
+        return stage_args(next(s for s in self.stages if s["name"] == stage))
+
 
 @dataclass
 class Matrix:
     mode: str
     mode_file: Path
     seeds: list[int]
-    tasks: dict[str, dict[str, Any]]
+    tasks: dict[str, dict[str, Any]]   # {"config": Path, "title": str, "phantom": {...} | None}
     rows: list[dict[str, Any]]
     ablations: list[dict[str, Any]]
-    budget: dict[str, Any]
-    pretrain_budget: dict[str, Any]
+    budget: Path
+    pretrain_budget: Path
     config_dir: Path
     data_root: str | None = None
     notes: list[str] = field(default_factory=list)
+    method_presets: Path | None = None
 
     # ---------------------------------------------------------------- configs
-    def method(self, name: str) -> dict[str, Any]:
-        return yaml.safe_load((self.config_dir / "methods" / f"{name}.yaml").read_text()) or {}
+    def method_files(self, method: str) -> list[Path]:
+        """``methods/<method>.yaml``, then the mode's ``<method_presets>/<method>.yaml`` if there is one."""
+        files = [self.config_dir / "methods" / f"{method}.yaml"]
+        if self.method_presets is not None and (self.method_presets / f"{method}.yaml").is_file():
+            files.append(self.method_presets / f"{method}.yaml")
+        return files
 
-    def stage_config(self, method: str, task: str, seed: int, cell_dir: Path, row: str, stage: str,
-                     sets: dict[str, Any] | None = None, pretrain: bool = False) -> dict[str, Any]:
+    def task_data(self, task: str) -> dict[str, Any]:
+        """The ``data:`` section of a task file."""
+        return (yaml.safe_load(Path(self.tasks[task]["config"]).read_text()) or {}).get("data") or {}
+
+    def stage(self, name: str, method: str, task: str, seed: int, cell_dir: Path, sets: dict[str, Any] | None = None,
+              pretrain: bool = False) -> dict[str, Any]:
+        """A stage: its config files (task, method, the method's presets of this mode, budget) and overrides."""
         t = self.tasks[task]
-        m = self.method(method)
-        m.pop("meta", None)
         budget = self.pretrain_budget if pretrain else self.budget
-        cfg = deep_merge(deep_merge(budget, {"data": t["data"]}), m)
-        cls = cfg["model"]["class_path"]
-        ok = accepted_args(cls)
-        init = cfg["model"].setdefault("init_args", {})
-        for k, v in {**t.get("model", {}), "seed": seed}.items():
-            if (ok is None or k in ok) and k not in m.get("model", {}).get("init_args", {}):
-                init[k] = v
-        cfg["seed_everything"] = seed
-        for k, v in (sets or {}).items():
-            set_dotted(cfg, k, v)
+        configs = [str(t["config"]), *map(str, self.method_files(method)), str(budget)]
+        overrides = [
+            f"--seed_everything={seed}",                   # initialisation
+            f"--data.init_args.seed={seed}",                # training sampling (the split is pinned by its file)
+            f"--model.init_args.aug_seed={seed}",           # augmentation
+            f"--trainer.default_root_dir={cell_dir / name}",  # logs, checkpoints and results of the stage
+        ]
         if self.data_root and not t.get("phantom"):
-            cfg["data"].setdefault("init_args", {})["root"] = self.data_root
-        return _fill(cfg, {"cell_dir": str(cell_dir / stage), "name": row, "group": task, "stage": stage, "seed": str(seed)})
+            overrides.append(f"--data.init_args.root={self.data_root}")
+        for k, v in (sets or {}).items():
+            overrides.append(f"--{k}={_cli_value(v)}")
+        return {"name": name, "configs": configs, "overrides": overrides}
 
     # ---------------------------------------------------------------- cells
     def cells(self, out: Path, rows: list[str] | None = None, tasks: list[str] | None = None) -> list[Cell]:
@@ -145,13 +132,12 @@ class Matrix:
                 for seed in self.seeds:
                     cell = Cell(spec["row"], task, seed, [], table=spec.get("table", "II"), key=spec.get("key", ""),
                                 pairs_test=bool(spec.get("pairs_test")))
-                    cdir = out / "cells" / cell.name
+                    cdir = Path(out) / "cells" / cell.name
                     if spec.get("pretrain"):
-                        pre = self.stage_config(spec["pretrain"], task, seed, cdir, spec["row"], "pretrain", pretrain=True)
-                        cell.stages.append({"name": "pretrain", "config": pre, "test": False})
-                    main = self.stage_config(spec["method"], task, seed, cdir, spec["row"], "main", spec.get("set"))
-                    cell.stages.append({"name": "main", "config": main, "test": True,
-                                        "init_from_stage": "pretrain" if spec.get("pretrain") else None})
+                        pre = self.stage("pretrain", spec["pretrain"], task, seed, cdir, pretrain=True)
+                        cell.stages.append({**pre, "test": False})
+                    main = self.stage("main", spec["method"], task, seed, cdir, spec.get("set"))
+                    cell.stages.append({**main, "test": True, "init_from_stage": "pretrain" if spec.get("pretrain") else None})
                     cells.append(cell)
         return cells
 
@@ -161,16 +147,25 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def load_matrix(mode_file: str | Path, data_root: str | None = None) -> Matrix:
-    """Read a mode file (``experiments/table2/{paper,phantom}.yaml``) and what it names."""
+    """Read a mode file (``experiments/table2/{paper,phantom}.yaml``) and the matrix file it names.
+
+    ``tasks``: ``{T1: {config: <file>, title: ..., phantom: {...}}}`` (or ``{T1: <file>}``); file
+    paths are relative to the mode file's folder.
+    """
     mode_file = Path(mode_file)
     base = mode_file.parent
     mode = _load(mode_file)
     matrix = _load(base / mode.get("matrix", "matrix.yaml"))
-    tasks = {name: _load(base / f) for name, f in mode["tasks"].items()}
-    budget = _load(base / mode["budget"])
-    pre_budget = _load(base / mode.get("pretrain_budget", mode["budget"]))
+    tasks = {}
+    for name, spec in mode["tasks"].items():
+        spec = {"config": spec} if isinstance(spec, str) else dict(spec)
+        spec["config"] = base / spec["config"]
+        tasks[name] = spec
+    presets = mode.get("method_presets")
     return Matrix(
         mode=mode.get("mode", mode_file.stem), mode_file=mode_file, seeds=list(mode["seeds"]), tasks=tasks,
-        rows=matrix["rows"], ablations=matrix.get("ablations", []), budget=budget, pretrain_budget=pre_budget,
-        config_dir=base, data_root=data_root or mode.get("data_root"), notes=list(mode.get("notes", [])),
+        rows=matrix["rows"], ablations=matrix.get("ablations", []), budget=base / mode["budget"],
+        pretrain_budget=base / mode.get("pretrain_budget", mode["budget"]), config_dir=base,
+        data_root=data_root or mode.get("data_root"), notes=list(mode.get("notes", [])),
+        method_presets=base / presets if presets else None,
     )

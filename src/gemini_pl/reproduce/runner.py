@@ -20,13 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .cell import write_json_atomic
 from .matrix import Cell, Matrix, load_matrix
 from .table import render_csv, render_markdown
 
-__all__ = ["run_matrix", "main", "prepare_phantoms", "collect"]
+__all__ = ["run_matrix", "main", "prepare_phantoms", "prepare_splits", "collect"]
 
 
 def _experiments_dir() -> Path:
@@ -35,24 +33,40 @@ def _experiments_dir() -> Path:
 
 
 def prepare_phantoms(matrix: Matrix) -> None:
-    """Write the phantom datasets of the tasks that have a ``phantom:`` section (before any cell runs:
+    """Write the phantom datasets of the tasks that have a ``phantom:`` entry (before any cell runs:
     parallel cells then only read them)."""
     from ..data import generate_phantom_dataset
 
-    for task in matrix.tasks.values():
-        ph = task.get("phantom")
+    for task, spec in matrix.tasks.items():
+        ph = spec.get("phantom")
         if ph:
-            root = task["data"]["init_args"]["root"]
-            generate_phantom_dataset(root, **ph)
+            generate_phantom_dataset(matrix.task_data(task)["init_args"]["root"], **ph)
+
+
+def prepare_splits(matrix: Matrix) -> None:
+    """Write each task's missing ``split_file`` once, from the task file's own ``seed``, before any
+    cell runs: every cell (whatever its seed) then trains on the same labeled cases and is tested on
+    the same test cases. Data that cannot be read yet is left to the cells (they fail naming it)."""
+    import importlib
+
+    for task, spec in matrix.tasks.items():
+        data = matrix.task_data(task)
+        init = dict(data.get("init_args") or {})
+        if not init.get("split_file") or Path(init["split_file"]).exists():
+            continue
+        if matrix.data_root and not spec.get("phantom"):
+            init["root"] = matrix.data_root
+        module, _, name = data["class_path"].rpartition(".")
+        try:
+            dm = getattr(importlib.import_module(module), name)(**init)
+            dm.prepare_data()
+        except Exception as exc:  # noqa: BLE001 - reported; the cells fail with the data error
+            print(f"table2: {task}: split file {init['split_file']} not written ({type(exc).__name__}: {exc})", flush=True)
 
 
 def _write_cell(cell: Cell, cdir: Path) -> None:
     cdir.mkdir(parents=True, exist_ok=True)
-    stages = []
-    for st in cell.stages:
-        fname = f"{st['name']}.yaml"
-        (cdir / fname).write_text(yaml.safe_dump(st["config"], sort_keys=False))
-        stages.append({"name": st["name"], "config": fname, "test": st["test"], "init_from_stage": st.get("init_from_stage")})
+    stages = [{k: st.get(k) for k in ("name", "configs", "overrides", "test", "init_from_stage")} for st in cell.stages]
     spec = {"row": cell.row, "task": cell.task, "seed": cell.seed, "table": cell.table, "key": cell.key,
             "pairs_test": cell.pairs_test, "stages": stages}
     (cdir / "cell.json").write_text(json.dumps(spec, indent=1))
@@ -126,6 +140,7 @@ def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: i
     print(f"table2 ({matrix.mode}): {len(cells)} cells, {len(cells) - len(todo)} done before, {len(todo)} to run", flush=True)
     if todo and not render_only:
         prepare_phantoms(matrix)
+        prepare_splits(matrix)
         for c in todo:
             _write_cell(c, runs / "cells" / c.name)
 
@@ -160,7 +175,7 @@ def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: i
     header = {
         "mode": f"{matrix.mode} ({matrix.mode_file})" + (f" — {'; '.join(matrix.notes)}" if matrix.notes else ""),
         "commit": git_commit(),
-        "configs": f"{matrix.config_dir} (resolved per cell: {runs}/cells/<cell>/*.yaml)",
+        "configs": f"{matrix.config_dir} (files and overrides per cell: {runs}/cells/<cell>/cell.json; resolved: <cell>/<stage>.yaml)",
         "tasks": ", ".join(f"{t}: {v.get('title', '')}" for t, v in matrix.tasks.items()),
         "splits (hash per task)": ", ".join(f"{t}: {'/'.join(sorted(s))}" for t, s in sorted(splits.items())) or "n/a",
         "seeds": ", ".join(map(str, matrix.seeds)),

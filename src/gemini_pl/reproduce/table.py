@@ -41,6 +41,11 @@ def aggregate(results: list[dict[str, Any]], column: str) -> dict[str, float]:
     return pooled
 
 
+def _reg_dice(pairs_metrics: dict[str, Any]) -> Any:
+    """Deformation Dice of a pairs test (``test/reg_dice``; ``dice_warped`` in results written before the rename)."""
+    return pairs_metrics.get("reg_dice", pairs_metrics.get("dice_warped"))
+
+
 def _pm(mean: float, std: float, digits: int) -> str:
     if mean is None or not math.isfinite(mean):
         return "unable"
@@ -151,7 +156,7 @@ def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], h
             ok = [r for r in runs if r.get("status") == "ok"]
             seg = summarise(_per_case(ok, "dice"))
             pm = [r.get("pairs_metrics") or {} for r in ok]
-            dd = summarise([p.get("dice_warped") for p in pm if p.get("dice_warped") is not None])
+            dd = summarise([_reg_dice(p) for p in pm if _reg_dice(p) is not None])
             fo = summarise([p.get("folding_percent") for p in pm if p.get("folding_percent") is not None])
             key = spec.get("key", "")
             if spec.get("table") == "IV":
