@@ -119,7 +119,7 @@ def _fit_test(model, dm, tmp_path, test=True):
     trainer.fit(model, datamodule=dm)
     if test:
         out = trainer.test(model, datamodule=dm, verbose=False)
-        assert math.isfinite(out[0]["test/dice"])
+        assert math.isfinite(out[0]["test/seg_dice"])
 
 
 SEG = dict(widths=SMALL_WIDTHS, num_classes=6, lr=1e-3)

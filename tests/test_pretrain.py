@@ -44,8 +44,8 @@ def test_fast_dev_run(tmp_path, phantom_root, dims):
     assert any(k.startswith("net.deformer.") for k in changed)
     assert any(k.startswith("net.head.") for k in changed)
     m = trainer.callback_metrics
-    for key in ("train/smooth", "train/gvs", "train/gss_pos", "train/gss_align", "train/total", "train/head_total",
-                "val/dice_warped", "val/dice_unwarped", "val/folding_percent"):
+    for key in ("train/gemini/smooth", "train/gemini/gvs", "train/gemini/gss_pos", "train/gemini/gss_align", "train/gemini/total",
+                "train/restore/total", "val/reg_dice", "val/reg_dice_unwarped", "val/folding_percent", "val/sdlogj"):
         assert key in m and math.isfinite(float(m[key])), key
     assert model.nonfinite_steps == 0
 
@@ -62,9 +62,9 @@ def test_alternate_steps_use_updated_weights(phantom_root):
     seen = []
     orig = model.head_loss
 
-    def spy(batch, x_a):
+    def spy(batch):
         seen.append(model.net.backbone.inc.double_conv[0].weight.detach().clone())
-        return orig(batch, x_a)
+        return orig(batch)
 
     model.head_loss = spy
     trainer = _trainer(phantom_root, fast_dev_run=1)
@@ -102,7 +102,7 @@ def test_consecutive_nonfinite_losses_stop_with_step(tmp_path, phantom_root):
     model.gemini_terms = poisoned
     trainer = _trainer(tmp_path, max_steps=20, limit_val_batches=0, log_every_n_steps=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(NonFiniteLossError, match=r"3 consecutive non-finite GEMINI losses, last at global step \d+"):
+    with pytest.raises(NonFiniteLossError, match=r"3 consecutive non-finite gemini losses, last at global step \d+"):
         trainer.fit(model, datamodule=_data(phantom_root, 2))
     # the last good state is on disk; no GEMINI step ran, so the deformer is untouched
     saved = torch.load(tmp_path / "checkpoints" / "nonfinite-stop.ckpt", map_location="cpu", weights_only=True)
@@ -114,7 +114,7 @@ def test_bf16_mixed_runs_on_cpu(tmp_path, phantom_root):
     trainer = _trainer(tmp_path, fast_dev_run=1, precision="bf16-mixed")
     model = _module(2)
     trainer.fit(model, datamodule=_data(phantom_root, 2))
-    assert math.isfinite(float(trainer.callback_metrics["train/total"]))
+    assert math.isfinite(float(trainer.callback_metrics["train/gemini/total"]))
     assert model.net.backbone.inc.double_conv[0].weight.dtype == torch.float32
 
 
@@ -139,7 +139,7 @@ def test_model_and_data_seeds_are_independent_settings(tmp_path, phantom_root):
 
 
 def test_nonfinite_grad_check_finds_nan_and_inf_and_keeps_values():
-    from gemini_pl.modules.base import _nonfinite_grads
+    from gemini_pl.modules.guard import nonfinite_grads as _nonfinite_grads
 
     grads = [torch.randn(4, 3), torch.randn(7)]
     before = [g.clone() for g in grads]

@@ -41,11 +41,11 @@ def test_fit_validate_test(tmp_path, dims, size):
     assert trainer.global_step == 2
     assert not torch.equal(flow0, model.net.deformer.flow.weight)
     assert model.net.head is None
-    for key in ("train/ncc", "train/smooth", "train/total", "val/dice", "val/folding_percent"):
+    for key in ("train/reg/ncc", "train/reg/smooth", "train/reg/total", "val/reg_dice", "val/reg_dice_unwarped", "val/folding_percent", "val/sdlogj"):
         assert math.isfinite(float(trainer.callback_metrics[key])), key
     trainer.test(model, datamodule=dm)
     m = trainer.callback_metrics
-    for key in ("test/dice", "test/dice_unwarped", "test/folding_percent", "test/sdlogj", "test/hd95"):
+    for key in ("test/reg_dice", "test/reg_dice_unwarped", "test/folding_percent", "test/sdlogj", "test/reg_hd95"):
         assert key in m, key
     rows = list(csv.DictReader(open(writer.csv_path)))
     assert [r["case"] for r in rows] == ["case0->case1", "case1->case2", "case2->case0"]
@@ -60,7 +60,7 @@ def test_unwarped_dice_matches_the_identity(tmp_path):
     trainer = _trainer(tmp_path)
     trainer.test(model, datamodule=dm)
     m = trainer.callback_metrics
-    assert float(m["test/dice"]) == pytest.approx(float(m["test/dice_unwarped"]), abs=1e-6)
+    assert float(m["test/reg_dice"]) == pytest.approx(float(m["test/reg_dice_unwarped"]), abs=1e-6)
     assert float(m["test/folding_percent"]) == 0.0
 
 
@@ -69,8 +69,8 @@ def test_warped_label_dice_loss_with_labeled_batches(tmp_path):
     dm = MemoryDataModule(2, 32, train_mode="labeled", eval_mode="pairs", labeled_batch_size=2)
     trainer = _trainer(tmp_path, limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
-    assert "train/dice" in trainer.callback_metrics
-    assert 0.0 <= float(trainer.callback_metrics["train/dice"]) <= 1.0
+    assert "train/reg/dice" in trainer.callback_metrics
+    assert 0.0 <= float(trainer.callback_metrics["train/reg/dice"]) <= 1.0
 
 
 def test_velocity_integration_option(tmp_path):
@@ -116,4 +116,4 @@ def test_fast_dev_run_on_phantom_files(tmp_path, phantom_root, dims):
                           eval_mode="pairs", num_val_pairs=2)
     trainer = _trainer(tmp_path, fast_dev_run=1)
     trainer.fit(_reg(dims), datamodule=dm)
-    assert trainer.global_step == 1 and math.isfinite(float(trainer.callback_metrics["val/dice"]))
+    assert trainer.global_step == 1 and math.isfinite(float(trainer.callback_metrics["val/reg_dice"]))

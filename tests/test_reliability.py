@@ -143,7 +143,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, semi):
     for group_ref, group_res in zip(reference["optimizer_states"][0]["state"].values(),
                                     resumed["optimizer_states"][0]["state"].values()):
         assert torch.equal(group_ref["exp_avg"], group_res["exp_avg"])
-    assert torch.equal(reference["gemini"]["aug_generator"], resumed["gemini"]["aug_generator"])
+    assert torch.equal(reference["gemini_pl"]["aug_generator"], resumed["gemini_pl"]["aug_generator"])
     m_ref, m_res = _last_metrics(ref), _last_metrics(crashed)
     keys = [k for k in m_ref if k.startswith(("val/", "train/"))]
     assert len(keys) >= 4

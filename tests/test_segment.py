@@ -53,19 +53,19 @@ def test_fit_validate_test_multiclass(tmp_path, dims, size):
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 2
     assert not torch.equal(before, model.net.backbone.inc.double_conv[0].weight)
-    assert math.isfinite(float(trainer.callback_metrics["val/dice"]))
-    assert 0.0 <= float(trainer.callback_metrics["val/dice"]) <= 1.0
+    assert math.isfinite(float(trainer.callback_metrics["val/seg_dice"]))
+    assert 0.0 <= float(trainer.callback_metrics["val/seg_dice"]) <= 1.0
     assert model.net.deformer is None and not any(k.startswith("net.deformer") for k in model.state_dict())
 
     trainer.test(model, datamodule=dm)
     m = trainer.callback_metrics
-    for key in ("test/dice", "test/avd", "test/hd95"):
+    for key in ("test/seg_dice", "test/avd", "test/hd95"):
         assert key in m, key
     rows = list(csv.DictReader(open(writer.csv_path)))
     assert len(rows) == 3 and rows[0]["case"] == "case0"
     assert {"dice", "avd", "hd95", "dice_1", "dice_5"} <= set(rows[0])
     mean = sum(float(r["dice"]) for r in rows) / 3
-    assert mean == pytest.approx(100 * float(m["test/dice"]), abs=1e-3)
+    assert mean == pytest.approx(100 * float(m["test/seg_dice"]), abs=1e-3)
     summary = writer.summary_path.read_text()
     assert "dice (%)" in summary and "avd (mm)" in summary and "commit:" in summary and "seed:" in summary
 
@@ -80,7 +80,7 @@ def test_multilabel_uses_sigmoid_and_masks(tmp_path):
     pred = model.logits_to_labels(logits)
     assert pred.shape == (1, 3, 8, 8) and torch.equal(pred, (torch.sigmoid(logits) > 0.5).float())
     trainer.test(model, datamodule=dm)
-    assert math.isfinite(float(trainer.callback_metrics["test/dice"]))
+    assert math.isfinite(float(trainer.callback_metrics["test/seg_dice"]))
 
 
 def test_num_classes_mismatch_is_a_config_error(tmp_path):
@@ -168,4 +168,4 @@ def test_fast_dev_run_on_phantom_files(tmp_path, phantom_root, dims):
                           eval_mode="cases", num_labeled=2, labeled_batch_size=2)
     trainer = _trainer(tmp_path, fast_dev_run=1)
     trainer.fit(_seg(dims), datamodule=dm)
-    assert trainer.global_step == 1 and math.isfinite(float(trainer.callback_metrics["val/dice"]))
+    assert trainer.global_step == 1 and math.isfinite(float(trainer.callback_metrics["val/seg_dice"]))

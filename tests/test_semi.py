@@ -45,11 +45,11 @@ def test_fit_two_steps_per_iteration_and_seg_validation(tmp_path, dims, size):
     changed = {k.split(".")[1] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert {"backbone", "deformer", "head"} <= changed
     m = trainer.callback_metrics
-    for key in ("train/gvs", "train/gss_pos", "train/head_total", "val/dice"):
+    for key in ("train/gemini/gvs", "train/gemini/gss_pos", "train/seg/total", "val/seg_dice"):
         assert math.isfinite(float(m[key])), key
     assert model.hparams.per_axis_scale is False and model.net.head[3].out_channels == 6
     trainer.test(model, datamodule=dm)
-    assert {"test/dice", "test/avd", "test/hd95"} <= set(trainer.callback_metrics)
+    assert {"test/seg_dice", "test/avd", "test/hd95"} <= set(trainer.callback_metrics)
     assert writer.csv_path.is_file()
 
 
@@ -62,7 +62,7 @@ def test_joint_schedule(tmp_path):
 def test_registration_validation_when_given_pairs(tmp_path):
     trainer = _trainer(tmp_path, limit_val_batches=1)
     trainer.fit(_semi(2), datamodule=MemoryDataModule(2, 32, eval_mode="pairs"))
-    assert "val/dice_warped" in trainer.callback_metrics
+    assert "val/reg_dice" in trainer.callback_metrics
 
 
 def test_one_affine_for_pair_labeled_image_and_label():
@@ -70,7 +70,8 @@ def test_one_affine_for_pair_labeled_image_and_label():
     dm = MemoryDataModule(2, 32)
     batch = next(iter(dm.train_dataloader()))
     state = model.aug_generator.get_state()
-    x_a, x_b, out = model.prepare_batch(batch)
+    out = model.prepare_batch(batch)
+    x_a, x_b = out["image_a"], out["image_b"]
     g = torch.Generator()
     g.set_state(state)
     theta = random_affine(1, 2, scale=(0.75, 1.25), per_axis_scale=False, generator=g)
@@ -102,7 +103,7 @@ def test_multilabel_3d_fit(tmp_path):
     model = _semi(3, num_classes=3)
     trainer = _trainer(tmp_path, limit_train_batches=1, limit_val_batches=1)
     trainer.fit(model, datamodule=MemoryDataModule(3, 16, labels="multilabel"))
-    assert model.label_kind == "multilabel" and math.isfinite(float(trainer.callback_metrics["val/dice"]))
+    assert model.label_kind == "multilabel" and math.isfinite(float(trainer.callback_metrics["val/seg_dice"]))
 
 
 def test_missing_labeled_batch_names_the_setting(tmp_path):
@@ -119,4 +120,4 @@ def test_fast_dev_run_on_phantom_files(tmp_path, phantom_root, dims):
                           train_mode="pairs+labeled", eval_mode="cases", num_labeled=2)
     trainer = _trainer(tmp_path, fast_dev_run=1)
     trainer.fit(_semi(dims), datamodule=dm)
-    assert trainer.global_step == 2 and math.isfinite(float(trainer.callback_metrics["val/dice"]))
+    assert trainer.global_step == 2 and math.isfinite(float(trainer.callback_metrics["val/seg_dice"]))

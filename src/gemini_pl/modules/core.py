@@ -94,7 +94,10 @@ class GeminiModule(L.LightningModule):
     ):
         super().__init__()
         if spatial_dims not in (2, 3):
-            raise ConfigError(f"model.spatial_dims must be 2 or 3, got {spatial_dims}")
+            raise ConfigError(
+                f"model.spatial_dims must be 2 or 3, got {spatial_dims}"
+                + ("; the data module could not tell its dimensionality: set data.init_args.spatial_dims" if spatial_dims is None else "")
+            )
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = GeminiNet(spatial_dims, in_channels, out_channels, widths, deformer_widths)

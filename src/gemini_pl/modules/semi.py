@@ -59,6 +59,8 @@ class GeminiSemi(SegmentationEvaluation, GeminiBase):
     ):
         """``out_channels`` is the head's output count and must be ``None`` or ``num_classes``."""
         kind = check_label_kind(label_kind)
+        if num_classes is None or num_classes < 1:
+            raise ConfigError(f"model.num_classes must be >= 1 (does the data have labels?), got {num_classes}")
         if out_channels not in (None, num_classes):
             raise ConfigError(f"GeminiSemi's head has num_classes outputs; drop model.out_channels={out_channels}")
         super().__init__(*args, out_channels=num_classes, per_axis_scale=per_axis_scale, **kwargs)
