@@ -13,9 +13,11 @@ are printed as one line naming the file, setting or step, with exit status 2.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import yaml
@@ -58,6 +60,17 @@ class GeminiCLI(LightningCLI):
             self.parser_class = OutputDirsParser
         return super().init_parser(**kwargs)
 
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: D102 - LightningCLI hook
+        # the data contract: stated once, under data; a model without the argument is left alone
+        for key in LINKED_FROM_DATA:
+            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:  # noqa: D102 - LightningCLI hook
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        given = dict((config.get("model") or {}).get("init_args") or {})
+        super().instantiate_classes()
+        check_linked_values(given, type(self.model), self.datamodule)
+
     def before_fit(self) -> None:  # noqa: D102 - LightningCLI hook
         continue_wandb_run(self.trainer, self.config_init[self.subcommand].get("ckpt_path"))
 
@@ -68,6 +81,34 @@ class GeminiCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
+
+
+#: data-module properties that LightningCLI links to the model's arguments of the same name
+LINKED_FROM_DATA = ("spatial_dims", "num_classes", "label_kind")
+
+
+def _init_default(cls: type, name: str) -> Any:
+    """The default of ``name`` in the first ``__init__`` of ``cls``'s MRO that declares it."""
+    for klass in cls.__mro__:
+        params = inspect.signature(klass.__init__).parameters if "__init__" in vars(klass) else {}
+        if name in params:
+            return params[name].default
+    return inspect.Parameter.empty
+
+
+def check_linked_values(given: dict[str, Any], model_class: type, datamodule: Any) -> None:
+    """Refuse a model value of a linked argument that the config set to something other than the
+    data's (the link would otherwise replace it silently)."""
+    for key in LINKED_FROM_DATA:
+        value = given.get(key)
+        data_value = getattr(datamodule, key, None) if datamodule is not None else None
+        if value is None or data_value is None or value == _init_default(model_class, key):
+            continue
+        if value != data_value and not (key == "label_kind" and value == "auto"):
+            raise ConfigError(
+                f"model.init_args.{key}={value!r} but the data gives {key}={data_value!r}; "
+                f"{key} is taken from the data: drop it from the model's config or set data.init_args.{key}"
+            )
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
