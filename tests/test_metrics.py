@@ -230,3 +230,16 @@ def test_dice_3d_and_background_excluded():
     # perfect background but missing foreground: background is not counted
     assert dice_per_class(torch.zeros_like(target), target, 2)[0, 0].item() == pytest.approx(0.0)
     assert mean_dice(target, target, 2).item() == pytest.approx(1.0)
+
+
+def test_dice_equals_monai_compute_dice_with_ignore_empty():
+    """The project's one Dice (``dice_rows``) against MONAI's: equal, NaN where the target is empty."""
+    from monai.metrics import compute_dice
+
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randint(0, 4, (3, 1, 9, 8, 7), generator=g)
+    target = torch.randint(0, 3, (3, 1, 9, 8, 7), generator=g)  # class 3 never in the target
+    ours = dice_per_class(pred, target, 4)
+    theirs = compute_dice(one_hot_labels(pred, 4), one_hot_labels(target, 4), include_background=False, ignore_empty=True)
+    assert torch.isnan(ours[:, 2]).all() and torch.isnan(theirs[:, 2]).all()
+    assert torch.allclose(ours[:, :2], theirs[:, :2], atol=1e-6)

@@ -1,6 +1,6 @@
-"""Evaluation metrics: Dice, Jacobian determinant, folding %, SDlogJ (METHOD §6)."""
+"""Evaluation metrics: Dice, Jacobian determinant, folding %, SDlogJ (docs/METHOD.md §6)."""
 
-from .dice import dice_per_class, mean_dice, one_hot_labels
+from .dice import dice_per_class, dice_rows, mean_dice, one_hot_labels
 from .jacobian import folding_percent, jacobian_determinant, sdlogj
 
 __all__ = ["dice_per_class", "folding_percent", "jacobian_determinant", "mean_dice", "one_hot_labels", "sdlogj"]
@@ -11,7 +11,6 @@ from .objects import (  # noqa: E402
     HausdorffDistance95,
     PerCaseMetric,
     SDLogJ,
-    dice_rows,
 )
 from .surface import average_hausdorff_distance, avd_per_class, foreground_masks, hd95_per_class, normalise_spacing  # noqa: E402
 

@@ -22,7 +22,7 @@ import math
 import torch
 from torchmetrics import Metric
 
-from .dice import one_hot_labels
+from .dice import dice_rows, one_hot_labels
 from .jacobian import folding_percent, sdlogj
 from .surface import avd_per_class, foreground_masks, hd95_per_class
 
@@ -33,18 +33,7 @@ __all__ = [
     "HausdorffDistance95",
     "PerCaseMetric",
     "SDLogJ",
-    "dice_rows",
 ]
-
-
-def dice_rows(pred_masks: torch.Tensor, target_masks: torch.Tensor) -> torch.Tensor:
-    """Dice per case and class of boolean masks (N, C, *S) → (N, C); NaN where the target is empty."""
-    p = pred_masks.flatten(2).float()
-    t = target_masks.flatten(2).float()
-    inter = (p * t).sum(-1)
-    denom = p.sum(-1) + t.sum(-1)
-    dice = 2 * inter / denom.clamp_min(1e-12)
-    return torch.where(t.sum(-1) > 0, dice, torch.full_like(dice, math.nan))
 
 
 class PerCaseMetric(Metric):
