@@ -20,7 +20,6 @@ Batches. Training: unlabeled pairs ``{"image_a", "image_b"}`` (``train_mode: pai
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -29,7 +28,6 @@ import torch
 from ..errors import ConfigError
 from ..losses import registration_terms, soft_dice_loss
 from ..metrics import one_hot_labels
-from ..nets import DEFAULT_DEFORMER_WIDTHS, DEFAULT_WIDTHS
 from ..spatial import warp
 from .core import GeminiModule, Losses
 from .reg_eval import RegistrationEvaluation
@@ -44,14 +42,13 @@ PAIR_KEYS = ("moving", "fixed", "label_m", "label_f")
 class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
     """Pairwise deformable registration with the GEMINI backbone + deformer.
 
-    Args:
+    Args (beyond :class:`~gemini_pl.modules.core.GeminiModule`'s ``in_channels``, ``widths``,
+    ``deformer_widths`` (both must match ``init_from``), ``lr``, ``rotation``, ``scale_range``,
+    ``per_axis_scale``, ``max_consecutive_nonfinite``, ``aug_seed``):
         spatial_dims: 2 or 3 (linked from the data by the CLI).
-        in_channels: image channels.
         num_classes: label classes with the background (multiclass) or label channels
             (multilabel) for the Dice metrics; ``None``: the data module's (linked by the CLI).
         label_kind: ``"auto"`` (the data module's), ``"multiclass"`` or ``"multilabel"``.
-        widths, deformer_widths: network widths (must match ``init_from``).
-        lr: Adam learning rate.
         init_from: weight file (gemini-pl checkpoint, official ``.pth`` or GeminiNet state_dict);
             backbone and deformer are copied.
         freeze_backbone: train the deformer only.
@@ -63,13 +60,10 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         bidirectional: train on φ_AB and φ_BA (one deformer, inputs swapped), as GEMINI does.
         integration_steps: 0 = displacement (published); > 0 = velocity integrated with this many
             scaling-and-squaring steps (7 is the usual choice).
-        spatial_augment, rotation, scale_range, per_axis_scale: one random affine per iteration
-            for every image and label of a pair (it does not change the pair's relative
-            deformation; off by default).
+        spatial_augment: one random affine per iteration for every image and label of a pair (it
+            does not change the pair's relative deformation; off by default).
         roi_size, sw_batch_size, sw_overlap: sliding-window evaluation of large volumes (default
             window: the data module's ``patch_size`` in 3D).
-        max_consecutive_nonfinite: stop after this many skipped (non-finite) steps in a row.
-        aug_seed: augmentation seed.
     """
 
     init_parts = ("backbone", "deformer")
@@ -78,12 +72,8 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
     def __init__(
         self,
         spatial_dims: int = 3,
-        in_channels: int = 1,
         num_classes: int | None = None,
         label_kind: Literal["auto", "multiclass", "multilabel"] | None = "auto",
-        widths: Sequence[int] = DEFAULT_WIDTHS,
-        deformer_widths: Sequence[int] = DEFAULT_DEFORMER_WIDTHS,
-        lr: float = 1e-4,
         init_from: str | None = None,
         freeze_backbone: bool = False,
         lambda_smooth: float = 0.4,
@@ -94,23 +84,15 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         bidirectional: bool = True,
         integration_steps: int = 0,
         spatial_augment: bool = False,
-        rotation: float = math.pi / 9,
-        scale_range: tuple[float, float] = (0.75, 1.25),
-        per_axis_scale: bool = True,
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.5,
-        max_consecutive_nonfinite: int = 10,
-        aug_seed: int = 0,
+        **kwargs: Any,
     ):
         if integration_steps < 0:
             raise ConfigError(f"model.integration_steps must be >= 0, got {integration_steps}")
         kind = check_label_kind(label_kind)
-        super().__init__(
-            spatial_dims=spatial_dims, in_channels=in_channels, widths=widths, deformer_widths=deformer_widths, lr=lr,
-            spatial_augment=spatial_augment, rotation=rotation, scale_range=scale_range, per_axis_scale=per_axis_scale,
-            max_consecutive_nonfinite=max_consecutive_nonfinite, aug_seed=aug_seed,
-        )
+        super().__init__(spatial_dims=spatial_dims, spatial_augment=spatial_augment, **kwargs)
         self.label_kind = "multiclass" if kind == "auto" else kind
         self.roi_size = list(roi_size) if roi_size is not None else None
 

@@ -13,12 +13,10 @@ Batches (see ``GeminiDataModule``): training ``{"image": (B, 1, *S) float, "labe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from ..errors import ConfigError
-from ..nets import DEFAULT_WIDTHS
 from .batches import require_batch_keys
 from .core import GeminiModule, Losses
 from .seg_eval import SegmentationEvaluation, check_label_kind
@@ -30,14 +28,12 @@ __all__ = ["Segmentation"]
 class Segmentation(InitFromCheckpoint, SegmentationEvaluation, GeminiModule):
     """Supervised segmentation with the GEMINI backbone + head (U-Net Five / Full, fine-tuning).
 
-    Args:
+    Args (beyond :class:`~gemini_pl.modules.core.GeminiModule`'s ``in_channels``, ``widths``, ``lr``,
+    ``spatial_augment``, ``rotation``, ``scale_range``, ``max_consecutive_nonfinite``, ``aug_seed``):
         spatial_dims: 2 or 3 (linked from the data by the CLI).
-        in_channels: image channels.
         num_classes: head outputs K: classes with the background (multiclass) or label channels
             (multilabel); linked from the data by the CLI.
         label_kind: ``"auto"`` (the data module's), ``"multiclass"`` or ``"multilabel"``.
-        widths: backbone widths (9 values).
-        lr: Adam learning rate (1e-4 in the GVSL fine-tuning protocol).
         init_from: weight file to start from: a gemini-pl checkpoint (e.g. ``GeminiPretrain``'s
             ``last.ckpt``), an official GEMINI ``.pth``, or a GeminiNet state_dict. The backbone
             must fit; the head is copied only with ``init_head`` and when its shape fits. Read
@@ -46,12 +42,9 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, GeminiModule):
         init_head: also copy the head (e.g. from a ``Segmentation``/``GeminiSemi`` checkpoint).
         freeze_backbone: train the head only (linear evaluation).
         lambda_seg: weight of the segmentation loss (100 as published).
-        spatial_augment: one random rotation + scale per iteration for image and label (nearest).
-        rotation, scale_range, per_axis_scale: the augmentation's ranges (docs/METHOD.md §5; Semi's single scale).
+        per_axis_scale: one scale factor per axis; default one for all axes (Semi's, docs/METHOD.md §5).
         roi_size: sliding-window size for evaluation; default the data module's ``patch_size`` (3D).
         sw_batch_size, sw_overlap: sliding-window batch and overlap.
-        max_consecutive_nonfinite: stop after this many skipped (non-finite) steps in a row.
-        aug_seed: augmentation seed (offset by the DDP rank).
     """
 
     network_parts = ("backbone", "head")
@@ -59,33 +52,22 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, GeminiModule):
     def __init__(
         self,
         spatial_dims: int = 3,
-        in_channels: int = 1,
         num_classes: int = 2,
         label_kind: Literal["auto", "multiclass", "multilabel"] | None = "auto",
-        widths: Sequence[int] = DEFAULT_WIDTHS,
-        lr: float = 1e-4,
         init_from: str | None = None,
         init_head: bool = False,
         freeze_backbone: bool = False,
         lambda_seg: float = 100.0,
-        spatial_augment: bool = True,
-        rotation: float = math.pi / 9,
-        scale_range: tuple[float, float] = (0.75, 1.25),
         per_axis_scale: bool = False,
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.5,
-        max_consecutive_nonfinite: int = 10,
-        aug_seed: int = 0,
+        **kwargs: Any,
     ):
         kind = check_label_kind(label_kind)
         if num_classes is None or num_classes < 1:
             raise ConfigError(f"model.num_classes must be >= 1 (does the data have labels?), got {num_classes}")
-        super().__init__(
-            spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes, widths=widths, lr=lr,
-            spatial_augment=spatial_augment, rotation=rotation, scale_range=scale_range, per_axis_scale=per_axis_scale,
-            max_consecutive_nonfinite=max_consecutive_nonfinite, aug_seed=aug_seed,
-        )
+        super().__init__(spatial_dims=spatial_dims, out_channels=num_classes, per_axis_scale=per_axis_scale, **kwargs)
         self.label_kind = "multiclass" if kind == "auto" else kind
         self.roi_size = list(roi_size) if roi_size is not None else None
 
