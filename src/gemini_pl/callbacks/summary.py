@@ -12,14 +12,15 @@ class RegistrationSummary(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m = trainer.callback_metrics
-        if "val/dice_warped" not in m:
+        if "val/reg_dice" not in m:
             rank_zero_info("RegistrationSummary: no validation metrics (validation did not run)")
             return
         n_pairs = _num_val_pairs(trainer)
         rows = [
-            ("Dice without warping", 100 * float(m["val/dice_unwarped"])),
-            ("Dice after warping (GEMINI deformer)", 100 * float(m["val/dice_warped"])),
+            ("Dice without warping", 100 * float(m["val/reg_dice_unwarped"])),
+            ("Dice after warping (GEMINI deformer)", 100 * float(m["val/reg_dice"])),
             ("Folding (% voxels det J <= 0)", float(m["val/folding_percent"])),
+            ("SDlogJ", float(m["val/sdlogj"])),
         ]
         lines = [
             "",
