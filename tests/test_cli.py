@@ -1,4 +1,5 @@
-"""End-to-end runs of the ``gemini-pl`` console script on phantoms: fit, resume, bf16, DDP, errors."""
+"""End-to-end runs of the ``gemini-pl`` console script on phantoms: fit, resume, bf16, DDP, errors;
+configs composed of presets; one output folder (``trainer.default_root_dir``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import REPO
 
@@ -56,7 +58,7 @@ def test_fit_writes_everything_then_resumes(tmp_path):
 
     res = run_cli(["test", "--config", CONFIG, *SMALL, "--ckpt_path", str(last)], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "test/dice_warped" in res.stdout
+    assert "test/reg_dice" in res.stdout
 
 
 def test_bf16_mixed_from_the_cli(tmp_path):
@@ -100,3 +102,105 @@ def test_ddp_two_cpu_processes(tmp_path):
     last = tmp_path / "runs" / "demo_pretrain" / "checkpoints" / "last.ckpt"
     # each rank takes the 2 iterations of its share of the epoch; the weights stay in sync
     assert _global_step(last) == 2 * 2
+
+
+def _print_config(args: list[str], capsys) -> dict:
+    from gemini_pl.cli import cli_main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["fit", *args, "--print_config"])
+    out = capsys.readouterr()
+    assert exc.value.code in (0, None), out.err[-3000:]
+    return yaml.safe_load(out.out)
+
+
+def _classes(items: list[dict]) -> list[str]:
+    return [item["class_path"].rsplit(".", 1)[-1] for item in items]
+
+
+def test_experiment_composed_of_presets(capsys):
+    """An experiment names its presets (config: key): trainer, loggers and callbacks come from them,
+    the experiment's own keys override them, and a preset given after it overrides it in turn."""
+    cfg = _print_config(["--config", str(REPO / "experiments" / "gemini_seg.yaml")], capsys)
+    t = cfg["trainer"]
+    assert (t["accelerator"], t["devices"], t["precision"], t["log_every_n_steps"]) == ("auto", 1, "32-true", 50)  # trainer/default
+    assert (t["max_steps"], t["val_check_interval"], t["default_root_dir"]) == (40000, 200, "runs/gemini_seg")     # its own
+    assert _classes(t["logger"]) == ["GeminiWandbLogger", "CSVLogger"]                                             # logger/wandb
+    assert _classes(t["callbacks"]) == ["LastCheckpoint", "ModelCheckpoint", "ResultsWriter"]                      # callbacks/*
+    assert t["callbacks"][0]["init_args"]["every_n_train_steps"] == 2000
+    assert t["callbacks"][1]["init_args"]["monitor"] == "val/seg_dice" and t["callbacks"][1]["init_args"]["mode"] == "max"
+    # output folders: the configs leave them unset, they follow trainer.default_root_dir
+    assert [lg["init_args"]["save_dir"] for lg in t["logger"]] == ["runs/gemini_seg"] * 2
+    assert t["callbacks"][0]["init_args"]["dirpath"] == t["callbacks"][1]["init_args"]["dirpath"] == os.path.join("runs/gemini_seg", "checkpoints")
+    assert t["callbacks"][2]["init_args"]["results_dir"] == os.path.join("runs/gemini_seg", "results")
+    assert "config" not in cfg
+    for f in (REPO / "experiments").rglob("*.yaml"):
+        text = f.read_text()
+        assert not any(k in text for k in ("save_dir:", "dirpath:", "results_dir:", "output_dir:")), f
+
+    cfg = _print_config(["--config", str(REPO / "experiments" / "gemini_seg.yaml"),
+                         "--config", str(REPO / "experiments" / "trainer" / "gpu.yaml")], capsys)
+    t = cfg["trainer"]
+    assert (t["accelerator"], t["precision"], t["max_steps"]) == ("gpu", "bf16-mixed", 40000)
+    assert _classes(t["callbacks"]) == ["LastCheckpoint", "ModelCheckpoint", "ResultsWriter"]
+
+    cfg = _print_config(["--config", str(REPO / "experiments" / "demo_pretrain.yaml")], capsys)
+    t = cfg["trainer"]
+    assert (t["accelerator"], t["max_epochs"], t["log_every_n_steps"]) == ("cpu", 8, 10)
+    assert _classes(t["logger"]) == ["GeminiWandbLogger", "CSVLogger"]
+    assert _classes(t["callbacks"]) == ["LastCheckpoint", "ModelCheckpoint", "RegistrationSummary"]  # + its own, appended
+    assert t["callbacks"][1]["init_args"]["monitor"] == "val/reg_dice"
+
+    cfg = _print_config(["--config", str(REPO / "experiments" / "demo" / "seg.yaml")], capsys)
+    assert _classes(cfg["trainer"]["logger"]) == ["CSVLogger"] and cfg["trainer"]["accelerator"] == "cpu"
+
+
+def test_missing_preset_is_named(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("config: [trainer/nope.yaml]\nseed_everything: 1\n")
+    res = run_cli(["fit", "--config", str(exp)], cwd=tmp_path)
+    assert res.returncode == 2 and "trainer/nope.yaml" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_fill_output_dirs_keeps_given_values():
+    from jsonargparse import Namespace
+
+    from gemini_pl.cli import fill_output_dirs
+
+    cfg = Namespace(trainer=Namespace(default_root_dir="R", logger=[
+        Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=None, name="csv")),
+        Namespace(class_path="gemini_pl.loggers.GeminiWandbLogger", init_args=Namespace(save_dir="runs", name=None)),
+    ], callbacks=[
+        Namespace(class_path="gemini_pl.callbacks.LastCheckpoint", init_args=None),
+        Namespace(class_path="lightning.pytorch.callbacks.ModelCheckpoint", init_args=Namespace(dirpath="elsewhere")),
+        Namespace(class_path="gemini_pl.callbacks.ResultsWriter", init_args=Namespace(results_dir=None)),
+        Namespace(class_path="gemini_pl.callbacks.NiftiPredictionWriter", init_args=Namespace(output_dir="predictions")),
+    ]))
+    assert fill_output_dirs(cfg) == "R"
+    lg, cb = cfg.trainer.logger, cfg.trainer.callbacks
+    assert lg[0].init_args.save_dir == "R" and lg[1].init_args.save_dir == "R"  # unset / the class default
+    assert cb[0].init_args.dirpath == os.path.join("R", "checkpoints")
+    assert cb[1].init_args.dirpath == "elsewhere"  # given: kept
+    assert cb[2].init_args.results_dir == os.path.join("R", "results")
+    assert cb[3].init_args.output_dir == os.path.join("R", "predictions")
+
+
+def test_default_root_dir_moves_checkpoints_logs_and_results(tmp_path, monkeypatch):
+    """``--trainer.default_root_dir X``: checkpoints, CSV logs and test results all under X, nothing
+    under the config's own folder."""
+    from gemini_pl.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "elsewhere" / "X"
+    small = ["--config", str(REPO / "experiments" / "demo" / "seg.yaml"), "--trainer.default_root_dir", str(out),
+             "--data.init_args.size", "32", "--data.init_args.num_unlabeled", "4", "--data.init_args.num_test", "2",
+             "--data.init_args.labeled_batch_size", "2", "--data.init_args.samples_per_epoch", "4",
+             "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.check_val_every_n_epoch", "1"]
+    cli_main(["fit", *small])
+    cli_main(["test", *small, "--ckpt_path", str(out / "checkpoints" / "last.ckpt")])
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert list((out / "checkpoints").glob("best-*.ckpt"))              # the monitored val/seg_dice
+    assert list((out / "csv").glob("version_*/metrics.csv"))
+    assert (out / "results" / "test_cases.csv").is_file() and (out / "results" / "test_summary.md").is_file()
+    assert not (tmp_path / "runs").exists()

@@ -68,20 +68,29 @@ def test_render_table_hand_made():
     assert "CPS,Semi,T1,DSC" in csv_text and "failed" in csv_text and "not implemented" in csv_text
 
 
-def _tiny_matrix(tmp_path: Path) -> Path:
+def _tiny_matrix(tmp_path: Path, rows: list[dict] | None = None, tasks: dict[str, dict] | None = None) -> Path:
+    """A mode file in ``tmp_path/cfg``: the phantom budget (composed by its own config: key, trimmed
+    to one iteration), the phantom T3 task on a smaller phantom set under ``tmp_path/data``, the
+    repository's method files (copied: tests add misspelled ones) and the phantom method presets."""
     cfg = tmp_path / "cfg"
     shutil.copytree(REPO / "experiments" / "table2" / "methods", cfg / "methods")
-    budget = yaml.safe_load((REPO / "experiments" / "table2" / "budget" / "phantom.yaml").read_text())
-    budget["trainer"].update(max_epochs=1, limit_train_batches=1, limit_test_batches=2)
-    budget["data"]["init_args"]["samples_per_epoch"] = 2
+    budget = {"config": [str(REPO / "experiments" / "table2" / "budget" / "phantom.yaml")],
+              "trainer": {"max_epochs": 1, "limit_train_batches": 1, "limit_test_batches": 2},
+              "data": {"init_args": {"samples_per_epoch": 2}}}
     (cfg / "budget.yaml").write_text(yaml.safe_dump(budget))
-    task = yaml.safe_load((REPO / "experiments" / "table2" / "phantom" / "t3.yaml").read_text())
-    task["phantom"].update(num_unlabeled=3, num_labeled=5, num_test=2)
-    task["data"]["init_args"]["root"] = str(tmp_path / "data")
-    (cfg / "t3.yaml").write_text(yaml.safe_dump(task))
-    (cfg / "matrix.yaml").write_text(yaml.safe_dump({"rows": [
+    mode_tasks = {}
+    for name, edit in (tasks or {"T3": {}}).items():
+        task = yaml.safe_load((REPO / "experiments" / "table2" / "phantom" / "t3.yaml").read_text())
+        root = tmp_path / "data" / name.lower()
+        task["data"]["init_args"].update(root=str(root), split_file=str(root / "split.json"), **edit)
+        (cfg / f"{name.lower()}.yaml").write_text(yaml.safe_dump(task))
+        mode_tasks[name] = {"config": f"{name.lower()}.yaml", "title": "2D phantom 32²",
+                            "phantom": {"name": "phantom2d", "spatial_dims": 2, "size": 32, "num_unlabeled": 3,
+                                        "num_labeled": 5, "num_test": 2, "seed": 2}}
+    (cfg / "matrix.yaml").write_text(yaml.safe_dump({"rows": rows or [
         {"row": "U-Net Five", "method": "unet_five"}, {"row": "CPS", "method": "cps"}, {"row": "MASSL", "method": None}]}))
-    mode = {"mode": "phantom", "seeds": [0], "matrix": "matrix.yaml", "budget": "budget.yaml", "tasks": {"T3": "t3.yaml"}}
+    mode = {"mode": "phantom", "seeds": [0], "matrix": "matrix.yaml", "budget": "budget.yaml", "tasks": mode_tasks,
+            "method_presets": str(REPO / "experiments" / "table2" / "phantom" / "methods")}
     (cfg / "mode.yaml").write_text(yaml.safe_dump(mode))
     return cfg / "mode.yaml"
 
@@ -97,6 +106,11 @@ def test_runner_resume_skip_and_failed_cell(tmp_path, monkeypatch):
     assert bad["status"] == "failed" and "failing on purpose" in bad["error"]
     assert "failing on purpose" in md and "not implemented" in md
     assert (out / "table2.md").exists() and (out / "table2.csv").exists()
+    # the stage's outputs are all under its folder (trainer.default_root_dir); the split was written once, before
+    main = cells["U-Net Five"].parent / "main"
+    assert (main / "checkpoints" / "last.ckpt").is_file() and (main / "results" / "test_cases.csv").is_file()
+    assert list((main / "csv").glob("version_*/metrics.csv")) and (cells["U-Net Five"].parent / "main.yaml").is_file()
+    assert (tmp_path / "data" / "t3" / "split.json").is_file()
     # a second run reruns nothing (finished cells, failed ones included, are skipped)
     stamps = {k: p.stat().st_mtime_ns for k, p in cells.items()}
     t0 = time.perf_counter()
@@ -123,27 +137,72 @@ def test_phantom_matrix_end_to_end(tmp_path):
     assert wall < 20 * 60
 
 
-@pytest.mark.parametrize("mode", ["paper"])
-def test_every_cell_config_parses(tmp_path, mode, capsys):
-    """One resolved cell config per module class passes the CLI's parser (classes, argument names,
-    types); the phantom configs are run by the slow end-to-end test."""
+def _resolved(args: list[str], capsys) -> dict:
+    """The config ``gemini-pl fit <args>`` resolves to (``--print_config``)."""
     from gemini_pl.cli import cli_main
 
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["fit", *args, "--print_config"])
+    out = capsys.readouterr()
+    assert exc.value.code in (0, None), out.err[-3000:]
+    return yaml.safe_load(out.out)
+
+
+@pytest.mark.parametrize("mode", ["paper", "phantom"])
+def test_every_cell_config_parses(tmp_path, mode, capsys):
+    """One cell stage per module class passes the CLI's parser (classes, argument names, types);
+    the phantom configs are run by the slow end-to-end test."""
     matrix = load_matrix(REPO / "experiments" / "table2" / f"{mode}.yaml")
     matrix.seeds = [0]
     cells = matrix.cells(tmp_path)
     rows = {c.row for c in cells}
     assert {"U-Net Five", "UA-MT", "CPS", "VoxelMorph (VM)", "DeepAtlas", "PixPro", "GEMINI-Semi"} <= rows
-    seen = set()
+    seen, classes = set(), set()
     for c in cells:
         for st in c.stages:
-            key = st["config"]["model"]["class_path"]
-            if key in seen:
+            method = st["configs"][1]  # task, method, [method presets], budget
+            if method in seen:
                 continue
-            seen.add(key)
-            path = tmp_path / f"{c.name}_{st['name']}.yaml"
-            path.write_text(yaml.safe_dump(st["config"]))
-            with pytest.raises(SystemExit) as exc:
-                cli_main(["fit", "--config", str(path), "--print_config"])
-            assert exc.value.code in (0, None), (c.name, st["name"])
-    capsys.readouterr()
+            seen.add(method)
+            cfg = _resolved(c.args(st["name"]), capsys)
+            classes.add(cfg["model"]["class_path"])
+            assert cfg["trainer"]["default_root_dir"] == str(tmp_path / "cells" / c.name / st["name"])
+            if mode == "phantom":  # the phantom scale of every class: the budget's widths, the method presets
+                assert cfg["model"]["init_args"]["widths"] == [8, 16, 32, 64, 128, 64, 32, 16, 8], method
+    assert len(classes) >= 9
+
+
+def test_seed_sets_init_sampling_and_augmentation(tmp_path, capsys):
+    """A cell's seed reaches seed_everything, the data module's sampling seed and the model's
+    augmentation seed; the same seed gives the same ones, another seed other ones."""
+    matrix = load_matrix(REPO / "experiments" / "table2" / "phantom.yaml")
+    matrix.seeds = [0, 1, 0]
+    cells = [c for c in matrix.cells(tmp_path, rows=["GEMINI-Semi"], tasks=["T3"])]
+    assert [c.seed for c in cells] == [0, 1, 0]
+    seeds = []
+    for c in cells:
+        cfg = _resolved(c.args("main"), capsys)
+        seeds.append((cfg["seed_everything"], cfg["data"]["init_args"]["seed"], cfg["model"]["init_args"]["aug_seed"]))
+    assert seeds == [(0, 0, 0), (1, 1, 1), (0, 0, 0)]
+    # the pre-training stage of a DCRL row too
+    pre = [c for c in matrix.cells(tmp_path, rows=["PixPro"], tasks=["T3"]) if c.seed == 1][0]
+    cfg = _resolved(pre.args("pretrain"), capsys)
+    assert (cfg["seed_everything"], cfg["data"]["init_args"]["seed"], cfg["model"]["init_args"]["aug_seed"]) == (1, 1, 1)
+
+
+def test_misspelled_key_fails_the_cell_naming_it(tmp_path):
+    """A misspelled key in a method file and in a task file: the cells fail (reported in the table)
+    with the parser's error naming the key; no key is dropped silently."""
+    mode = _tiny_matrix(tmp_path, rows=[{"row": "UA-MT", "method": "uamt_typo", "tasks": ["T3"]},
+                                        {"row": "U-Net Five", "method": "unet_five", "tasks": ["T1"]}],
+                        tasks={"T3": {}, "T1": {"num_val_pair": 4}})
+    method = yaml.safe_load((mode.parent / "methods" / "uamt.yaml").read_text())
+    method["model"]["init_args"]["lamda_unsup"] = 0.1
+    (mode.parent / "methods" / "uamt_typo.yaml").write_text(yaml.safe_dump(method))
+    runs = tmp_path / "runs"
+    md = run_matrix(mode, runs, tmp_path / "results", jobs=2, threads=1)
+    results = {c.row: json.loads((runs / "cells" / c.name / "result.json").read_text()) for c in load_matrix(mode).cells(runs)}
+    assert results["UA-MT"]["status"] == "failed" and "lamda_unsup" in results["UA-MT"]["error"], results["UA-MT"]
+    assert results["U-Net Five"]["status"] == "failed" and "num_val_pair" in results["U-Net Five"]["error"], results["U-Net Five"]
+    assert "lamda_unsup" in md.split("Failed cells:")[1] and "num_val_pair" in md.split("Failed cells:")[1]

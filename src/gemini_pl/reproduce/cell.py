@@ -78,6 +78,8 @@ def parse_stage(args: list[str]) -> Any:
         text = captured.getvalue()
         i = text.rfind("error:")
         msg = text[i + len("error:"):].strip() if i >= 0 else text.strip()[-1500:]
+        noise = ("Given value", "Subtypes:", "Errors:", "Does not validate against any", "- Expected a <class 'NoneType'>")
+        msg = " ".join(ln.strip() for ln in msg.splitlines() if ln.strip() and not ln.strip().startswith(noise))
         raise ConfigError(f"{msg or f'the parser exited with status {exc.code}'} (gemini-pl fit {' '.join(args)})") from None
 
 

@@ -97,8 +97,16 @@ class Matrix:
         return files
 
     def task_data(self, task: str) -> dict[str, Any]:
-        """The ``data:`` section of a task file."""
-        return (yaml.safe_load(Path(self.tasks[task]["config"]).read_text()) or {}).get("data") or {}
+        """The ``data:`` section of a task file (the runner reads its ``root`` and ``split_file`` to
+        generate phantoms and write the split before the cells run: a task file states its whole
+        ``data:`` section, without ``config:`` presets)."""
+        path = Path(self.tasks[task]["config"])
+        cfg = yaml.safe_load(path.read_text()) or {}
+        if cfg.get("config"):
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{path}: a task file states its whole data: section (no config: presets)")
+        return cfg.get("data") or {}
 
     def stage(self, name: str, method: str, task: str, seed: int, cell_dir: Path, sets: dict[str, Any] | None = None,
               pretrain: bool = False) -> dict[str, Any]:
