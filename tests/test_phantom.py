@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from gemini_pl.data.phantom import LABEL_NAMES, PHANTOM_VERSION, generate_phantom_dataset, make_phantom
 from gemini_pl.errors import DataError
@@ -129,3 +130,97 @@ def test_folder_without_manifest_is_an_error(tmp_path):
     )
     assert (out / "manifest.json").is_file()
     assert not (out / "train/unlabeled/image/x.nii.gz").exists()
+
+
+# ------------------------------------------------------------------------------ the data module's phantom option
+SMALL = dict(num_unlabeled=4, num_labeled=2, num_test=3)
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantom_dm")
+    generate_phantom_dataset(root, name="phantom2d", spatial_dims=2, size=32, **SMALL)
+    return root
+
+
+def _copy(phantom_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(phantom_dir / "phantom2d", tmp_path / "phantom2d")
+    return tmp_path / "phantom2d"
+
+
+def test_phantom_option_is_the_phantom_data_module(tmp_path):
+    """GeminiDataModule(phantom=...) generates what PhantomDataModule generates, and serves the
+    same batches; num_labeled of the alias is both the generated count and the budget."""
+    from gemini_pl.data import GeminiDataModule, PhantomDataModule, PhantomOptions
+
+    alias = PhantomDataModule(root=str(tmp_path / "a"), size=16, train_mode="pairs+labeled", **SMALL)
+    option = GeminiDataModule(root=str(tmp_path / "b"), num_labeled=2, train_mode="pairs+labeled",
+                              phantom=PhantomOptions(size=16, num_unlabeled=4, num_train_labeled=2, num_test=3))
+    for dm in (alias, option):
+        dm.prepare_data()
+        params = json.loads((tmp_path / dm.root / "phantom2d/manifest.json").read_text())["params"]
+        assert {k: params[k] for k in ("size", "num_unlabeled", "num_labeled", "num_test")} == \
+            {"size": 16, "num_unlabeled": 4, "num_labeled": 2, "num_test": 3}
+        dm.setup("fit")
+        assert len(dm.train_set.labeled) == 2
+    a, b = next(iter(alias.train_dataloader())), next(iter(option.train_dataloader()))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    # the saved hyperparameters (less split_hash, which setup records) rebuild each module
+    assert "phantom" not in alias.hparams and option.hparams["phantom"]["num_train_labeled"] == 2
+    for dm in (alias, option):
+        again = type(dm)(**{k: v for k, v in dm.hparams.items() if k != "split_hash"})
+        assert (again.phantom, again.dataset, again.num_labeled) == (dm.phantom, "phantom2d", 2)
+
+
+def test_phantom_option_errors(tmp_path):
+    from gemini_pl.data import GeminiDataModule, PhantomOptions
+    from gemini_pl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="num_test must be >= 0"):
+        PhantomOptions(num_test=-1)
+    with pytest.raises(ConfigError, match="real dataset"):
+        GeminiDataModule(root=str(tmp_path), dataset="candi", phantom=PhantomOptions())
+    # without the option a missing phantom folder is an error, not generated
+    with pytest.raises(DataError, match="does not exist"):
+        GeminiDataModule(root=str(tmp_path), dataset="phantom2d").setup("fit")
+    assert not (tmp_path / "phantom2d").exists()
+
+
+def test_phantom_data_module_label_table_and_preprocessing(phantom_dir):
+    """The parent's arguments PhantomDataModule used to drop now take effect."""
+    from gemini_pl.data import PhantomDataModule
+
+    table = {1: 1, 2: 2, 3: 2, 4: 3, 5: 3}  # body; both organs; wall and cavity
+    dm = PhantomDataModule(root=str(phantom_dir), size=32, label_table=table, eval_mode="cases",
+                           preprocessing={"intensity": "none"}, **SMALL)
+    assert dm.num_classes == 4 and dm.class_names == ()  # the 6 phantom names no longer fit
+    dm.setup("validate")
+    case = dm.val_set[0]
+    folder = phantom_dir / "phantom2d/test/labeled"
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"label/{case['name']}.nii.gz"))).T
+    lookup = np.array([0, 1, 2, 2, 3, 3])
+    np.testing.assert_array_equal(case["label"][0].numpy(), lookup[label])
+    raw = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"image/{case['name']}.nii.gz"))).T
+    np.testing.assert_allclose(case["image"][0].numpy(), raw, rtol=1e-6)  # no intensity scaling
+
+
+def test_phantom_data_module_on_error_and_cache_dir(phantom_dir, tmp_path):
+    from gemini_pl.data import PhantomDataModule
+
+    data = _copy(phantom_dir, tmp_path)
+    bad = data / "train/unlabeled/image/phantom_0001.nii.gz"
+    bad.write_bytes(b"not a NIfTI file")
+    with pytest.raises(DataError, match="phantom_0001"):
+        PhantomDataModule(root=str(tmp_path), size=32, **SMALL).setup("fit")
+    cache = tmp_path / "my_cache"
+    dm = PhantomDataModule(root=str(tmp_path), size=32, on_error="skip", cache="disk", cache_dir=str(cache),
+                           **SMALL)
+    dm.setup("fit")
+    assert [path for path, _ in dm.skipped] == [str(bad)]
+    assert len(dm.train_set) == 3 * 2  # the 3 readable images give 6 ordered pairs
+    next(iter(dm.train_dataloader()))
+    (sub,) = cache.iterdir()  # pair images and the first test case read so far
+    assert sub.name.startswith("phantom2d-") and 2 <= len(list(sub.glob("*.pt"))) <= 6
+    assert not (tmp_path / "cache").exists()  # not the default <root>/cache

@@ -114,7 +114,7 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
                 layout.records(key)
                 present.append(key)
             else:
-                rep.add(f"{key}: none ({dm._expected_folder(key)} not found)")
+                rep.add(f"{key}: none ({dm._records.expected_folder(key)} not found)")
         except GeminiError as exc:
             rep.problem(str(exc))
     if not present and not rep.problems:
@@ -282,10 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gemini-pl check-data: error: {type(dm).__name__} is not a GeminiDataModule",
               file=sys.stderr)
         return 2
-    prepare = getattr(dm, "prepare_data", None)
     try:
-        if prepare is not None and type(dm).__name__ == "PhantomDataModule":
-            prepare()
+        if dm.phantom is not None:  # generate the phantom first, as training would
+            dm.prepare_data()
         report = check_data(dm, max_files=cfg.max_files)
     except GeminiError as exc:
         print(f"gemini-pl check-data: error: {exc}", file=sys.stderr)

@@ -8,139 +8,51 @@ the label table and the preprocessing). Layout (see ``data/README.md``)::
     <root>/<folder>/train/labeled/{image,label}/<name>   # the few-shot labeled training set
     <root>/<folder>/test/labeled/{image,label}/<name>    # validation / test
 
-Batches (``B`` = batch size, ``S`` = spatial shape or ``patch_size``; images float32 in [0, 1]):
+Batches and what LightningModules may read (``spatial_dims``, ``label_kind``, ``num_classes``,
+``class_names``, ``patch_size``, ``train_mode``, ``eval_mode``, ``atlas_cases()``; valid right
+after construction) are the data contract, :mod:`gemini_pl.data.contract`. Names with a leading
+underscore are private.
 
-``train_mode="pairs"`` (default)
-    ``{"image_a", "image_b"}``: (B, 1, *S), a random ordered pair ``a != b`` of unlabeled
-    training images (within one group for grouped datasets, e.g. ChestX-ray8 view x sex).
-``train_mode="pairs+labeled"``
-    the pair keys plus ``{"image", "label"}``: one random few-shot labeled training sample per item.
-``train_mode="labeled"``
-    ``{"image", "label"}`` of the few-shot labeled training set (``labeled_batch_size``).
-``eval_mode="pairs"`` (default; validation and test)
-    ``{"image_a", "image_b", "label_a", "label_b", "name_a", "name_b"}``: fixed pairs of held-out
-    labeled cases.
-``eval_mode="cases"``
-    ``{"image", "label", "name", "spacing", "meta"}``, one whole case per batch (batch size 1):
-    ``spacing`` (1, ndim) float32, ``meta`` the geometry to write a prediction back (see
-    :func:`gemini_pl.data.io.save_prediction`).
-
-``"label"``: multiclass datasets (one label map) (B, 1, *S) int64 of class indices 0..K-1 (after
-the label table); multilabel datasets (SCR) (B, K, *S) float32 0/1 channels. See
-:attr:`GeminiDataModule.num_classes`, :attr:`~GeminiDataModule.label_kind`.
+Where the parts are: which files serve which role under the split is
+:mod:`gemini_pl.data.records`; reading, caching and checking them is :mod:`gemini_pl.data.cache`;
+the batch datasets are :mod:`gemini_pl.data.pairs`; the training order and loaders are
+:mod:`gemini_pl.data.sampling`; generated phantoms are the ``phantom`` option
+(:mod:`gemini_pl.data.phantom_options`). This module assembles them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import os
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import lightning as L
-import torch
-from monai.data import CacheDataset, PersistentDataset
 from monai.data import DataLoader as MonaiDataLoader
-from monai.data import Dataset as MonaiDataset
-from monai.transforms import Compose, RandCropByPosNegLabeld, Transform
 from torch.utils.data import Dataset, Sampler
-from torch.utils.data._utils.collate import default_collate
 
-from gemini_pl.data.io import case_name
+from gemini_pl.data.cache import cache_mode, check_items, disk_cache_dir, labeled_crops, read_items, with_random
+from gemini_pl.data.contract import DataContract
 from gemini_pl.data.layout import Layout
-from gemini_pl.data.pairs import (
-    CaseDataset,
-    LabeledDataset,
-    LabeledPairDataset,
-    PairDataset,
-    PairsWithLabeled,
-)
-from gemini_pl.data.phantom import generate_phantom_dataset
-from gemini_pl.data.sampling import (
-    MAX_PERMUTED,
-    StreamDataset,
-    StreamSampler,
-    eval_sampler,
-    lightning_batches_done,
-)
-from gemini_pl.data.specs import INTENSITY_MODES, DatasetSpec, get_spec
-from gemini_pl.data.splits import few_shot, load_split, make_split, split_bytes, split_sha256, write_split
-from gemini_pl.data.transforms import case_transforms, check_patch_size
-from gemini_pl.errors import ConfigError, DataError, find_error
+from gemini_pl.data.pairs import CaseDataset, LabeledDataset, LabeledPairDataset, PairDataset, PairsWithLabeled
+from gemini_pl.data.phantom_options import PhantomOptions
+from gemini_pl.data.records import SplitRecords
+from gemini_pl.data.sampling import eval_sampler, make_loader
+from gemini_pl.data.specs import INTENSITY_MODES, get_spec
+from gemini_pl.data.transforms import case_transforms
+from gemini_pl.errors import ConfigError, DataError
 
-__all__ = ["GeminiDataModule", "PhantomDataModule", "PairDataset", "LabeledPairDataset", "INTENSITY_MODES"]
+__all__ = [
+    "GeminiDataModule", "PhantomDataModule", "PhantomOptions", "PairDataset", "LabeledPairDataset",
+    "INTENSITY_MODES",
+]
 
 log = logging.getLogger(__name__)
 
-TRAIN_MODES = ("pairs", "pairs+labeled", "labeled")
-EVAL_MODES = ("pairs", "cases")
-CACHE_MODES = ("memory", "disk", "none")
-#: above this many training pairs an epoch is ``len(images)`` pairs drawn with replacement.
-MAX_ENUMERATED_PAIRS = MAX_PERMUTED
 
-
-def _reraise(exc: BaseException) -> None:
-    err = find_error(exc)
-    if err is not None and err is not exc:
-        raise type(err)(str(err)) from exc
-
-
-class _Safe(Dataset):
-    """Re-raise the gemini-pl error hidden inside MONAI's RuntimeError wrapping."""
-
-    def __init__(self, ds: Dataset) -> None:
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> Any:
-        try:
-            return self.ds[i]
-        except Exception as exc:
-            _reraise(exc)
-            raise
-
-
-class _Transformed(Dataset):
-    """``transform(items[i])``: the random training transforms applied after the cache."""
-
-    def __init__(self, items: Dataset, transforms: list) -> None:
-        self.items = items
-        self.transform = Compose(transforms)
-
-    def __len__(self) -> int:
-        return len(self.items)  # type: ignore[arg-type]
-
-    def set_random_state(self, seed: int | None = None, state: Any = None) -> "_Transformed":
-        """Reseed the random transforms only (MONAI's ``set_rnd`` would walk the whole cache)."""
-        self.transform.set_random_state(seed=seed)
-        return self
-
-    def __getitem__(self, i: int) -> Any:
-        try:
-            return self.transform(dict(self.items[i]))
-        except Exception as exc:
-            _reraise(exc)
-            raise
-
-
-class _CheckPatch(Transform):
-    """Raise ConfigError when ``patch_size`` does not fit the item's image (before cropping)."""
-
-    def __init__(self, patch_size: Sequence[int]) -> None:
-        self.patch_size = list(patch_size)
-
-    def __call__(self, d: dict) -> dict:
-        check_patch_size(self.patch_size, d["image"].shape[1:], d["meta"]["filename"])
-        return d
-
-
-class GeminiDataModule(L.LightningDataModule):
-    """Pairs, few-shot labeled samples and evaluation cases of one dataset (see module doc)."""
+class GeminiDataModule(DataContract, L.LightningDataModule):
+    """Pairs, few-shot labeled samples and evaluation cases of one dataset (see module doc; what
+    LightningModules read: :class:`~gemini_pl.data.contract.DataContract`)."""
 
     def __init__(
         self,
@@ -168,6 +80,7 @@ class GeminiDataModule(L.LightningDataModule):
         samples_per_epoch: int | None = None,
         cache_dir: str | None = None,
         on_error: Literal["raise", "skip"] = "raise",
+        phantom: PhantomOptions | None = None,
     ) -> None:
         """
         Args:
@@ -188,9 +101,11 @@ class GeminiDataModule(L.LightningDataModule):
                 (MONAI CacheDataset); ``disk``: once per dataset and preprocessing, kept in
                 ``cache_dir`` across runs (MONAI PersistentDataset; for large sets);
                 ``False``/``none``: read the files at every access.
-            seed: seed of the training sampling, crops and of an implicit split.
-            train_mode: ``pairs``, ``pairs+labeled`` or ``labeled`` (see module doc).
-            eval_mode: ``pairs`` or ``cases`` (see module doc).
+            seed: seed of the training sampling, crops, of an implicit split and of generated
+                phantoms.
+            train_mode: ``pairs``, ``pairs+labeled`` or ``labeled`` (the batches are described in
+                :mod:`gemini_pl.data.contract`).
+            eval_mode: ``pairs`` or ``cases`` (see :mod:`gemini_pl.data.contract`).
             num_labeled: few-shot budget: the number of labeled training images used, taken from
                 the split (the same every run); ``None``: all ("Full").
             labeled_batch_size: labeled samples per batch in ``train_mode="labeled"``.
@@ -212,13 +127,15 @@ class GeminiDataModule(L.LightningDataModule):
                 dataset and preprocessing).
             on_error: ``raise``: any unreadable or inconsistent file stops the run with an error
                 naming it; ``skip``: such files are left out, counted and reported (opt-in).
+            phantom: generate a phantom dataset into ``<root>/<folder>`` (``prepare_data``, and
+                ``setup`` on demand) and read it (:class:`PhantomOptions`: ``size``,
+                ``num_unlabeled``, ``num_train_labeled``, ``num_test``, ``generate``). ``dataset``
+                is then ``phantom2d``, ``phantom3d`` (``phantom2d`` with ``spatial_dims=3`` means
+                ``phantom3d``) or a new folder name. ``None``: read the files that are there.
         """
         super().__init__()
-        for arg, value, allowed in (("train_mode", train_mode, TRAIN_MODES),
-                                    ("eval_mode", eval_mode, EVAL_MODES),
-                                    ("on_error", on_error, ("raise", "skip"))):
-            if value not in allowed:
-                raise ConfigError(f"data.{arg}={value!r} is not one of {', '.join(allowed)}")
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"data.on_error={on_error!r} is not one of raise, skip")
         if intensity is not None and intensity not in INTENSITY_MODES:
             raise ConfigError(f"intensity={intensity!r} is not one of {', '.join(INTENSITY_MODES)}")
         if spatial_dims not in (None, 2, 3):
@@ -231,14 +148,11 @@ class GeminiDataModule(L.LightningDataModule):
         ):
             if value is not None and value < low:
                 raise ConfigError(f"{arg} must be >= {low}, got {value}")
-        if patch_size is not None:
-            if len(patch_size) not in (2, 3) or min(patch_size) < 1:
-                raise ConfigError(f"data.patch_size must be 2 or 3 positive sizes, got {patch_size}")
-            if spatial_dims is not None and len(patch_size) != spatial_dims:
-                raise ConfigError(f"data.patch_size={patch_size} has {len(patch_size)} sizes but spatial_dims={spatial_dims}")
-        self.cache_mode = {True: "memory", False: "none"}.get(cache, cache)  # type: ignore[call-overload]
-        if self.cache_mode not in CACHE_MODES:
-            raise ConfigError(f"data.cache={cache!r} is not one of true, false, {', '.join(CACHE_MODES)}")
+        self.cache_mode = cache_mode(cache)
+        #: the phantom to generate (``phantom`` option), or None.
+        self.phantom: PhantomOptions | None = PhantomOptions.of(phantom)
+        if self.phantom is not None:
+            dataset = PhantomOptions.dataset_name(dataset, spatial_dims)
         self.save_hyperparameters()
         self.root = root
         self.dataset = dataset
@@ -248,11 +162,8 @@ class GeminiDataModule(L.LightningDataModule):
         self.num_val_pairs = num_val_pairs
         self.cache = cache
         self.seed = seed
-        self.train_mode = train_mode
-        self.eval_mode = eval_mode
         self.num_labeled = num_labeled
         self.labeled_batch_size = labeled_batch_size
-        self.patch_size = list(patch_size) if patch_size else None
         self.split_file = split_file
         self.datalist = datalist
         self.eval_pairs = eval_pairs
@@ -262,241 +173,112 @@ class GeminiDataModule(L.LightningDataModule):
         prep = dict(preprocessing or {})
         if intensity is not None:
             prep.setdefault("intensity", intensity)
-        self.spec: DatasetSpec = self._base_spec(dataset)
-        if prep.get("intensity") == "ct" and self.spec.preprocessing.clip is None and "clip" not in prep:
+        spec = PhantomOptions.spec(dataset) if self.phantom is not None else get_spec(dataset)
+        if prep.get("intensity") == "ct" and spec.preprocessing.clip is None and "clip" not in prep:
             prep["clip"] = (0.0, 2048.0)
-        self.spec = self.spec.with_overrides(
+        self.spec = spec.with_overrides(
             label_table=label_table, preprocessing=prep, folder=folder, spatial_dims=spatial_dims,
         )
-        self.spatial_dims: int | None = self.spec.spatial_dims
-        if self.spatial_dims is not None and self.spatial_dims != spatial_dims:
-            self._update_hparams(spatial_dims=self.spatial_dims)
+        self._spatial_dims: int | None = self.spec.spatial_dims
         self.intensity = self.spec.preprocessing.intensity
+        self.train_mode = train_mode  # type: ignore[assignment]  # the setters check them
+        self.eval_mode = eval_mode  # type: ignore[assignment]
+        self.patch_size = patch_size
+        resolved: dict[str, Any] = {"dataset": dataset, "phantom": None if self.phantom is None
+                                    else dataclasses.asdict(self.phantom)}
+        if self._spatial_dims is not None:
+            resolved["spatial_dims"] = self._spatial_dims
+        self._update_hparams(**resolved)
+        self._records = SplitRecords(root, self.spec, datalist=datalist, split_file=split_file,
+                                     seed=seed, on_error=on_error)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
-        self.split: dict[str, Any] | None = None
-        self.split_hash: str | None = None
-        #: ``(file, reason)`` of everything left out in ``on_error="skip"`` mode.
-        self.skipped: list[tuple[str, str]] = []
-        self._layout: Layout | None = None
         self._num_classes: int | None = None
         self._labeled_items: Dataset | None = None
         self._eval_records: list[dict] | None = None
+        self._atlas_cache: Dataset | None = None
         self._val_ready = False
 
-    # ---------------------------------------------------------------- spec / hparams
-    def _base_spec(self, dataset: str) -> DatasetSpec:
-        return get_spec(dataset)
-
-    def _update_hparams(self, **kw: Any) -> None:
-        """Record resolved values (spatial dims, split hash) as logged hyperparameters."""
-        hp = dict(self.hparams)
-        if all(hp.get(k) == v for k, v in kw.items()):
+    def _update_hparams(self, drop: tuple[str, ...] = (), **kw: Any) -> None:
+        """Record resolved values (spatial dims, split hash) as logged hyperparameters; ``drop``:
+        keys to leave out."""
+        if all(self.hparams.get(k) == v for k, v in kw.items()) and not set(drop) & set(self.hparams):
             return
-        hp.update(kw)
-        self.save_hyperparameters(hp)
+        for key in drop:
+            self.hparams.pop(key)
+        self.save_hyperparameters(dict(self.hparams, **kw))  # (also the initial, logged copy)
 
-    @property
-    def label_kind(self) -> str | None:
-        """``multiclass``, ``multilabel``, or ``None`` for a dataset without labels."""
-        return self.spec.label_kind
-
-    @property
-    def num_classes(self) -> int:
-        """K: classes incl. background (multiclass) or label channels (multilabel).
-
-        From the spec's label table; for a dataset without a table, the largest value of the
-        test labels + 1.
-        """
-        if self._num_classes is None:
-            k = self.spec.num_classes
-            if k is None:
-                if self.label_kind is None:
-                    raise ConfigError(f"dataset {self.spec.name} has no labels (no num_classes)")
-                items = self._build_eval_items()
-                top = 0
-                for i in range(len(items)):  # type: ignore[arg-type]
-                    top = max(top, int(items[i]["label"].max()))
-                k = top + 1
-            self._num_classes = k
-        return self._num_classes
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.spec.class_names
-
-    # ---------------------------------------------------------------- paths
+    # ---------------------------------------------------------------- files and split
     @property
     def data_dir(self) -> Path:
         """``<root>/<folder>``."""
-        return Path(self.root) / self.spec.dir_name
-
-    @property
-    def unlabeled_dir(self) -> Path:
-        return self.data_dir / "train" / "unlabeled" / "image"
-
-    @property
-    def test_image_dir(self) -> Path:
-        return self.data_dir / "test" / "labeled" / "image"
-
-    @property
-    def test_label_dir(self) -> Path:
-        return self.data_dir / "test" / "labeled" / "label"
+        return self._records.data_dir
 
     @property
     def layout(self) -> Layout:
-        if self._layout is None:
-            self._layout = Layout(self.root, self.spec, datalist=self.datalist,
-                                  skip_missing=self.on_error == "skip")
-        return self._layout
+        return self._records.layout
 
-    # ---------------------------------------------------------------- split
-    def _listing(self) -> dict[str, list[str]]:
-        layout = self.layout
-        return {k: [r["rel"] for r in layout.records(k)]
-                for k in ("train_unlabeled", "train_labeled", "test") if layout.has(k)}
+    @property
+    def split(self) -> dict[str, Any] | None:
+        """The split (:mod:`gemini_pl.data.splits`) once fixed (``setup``), else None."""
+        return self._records.split
 
-    def _ensure_split(self) -> None:
-        if self.split is not None:
-            return
-        if self.split_file is not None:
-            path = Path(self.split_file)
-            if not path.exists():
-                split = make_split(self.spec.name, self._listing(), seed=self.seed)
-                write_split(split, path)
-                log.warning("created split file %s from the listing of %s (seed %d): keep it with "
-                            "your experiments so that every run uses the same cases",
-                            path, self.data_dir, self.seed)
-            self.split, self.split_hash = load_split(path, dataset=self.spec.name)
-        else:
-            self.split = make_split(self.spec.name, self._listing(), seed=self.seed)
-            self.split_hash = split_sha256(split_bytes(self.split))
+    @property
+    def split_hash(self) -> str | None:
+        """sha256 of the split file (or of what it would be); None before ``setup``."""
+        return self._records.split_hash
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(file, reason)`` of everything left out in ``on_error="skip"`` mode."""
+        return self._records.skipped
+
+    def _ensure_split(self) -> dict[str, Any]:
+        return self._records.ensure_split()
 
     def _select(self, key: str, names: list[str] | None = None) -> list[dict]:
-        """Records of split ``key`` restricted to (and ordered as) the split's file names."""
-        assert self.split is not None
-        source_key = "test" if key == "val" else key
-        if names is None:
-            if key not in self.split:
-                if key == "val":
-                    return self._select("test")
-                where = self.split_file or "the folder listing"
-                raise DataError(
-                    f"{where} has no {key.replace('_', ' ')} split: {self._expected_folder(key)} is "
-                    "missing or empty"
-                )
-            names = list(self.split[key])
-        if not names:
-            raise DataError(f"split {key} of {self.spec.name} is empty ({self.split_file or self.data_dir})")
-        records = self.layout.records(source_key)
-        by_rel = {r["rel"]: r for r in records}
-        missing = [n for n in names if n not in by_rel]
-        if key == "val" and missing:  # validation cases may also be training files
-            train = {r["rel"]: r for r in self.layout.records("train_labeled")} if self.layout.has("train_labeled") else {}
-            by_rel.update({n: train[n] for n in missing if n in train})
-            missing = [n for n in names if n not in by_rel]
-        if missing:
-            raise DataError(
-                f"split {key} ({self.split_file or 'listing'}) names {len(missing)} file(s) not found in "
-                f"{self.layout.source.get(source_key, self.data_dir)}: {', '.join(missing[:5])}"
-                f"{' ...' if len(missing) > 5 else ''}"
-            )
-        unused = len(records) - len(set(names) & set(by_rel))
-        if unused > 0 and key != "train_labeled":
-            log.info("%s: %d file(s) of %s are not in the split and are not used", self.spec.name,
-                     unused, key)
-        return [by_rel[n] for n in names]
+        return self._records.select(key, names)
 
-    def _expected_folder(self, key: str) -> str:
-        if key == "train_unlabeled" and self.spec.layout == "groups":
-            return f"{self.data_dir}/{{{','.join(self.spec.groups)}}} (or {self.spec.metadata_csv})"
-        return str(self.layout.split_dir(key) / "image")
+    def _usable(self, records: list[dict], labeled: bool, role: str) -> list[dict]:
+        return self._records.usable(records, labeled, role, self.spatial_dims)
 
-    # ---------------------------------------------------------------- items
-    def _items(self, records: list[dict], labeled: bool, random: list | None = None,
-               check_shapes: bool = True, role: str = "") -> Dataset:
+    def _few_shot_records(self) -> list[dict]:
+        return self._usable(self._records.few_shot(self.num_labeled), True, "labeled training")
+
+    def _atlas_items(self) -> Dataset:
+        if self._atlas_cache is None:
+            self._need_labels("the atlases (labeled training images)")
+            self._check_files()
+            self._atlas_cache = self._items(self._few_shot_records(), labeled=True, role="atlases",
+                                            same_shape=False, patch_check=False)
+        return self._atlas_cache
+
+    def _check_files(self) -> dict[str, Any]:
+        """Generate the phantom (if asked), check the root and fix the split."""
+        self._write_phantom()
+        self.layout.check()
+        return self._ensure_split()
+
+    def _write_phantom(self) -> None:
+        if self.phantom is not None:
+            self.phantom.write(self.root, self.spec.dir_name, self.spatial_dims or 2, self.seed)
+
+    # ---------------------------------------------------------------- datasets
+    def _items(self, records: list[dict], labeled: bool, *, role: str, random: list | None = None,
+               same_shape: bool = True, patch_check: bool = True) -> Dataset:
         """Preprocessed items of ``records``, read once (see ``cache``); ``random`` transforms
         (training crops) are applied after the cache, at every access."""
         chain = case_transforms(self.spec, self.spatial_dims, labeled)
-        try:
-            if self.cache_mode == "memory":
-                ds: Dataset = CacheDataset(
-                    records, transform=Compose(chain), cache_rate=1.0,
-                    num_workers=min(4, os.cpu_count() or 1), progress=False, copy_cache=False,
-                )
-            elif self.cache_mode == "disk":
-                # the file's size and mtime join the cache key: a changed file is read again
-                records = [dict(r, stamp=_stamp(r)) for r in records]
-                ds = PersistentDataset(records, transform=Compose(chain),
-                                       cache_dir=self._disk_cache_dir())
-            else:
-                ds = MonaiDataset(records, transform=Compose(chain))
-        except Exception as exc:
-            _reraise(exc)
-            raise
-        det = _Safe(ds)
+        disk = disk_cache_dir(self.root, self.cache_dir, self.spec, self.spatial_dims) if self.cache_mode == "disk" else None
+        items = read_items(records, chain, self.cache_mode, disk)
         # Checks of the preprocessed items: all of them when in memory, else the first.
-        n_check = len(records) if self.cache_mode == "memory" else min(1, len(records))
-        shape0 = None
-        for i in range(n_check):
-            item = det[i]
-            shape = tuple(item["image"].shape[1:])
-            path = item["meta"]["filename"]
-            if self.spatial_dims is None:
-                self.spatial_dims = len(shape)
-            if self.patch_size is not None:
-                check_patch_size(self.patch_size, shape, path)
-            if check_shapes:
-                if shape0 is None:
-                    shape0 = (path, shape)
-                elif shape != shape0[1]:
-                    raise DataError(
-                        f"{path} has shape {shape} but {shape0[0]} has {shape0[1]}: images of "
-                        f"one split must share one shape ({role}); resample/crop them to a common "
-                        "shape or set data.patch_size"
-                    )
-        return _Transformed(det, random) if random else det
-
-    def _usable(self, records: list[dict], labeled: bool, role: str) -> list[dict]:
-        """``on_error="skip"``: drop (and report in :attr:`skipped`) the records whose files fail
-        to load or check (each file is read once more for this); ``raise``: all records."""
-        if self.on_error != "skip":
-            return records
-        good = []
-        transform = Compose(case_transforms(self.spec, self.spatial_dims, labeled))
-        for rec in records:
-            try:
-                transform(rec)
-            except Exception as exc:
-                err = find_error(exc)
-                if err is None:
-                    raise
-                self.skipped.append((rec["image"], str(err)))
-                log.warning("skipped %s: %s", rec["image"], err)
-                continue
-            good.append(rec)
-        if not good:
-            raise DataError(f"every {role} file of {self.spec.name} was skipped (on_error=skip)")
-        return good
-
-    def _disk_cache_dir(self) -> Path:
-        if self.cache_dir:
-            base = Path(self.cache_dir)
-        else:
-            base = Path(self.root) / "cache"
-        key = repr((self.spec, self.spatial_dims)).encode()
-        return base / f"{self.spec.name}-{hashlib.sha256(key).hexdigest()[:12]}"
-
-    def _labeled_random(self) -> list:
-        if not self.patch_size:
-            return []
-        return [
-            _CheckPatch(self.patch_size),
-            RandCropByPosNegLabeld(keys=["image", "label"], label_key="label",
-                                   spatial_size=self.patch_size, pos=1.0, neg=1.0, num_samples=1,
-                                   allow_smaller=False),
-        ]
+        count = len(records) if self.cache_mode == "memory" else min(1, len(records))
+        dims = check_items(items, count, patch_size=self.patch_size if patch_check else None,
+                           same_shape=same_shape, role=role)
+        if self._spatial_dims is None:
+            self._spatial_dims = dims
+        return with_random(items, random or [])
 
     def _need_labels(self, what: str) -> None:
         if self.label_kind is None:
@@ -505,50 +287,47 @@ class GeminiDataModule(L.LightningDataModule):
                 "train_mode 'pairs' (and no validation), or a labeled dataset"
             )
 
+    def _num_classes_from_labels(self) -> int | None:
+        split = self._check_files()
+        if "test" in split:
+            items = self._build_eval_items()
+        elif split.get("train_labeled"):
+            records = self._usable(self._select("train_labeled"), True, "labeled training")
+            items = self._items(records, labeled=True, role="labeled training", same_shape=False,
+                                patch_check=False)
+        else:
+            return None
+        return 1 + max(int(items[i]["label"].max()) for i in range(len(items)))  # type: ignore[arg-type]
+
     def _pairs(self) -> PairDataset:
         records = self._usable(self._select("train_unlabeled"), False, "training image")
-        groups: dict[str, list[int]] = {}
-        for i, r in enumerate(records):
-            groups.setdefault(r.get("group", ""), []).append(i)
-        small = {g: len(ix) for g, ix in groups.items() if len(ix) < 2}
-        if small and len(groups) == len(small):
-            raise DataError(
-                f"{self._expected_folder('train_unlabeled')} holds {len(records)} image(s)"
-                f"{' per group' if len(groups) > 1 else ''}; training pairs need at least 2"
-            )
-        if small:
-            log.warning("%s: group(s) %s hold one image and give no pair", self.spec.name, small)
+        groups = self._records.pair_groups(records)
         items = self._items(records, labeled=False, role="training pairs")
-        return PairDataset(items, groups=list(groups.values()), patch_size=self.patch_size, seed=self.seed)
+        return PairDataset(items, groups=groups, patch_size=self.patch_size, seed=self.seed)
+
+    def _train_batch_size(self) -> int:
+        return self.labeled_batch_size if self.train_mode == "labeled" else self.batch_size
 
     def _labeled_train(self) -> LabeledDataset:
         self._need_labels(f"train_mode={self.train_mode!r}")
-        assert self.split is not None
-        names = few_shot(self.split, self.num_labeled, where=str(self.split_file or self.data_dir))
-        if not names:
-            raise DataError(f"{self._expected_folder('train_labeled')}: no labeled training images")
-        records = self._usable(self._select("train_labeled", names), True, "labeled training")
-        batch = self.labeled_batch_size if self.train_mode == "labeled" else self.batch_size
-        items = self._items(records, labeled=True, random=self._labeled_random(),
-                            check_shapes=batch > 1 and not self.patch_size, role="labeled training")
+        items = self._items(self._few_shot_records(), labeled=True, random=labeled_crops(self.patch_size),
+                            same_shape=self._train_batch_size() > 1 and not self.patch_size,
+                            role="labeled training")
         return LabeledDataset(items)
+
+    def _labeled_eval_items(self, key: str, role: str) -> tuple[list[dict], Dataset]:
+        records = self._usable(self._select(key), True, "validation" if key == "val" else key)
+        return records, self._items(records, labeled=True, same_shape=self.eval_mode == "pairs", role=role)
 
     def _build_eval_items(self) -> Dataset:
         if self._labeled_items is None:
             self._need_labels("validation/test")
-            records = self._usable(self._select("test"), True, "test")
-            self._eval_records = records
-            self._labeled_items = self._items(
-                records, labeled=True, check_shapes=self.eval_mode == "pairs", role="test pairs",
-            )
+            self._eval_records, self._labeled_items = self._labeled_eval_items("test", "test pairs")
         return self._labeled_items
 
     def _eval_set(self, key: str) -> Dataset:
-        assert self.split is not None
-        if key == "val" and "val" in self.split:
-            records = self._usable(self._select("val"), True, "validation")
-            items = self._items(records, labeled=True, check_shapes=self.eval_mode == "pairs",
-                                role="validation pairs")
+        if key == "val" and "val" in self._ensure_split():
+            records, items = self._labeled_eval_items("val", "validation pairs")
         else:
             items = self._build_eval_items()
             records = self._eval_records or []
@@ -556,45 +335,25 @@ class GeminiDataModule(L.LightningDataModule):
             return CaseDataset(items)
         if len(records) < 2:
             raise DataError(
-                f"{self._expected_folder('test')} holds {len(records)} labeled image; evaluation "
-                "pairs need at least 2"
+                f"{self._records.expected_folder('test')} holds {len(records)} labeled image; "
+                "evaluation pairs need at least 2"
             )
         if self.eval_pairs is not None:
-            return LabeledPairDataset(items, pairs=self._explicit_pairs(records))
+            return LabeledPairDataset(items, pairs=self._records.pair_indices(self.eval_pairs, records))
         return LabeledPairDataset(items, self.num_val_pairs)
-
-    def _explicit_pairs(self, records: list[dict]) -> list[tuple[int, int]]:
-        pairs = self.eval_pairs
-        if isinstance(pairs, str):
-            try:
-                pairs = json.loads(Path(pairs).read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ConfigError(f"data.eval_pairs: cannot read {pairs}: {exc}") from exc
-        index = {r["name"]: i for i, r in enumerate(records)}
-        index.update({r["rel"]: i for i, r in enumerate(records)})
-        out = []
-        for pair in pairs or []:
-            if len(pair) != 2:
-                raise ConfigError(f"data.eval_pairs entries must be [name_a, name_b], got {pair}")
-            missing = [n for n in pair if n not in index and case_name(n) not in index]
-            if missing:
-                raise ConfigError(f"data.eval_pairs names {missing} that are not test cases of {self.spec.name}")
-            out.append(tuple(index.get(n, index.get(case_name(n))) for n in pair))
-        if not out:
-            raise ConfigError("data.eval_pairs is empty")
-        return out  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- Lightning hooks
     def prepare_data(self) -> None:
-        """Create a missing ``split_file`` (on one process)."""
+        """Generate the phantom dataset (``phantom`` option; a fast no-op when it is there) and
+        create a missing ``split_file`` (Lightning runs this on one process)."""
+        self._write_phantom()
         if self.split_file is not None and not Path(self.split_file).exists():
             self.layout.check()
             self._ensure_split()
 
     def setup(self, stage: str | None = None) -> None:
         """Check the files and build the datasets the stage needs (DataError before any training)."""
-        self.layout.check()
-        self._ensure_split()
+        split = self._check_files()
         if stage in (None, "fit") and self.train_set is None:
             if self.train_mode == "pairs":
                 self.train_set = self._pairs()
@@ -602,7 +361,7 @@ class GeminiDataModule(L.LightningDataModule):
                 self.train_set = self._labeled_train()
             else:
                 self.train_set = PairsWithLabeled(self._pairs(), self._labeled_train(), seed=self.seed)
-        has_eval = self.label_kind is not None and ("test" in self.split or "val" in self.split)
+        has_eval = self.label_kind is not None and ("test" in split or "val" in split)
         if stage in (None, "fit", "validate") and self.val_set is None:
             self._val_ready = True
             if has_eval:
@@ -627,38 +386,14 @@ class GeminiDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- loaders
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool, sampler: Sampler | None = None) -> MonaiDataLoader:
-        if shuffle:
-            # Training order: a resumable stream that depends only on the seed and on how many
-            # batches were trained, so that a run resumed from any checkpoint sees the batches of
-            # an uninterrupted run (data/sampling.py). Pair sets too large to permute are
-            # sampled with replacement.
-            n = len(ds)  # type: ignore[arg-type]
-            huge = n > MAX_ENUMERATED_PAIRS
-            num = self.samples_per_epoch or (getattr(ds, "n", n) if huge else n)
-            if isinstance(ds, PairsWithLabeled) and huge and not self.samples_per_epoch:
-                num = ds.pairs.n
-            done = lightning_batches_done(self.trainer) if self.trainer is not None else None
-            ds = StreamDataset(ds, seed=self.seed)
-            sampler = StreamSampler(num, batch_size, batches_done=done)
-        return MonaiDataLoader(
-            ds,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed),
-            drop_last=False,
-            collate_fn=default_collate,
-        )
+        return make_loader(ds, batch_size, shuffle=shuffle, seed=self.seed, num_workers=self.num_workers,
+                           samples_per_epoch=self.samples_per_epoch, trainer=self.trainer, sampler=sampler)
 
     def train_dataloader(self) -> MonaiDataLoader:
         if self.train_set is None:
             self.setup("fit")
         assert self.train_set is not None
-        batch = self.labeled_batch_size if self.train_mode == "labeled" else self.batch_size
-        return self._loader(self.train_set, batch, shuffle=True)
+        return self._loader(self.train_set, self._train_batch_size(), shuffle=True)
 
     def _eval_loader(self, ds: Dataset | None) -> MonaiDataLoader | list:
         if ds is None:
@@ -686,111 +421,37 @@ class GeminiDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
 
-def _stamp(record: dict) -> str:
-    parts = []
-    for key in ("image", "label", "mask_path"):
-        paths = record.get(key)
-        for p in paths if isinstance(paths, list) else [paths]:
-            if p:
-                try:
-                    st = os.stat(p)
-                    parts.append(f"{st.st_size}:{st.st_mtime_ns}")
-                except OSError:
-                    parts.append("missing")
-    return "|".join(parts)
-
-
 def _len(ds: Dataset | None) -> str:
     return "-" if ds is None else str(len(ds))  # type: ignore[arg-type]
 
 
 class PhantomDataModule(GeminiDataModule):
-    """:class:`GeminiDataModule` over a generated phantom dataset (the default dataset).
+    """:class:`GeminiDataModule` over a generated phantom dataset (the name the demo configs use).
 
-    ``prepare_data`` writes the phantom dataset to ``<root>/<dataset>`` (a no-op when it is
-    already there with the same parameters); it is then read from disk exactly like real data.
-    The few-shot budget is every generated labeled case (``num_labeled``).
+    ``PhantomDataModule(size=s, num_unlabeled=u, num_labeled=l, num_test=t, generate=g, **kw)`` is
+    ``GeminiDataModule(phantom=PhantomOptions(size=s, num_unlabeled=u, num_train_labeled=l,
+    num_test=t, generate=g), num_labeled=l, **kw)``: ``prepare_data`` writes the phantom to
+    ``<root>/<dataset>`` (a no-op when it is there with the same settings), which is then read
+    like real data, and the few-shot set is every generated labeled phantom. Every other argument
+    (``root``, ``dataset``, ``spatial_dims``, ``train_mode``, ``label_table``, ``cache_dir``,
+    ``on_error``, ...) is :class:`GeminiDataModule`'s; ``spatial_dims`` defaults to the dataset's
+    (2 for ``phantom2d``, 3 for ``phantom3d``).
     """
 
-    def __init__(
-        self,
-        root: str = "data",
-        dataset: str = "phantom2d",
-        spatial_dims: int = 2,
-        batch_size: int = 2,
-        val_batch_size: int = 1,
-        num_workers: int = 0,
-        num_val_pairs: int | None = 8,
-        intensity: str | None = None,
-        cache: bool | Literal["memory", "disk", "none"] = True,
-        seed: int = 0,
-        size: int = 64,
-        num_unlabeled: int = 40,
-        num_labeled: int = 5,
-        num_test: int = 10,
-        generate: bool = True,
-        train_mode: Literal["pairs", "pairs+labeled", "labeled"] = "pairs",
-        eval_mode: Literal["pairs", "cases"] = "pairs",
-        labeled_batch_size: int = 1,
-        patch_size: list[int] | None = None,
-        split_file: str | None = None,
-        eval_pairs: list[list[str]] | str | None = None,
-        samples_per_epoch: int | None = None,
-    ) -> None:
+    def __init__(self, *, size: int = 64, num_unlabeled: int = 40, num_labeled: int = 5,
+                 num_test: int = 10, generate: bool = True, **kwargs: Any) -> None:
         """
         Args:
-            root: data root folder; the phantom is written to and read from ``<root>/<dataset>``.
-            dataset: dataset folder name; ``phantom2d`` with ``spatial_dims=3`` is taken to mean
-                ``phantom3d``.
-            spatial_dims: 2 (images of size x size) or 3 (volumes of size^3).
-            batch_size: items per training batch.
-            val_batch_size: pairs per validation/test batch.
-            num_workers: DataLoader worker processes (0 loads in the main process).
-            num_val_pairs: number of fixed held-out test pairs used for validation and testing.
-            intensity: intensity preprocessing (default ``minmax``).
-            cache: keep the preprocessed images in memory (see :class:`GeminiDataModule`).
-            seed: seed of the phantom generator and of the training sampling.
             size: phantom edge length in voxels (64 for 2D, 32 for 3D are good CPU sizes).
             num_unlabeled: phantom images in ``train/unlabeled``.
-            num_labeled: labeled phantom images in ``train/labeled`` (all are the few-shot set).
+            num_labeled: labeled phantom images in ``train/labeled``; all of them are the few-shot set.
             num_test: labeled phantom images in ``test/labeled`` (validation/test).
             generate: write the phantom dataset in ``prepare_data`` when it is missing or was
                 written with other parameters; with ``False`` it must already exist.
-            train_mode, eval_mode, labeled_batch_size, patch_size, split_file, eval_pairs,
-            samples_per_epoch: see :class:`GeminiDataModule`.
+            **kwargs: the arguments of :class:`GeminiDataModule` (except ``phantom``).
         """
-        if dataset == "phantom2d" and spatial_dims == 3:
-            dataset = "phantom3d"
-        self._phantom_name = dataset
-        super().__init__(
-            root=root, dataset=dataset, spatial_dims=spatial_dims, batch_size=batch_size,
-            val_batch_size=val_batch_size, num_workers=num_workers, num_val_pairs=num_val_pairs,
-            intensity=intensity, cache=cache, seed=seed, train_mode=train_mode,
-            eval_mode=eval_mode, num_labeled=num_labeled, labeled_batch_size=labeled_batch_size,
-            patch_size=patch_size, split_file=split_file, eval_pairs=eval_pairs,
-            samples_per_epoch=samples_per_epoch,
-        )
-        self.size = size
-        self.num_unlabeled = num_unlabeled
-        self.num_test = num_test
-        self.generate = generate
-
-    def _base_spec(self, dataset: str) -> DatasetSpec:
-        base = get_spec("phantom3d" if dataset == "phantom3d" else "phantom2d")
-        return dataclasses.replace(base, name=dataset, folder=dataset)
-
-    def prepare_data(self) -> None:
-        """Generate the phantom dataset (fast no-op when it already exists)."""
-        if self.generate:
-            generate_phantom_dataset(
-                self.root, name=self.dataset, spatial_dims=self.spatial_dims or 2, size=self.size,
-                num_unlabeled=self.num_unlabeled, num_labeled=self.num_labeled,
-                num_test=self.num_test, seed=self.seed,
-            )
-        super().prepare_data()
-
-    def setup(self, stage: str | None = None) -> None:
-        # Outside a Trainer (which calls prepare_data first) generate on demand too; after
-        # prepare_data this is the generator's fast path (one manifest read).
-        self.prepare_data()
-        super().setup(stage)
+        phantom = PhantomOptions(size=size, num_unlabeled=num_unlabeled, num_train_labeled=num_labeled,
+                                 num_test=num_test, generate=generate)
+        super().__init__(num_labeled=num_labeled, phantom=phantom, **kwargs)
+        self._update_hparams(drop=("phantom",))  # its settings are this class's own arguments
+        self.size, self.num_unlabeled, self.num_test, self.generate = size, num_unlabeled, num_test, generate

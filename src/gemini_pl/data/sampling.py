@@ -17,6 +17,7 @@ Lightning (``use_distributed_sampler``) leaves it as it is instead of splitting 
 
 Evaluation under DDP (:func:`eval_sampler`): the validation/test items are split over the ranks
 without padding, so that every case counts once in the logged (synchronised) means.
+:func:`make_loader` builds the data module's loaders from these.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from monai.data import DataLoader as MonaiDataLoader
 from monai.data.utils import set_rnd
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data._utils.collate import default_collate
+
+from gemini_pl.data.pairs import PairsWithLabeled
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +170,35 @@ def eval_sampler(dataset: Sized, trainer: Any = None) -> DistributedSampler | No
         )
         return None
     return UnrepeatedDistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+
+def make_loader(ds: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int = 0,
+                samples_per_epoch: int | None = None, trainer: Any = None,
+                sampler: Sampler | None = None) -> MonaiDataLoader:
+    """The DataLoader of a data module. ``shuffle``: the training stream (:class:`StreamSampler`;
+    an epoch is ``samples_per_epoch`` items if set, else all items, or one pair per image for pair
+    sets above :data:`MAX_PERMUTED`); else ``ds`` in order (or by ``sampler``)."""
+    if shuffle:
+        # Training order: a resumable stream that depends only on the seed and on how many
+        # batches were trained, so that a run resumed from any checkpoint sees the batches of
+        # an uninterrupted run. Pair sets too large to permute are sampled with replacement.
+        n = len(ds)  # type: ignore[arg-type]
+        huge = n > MAX_PERMUTED
+        num = samples_per_epoch or (getattr(ds, "n", n) if huge else n)
+        if isinstance(ds, PairsWithLabeled) and huge and not samples_per_epoch:
+            num = ds.pairs.n
+        done = lightning_batches_done(trainer) if trainer is not None else None
+        ds = StreamDataset(ds, seed=seed)
+        sampler = StreamSampler(num, batch_size, batches_done=done)
+    return MonaiDataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=False,
+        collate_fn=default_collate,
+    )

@@ -1,0 +1,218 @@
+"""Which files a data module uses: the dataset's listing, its split, and the records of a role.
+
+A *record* is the dict :class:`~gemini_pl.data.layout.Layout` lists for one case (``"image"``,
+``"label"`` for labeled cases, ``"rel"``: the file name the split refers to, ``"name"``, and
+``"group"`` / ``"mask_path"`` where the dataset has them). A *role* is a key of the split:
+``train_unlabeled`` (training pairs), ``train_labeled`` (the few-shot set), ``test`` and ``val``
+(validation; the test cases when the split has no ``val``).
+
+:class:`SplitRecords` fixes the split once — read from ``split_file``, or built from the folder
+listing and ``seed`` (see :mod:`gemini_pl.data.splits`) — and then hands out the records of each
+role in the split's order. It reads no image: turning records into tensors is
+:mod:`gemini_pl.data.cache`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from monai.transforms import Compose
+
+from gemini_pl.data.io import case_name
+from gemini_pl.data.layout import Layout
+from gemini_pl.data.specs import DatasetSpec
+from gemini_pl.data.splits import few_shot, load_split, make_split, split_bytes, split_sha256, write_split
+from gemini_pl.data.transforms import case_transforms
+from gemini_pl.errors import ConfigError, DataError, find_error
+
+__all__ = ["SplitRecords"]
+
+log = logging.getLogger(__name__)
+
+#: the split keys a folder listing can fill (``val`` only comes from a split file).
+LISTED_ROLES = ("train_unlabeled", "train_labeled", "test")
+
+
+class SplitRecords:
+    """The records of one dataset per role, under one fixed split.
+
+    Args:
+        root: data root; the dataset is ``<root>/<spec.dir_name>``.
+        spec: the dataset spec (layout, label kind, folder).
+        datalist: a Decathlon-style datalist JSON read instead of the folders (see ``Layout``).
+        split_file: a split JSON; created from the listing with ``seed`` when missing. ``None``:
+            the same split built in memory.
+        seed: seed of a split built from the listing.
+        on_error: ``skip`` leaves out (and lists in :attr:`skipped`) files that fail to load.
+    """
+
+    def __init__(self, root: str, spec: DatasetSpec, *, datalist: str | None = None,
+                 split_file: str | None = None, seed: int = 0,
+                 on_error: str = "raise") -> None:
+        self.root = root
+        self.spec = spec
+        self.datalist = datalist
+        self.split_file = split_file
+        self.seed = seed
+        self.on_error = on_error
+        #: the split (see :mod:`gemini_pl.data.splits`) once :meth:`ensure_split` ran.
+        self.split: dict[str, Any] | None = None
+        #: sha256 of the split file (or of what it would be for an in-memory split).
+        self.split_hash: str | None = None
+        #: ``(file, reason)`` of everything left out in ``on_error="skip"`` mode.
+        self.skipped: list[tuple[str, str]] = []
+        self._layout: Layout | None = None
+
+    # ---------------------------------------------------------------- where the files are
+    @property
+    def layout(self) -> Layout:
+        """The dataset's files (created on first use; lists nothing until asked)."""
+        if self._layout is None:
+            self._layout = Layout(self.root, self.spec, datalist=self.datalist,
+                                  skip_missing=self.on_error == "skip")
+        return self._layout
+
+    @property
+    def data_dir(self) -> Path:
+        """``<root>/<folder>``."""
+        return Path(self.root) / self.spec.dir_name
+
+    def expected_folder(self, key: str) -> str:
+        """Where the files of role ``key`` are looked for (for error messages)."""
+        if key == "train_unlabeled" and self.spec.layout == "groups":
+            return f"{self.data_dir}/{{{','.join(self.spec.groups)}}} (or {self.spec.metadata_csv})"
+        return str(self.layout.split_dir(key) / "image")
+
+    # ---------------------------------------------------------------- the split
+    def listing(self) -> dict[str, list[str]]:
+        """``{role: [file name, ...]}`` of the roles the dataset has files for."""
+        layout = self.layout
+        return {k: [r["rel"] for r in layout.records(k)] for k in LISTED_ROLES if layout.has(k)}
+
+    def ensure_split(self) -> dict[str, Any]:
+        """Fix the split (once): read ``split_file`` (written first when missing) or build it."""
+        if self.split is None:
+            if self.split_file is not None:
+                path = Path(self.split_file)
+                if not path.exists():
+                    split = make_split(self.spec.name, self.listing(), seed=self.seed)
+                    write_split(split, path)
+                    log.warning("created split file %s from the listing of %s (seed %d): keep it "
+                                "with your experiments so that every run uses the same cases",
+                                path, self.data_dir, self.seed)
+                self.split, self.split_hash = load_split(path, dataset=self.spec.name)
+            else:
+                self.split = make_split(self.spec.name, self.listing(), seed=self.seed)
+                self.split_hash = split_sha256(split_bytes(self.split))
+        return self.split
+
+    def select(self, key: str, names: list[str] | None = None) -> list[dict]:
+        """Records of split ``key`` restricted to (and ordered as) the split's file names."""
+        split = self.ensure_split()
+        source_key = "test" if key == "val" else key
+        if names is None:
+            if key not in split:
+                if key == "val":
+                    return self.select("test")
+                where = self.split_file or "the folder listing"
+                raise DataError(
+                    f"{where} has no {key.replace('_', ' ')} split: {self.expected_folder(key)} is "
+                    "missing or empty"
+                )
+            names = list(split[key])
+        if not names:
+            raise DataError(f"split {key} of {self.spec.name} is empty ({self.split_file or self.data_dir})")
+        layout = self.layout
+        records = layout.records(source_key)
+        by_rel = {r["rel"]: r for r in records}
+        missing = [n for n in names if n not in by_rel]
+        if key == "val" and missing:  # validation cases may also be training files
+            train = {r["rel"]: r for r in layout.records("train_labeled")} if layout.has("train_labeled") else {}
+            by_rel.update({n: train[n] for n in missing if n in train})
+            missing = [n for n in names if n not in by_rel]
+        if missing:
+            raise DataError(
+                f"split {key} ({self.split_file or 'listing'}) names {len(missing)} file(s) not found in "
+                f"{layout.source.get(source_key, self.data_dir)}: {', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''}"
+            )
+        unused = len(records) - len(set(names) & set(by_rel))
+        if unused > 0 and key != "train_labeled":
+            log.info("%s: %d file(s) of %s are not in the split and are not used", self.spec.name,
+                     unused, key)
+        return [by_rel[n] for n in names]
+
+    def few_shot(self, num_labeled: int | None) -> list[dict]:
+        """Records of the few-shot labeled training set of budget ``num_labeled`` (None: all)."""
+        split = self.ensure_split()
+        names = few_shot(split, num_labeled, where=str(self.split_file or self.data_dir))
+        if not names:
+            raise DataError(f"{self.expected_folder('train_labeled')}: no labeled training images")
+        return self.select("train_labeled", names)
+
+    def pair_groups(self, records: list[dict]) -> list[list[int]]:
+        """Indices of ``records`` per group (``"group"`` key; one group without): training pairs
+        are drawn within a group. DataError when no group holds two images."""
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(records):
+            groups.setdefault(r.get("group", ""), []).append(i)
+        small = {g: len(ix) for g, ix in groups.items() if len(ix) < 2}
+        if small and len(groups) == len(small):
+            raise DataError(
+                f"{self.expected_folder('train_unlabeled')} holds {len(records)} image(s)"
+                f"{' per group' if len(groups) > 1 else ''}; training pairs need at least 2"
+            )
+        if small:
+            log.warning("%s: group(s) %s hold one image and give no pair", self.spec.name, small)
+        return list(groups.values())
+
+    # ---------------------------------------------------------------- unreadable files
+    def usable(self, records: list[dict], labeled: bool, role: str,
+               spatial_dims: int | None) -> list[dict]:
+        """``on_error="skip"``: drop (and list in :attr:`skipped`) the records whose files fail
+        to load or check (each file is read once more for this); ``raise``: all records."""
+        if self.on_error != "skip":
+            return records
+        good = []
+        transform = Compose(case_transforms(self.spec, spatial_dims, labeled))
+        for rec in records:
+            try:
+                transform(rec)
+            except Exception as exc:
+                err = find_error(exc)
+                if err is None:
+                    raise
+                if (rec["image"], str(err)) not in self.skipped:
+                    self.skipped.append((rec["image"], str(err)))
+                    log.warning("skipped %s: %s", rec["image"], err)
+                continue
+            good.append(rec)
+        if not good:
+            raise DataError(f"every {role} file of {self.spec.name} was skipped (on_error=skip)")
+        return good
+
+    # ---------------------------------------------------------------- evaluation pairs
+    def pair_indices(self, pairs: Sequence[Sequence[str]] | str, records: list[dict]) -> list[tuple[int, int]]:
+        """``[[name_a, name_b], ...]`` (or a JSON file of such a list) as indices into ``records``;
+        names may be file names or case names (without the suffix)."""
+        if isinstance(pairs, str):
+            try:
+                pairs = json.loads(Path(pairs).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ConfigError(f"data.eval_pairs: cannot read {pairs}: {exc}") from exc
+        index = {r["name"]: i for i, r in enumerate(records)}
+        index.update({r["rel"]: i for i, r in enumerate(records)})
+        out = []
+        for pair in pairs or []:
+            if len(pair) != 2:
+                raise ConfigError(f"data.eval_pairs entries must be [name_a, name_b], got {pair}")
+            missing = [n for n in pair if n not in index and case_name(n) not in index]
+            if missing:
+                raise ConfigError(f"data.eval_pairs names {missing} that are not test cases of {self.spec.name}")
+            out.append(tuple(index.get(n, index.get(case_name(n))) for n in pair))
+        if not out:
+            raise ConfigError("data.eval_pairs is empty")
+        return out  # type: ignore[return-value]
