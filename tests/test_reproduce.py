@@ -68,6 +68,18 @@ def test_render_table_hand_made():
     assert "CPS,Semi,T1,DSC" in csv_text and "failed" in csv_text and "not implemented" in csv_text
 
 
+def test_render_ablation_reads_reg_dice():
+    """Table V's deformation Dice comes from the pairs test's ``test/reg_dice`` (``dice_warped`` in
+    results written before the metric-key rename)."""
+    spec = [{"table": "V", "key": "GVS only", "row": "GVS only", "method": "gemini_semi", "tasks": ["T1"]}]
+    for key in ("reg_dice", "dice_warped"):
+        res = _res("GVS only", "T1", 0, [80.0], [1.0])
+        res.update(table="V", pairs_metrics={key: 0.75, "folding_percent": 0.5})
+        md = render_markdown([], [res], {}, spec)
+        line = next(ln for ln in md.splitlines() if "| GVS only |" in ln)
+        assert "75.0±0.0" in line and "0.50±0.00" in line, line
+
+
 def _tiny_matrix(tmp_path: Path, rows: list[dict] | None = None, tasks: dict[str, dict] | None = None) -> Path:
     """A mode file in ``tmp_path/cfg``: the phantom budget (composed by its own config: key, trimmed
     to one iteration), the phantom T3 task on a smaller phantom set under ``tmp_path/data``, the
