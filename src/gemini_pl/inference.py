@@ -1,4 +1,4 @@
-"""Whole-image inference, with MONAI sliding windows for volumes larger than the training patch (METHOD §6).
+"""Whole-image inference, with MONAI sliding windows for volumes larger than the training patch (docs/METHOD.md §6).
 
 :func:`infer` runs a predictor on the whole image when it fits in ``roi_size`` (or when no
 ``roi_size`` is given), and otherwise ``monai.inferers.sliding_window_inference`` with Gaussian

@@ -1,4 +1,4 @@
-"""Models-Genesis-style appearance corruption (METHOD §5), in torch and vectorised over the batch.
+"""Models-Genesis-style appearance corruption (docs/METHOD.md §5), in torch and vectorised over the batch.
 
 ``corrupt(x)`` takes a batch ``(B, C, *S)`` (2D or 3D) with intensities in [0, 1] and returns a
 corrupted copy, the input of the MIP restoration head. Three transforms, in this order, each
@@ -31,7 +31,7 @@ drawn independently for every sample of the batch:
    non-decreasing, so the map stays monotone with 0 → 0 and 1 → 1 exactly. Inputs are clamped
    to [0, 1] first (as ``np.interp`` does at the ends). The Models Genesis reference code also *flips* the
    curve with probability 0.5 (pairing x(t) with y(1 - t): a decreasing map 0 → 1, 1 → 0);
-   that is available as ``nonlinear_flip_prob`` and is **off by default** (METHOD §5 asks for
+   that is available as ``nonlinear_flip_prob`` and is **off by default** (docs/METHOD.md §5 asks for
    the monotone curve through (0, 0) and (1, 1)).
 
 3. **In-painting** (per sample): boxes are added while ``count < inpaint_max_boxes`` and
@@ -66,7 +66,7 @@ from ..errors import ConfigError
 __all__ = ["CorruptionConfig", "corrupt", "local_pixel_shuffle", "nonlinear_intensity", "inpaint"]
 
 
-# Published defaults per spatial dimensionality (METHOD §5, Models Genesis).
+# Published defaults per spatial dimensionality (docs/METHOD.md §5, Models Genesis).
 _DEFAULTS = {
     3: dict(shuffle_blocks=5000, shuffle_block_divisor=20, inpaint_max_boxes=30,
             inpaint_size_range=(1 / 10, 1 / 5)),
@@ -77,7 +77,7 @@ _DEFAULTS = {
 
 @dataclass
 class CorruptionConfig:
-    """Settings of :func:`corrupt`. ``None`` fields take the 2D/3D default of METHOD §5.
+    """Settings of :func:`corrupt`. ``None`` fields take the 2D/3D default of docs/METHOD.md §5.
 
     Attributes:
         shuffle_prob: probability per sample of local pixel shuffling.
@@ -421,7 +421,7 @@ def _inpaint_(out: Tensor, max_boxes: int, prob: float, size_range: Tuple[float,
 @torch.no_grad()
 def corrupt(x: Tensor, config: Optional[CorruptionConfig] = None,
             generator: Optional[torch.Generator] = None) -> Tensor:
-    """Models-Genesis appearance corruption of a batch (METHOD §5).
+    """Models-Genesis appearance corruption of a batch (docs/METHOD.md §5).
 
     Args:
         x: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` floating tensor with values in [0, 1].

@@ -1,4 +1,4 @@
-"""Losses of GEMINI (METHOD §3): masked LNCC (GVS), smoothness, masked cosine (GSS), heads."""
+"""Losses of GEMINI (docs/METHOD.md §3): masked LNCC (GVS), smoothness, masked cosine (GSS), heads."""
 
 from .gemini import GeminiWeights, gemini_loss, gss_terms, gvs_term
 from .regularisation import smoothness

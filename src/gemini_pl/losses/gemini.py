@@ -1,4 +1,4 @@
-"""The GEMINI objective on one unlabeled pair: DHL (GVS + smoothness) and GSS (METHOD §3)."""
+"""The GEMINI objective on one unlabeled pair: DHL (GVS + smoothness) and GSS (docs/METHOD.md §3)."""
 
 from __future__ import annotations
 

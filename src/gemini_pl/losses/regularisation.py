@@ -1,4 +1,4 @@
-"""Smoothness prior of the deformation field (METHOD §3)."""
+"""Smoothness prior of the deformation field (docs/METHOD.md §3)."""
 
 from __future__ import annotations
 

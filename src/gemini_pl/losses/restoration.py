@@ -1,4 +1,4 @@
-"""Image restoration loss of GEMINI-MIP (METHOD §3)."""
+"""Image restoration loss of GEMINI-MIP (docs/METHOD.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Supervised segmentation losses of GEMINI-Semi (METHOD §3)."""
+"""Supervised segmentation losses of GEMINI-Semi (docs/METHOD.md §3)."""
 
 from __future__ import annotations
 

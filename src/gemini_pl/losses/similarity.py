@@ -24,7 +24,7 @@ def box_sum(x: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def local_ncc_map(i: torch.Tensor, j: torch.Tensor, window: int = 9) -> torch.Tensor:
-    """Squared local normalised cross-correlation cc (METHOD §3), (N, C, *S) × 2 → (N, 1, *S).
+    """Squared local normalised cross-correlation cc (docs/METHOD.md §3), (N, C, *S) × 2 → (N, 1, *S).
 
     The five box sums ΣI, ΣJ, ΣI², ΣJ², ΣIJ (per-channel sums averaged over channels) come from
     one grouped convolution pass in float32, with autocast disabled (they cancel).

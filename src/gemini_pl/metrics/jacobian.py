@@ -1,4 +1,4 @@
-"""Jacobian-determinant metrics of a displacement field: det(I + ∇φ), folding %, SDlogJ (METHOD §6).
+"""Jacobian-determinant metrics of a displacement field: det(I + ∇φ), folding %, SDlogJ (docs/METHOD.md §6).
 
 Derivatives are central differences in the interior and one-sided at the borders
 (``torch.gradient``, the same scheme as ``numpy.gradient``), in voxel units. Everything runs in

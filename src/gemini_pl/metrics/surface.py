@@ -1,4 +1,4 @@
-"""Distance metrics of segmentations in physical units: AVD (SimpleITK) and HD95 (MONAI), METHOD §6.
+"""Distance metrics of segmentations in physical units: AVD (SimpleITK) and HD95 (MONAI), docs/METHOD.md §6.
 
 Both take per-class binary masks ``(N, C, *S)`` (see :func:`foreground_masks` to build them from a
 label map) and the voxel spacing of each case **in tensor-axis order** (the order of ``*S``; for

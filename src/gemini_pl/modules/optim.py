@@ -1,4 +1,4 @@
-"""The optimiser every module uses: Adam with a constant learning rate (METHOD §4).
+"""The optimiser every module uses: Adam with a constant learning rate (docs/METHOD.md §4).
 
 Fused where the parameters allow it (CPU and CUDA floating-point tensors): one kernel per step
 instead of one per parameter, the step counters stay on the device (the unfused CPU-counter

@@ -1,4 +1,4 @@
-"""Networks: the U-Net backbone, the deformer, the heads and :class:`GeminiNet` (METHOD §1)."""
+"""Networks: the U-Net backbone, the deformer, the heads and :class:`GeminiNet` (docs/METHOD.md §1)."""
 
 from .backbone import DEFAULT_WIDTHS, UNetBackbone
 from .deformer import DEFAULT_DEFORMER_WIDTHS, Deformer

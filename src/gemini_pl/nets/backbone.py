@@ -1,4 +1,4 @@
-"""The backbone N: a five-level U-Net returning full-resolution dense features (METHOD §1)."""
+"""The backbone N: a five-level U-Net returning full-resolution dense features (docs/METHOD.md §1)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Building blocks shared by the backbone, the deformer and the heads (2D and 3D).
 
 Every block is ``conv k3 p1 → GroupNorm(C/8 groups) → LeakyReLU(0.2)``; the backbone stacks two,
-the deformer one (METHOD §1). Module and index names follow the published checkpoints so that
+the deformer one (docs/METHOD.md §1). Module and index names follow the published checkpoints so that
 their ``state_dict`` keys map onto ours by a prefix change only.
 """
 
@@ -119,7 +119,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, list[
 
 
 def init_weights(module: nn.Module) -> None:
-    """Kaiming-normal conv weights with zero bias, GroupNorm weight 1 and bias 0 (METHOD §1)."""
+    """Kaiming-normal conv weights with zero bias, GroupNorm weight 1 and bias 0 (docs/METHOD.md §1)."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Conv3d)):
             nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity="leaky_relu")

@@ -1,4 +1,4 @@
-"""The deformer D: a shallow U-Net predicting a displacement field from two feature maps (METHOD §1)."""
+"""The deformer D: a shallow U-Net predicting a displacement field from two feature maps (docs/METHOD.md §1)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class _DeformerBody(nn.Module):
 class Deformer(nn.Module):
     """φ = D([f_A, f_B]): input (N, 2·C, *S) → displacement (N, ndim, *S) in voxel units.
 
-    Channel i of the output displaces along spatial axis i (METHOD §2). The input is padded to a
+    Channel i of the output displaces along spatial axis i (docs/METHOD.md §2). The input is padded to a
     multiple of 4 and the field cropped back. The flow conv starts near zero (weights
     N(0, ``flow_init_std``), bias 0) so that training starts from the identity.
     """

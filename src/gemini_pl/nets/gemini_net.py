@@ -14,7 +14,7 @@ from .backbone import DEFAULT_WIDTHS, UNetBackbone
 from .deformer import DEFAULT_DEFORMER_WIDTHS, Deformer
 from .head import make_head
 
-#: Published key prefix → our key prefix (METHOD §1, "Official checkpoints").
+#: Published key prefix → our key prefix (docs/METHOD.md §1, "Official checkpoints").
 OFFICIAL_PREFIXES = (
     ("unet.", "backbone."),
     ("deformer.0.", "deformer.body."),
@@ -56,7 +56,7 @@ class GeminiNet(nn.Module):
         spatial_dims: 2 or 3.
         in_channels: image channels (1 for CT, MR and X-ray).
         out_channels: head outputs K (1 for MIP restoration, number of classes for segmentation).
-        widths: backbone widths (5 encoder + 4 decoder levels); default METHOD §1.
+        widths: backbone widths (5 encoder + 4 decoder levels); default docs/METHOD.md §1.
         deformer_widths: deformer widths (5 single-conv blocks).
 
     Shapes: images (N, in_channels, *S); features (N, widths[-1], *S); flows (N, ndim, *S).

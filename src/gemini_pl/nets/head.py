@@ -1,4 +1,4 @@
-"""The head H: segmentation (Semi) or restoration (MIP) on top of the backbone features (METHOD §1)."""
+"""The head H: segmentation (Semi) or restoration (MIP) on top of the backbone features (docs/METHOD.md §1)."""
 
 from __future__ import annotations
 

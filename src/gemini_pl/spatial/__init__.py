@@ -1,4 +1,4 @@
-"""Spatial operations: warping, validity masks and random affine augmentation (METHOD §2, §5)."""
+"""Spatial operations: warping, validity masks and random affine augmentation (docs/METHOD.md §2, §5)."""
 
 from .affine import apply_affine, random_affine
 from .warp import SAMPLING_MODES, normalised_identity, sampling_grid, validity_mask, warp

@@ -1,4 +1,4 @@
-"""Random affine spatial augmentation (METHOD §5).
+"""Random affine spatial augmentation (docs/METHOD.md §5).
 
 Convention. ``theta`` has shape ``(B, nd, nd + 1)`` and follows
 :func:`torch.nn.functional.affine_grid` with ``align_corners=True``: it maps *output* normalised
@@ -23,7 +23,7 @@ Rotations are defined in normalised coordinates, which are rigid in voxels only 
 equal-length axes; pass ``spatial_shape`` to make them rigid in voxel units on any grid
 (``theta = D⁻¹ · R · diag(s) · D`` with ``D = diag((size - 1) / 2)`` in (x, y, z) order).
 
-METHOD §5 draws **one** affine per iteration and applies it to every image of the iteration:
+docs/METHOD.md §5 draws **one** affine per iteration and applies it to every image of the iteration:
 call ``random_affine(1, nd)`` and pass that ``(1, nd, nd+1)`` theta to ``apply_affine`` for each
 tensor (it broadcasts over the batch); labels use ``mode="nearest"``.
 """
@@ -136,7 +136,7 @@ def random_affine(
 ) -> Tensor:
     """Random rotation-about-the-centre + scale, as ``theta`` (batch_size, nd, nd + 1).
 
-    Typical use (METHOD §5, one affine per iteration for all images)::
+    Typical use (docs/METHOD.md §5, one affine per iteration for all images)::
 
         theta = random_affine(1, 3, generator=g, device=x.device)
         a, b = apply_affine(a, theta), apply_affine(b, theta)

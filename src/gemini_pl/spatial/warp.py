@@ -1,4 +1,4 @@
-"""Backward warping with a dense displacement field, and the validity mask (METHOD §2).
+"""Backward warping with a dense displacement field, and the validity mask (docs/METHOD.md §2).
 
 Conventions: a field φ of shape (N, ndim, *S) holds displacements in voxel units; channel i moves
 along spatial axis i of the tensor (for N×C×D×H×W: 0 → D, 1 → H, 2 → W).
