@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gemini_pl.errors import CheckpointError
-from gemini_pl.nets import GeminiNet, blocks
+from gemini_pl.nets import Deformer, GeminiNet, blocks
 from gemini_pl.nets.blocks import pad_to_multiple, upsample2
 
 SMALL = (8, 16, 32, 64, 128, 64, 32, 16, 8)
@@ -141,6 +142,82 @@ def test_init_groupnorm_ones_and_zero_biases():
     # the flow conv starts near zero (identity deformation)
     assert net.deformer.flow.weight.abs().max() < 1e-3
     assert torch.equal(net.deformer.flow.bias, torch.zeros(3))
+
+
+def _kaiming_std(fan_in: int) -> float:
+    """std of ``kaiming_normal_(a=0.2, nonlinearity="leaky_relu")``, fan-in mode: gain / sqrt(fan_in)."""
+    gain = math.sqrt(2.0 / (1.0 + 0.2**2))
+    return gain / math.sqrt(fan_in)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_flow_init_published_is_kaiming_like_the_other_convs(dims):
+    torch.manual_seed(0)
+    d = Deformer(dims, 32, flow_init="published")  # default widths: flow conv 32 → dims, k3
+    k = 3**dims
+    expected = _kaiming_std(32 * k)  # 2D: 1.3868 / sqrt(288) = 0.0817; 3D: 1.3868 / sqrt(864) = 0.0472
+    assert expected == pytest.approx({2: 0.08172, 3: 0.04718}[dims], rel=1e-3)
+    w = d.flow.weight.detach()
+    assert w.shape == (dims, 32) + (3,) * dims
+    assert float(w.std()) == pytest.approx(expected, rel=0.1)
+    assert abs(float(w.mean())) < 3 * expected / math.sqrt(w.numel())
+    assert torch.equal(d.flow.bias, torch.zeros(dims))
+    # the same formula describes the other convs (Conv5: (64 + 32) inputs), i.e. the same init code
+    w5 = d.body.Conv5.one_conv[0].weight.detach()
+    assert float(w5.std()) == pytest.approx(_kaiming_std(96 * k), rel=0.05)
+    # while the default starts the flow conv at N(0, 1e-5)
+    torch.manual_seed(0)
+    small = Deformer(dims, 32)
+    assert small.flow_init == "small"
+    assert float(small.flow.weight.detach().std()) == pytest.approx(1e-5, rel=0.1)
+
+
+def test_flow_init_leaves_the_other_parameters_bit_identical():
+    """The option draws the same random numbers: only the flow weight differs, by the std ratio."""
+    torch.manual_seed(3)
+    a = GeminiNet(2, 1, 2, widths=SMALL, deformer_widths=SMALL_DEF)
+    next_a = torch.rand(4)
+    torch.manual_seed(3)
+    b = GeminiNet(2, 1, 2, widths=SMALL, deformer_widths=SMALL_DEF, flow_init="published")
+    assert torch.equal(torch.rand(4), next_a)  # the generator ends at the same place
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        if key != "deformer.flow.weight":
+            assert torch.equal(sa[key], sb[key]), key  # head, built after the deformer, included
+    ratio = _kaiming_std(SMALL_DEF[-1] * 9) / 1e-5
+    assert torch.allclose(sb["deformer.flow.weight"], sa["deformer.flow.weight"] * ratio, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dims, size", [(2, 64), (3, 32)])
+def test_flow_init_initial_displacement(dims, size):
+    """Per voxel, φ_j = Σ_i w_ji c5_i over C·3^d inputs c5 (GN output after LeakyReLU: a mean square
+    ≤ 1 per channel). Over w ~ N(0, σ²): E mean_v φ_j² ≤ σ² C 3^d, so mean |φ| ≤ σ sqrt(C 3^d)
+    (× 3 for the spread of one draw of w). "small": σ = 1e-5 → 1.7e-4 (2D), 2.9e-4 (3D) × 3;
+    "published": σ sqrt(C 3^d) = the Kaiming gain 1.39, i.e. a displacement of order one voxel.
+    """
+    g = torch.Generator().manual_seed(7)
+    pair = torch.randn((1, 64) + (size,) * dims, generator=g)
+    out = {}
+    for init in ("small", "published"):
+        torch.manual_seed(0)
+        d = Deformer(dims, 32, flow_init=init).eval()
+        with torch.no_grad():
+            out[init] = d(pair)
+    k = 3**dims
+    small_bound = 3 * 1e-5 * math.sqrt(32 * k)
+    assert float(out["small"].abs().mean()) < small_bound
+    assert float(out["small"].abs().max()) < 10 * small_bound
+    mean_pub = float(out["published"].abs().mean())
+    assert 0.2 < mean_pub < 3 * _kaiming_std(32 * k) * math.sqrt(32 * k)
+    # the same draw, scaled: the displacements are proportional too
+    ratio = _kaiming_std(32 * k) / 1e-5
+    assert torch.allclose(out["published"], out["small"] * ratio, rtol=1e-3, atol=1e-4)
+
+
+def test_flow_init_unknown_is_refused():
+    with pytest.raises(ValueError, match="flow_init"):
+        GeminiNet(2, widths=SMALL, deformer_widths=SMALL_DEF, flow_init="zero")
 
 
 def test_block_structure_leaky_relu():

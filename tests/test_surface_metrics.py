@@ -24,6 +24,7 @@ from gemini_pl.metrics import (
     hd95_per_class,
     normalise_spacing,
     sdlogj,
+    unable_cases,
 )
 from gemini_pl.spatial import integrate_velocity, warp
 
@@ -189,6 +190,74 @@ def test_distance_objects_skip_unable_cases():
         m.update(p, t, spacing=(3.0, 0.5))
         assert float(m.compute()) == pytest.approx(expected)
         assert m.num_unable() == 1
+
+
+def _two_cases_one_empty_class():
+    """Multiclass 8×8 maps, classes 1 and 2, single pixels (distances by hand).
+
+    case 0: class 1 target (1, 1), pred (1, 3) → 2 px along axis 1; class 2 target = pred (5, 5) → 0.
+    case 1: class 1 target (1, 1), pred (4, 1) → 3 px along axis 0; class 2 target (5, 5), pred empty.
+    case 2: class 1 as case 0; class 2 absent from target and pred (nothing to find, nothing missed).
+    """
+    p = torch.zeros(3, 1, 8, 8, dtype=torch.long)
+    t = torch.zeros_like(p)
+    t[:, 0, 1, 1] = 1
+    t[:2, 0, 5, 5] = 2
+    p[0, 0, 1, 3] = 1
+    p[0, 0, 5, 5] = 2
+    p[1, 0, 4, 1] = 1
+    p[2, 0, 1, 3] = 1
+    return p, t
+
+
+def test_avd_empty_policy_per_case_values_and_unable_counts():
+    p, t = _two_cases_one_empty_class()
+    spacing = (2.0, 0.5)  # axis 0: 2 mm, axis 1: 0.5 mm
+    # skip_class (default): case 1 is scored on class 1 alone
+    skip = AverageHausdorffDistance(num_classes=3)
+    assert skip.empty_policy == "skip_class"
+    skip.update(p, t, spacing=spacing)
+    rows = skip.last.double()
+    assert rows[0].tolist() == pytest.approx([2 * 0.5, 0.0])
+    assert rows[1, 0].item() == pytest.approx(3 * 2.0) and math.isnan(rows[1, 1])
+    assert rows[2, 0].item() == pytest.approx(1.0) and math.isnan(rows[2, 1])
+    assert skip.per_case().tolist() == pytest.approx([0.5, 6.0, 1.0])
+    assert skip.num_unable() == 0
+    assert float(skip.compute()) == pytest.approx((0.5 + 6.0 + 1.0) / 3)
+    # unable_case (the paper): case 1 is unable as a whole; case 2 is not (class 2 absent from both)
+    paper = AverageHausdorffDistance(num_classes=3, empty_policy="unable_case")
+    paper.update(p, t, spacing=spacing)
+    rows = paper.last.double()
+    assert rows[0].tolist() == pytest.approx([1.0, 0.0])
+    assert torch.isnan(rows[1]).all()
+    assert rows[2, 0].item() == pytest.approx(1.0) and math.isnan(rows[2, 1])
+    per_case = paper.per_case()
+    assert per_case[0].item() == pytest.approx(0.5) and math.isnan(per_case[1]) and per_case[2].item() == pytest.approx(1.0)
+    assert paper.num_unable() == 1
+    assert float(paper.compute()) == pytest.approx((0.5 + 1.0) / 2)
+    # a case with every class empty is unable under both policies
+    both = [AverageHausdorffDistance(num_classes=3, empty_policy=e) for e in ("skip_class", "unable_case")]
+    for m in both:
+        m.update(torch.zeros_like(p[:1]), t[:1], spacing=spacing)
+        assert m.num_unable() == 1 and math.isnan(m.compute())
+
+
+def test_avd_empty_policy_functional_and_multilabel():
+    p, t = _two_cases_one_empty_class()
+    pm, tm = foreground_masks(p, 3), foreground_masks(t, 3)
+    assert unable_cases(pm, tm).tolist() == [False, True, False]
+    skip = avd_per_class(pm, tm)
+    paper = avd_per_class(pm, tm, empty_policy="unable_case")
+    assert torch.equal(torch.isnan(paper), torch.tensor([[False, False], [True, True], [False, True]]))
+    assert torch.equal(paper[0], skip[0]) and paper[2, 0] == skip[2, 0]
+    # the same as multilabel channels (SCR's kind)
+    m = AverageHausdorffDistance(label_kind="multilabel", empty_policy="unable_case")
+    m.update(pm.float(), tm.float())
+    assert m.num_unable() == 1 and m.per_case()[0].item() == pytest.approx((2 + 0) / 2)
+    with pytest.raises(ValueError, match="empty_policy"):
+        AverageHausdorffDistance(num_classes=3, empty_policy="unable")
+    with pytest.raises(ValueError, match="empty_policy"):
+        avd_per_class(pm, tm, empty_policy="paper")
 
 
 def test_metric_rows_are_concatenated_across_processes():

@@ -12,9 +12,18 @@ from .objects import (  # noqa: E402
     PerCaseMetric,
     SDLogJ,
 )
-from .surface import average_hausdorff_distance, avd_per_class, foreground_masks, hd95_per_class, normalise_spacing  # noqa: E402
+from .surface import (  # noqa: E402
+    AVD_EMPTY_POLICIES,
+    average_hausdorff_distance,
+    avd_per_class,
+    foreground_masks,
+    hd95_per_class,
+    normalise_spacing,
+    unable_cases,
+)
 
 __all__ += [
+    "AVD_EMPTY_POLICIES",
     "AverageHausdorffDistance",
     "DiceScore",
     "FoldingPercent",
@@ -27,4 +36,5 @@ __all__ += [
     "foreground_masks",
     "hd95_per_class",
     "normalise_spacing",
+    "unable_cases",
 ]

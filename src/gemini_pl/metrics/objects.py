@@ -12,7 +12,7 @@ After each ``update`` the rows of that batch stay available as ``metric.last`` (
 synchronised) so that a module can also write them to a per-case table.
 
 Units: Dice as a fraction in [0, 1] (tables print it in %), AVD/HD95 in the unit of the spacing
-(mm), folding in % of voxels.
+(mm; pixels of the stored PNG for SCR, see :class:`AverageHausdorffDistance`), folding in % of voxels.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torchmetrics import Metric
 
 from .dice import dice_rows, one_hot_labels
 from .jacobian import folding_percent, sdlogj
-from .surface import avd_per_class, foreground_masks, hd95_per_class
+from .surface import AVD_EMPTY_POLICIES, avd_per_class, foreground_masks, hd95_per_class
 
 __all__ = [
     "AverageHausdorffDistance",
@@ -125,17 +125,31 @@ class DiceScore(_LabelMetric):
 
 
 class AverageHausdorffDistance(_LabelMetric):
-    """AVD (SimpleITK average Hausdorff distance, physical units) per foreground class.
+    """AVD (SimpleITK average Hausdorff distance, in the unit of the spacing) per foreground class.
 
     ``update(pred, target, spacing)``; spacing per case in tensor-axis order (see
-    :func:`~gemini_pl.metrics.surface.normalise_spacing`). A class with an empty prediction or
-    ground truth is "unable" (NaN) and does not count.
+    :func:`~gemini_pl.metrics.surface.normalise_spacing`). The unit is the spacing's: mm for the
+    NIfTI volumes; SCR's PNGs carry no spacing, so the reader gives 1 per pixel of the file and the
+    resize to 512² scales it by (file size / 512): SCR AVD is in pixels of the stored PNG (512-grid
+    pixels for a 512² copy), not mm (docs/METHOD.md §6).
+
+    ``empty_policy`` (docs/METHOD.md §6): ``"skip_class"`` (default) — a class with an empty
+    prediction or ground truth is NaN and does not count, the case is scored on its other classes;
+    ``"unable_case"`` (the paper) — a case in which any class present in the ground truth has an
+    empty prediction is "unable" as a whole (a NaN row, counted by :meth:`num_unable`).
     """
 
     higher_is_better = False
 
+    def __init__(self, num_classes: int | None = None, label_kind: str = "multiclass",
+                 empty_policy: str = "skip_class", **kwargs):
+        super().__init__(num_classes, label_kind, **kwargs)
+        if empty_policy not in AVD_EMPTY_POLICIES:
+            raise ValueError(f"empty_policy must be one of {AVD_EMPTY_POLICIES}, got {empty_policy!r}")
+        self.empty_policy = empty_policy
+
     def update(self, pred: torch.Tensor, target: torch.Tensor, spacing=None) -> None:
-        self._append(avd_per_class(self.masks(pred), self.masks(target), spacing))
+        self._append(avd_per_class(self.masks(pred), self.masks(target), spacing, self.empty_policy))
 
 
 class HausdorffDistance95(_LabelMetric):

@@ -9,6 +9,9 @@ undefined — the paper's "unable": an empty prediction or an empty ground truth
 * **AVD** — the average Hausdorff distance of SimpleITK's ``HausdorffDistanceImageFilter``: the
   mean of the two directed average distances, from every voxel of one mask to the nearest voxel of
   the other (``(mean_{a∈A} d(a, B) + mean_{b∈B} d(b, A)) / 2``), using the image spacing.
+  ``empty_policy`` (:data:`AVD_EMPTY_POLICIES`) says what an empty prediction costs: ``skip_class``
+  (default) leaves out that class only; ``unable_case`` (the paper's reporting) makes the whole case
+  "unable" (a NaN row) when a class present in the ground truth has an empty prediction.
 * **HD95** — MONAI's ``compute_hausdorff_distance(percentile=95)``: the 95th percentile of the
   surface-to-surface distances (both directions, the larger of the two percentiles).
 """
@@ -26,7 +29,19 @@ from monai.metrics import compute_hausdorff_distance
 
 from .dice import one_hot_labels
 
-__all__ = ["average_hausdorff_distance", "avd_per_class", "foreground_masks", "hd95_per_class", "normalise_spacing"]
+#: What an empty predicted class does to AVD: ``skip_class`` (that class is NaN and left out) or
+#: ``unable_case`` (the whole case is NaN, "unable", as the paper reports it).
+AVD_EMPTY_POLICIES = ("skip_class", "unable_case")
+
+__all__ = [
+    "AVD_EMPTY_POLICIES",
+    "average_hausdorff_distance",
+    "avd_per_class",
+    "foreground_masks",
+    "hd95_per_class",
+    "normalise_spacing",
+    "unable_cases",
+]
 
 
 def foreground_masks(label: torch.Tensor, num_classes: int | None = None, label_kind: str = "multiclass") -> torch.Tensor:
@@ -97,9 +112,18 @@ def average_hausdorff_distance(a: np.ndarray, b: np.ndarray, spacing: Sequence[f
     return float(f.GetAverageHausdorffDistance())
 
 
-def avd_per_class(pred_masks: torch.Tensor, target_masks: torch.Tensor, spacing=None) -> torch.Tensor:
-    """AVD per case and class: masks (N, C, *S) → (N, C) float64 (NaN: empty prediction or target)."""
+def avd_per_class(
+    pred_masks: torch.Tensor, target_masks: torch.Tensor, spacing=None, empty_policy: str = "skip_class"
+) -> torch.Tensor:
+    """AVD per case and class: masks (N, C, *S) → (N, C) float64 (NaN: empty prediction or target).
+
+    With ``empty_policy="unable_case"`` every class of a case is NaN when any class present in the
+    ground truth has an empty prediction (:func:`unable_cases`); a class absent from both counts
+    for nothing, as with ``skip_class``.
+    """
     _check_masks(pred_masks, target_masks)
+    if empty_policy not in AVD_EMPTY_POLICIES:
+        raise ValueError(f"empty_policy must be one of {AVD_EMPTY_POLICIES}, got {empty_policy!r}")
     n, c = pred_masks.shape[:2]
     sp = normalise_spacing(spacing, n, pred_masks.dim() - 2)
     p = pred_masks.detach().cpu().numpy().astype(bool)
@@ -108,7 +132,17 @@ def avd_per_class(pred_masks: torch.Tensor, target_masks: torch.Tensor, spacing=
     for i in range(n):
         for k in range(c):
             out[i, k] = average_hausdorff_distance(p[i, k], t[i, k], sp[i])
+    if empty_policy == "unable_case":
+        out[unable_cases(pred_masks, target_masks)] = math.nan
     return out
+
+
+def unable_cases(pred_masks: torch.Tensor, target_masks: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: cases with a class present in the ground truth but empty in the prediction."""
+    _check_masks(pred_masks, target_masks)
+    pred_empty = ~pred_masks.detach().cpu().flatten(2).bool().any(-1)
+    target_present = target_masks.detach().cpu().flatten(2).bool().any(-1)
+    return (pred_empty & target_present).any(1)
 
 
 def hd95_per_class(pred_masks: torch.Tensor, target_masks: torch.Tensor, spacing=None) -> torch.Tensor:

@@ -58,6 +58,8 @@ class GeminiNet(nn.Module):
         out_channels: head outputs K (1 for MIP restoration, number of classes for segmentation).
         widths: backbone widths (5 encoder + 4 decoder levels); default docs/METHOD.md §1.
         deformer_widths: deformer widths (5 single-conv blocks).
+        flow_init: initialisation of the deformer's flow conv, ``"small"`` (near zero, default) or
+            ``"published"`` (Kaiming normal like every other conv); see :class:`Deformer`.
 
     Shapes: images (N, in_channels, *S); features (N, widths[-1], *S); flows (N, ndim, *S).
     """
@@ -69,12 +71,13 @@ class GeminiNet(nn.Module):
         out_channels: int = 1,
         widths: Sequence[int] = DEFAULT_WIDTHS,
         deformer_widths: Sequence[int] = DEFAULT_DEFORMER_WIDTHS,
+        flow_init: str = "small",
     ):
         super().__init__()
         self.spatial_dims = spatial_dims
         self.backbone = UNetBackbone(spatial_dims, in_channels, widths)
         c = self.backbone.out_channels
-        self.deformer = Deformer(spatial_dims, c, deformer_widths)
+        self.deformer = Deformer(spatial_dims, c, deformer_widths, flow_init=flow_init)
         self.head = make_head(spatial_dims, c, out_channels)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
