@@ -140,3 +140,44 @@ def test_broadcast_batch_dtype_and_autocast():
         apply_affine(x, torch.zeros(1, 3, 4))
     with pytest.raises(ValueError):
         apply_affine(x, torch.zeros(2, 2, 3))
+
+
+# ------------------------------------------------------------------ rigid on any grid
+def test_rigid_theta_hand_computed_on_a_non_square_grid():
+    """90° on H=5, W=9 (x along W): D = diag(4, 2) in (x, y); theta = D⁻¹ R D = [[0, -1/2], [2, 0]]."""
+    from gemini_pl.spatial.affine import affine_theta
+
+    angles = torch.tensor([[math.pi / 2]], dtype=torch.float64)
+    theta = affine_theta(angles, torch.ones(1, 2, dtype=torch.float64), spatial_shape=(5, 9))
+    assert torch.allclose(theta[0, :, :2], torch.tensor([[0.0, -0.5], [2.0, 0.0]], dtype=torch.float64), atol=1e-12)
+    # with spacing (tensor order: H 2 mm, W 1 mm): D = diag(4·1, 2·2) = 4·I, rotation unchanged
+    theta = affine_theta(angles, torch.ones(1, 2, dtype=torch.float64), spatial_shape=(5, 9), spacing=(2.0, 1.0))
+    assert torch.allclose(theta[0, :, :2], torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64), atol=1e-12)
+
+
+def test_rotation_is_rigid_in_physical_units_on_an_anisotropic_3d_grid():
+    from gemini_pl.spatial.affine import affine_theta, sample_affine_params
+
+    shape, spacing = (12, 40, 25), (3.0, 0.8, 1.1)
+    angles, _ = sample_affine_params(4, 3, rotation=math.pi / 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ones = torch.ones(4, 3, dtype=torch.float64)
+    half = torch.tensor([(n - 1) / 2 * s for n, s in zip(reversed(shape), reversed(spacing))], dtype=torch.float64)
+    d, d_inv = torch.diag(half), torch.diag(1 / half)
+    for space, rigid in (((shape, spacing), True), ((None, None), False)):
+        m = affine_theta(angles, ones, *space)[:, :, :3]
+        physical = d @ m @ d_inv  # output physical coordinates -> input physical coordinates
+        eye = torch.eye(3, dtype=torch.float64).expand(4, 3, 3)
+        assert torch.allclose(physical @ physical.transpose(1, 2), eye, atol=1e-9) == rigid
+
+
+def test_rotation_terms_two_give_the_published_triangular_spread():
+    from gemini_pl.spatial.affine import sample_affine_params
+
+    r = math.pi / 9
+    one, _ = sample_affine_params(20000, 2, rotation=r, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    two, _ = sample_affine_params(20000, 2, rotation=r, generator=torch.Generator().manual_seed(1), dtype=torch.float64,
+                                  rotation_terms=2)
+    assert one.abs().max() <= r and two.abs().max() > r and two.abs().max() <= 2 * r
+    # E|U1 + U2| = 2r/3 for U ~ U(-r, r) (triangular on [-2r, 2r]); E|U| = r/2
+    assert float(two.abs().mean()) == pytest.approx(2 * r / 3, rel=0.02)
+    assert float(one.abs().mean()) == pytest.approx(r / 2, rel=0.02)

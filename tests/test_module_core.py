@@ -127,3 +127,37 @@ def test_cli_links_spatial_dims_num_classes_and_label_kind_from_the_data(tmp_pat
 def test_cli_refuses_a_model_value_that_contradicts_the_data(tmp_path, phantom_root):
     with pytest.raises(ConfigError, match=r"model.init_args.num_classes=5 but the data gives num_classes="):
         _cli(tmp_path, phantom_root, "--data.spatial_dims", "2", "--model.num_classes", "5")
+
+
+# ------------------------------------------------------------------ augmentation as published, and rigid
+def test_augmentation_is_rigid_on_a_non_square_image():
+    """A 2D 16×48 labeled batch is rotated rigidly in voxel units (``augment_space: physical``);
+    the published normalised-coordinate affine is the ``normalised`` option."""
+    from gemini_pl.spatial import apply_affine, random_affine
+
+    image = torch.rand(1, 1, 16, 48)
+    label = (image > 0.5).long()
+    for space, shape in (("physical", (16, 48)), ("normalised", None)):
+        model = Segmentation(spatial_dims=2, widths=SMALL_WIDTHS, num_classes=2, augment_space=space, aug_seed=5)
+        out = model.prepare_batch({"image": image, "label": label})
+        theta = random_affine(1, 2, scale=(0.75, 1.25), per_axis_scale=False, generator=torch.Generator().manual_seed(5),
+                              spatial_shape=shape)
+        assert torch.equal(out["image"], apply_affine(image, theta)), space
+        assert torch.equal(out["label"], apply_affine(label, theta, mode="nearest")), space
+
+
+def test_affine_per_sample_and_corruption_before_the_affine():
+    from gemini_pl.augment.corruption import corrupt
+    from gemini_pl.modules import GeminiPretrain
+    from gemini_pl.spatial import apply_affine, random_affine
+
+    x_a, x_b = torch.rand(2, 1, 24, 24), torch.rand(2, 1, 24, 24)
+    model = GeminiPretrain(spatial_dims=2, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER, aug_seed=9,
+                           affine_per_sample=True, corrupt_before_affine=True)
+    out = model.prepare_batch({"image_a": x_a, "image_b": x_b})
+    g = torch.Generator().manual_seed(9)
+    corrupted = corrupt(x_a, model.corruption, generator=g)  # drawn first, then one affine per sample
+    theta = random_affine(2, 2, generator=g, spatial_shape=(24, 24))
+    assert not torch.equal(theta[0], theta[1])
+    assert torch.equal(out["corrupted_a"], apply_affine(corrupted, theta))
+    assert torch.equal(out["image_a"], apply_affine(x_a, theta))

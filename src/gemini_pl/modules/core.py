@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -38,7 +38,7 @@ import torch
 from ..errors import ConfigError
 from ..nets import DEFAULT_DEFORMER_WIDTHS, DEFAULT_WIDTHS, GeminiNet
 from ..spatial import apply_affine
-from .augmentation import draw_affine
+from .augmentation import AUGMENT_SPACES, draw_affine
 from .cadence import at_log_step
 from .guard import NonFiniteGuard
 from .optim import make_adam
@@ -61,6 +61,11 @@ class GeminiModule(L.LightningModule):
     Args:
         spatial_dims: 2 or 3 (linked from ``data.spatial_dims`` by the CLI).
         in_channels: image channels.
+        num_classes: the data's label classes (background included) or label channels, linked from
+            ``data.num_classes`` (``None``: unlabeled data); a segmentation head's outputs, and the
+            classes of the registration metrics.
+        label_kind: the data's ``"multiclass"`` / ``"multilabel"`` labels, linked from the data
+            (``None`` / ``"auto"``: the data module's).
         out_channels: head outputs (ignored when the method has no head).
         widths: backbone widths (9 values: 5 encoder, 4 decoder levels).
         deformer_widths: deformer widths (5 values; ignored without a deformer).
@@ -69,6 +74,13 @@ class GeminiModule(L.LightningModule):
         rotation: maximum rotation (radians) about each axis.
         scale_range: scale factor range.
         per_axis_scale: one scale factor per axis, or one for all axes.
+        augment_space: ``"physical"``: rotations rigid on the image's grid (physical units when
+            the batch carries its spacing, else voxel units); ``"normalised"``: in normalised
+            coordinates, as published (a shear plus a stretch on a non-cubic grid).
+        rotation_terms: each angle is the sum of this many U(−rotation, rotation) draws (2: the
+            published 2D code's composition, a triangular spread to ±2·rotation).
+        affine_per_sample: one affine per batch element instead of one per iteration (the
+            published 2D MIP code).
         max_consecutive_nonfinite: stop after this many skipped steps of one loss in a row (checked
             at the logging cadence, ``trainer.log_every_n_steps``, and at epoch end).
         aug_seed: seed of the augmentation generator (offset by the process rank under DDP).
@@ -81,6 +93,8 @@ class GeminiModule(L.LightningModule):
         self,
         spatial_dims: int = 2,
         in_channels: int = 1,
+        num_classes: int | None = None,
+        label_kind: Literal["auto", "multiclass", "multilabel"] | None = None,
         out_channels: int = 1,
         widths: Sequence[int] = DEFAULT_WIDTHS,
         deformer_widths: Sequence[int] = DEFAULT_DEFORMER_WIDTHS,
@@ -89,10 +103,15 @@ class GeminiModule(L.LightningModule):
         rotation: float = math.pi / 9,
         scale_range: tuple[float, float] = (0.75, 1.25),
         per_axis_scale: bool = True,
+        augment_space: Literal["physical", "normalised"] = "physical",
+        rotation_terms: int = 1,
+        affine_per_sample: bool = False,
         max_consecutive_nonfinite: int = 10,
         aug_seed: int = 0,
     ):
         super().__init__()
+        if augment_space not in AUGMENT_SPACES:
+            raise ConfigError(f"model.augment_space must be one of {AUGMENT_SPACES}, got {augment_space!r}")
         if spatial_dims not in (2, 3):
             raise ConfigError(
                 f"model.spatial_dims must be 2 or 3, got {spatial_dims}"
@@ -169,7 +188,10 @@ class GeminiModule(L.LightningModule):
             if not present:
                 continue
             if theta is None or per_group:
-                theta = draw_affine(self, out[present[0]].device)
+                first = out[present[0]]
+                n = first.shape[0] if self.hparams.affine_per_sample else 1
+                theta = draw_affine(self, first.device, batch=n, spatial_shape=first.shape[2:],
+                                    spacing=_spacing_of(out, present[0]))
             for key in present:
                 out[key] = apply_affine(out[key], theta, mode="nearest" if key.startswith("label") else "bilinear")
         return out
@@ -220,6 +242,14 @@ class GeminiModule(L.LightningModule):
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
         if first is not None and at_log_step(self._trainer, batch_idx):  # host read only at the cadence
             self.log("loss", first.detach(), prog_bar=True, on_step=True, batch_size=n, logger=False)
+
+
+def _spacing_of(batch: Mapping[str, Any], key: str) -> torch.Tensor | None:
+    """The voxel spacing of ``batch[key]``: ``spacing_<suffix>`` (``image_a`` → ``spacing_a``), else ``spacing``."""
+    suffix = key.split("_", 1)[1] if "_" in key else None
+    value = batch.get(f"spacing_{suffix}") if suffix else None
+    value = batch.get("spacing") if value is None else value
+    return value if torch.is_tensor(value) else None
 
 
 def _batch_size(batch: Mapping[str, Any]) -> int:

@@ -20,16 +20,28 @@ class GeminiPretrain(GeminiBase):
         lambda_restore: weight of the restoration loss (100 as published).
         corruption: appearance corruption settings (probabilities, block and box counts); the
             defaults follow docs/METHOD.md §5 for the module's ``spatial_dims``.
+        corrupt_before_affine: corrupt A before the iteration's random affine (the restoration
+            input is ``affine(corrupt(x_A))``, as the published MIP code does) instead of after it.
     """
 
     head_name = "restore"
 
-    def __init__(self, *args: Any, lambda_restore: float = 100.0, corruption: CorruptionConfig | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, lambda_restore: float = 100.0, corruption: CorruptionConfig | None = None,
+                 corrupt_before_affine: bool = False, **kwargs: Any):
         kwargs.setdefault("out_channels", 1)
         super().__init__(*args, **kwargs)
         self.corruption = corruption or CorruptionConfig()
 
+    def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if not self.hparams.corrupt_before_affine:
+            return super().prepare_batch(batch)
+        batch = dict(batch, corrupted_a=corrupt(batch["image_a"], self.corruption, generator=self.aug_generator))
+        return self.augment(batch, [("image_a", "corrupted_a"), ("image_b",)])
+
     def head_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         x_a = batch["image_a"].detach()
-        restored = self.net(corrupt(x_a, self.corruption, generator=self.aug_generator))
+        corrupted = batch.get("corrupted_a")
+        if corrupted is None:
+            corrupted = corrupt(x_a, self.corruption, generator=self.aug_generator)
+        restored = self.net(corrupted.detach())
         return {"total": restoration_loss(restored, x_a, self.hparams.lambda_restore)}

@@ -72,13 +72,20 @@ class RegistrationEvaluation:
         return out
 
     # ---------------------------------------------------------------- metrics
+    def reg_label_kind(self) -> str:
+        """The label kind of the evaluation labels: the module's, else the data's, else multiclass."""
+        kind = getattr(self, "label_kind", None) or self.hparams.get("label_kind")
+        if kind in (None, "auto") and self.datamodule is not None:
+            kind = getattr(self.datamodule, "label_kind", None)
+        return kind if kind in ("multiclass", "multilabel") else "multiclass"
+
     def _reg_classes(self, batch: dict[str, Any]) -> int | None:
         k = self.hparams.get("num_classes")
         if k is None and self.datamodule is not None:
             k = getattr(self.datamodule, "num_classes", None)
         if k is not None or batch.get("label_a") is None:
             return k
-        if getattr(self, "label_kind", "multiclass") == "multilabel":
+        if self.reg_label_kind() == "multilabel":
             return int(batch["label_a"].shape[1])
         top = torch.maximum(batch["label_a"].max(), batch["label_b"].max()).float()
         if self._trainer is not None:  # every rank builds the same metrics
@@ -90,7 +97,7 @@ class RegistrationEvaluation:
         if getattr(self, "reg_metrics", None) is not None:
             return
         k = self._reg_classes(batch)
-        kind = getattr(self, "label_kind", "multiclass")
+        kind = self.reg_label_kind()
         metrics: dict[str, torch.nn.Module] = {}
         for stage in ("val", "test"):
             metrics[f"{stage}_folding_percent"] = FoldingPercent()
@@ -162,5 +169,5 @@ class RegistrationEvaluation:
         }
         if "warped_label" in out:
             wl = out["warped_label"]
-            result["warped_label"] = wl if getattr(self, "label_kind", "multiclass") == "multilabel" else wl.to(torch.int16)
+            result["warped_label"] = wl if self.reg_label_kind() == "multilabel" else wl.to(torch.int16)
         return result

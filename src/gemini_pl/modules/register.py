@@ -92,7 +92,8 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         if integration_steps < 0:
             raise ConfigError(f"model.integration_steps must be >= 0, got {integration_steps}")
         kind = check_label_kind(label_kind)
-        super().__init__(spatial_dims=spatial_dims, spatial_augment=spatial_augment, **kwargs)
+        super().__init__(spatial_dims=spatial_dims, num_classes=num_classes, label_kind=label_kind,
+                         spatial_augment=spatial_augment, **kwargs)
         self.label_kind = "multiclass" if kind == "auto" else kind
         self.roi_size = list(roi_size) if roi_size is not None else None
 

@@ -67,7 +67,8 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, GeminiModule):
         kind = check_label_kind(label_kind)
         if num_classes is None or num_classes < 1:
             raise ConfigError(f"model.num_classes must be >= 1 (does the data have labels?), got {num_classes}")
-        super().__init__(spatial_dims=spatial_dims, out_channels=num_classes, per_axis_scale=per_axis_scale, **kwargs)
+        super().__init__(spatial_dims=spatial_dims, num_classes=num_classes, label_kind=label_kind, out_channels=num_classes,
+                         per_axis_scale=per_axis_scale, **kwargs)
         self.label_kind = "multiclass" if kind == "auto" else kind
         self.roi_size = list(roi_size) if roi_size is not None else None
 

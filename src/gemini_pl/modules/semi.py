@@ -63,7 +63,8 @@ class GeminiSemi(SegmentationEvaluation, GeminiBase):
             raise ConfigError(f"model.num_classes must be >= 1 (does the data have labels?), got {num_classes}")
         if out_channels not in (None, num_classes):
             raise ConfigError(f"GeminiSemi's head has num_classes outputs; drop model.out_channels={out_channels}")
-        super().__init__(*args, out_channels=num_classes, per_axis_scale=per_axis_scale, **kwargs)
+        super().__init__(*args, num_classes=num_classes, label_kind=label_kind, out_channels=num_classes,
+                         per_axis_scale=per_axis_scale, **kwargs)
         self.label_kind = "multiclass" if kind == "auto" else kind
         self.roi_size = list(roi_size) if roi_size is not None else None
 

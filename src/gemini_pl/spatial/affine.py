@@ -19,9 +19,13 @@ centre" has no translation column.
 With a 90° angle in 2D, ``apply_affine`` equals ``torch.rot90(x, k=1, dims=(-2, -1))`` on a square
 image (``out[i, j] = x[j, W - 1 - i]``, counter-clockwise when row 0 is drawn at the top).
 
-Rotations are defined in normalised coordinates, which are rigid in voxels only for
-equal-length axes; pass ``spatial_shape`` to make them rigid in voxel units on any grid
-(``theta = D⁻¹ · R · diag(s) · D`` with ``D = diag((size - 1) / 2)`` in (x, y, z) order).
+Rotations are defined in normalised coordinates, which are rigid only for equal physical
+extents of the axes: on a 256×256×128 volume a 20° "rotation" in normalised coordinates is a
+shear plus a stretch. Pass ``spatial_shape`` (and ``spacing``) to make them rigid in voxel
+(physical) units on any grid: ``theta = D⁻¹ · R · diag(s) · D`` with
+``D = diag((size - 1) / 2 · spacing)`` in (x, y, z) order (the scales then act in physical units
+too). ``rotation_terms=2`` draws each angle as the sum of two U(-rotation, rotation) draws (a
+triangular spread to ±2·rotation), which is how the published 2D code composes its rotation.
 
 docs/METHOD.md §5 draws **one** affine per iteration and applies it to every image of the iteration:
 call ``random_affine(1, nd)`` and pass that ``(1, nd, nd+1)`` theta to ``apply_affine`` for each
@@ -57,11 +61,12 @@ def sample_affine_params(
     generator: Optional[torch.Generator] = None,
     device: Optional[torch.device | str] = None,
     dtype: torch.dtype = torch.float32,
+    rotation_terms: int = 1,
 ) -> Tuple[Tensor, Tensor]:
     """Draw the parameters of :func:`random_affine`.
 
     Returns ``(angles, scales)``: ``angles`` ``(B, 1)`` in 2D or ``(B, 3)`` in 3D (about x, y, z),
-    each U(-rotation, rotation); ``scales`` ``(B, nd)`` in (x, y[, z]) order, U(lo, hi) per axis,
+    each U(-rotation, rotation) (the sum of ``rotation_terms`` such draws); ``scales`` ``(B, nd)`` in (x, y[, z]) order, U(lo, hi) per axis,
     or one factor repeated over the axes when ``per_axis_scale`` is False. Random numbers are
     drawn on the generator's device (CPU when no generator is given), then moved to ``device``.
     """
@@ -71,10 +76,15 @@ def sample_affine_params(
         raise ValueError(f"scale must satisfy 0 < lo <= hi, got {scale}")
     if rotation < 0:
         raise ValueError(f"rotation must be >= 0, got {rotation}")
+    if rotation_terms < 1:
+        raise ValueError(f"rotation_terms must be >= 1, got {rotation_terms}")
     gdev = generator.device if generator is not None else torch.device("cpu")
     u = torch.rand((batch_size, n_ang + spatial_dims), generator=generator, device=gdev,
                    dtype=torch.float64)
     angles = (2.0 * u[:, :n_ang] - 1.0) * float(rotation)
+    for _ in range(rotation_terms - 1):  # published 2D: the sum of two rotations
+        more = torch.rand((batch_size, n_ang), generator=generator, device=gdev, dtype=torch.float64)
+        angles = angles + (2.0 * more - 1.0) * float(rotation)
     su = u[:, n_ang:] if per_axis_scale else u[:, n_ang:n_ang + 1].expand(-1, spatial_dims)
     scales = lo + (hi - lo) * su
     device = torch.device(device) if device is not None else gdev
@@ -104,10 +114,13 @@ def _rotation(angles: Tensor, spatial_dims: int) -> Tensor:
 
 
 def affine_theta(angles: Tensor, scales: Tensor,
-                 spatial_shape: Optional[Sequence[int]] = None) -> Tensor:
+                 spatial_shape: Optional[Sequence[int]] = None,
+                 spacing: Optional[Sequence[float] | Tensor] = None) -> Tensor:
     """``theta = [R(angles) · diag(scales) | 0]`` of shape (B, nd, nd + 1) (see module doc).
 
-    ``spatial_shape`` (tensor order, e.g. (D, H, W)): make the rotation rigid in voxel units.
+    ``spatial_shape`` (tensor order, e.g. (D, H, W)): make the rotation rigid in voxel units;
+    with ``spacing`` (tensor order, the voxel size along each axis; (nd,) or (B, nd)) rigid in
+    physical units.
     """
     nd = scales.shape[-1]
     if angles.shape[-1] != _num_angles(nd):
@@ -117,8 +130,15 @@ def affine_theta(angles: Tensor, scales: Tensor,
         if len(spatial_shape) != nd:
             raise ValueError(f"spatial_shape must have {nd} entries, got {tuple(spatial_shape)}")
         half = torch.tensor([max(int(n) - 1, 1) / 2.0 for n in reversed(spatial_shape)],
-                            dtype=m.dtype, device=m.device)
-        m = m * half[None, None, :] / half[None, :, None]
+                            dtype=m.dtype, device=m.device).expand(m.shape[0], nd)
+        if spacing is not None:
+            sp = torch.as_tensor(spacing, dtype=m.dtype).to(m.device).reshape(-1, nd).flip(-1)
+            if sp.shape[0] not in (1, m.shape[0]) or not bool((sp > 0).all()):
+                raise ValueError(f"spacing must be (nd,) or (B, nd) positive sizes, got {tuple(sp.shape)}")
+            half = half * sp
+        m = m * half[:, None, :] / half[:, :, None]
+    elif spacing is not None:
+        raise ValueError("affine_theta: spacing needs spatial_shape")
     t = torch.zeros(m.shape[0], nd, 1, dtype=m.dtype, device=m.device)
     return torch.cat([m, t], dim=-1)
 
@@ -133,6 +153,8 @@ def random_affine(
     device: Optional[torch.device | str] = None,
     dtype: torch.dtype = torch.float32,
     spatial_shape: Optional[Sequence[int]] = None,
+    spacing: Optional[Sequence[float] | Tensor] = None,
+    rotation_terms: int = 1,
 ) -> Tensor:
     """Random rotation-about-the-centre + scale, as ``theta`` (batch_size, nd, nd + 1).
 
@@ -146,8 +168,8 @@ def random_affine(
     generator state; the matrix is :func:`affine_theta` (angles about x, y, z; R = Rz·Ry·Rx).
     """
     angles, scales = sample_affine_params(batch_size, spatial_dims, rotation, scale,
-                                          per_axis_scale, generator, device, torch.float64)
-    return affine_theta(angles, scales, spatial_shape).to(dtype)
+                                          per_axis_scale, generator, device, torch.float64, rotation_terms)
+    return affine_theta(angles, scales, spatial_shape, spacing).to(dtype)
 
 
 def apply_affine(x: Tensor, theta: Tensor, mode: str = "bilinear") -> Tensor:

@@ -82,7 +82,7 @@ class DensePretrainBase(GeminiModule):
 
     def views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(view 1, view 2, θ) with view 2 = affine_θ(x): ``apply_affine(·, θ)`` maps view 1 onto view 2."""
-        theta = draw_affine(self, x.device, batch=x.shape[0], per_axis_scale=True)
+        theta = draw_affine(self, x.device, batch=x.shape[0], per_axis_scale=True, spatial_shape=x.shape[2:])
         return self._jitter(x), self._jitter(apply_affine(x, theta)), theta
 
     def align(self, t: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
