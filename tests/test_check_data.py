@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from gemini_pl.cli import main
-from test_datasets import make_dataset, write_nifti, write_png
+from test_datasets import _set_voxel, make_dataset, make_generic, write_nifti, write_png
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,6 +83,44 @@ def test_missing_label_and_missing_root(good_root, tmp_path, capsys):
     assert code == 1 and "has no label" in out and "train000.nii.gz" in out
     code, out = run(capsys, "--config", cfg("candi"), "--data.root", str(tmp_path / "nowhere"))
     assert code == 1 and "does not exist" in out
+
+
+def test_missing_brain_mask_is_a_problem(good_root, tmp_path, capsys):
+    shutil.copytree(good_root / "candi", tmp_path / "candi")
+    d = tmp_path / "candi"
+    (d / "test/labeled/mask/test001.nii.gz").unlink()
+    (d / "train/unlabeled/label/BPDwoPsy_000_MR.nii.gz").unlink()
+    code, out = run(capsys, "--config", cfg("candi"), "--data.root", str(tmp_path), "--data.split_file", "null")
+    assert code == 1 and "PROBLEMS (2)" in out, out
+    assert (f"image {d / 'test/labeled/image/test001.nii.gz'} has no brain mask: expected "
+            f"{d / 'test/labeled/mask/test001.nii.gz'}") in out
+    assert (f"image {d / 'train/unlabeled/image/BPDwoPsy_000_MR.nii.gz'} has no brain mask: expected "
+            f"{d / 'train/unlabeled/label/BPDwoPsy_000_MR.nii.gz'}") in out
+    assert "test: 2 image(s)" in out and "brain masks: 1/2" in out and "brain masks: 2/3" in out
+    code, out = run(capsys, "--config", cfg("candi"), "--data.root", str(tmp_path), "--data.split_file", "null",
+                    "--data.preprocessing", "{brain_mask: none}")
+    assert code == 0, out
+
+
+def test_label_values_beyond_the_classes_are_problems(tmp_path, capsys):
+    d = make_generic(tmp_path)
+    bad = d / "train/labeled/label/train000.nii.gz"
+    _set_voxel(bad, 7)
+    args = ("--data", "gemini_pl.data.GeminiDataModule", "--data.root", str(tmp_path), "--data.dataset", "mine",
+            "--data.num_labeled", "2")
+    code, out = run(capsys, *args)
+    assert code == 1 and "PROBLEMS (1)" in out, out
+    assert f"label {bad} has values [7] beyond the 3 classes 0..2 of mine" in out
+    assert "label values found: [0, 1, 2, 7]" in out
+    code, out = run(capsys, *args, "--data.label_table", "{1: 1, 2: 2}")
+    assert code == 1 and f"label {bad} has values [7] that are not in the label table of mine" in out, out
+    # a multilabel channel that is not binary
+    make_dataset(tmp_path, "scr")
+    bad = tmp_path / "scr/test/labeled/label/heart/JPCLN011.png"
+    _set_voxel(bad, 3)
+    code, out = run(capsys, "--config", cfg("scr"), "--data.root", str(tmp_path), "--data.split_file", "null",
+                    "--data.num_labeled", "2", "--data.preprocessing", "{resize: [16, 16]}")
+    assert code == 1 and f"label {bad} (channel heart of the 3 channels heart, lung, clavicle) has values [0, 3, 255]" in out, out
 
 
 def test_settings_the_data_cannot_serve(good_root, capsys):

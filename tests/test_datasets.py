@@ -71,6 +71,20 @@ def _mr(rng, shape=S3) -> np.ndarray:
     return (rng.random(shape) * 900 - 50).astype(np.float32)
 
 
+def brain_mask(shape=S3) -> np.ndarray:
+    """The brain mask of every CANDI test case: a centred cube."""
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[3:13, 3:13, 3:13] = 1
+    return mask
+
+
+def make_generic(root: Path, name: str = "mine", values=(1, 2), seed: int = 0) -> Path:
+    """A dataset without a spec (no label table, K from the labels): labels ``values`` (K = 3)."""
+    rng = np.random.default_rng(seed)
+    _canonical_3d(root, name, rng, unl=3, lab=2, test=2, values=list(values), image=_mr)
+    return root / name
+
+
 def make_dataset(root: Path, name: str, seed: int = 0) -> Path:
     """Write a tiny copy of dataset ``name`` in its distributed layout under ``root``."""
     rng = np.random.default_rng(seed)
@@ -86,13 +100,13 @@ def make_dataset(root: Path, name: str, seed: int = 0) -> Path:
     elif name == "candi":
         codes = [*candi.FREESURFER_CODES[:6], 41, 60, 5, 31]  # 5 and 31 are not in the table
         _canonical_3d(root, "candi", rng, unl=0, lab=2, test=2, values=codes, image=_mr)
-        for i in range(3):
+        for i in range(3):  # unlabeled images carry their brain mask under train/unlabeled/label
             name_i = f"BPDwoPsy_{i:03d}_MR.nii.gz"
-            img = _mr(rng)
-            mask = np.zeros(S3, dtype=np.uint8)
-            mask[3:13, 3:13, 3:13] = 1
-            write_nifti(root / "candi/train/unlabeled/image" / name_i, img)
-            write_nifti(root / "candi/train/unlabeled/label" / name_i, mask)
+            write_nifti(root / "candi/train/unlabeled/image" / name_i, _mr(rng))
+            write_nifti(root / "candi/train/unlabeled/label" / name_i, brain_mask())
+        for split in ("train/labeled", "test/labeled"):  # labeled cases under <split>/mask
+            for p in sorted((root / "candi" / split / "image").iterdir()):
+                write_nifti(root / "candi" / split / "mask" / p.name, brain_mask())
     elif name == "scr":
         d = root / "scr"
         for i in range(2):
@@ -237,7 +251,7 @@ def test_candi_mapping_masks_and_override(roots, tmp_path):
     assert np.all(lab[raw == 41] == 17) and np.all(lab[raw == 60] == 28) and np.all(lab[raw == 2] == 1)
     assert np.all(lab[(raw == 5) | (raw == 31)] == 0)  # other FreeSurfer codes -> background
     img = c["image"][0]
-    assert float(img.min()) >= 0 and float(img.max()) == pytest.approx(1.0)
+    assert float(img.min()) >= 0 and 0.9 < float(img.max()) <= 1.0  # min-max, then the brain mask
     # unlabeled images are multiplied by their brain mask (train/unlabeled/label)
     pairs = dm._pairs()
     item = pairs.images[0]
@@ -415,6 +429,120 @@ def test_label_values_outside_the_table(roots, tmp_path):
     with pytest.raises(DataError, match=r"values \[421, 999\] that are not in the label table") as err:
         _dm(tmp_path, "whs_ct").setup("validate")
     assert str(bad) in str(err.value)
+
+
+def _set_voxel(path: Path, value: int) -> None:
+    """Write ``value`` into the first foreground voxel of the label file ``path`` (NIfTI or PNG)."""
+    png = path.suffix == ".png"
+    arr = (np.asarray(Image.open(path)) if png else np.asarray(nib.load(str(path)).dataobj)).copy()
+    arr.reshape(-1)[int(np.flatnonzero(arr)[0])] = value
+    (write_png if png else write_nifti)(path, arr)
+
+
+def test_label_values_beyond_the_classes(tmp_path):
+    """No label table: K is the largest test label + 1; a labeled training file beyond it names the
+    file, the value and K (training, atlases, skip mode); the test files say what K is."""
+    d = make_generic(tmp_path)
+    bad = d / "train/labeled/label/train001.nii.gz"
+    _set_voxel(bad, 7)
+    dm = _dm(tmp_path, "mine", train_mode="labeled")
+    assert dm.num_classes == 3  # from the test labels (values 0..2)
+    for call in (lambda: dm.setup("fit"), dm.atlas_cases):
+        with pytest.raises(DataError) as err:
+            call()
+        msg = str(err.value)
+        assert msg.startswith(f"label {bad} has values [7] beyond the 3 classes 0..2 of mine") and "\n" not in msg
+        assert "data.label_table" in msg
+    # read at access (disk cache): the error comes from the loader
+    dm = _dm(tmp_path, "mine", train_mode="labeled", cache="disk", cache_dir=str(tmp_path / "cache"),
+             labeled_batch_size=1)
+    dm.setup("fit")
+    with pytest.raises(DataError, match=r"has values \[7\] beyond the 3 classes"):
+        list(dm.train_dataloader())
+    dm = _dm(tmp_path, "mine", train_mode="labeled", on_error="skip", num_labeled=None)
+    dm.setup("fit")
+    assert [p for p, _ in dm.skipped] == [str(d / "train/labeled/image/train001.nii.gz")] and len(dm.train_set) == 1
+    # a label table given by the user must cover every value found: 7 is not one of its keys
+    with pytest.raises(DataError) as err:
+        _dm(tmp_path, "mine", train_mode="labeled", label_table={1: 1, 2: 2}).setup("fit")
+    assert str(err.value).startswith(f"label {bad} has values [7] that are not in the label table of mine "
+                                     "(allowed: [0, 1, 2]; 3 classes)")
+    # with the table extended the file is fine
+    dm = _dm(tmp_path, "mine", train_mode="labeled", label_table={1: 1, 2: 2, 7: 3})
+    dm.setup("fit")
+    assert dm.num_classes == 4
+
+
+def test_label_values_outside_a_spec_table_name_the_classes(roots, tmp_path):
+    d = _copy(roots["kipa22"], tmp_path, "kipa22")
+    bad = d / "train/labeled/label/train001.nii.gz"
+    _set_voxel(bad, 7)
+    with pytest.raises(DataError) as err:
+        _dm(tmp_path, "kipa22", train_mode="labeled").setup("fit")
+    assert str(err.value).startswith(f"label {bad} has values [7] that are not in the label table of kipa22 "
+                                     "(allowed: [0, 1, 2, 3, 4]; 5 classes)")
+
+
+def test_multilabel_channels_must_be_binary(roots, tmp_path):
+    d = _copy(roots["scr"], tmp_path, "scr")
+    bad = d / "train/labeled/label/lung/JPCLN002.png"
+    _set_voxel(bad, 7)
+    with pytest.raises(DataError) as err:
+        _dm(tmp_path, "scr", train_mode="labeled", num_labeled=None).setup("fit")
+    msg = str(err.value)
+    assert msg.startswith(f"label {bad} (channel lung of the 3 channels heart, lung, clavicle) has values "
+                          "[0, 7, 255]; a channel must be binary") and "\n" not in msg
+
+
+# ------------------------------------------------------------------------------ CANDI brain masks
+def _images(dm) -> list[tuple[str, torch.Tensor]]:
+    """(file, image) of every preprocessed image of a set-up module: pairs, atlases, test cases."""
+    items = [*dm.train_set.images, *dm.atlas_cases(), *dm.test_set]
+    return [(it.get("meta", {}).get("filename", it["name"]), it["image"][0]) for it in items]
+
+
+def test_candi_masks_every_split(roots):
+    """One policy: unlabeled, labeled training and test images are all multiplied by their brain mask."""
+    dm = _dm(roots["candi"], "candi", eval_mode="cases")
+    assert dm.spec.preprocessing.brain_mask == "file"
+    dm.setup("fit")
+    dm.setup("test")
+    outside = torch.from_numpy(brain_mask() == 0)
+    images = _images(dm)
+    assert len(images) == 3 + 2 + 2
+    for name, img in images:
+        assert float(img[outside].abs().max()) == 0.0, name
+        assert float(img[~outside].max()) > 0.5, name
+    # switched off: no image is masked, whatever the split
+    dm = _dm(roots["candi"], "candi", eval_mode="cases", preprocessing={"brain_mask": "none"})
+    dm.setup("fit")
+    dm.setup("test")
+    assert all(float(img[outside].max()) > 0.5 for _, img in _images(dm))
+
+
+@pytest.mark.parametrize("split, sub, name", [
+    ("test/labeled", "mask", "test001.nii.gz"),
+    ("train/labeled", "mask", "train000.nii.gz"),
+    ("train/unlabeled", "label", "BPDwoPsy_002_MR.nii.gz"),
+])
+def test_candi_missing_brain_mask(roots, tmp_path, split, sub, name):
+    d = _copy(roots["candi"], tmp_path, "candi")
+    mask = d / split / sub / name
+    mask.unlink()
+    with pytest.raises(DataError) as err:
+        _dm(tmp_path, "candi", train_mode="pairs+labeled").setup("fit")
+    msg = str(err.value)
+    assert msg.startswith(f"image {d / split / 'image' / name} has no brain mask: expected {mask}")
+    assert "brain_mask: none" in msg and "\n" not in msg
+    # masking switched off: the same files load
+    dm = _dm(tmp_path, "candi", train_mode="pairs+labeled", preprocessing={"brain_mask": "none"})
+    dm.setup("fit")
+    assert dm.val_set is not None
+
+
+def test_brain_mask_auto_is_gone():
+    with pytest.raises(ConfigError, match=r"brain_mask='auto'.*'file'.*'none'"):
+        GeminiDataModule(dataset="candi", preprocessing={"brain_mask": "auto"})
 
 
 def test_shape_and_geometry_mismatch(roots, tmp_path):

@@ -124,11 +124,14 @@ def file_stamp(record: dict) -> str:
     return "|".join(parts)
 
 
-def disk_cache_dir(root: str, cache_dir: str | None, spec: DatasetSpec, spatial_dims: int | None) -> Path:
+def disk_cache_dir(root: str, cache_dir: str | None, spec: DatasetSpec, spatial_dims: int | None,
+                   num_classes: int | None = None) -> Path:
     """``<cache_dir or root/cache>/<dataset>-<hash of spec and dims>``: one folder per dataset
-    and preprocessing."""
+    and preprocessing (and per ``num_classes`` the labels were checked against, when it is not
+    the spec's: a dataset without a label table)."""
     base = Path(cache_dir) if cache_dir else Path(root) / "cache"
-    key = repr((spec, spatial_dims)).encode()
+    checked = () if num_classes in (None, spec.num_classes) else (num_classes,)
+    key = repr((spec, spatial_dims, *checked)).encode()
     return base / f"{spec.name}-{hashlib.sha256(key).hexdigest()[:12]}"
 
 

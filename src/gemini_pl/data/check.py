@@ -8,8 +8,10 @@ Usage::
 The ``data:`` section is parsed exactly as ``gemini-pl fit`` parses it (jsonargparse, the same
 YAML files and ``--data.<arg>`` flags). The report lists the split source and its sha256, the
 number of images per split (and per group), image shapes, spacings and intensity ranges, the label
-values found versus the label table, and every problem: unreadable files, shape or geometry
-mismatches between an image and its label or mask, label values outside the table, missing labels,
+values found versus the label table (or versus the classes inferred from the test labels when
+there is no table), and every problem: unreadable files, shape or geometry mismatches between an
+image and its label or mask, label values outside the table or beyond the classes, multilabel
+channels that are not binary, missing labels, missing brain masks (``brain_mask`` ``file``/``label``),
 empty splits, and settings the data cannot serve (e.g. a patch larger than an image). The exit
 status is 0 when there is no problem, 1 otherwise (2 for a usage error).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,6 +135,7 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
 
     table = spec.label_table
     found: Counter = Counter()
+    k = _num_classes(dm)
     for key in present:
         try:
             records = layout.records(key)
@@ -146,11 +150,11 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
             line += f"; {len(dm.split[key])} in the split"
             if key == "train_labeled":
                 line += f", few-shot num_labeled={dm.num_labeled}"
-        masks = sum(1 for r in records if r.get("mask_path"))
-        if p.brain_mask != "none":
+        if p.brain_mask == "label" and labeled:
+            line += "; brain masks: the label maps (brain_mask: label)"
+        elif p.brain_mask != "none":  # a missing one is a problem of its image (listed below)
+            masks = sum(1 for r in records if r.get("mask_path") and Path(r["mask_path"]).is_file())
             line += f"; brain masks: {masks}/{len(records)}"
-            if p.brain_mask == "auto" and masks < len(records):
-                rep.warnings.append(f"{key}: {len(records) - masks} image(s) without a brain mask are not masked")
         rep.add(line)
         if spec.name in SPECS:
             odd = [r["image"] for r in records if not r["image"].lower().endswith(spec.suffixes)]
@@ -165,7 +169,7 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
         shapes: Counter = Counter()
         spacings: Counter = Counter()
         lo, hi = float("inf"), float("-inf")
-        chain = Compose(case_transforms(spec, dm.spatial_dims, labeled))
+        chain = Compose(case_transforms(spec, dm.spatial_dims, labeled, k if labeled else None))
         for rec in todo:
             try:
                 with warnings.catch_warnings(record=True) as caught:
@@ -213,6 +217,15 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
                     rep.add(f"  values NOT in the table: {outside} (the problems below name the files)")
             if unused:
                 rep.warnings.append(f"table values never found in the labels: {unused}")
+        elif k is not None:
+            rep.add(f"no label table: {k} classes 0..{k - 1} (num_classes: the largest label of the test "
+                    "cases + 1, of the labeled training images without a test split)")
+            absent = sorted(set(range(k)) - set(values))
+            if absent:
+                rep.warnings.append(
+                    f"classes never found in the labels: {_fmt_list(absent)} (num_classes {k} comes "
+                    "from the largest label; set data.label_table if a value is not a class)"
+                )
     elif spec.label_kind == "multilabel" and found:
         values = sorted(found)
         rep.add(f"mask values found: {values} (> 0 is foreground)")
@@ -238,6 +251,19 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
 
 def _n(ds: Any) -> str:
     return "-" if ds is None else str(len(ds))
+
+
+def _fmt_list(values: list[int], limit: int = 12) -> str:
+    return str(values) if len(values) <= limit else f"{values[:limit]} ... ({len(values)} in all)"
+
+
+def _num_classes(dm: Any) -> int | None:
+    """The data module's num_classes (label values are checked against it), or None when the
+    files it is read from fail (their problems are listed file by file)."""
+    try:
+        return dm.num_classes
+    except GeminiError:
+        return None
 
 
 

@@ -88,7 +88,8 @@ class DataContract:
 
         From the label table: no file is read (phantoms and the paper's labeled datasets have
         one). For a dataset without a table: the largest value of the test labels + 1 (of the
-        labeled training images when there is no test split; read once). ``None`` when the
+        labeled training images when there is no test split; read once); a larger value in any
+        other labeled file is a DataError naming the file, the value and K. ``None`` when the
         dataset has no labels (``label_kind`` None, or no labeled files). A missing data root or
         an unreadable label file raises :class:`~gemini_pl.errors.DataError`.
         """

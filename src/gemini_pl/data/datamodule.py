@@ -240,8 +240,17 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
     def _select(self, key: str, names: list[str] | None = None) -> list[dict]:
         return self._records.select(key, names)
 
-    def _usable(self, records: list[dict], labeled: bool, role: str) -> list[dict]:
-        return self._records.usable(records, labeled, role, self.spatial_dims)
+    def _usable(self, records: list[dict], labeled: bool, role: str, k_source: bool = False) -> list[dict]:
+        return self._records.usable(records, labeled, role, self.spatial_dims,
+                                    self._label_limit(labeled, k_source))
+
+    def _label_limit(self, labeled: bool, k_source: bool) -> int | None:
+        """K the label values of labeled files are checked against (see ``LoadCased``): that of
+        the label table, or for a dataset without one that inferred from the labels — except for
+        the files it is inferred from (``k_source``: their values are below it by definition)."""
+        if not labeled or (k_source and self.spec.num_classes is None):
+            return None
+        return self.num_classes
 
     def _few_shot_records(self) -> list[dict]:
         return self._usable(self._records.few_shot(self.num_labeled), True, "labeled training")
@@ -266,11 +275,13 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
 
     # ---------------------------------------------------------------- datasets
     def _items(self, records: list[dict], labeled: bool, *, role: str, random: list | None = None,
-               same_shape: bool = True, patch_check: bool = True) -> Dataset:
+               same_shape: bool = True, patch_check: bool = True, k_source: bool = False) -> Dataset:
         """Preprocessed items of ``records``, read once (see ``cache``); ``random`` transforms
-        (training crops) are applied after the cache, at every access."""
-        chain = case_transforms(self.spec, self.spatial_dims, labeled)
-        disk = disk_cache_dir(self.root, self.cache_dir, self.spec, self.spatial_dims) if self.cache_mode == "disk" else None
+        (training crops) are applied after the cache, at every access. ``k_source``: the files
+        ``num_classes`` is inferred from (no label table)."""
+        k = self._label_limit(labeled, k_source)
+        chain = case_transforms(self.spec, self.spatial_dims, labeled, k)
+        disk = disk_cache_dir(self.root, self.cache_dir, self.spec, self.spatial_dims, k) if self.cache_mode == "disk" else None
         items = read_items(records, chain, self.cache_mode, disk)
         # Checks of the preprocessed items: all of them when in memory, else the first.
         count = len(records) if self.cache_mode == "memory" else min(1, len(records))
@@ -292,9 +303,9 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
         if "test" in split:
             items = self._build_eval_items()
         elif split.get("train_labeled"):
-            records = self._usable(self._select("train_labeled"), True, "labeled training")
+            records = self._usable(self._select("train_labeled"), True, "labeled training", k_source=True)
             items = self._items(records, labeled=True, role="labeled training", same_shape=False,
-                                patch_check=False)
+                                patch_check=False, k_source=True)
         else:
             return None
         return 1 + max(int(items[i]["label"].max()) for i in range(len(items)))  # type: ignore[arg-type]
@@ -316,8 +327,10 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
         return LabeledDataset(items)
 
     def _labeled_eval_items(self, key: str, role: str) -> tuple[list[dict], Dataset]:
-        records = self._usable(self._select(key), True, "validation" if key == "val" else key)
-        return records, self._items(records, labeled=True, same_shape=self.eval_mode == "pairs", role=role)
+        source = key == "test"  # num_classes without a label table comes from the test labels
+        records = self._usable(self._select(key), True, "validation" if key == "val" else key, k_source=source)
+        return records, self._items(records, labeled=True, same_shape=self.eval_mode == "pairs", role=role,
+                                    k_source=source)
 
     def _build_eval_items(self) -> Dataset:
         if self._labeled_items is None:

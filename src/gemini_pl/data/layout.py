@@ -6,6 +6,9 @@ per split (see :mod:`gemini_pl.data.transforms`)::
     {"image": path, "name": case name, "rel": file name relative to the split's image folder,
      "label": path | [path per channel], "mask_path": brain-mask path | None, "group": str}
 
+``mask_path`` is the path the brain mask is expected at (it may not exist: loading the record then
+raises a DataError naming it); None when ``preprocessing.brain_mask`` is ``none``.
+
 Split keys: ``train_unlabeled``, ``train_labeled``, ``test`` (and ``val`` from a split file).
 Missing folders, empty folders and labeled images without their label raise
 :class:`~gemini_pl.errors.DataError` when the split is asked for, naming the folder or file.
@@ -102,13 +105,14 @@ class Layout:
 
     # ------------------------------------------------------------------ folders
     def _mask(self, split_dir: Path, kind: str, name: str) -> str | None:
+        """The brain mask of image ``name``: the first of the spec's mask folders holding it, else
+        the path expected in the first folder (loading then names it in its error); None when
+        masking is off or the spec has no mask folder for ``kind``."""
         if self.spec.preprocessing.brain_mask == "none":
             return None
-        for sub in self.spec.mask_dirs.get(kind, ()):
-            p = split_dir / sub / name
-            if p.is_file():
-                return str(p)
-        return None
+        candidates = [split_dir / sub / name for sub in self.spec.mask_dirs.get(kind, ())]
+        found = next((p for p in candidates if p.is_file()), candidates[0] if candidates else None)
+        return None if found is None else str(found)
 
     def _unlabeled(self) -> list[dict]:
         spec = self.spec

@@ -171,13 +171,14 @@ class SplitRecords:
 
     # ---------------------------------------------------------------- unreadable files
     def usable(self, records: list[dict], labeled: bool, role: str,
-               spatial_dims: int | None) -> list[dict]:
+               spatial_dims: int | None, num_classes: int | None = None) -> list[dict]:
         """``on_error="skip"``: drop (and list in :attr:`skipped`) the records whose files fail
-        to load or check (each file is read once more for this); ``raise``: all records."""
+        to load or check (each file is read once more for this; label values against
+        ``num_classes``, see :class:`~gemini_pl.data.transforms.LoadCased`); ``raise``: all records."""
         if self.on_error != "skip":
             return records
         good = []
-        transform = Compose(case_transforms(self.spec, spatial_dims, labeled))
+        transform = Compose(case_transforms(self.spec, spatial_dims, labeled, num_classes))
         for rec in records:
             try:
                 transform(rec)

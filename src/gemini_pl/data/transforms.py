@@ -4,7 +4,7 @@ A *record* is a dict::
 
     {"image": path, "name": case name,
      "label": path (multiclass) | [path per channel] (multilabel) | absent,
-     "mask": brain-mask path | absent}
+     "mask_path": where its brain mask is expected | None (see :mod:`gemini_pl.data.layout`)}
 
 :func:`case_transforms` builds the deterministic chain (load and check, optional orientation /
 spacing / resize, intensity, brain mask, geometry) whose output is cached; the random training
@@ -22,6 +22,7 @@ Every tensor is a plain ``torch.Tensor``; the geometry needed to write a predict
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "case_transforms",
     "check_same_grid",
     "geometry",
+    "binary_channel",
     "map_labels",
     "check_patch_size",
 ]
@@ -75,25 +77,34 @@ def check_same_grid(image: torch.Tensor, other: torch.Tensor, image_path: Any, o
 
 
 def map_labels(label: torch.Tensor, table: Mapping[int, int] | None, unmapped: str, path: Any,
-               dataset: str = "") -> torch.Tensor:
+               dataset: str = "", num_classes: int | None = None) -> torch.Tensor:
     """Map file values to class indices with ``table`` (0 is always background).
 
-    ``unmapped``: ``error`` raises DataError listing the values not in the table and the file;
-    ``background`` maps them to 0. ``table=None`` keeps the values (they must be >= 0).
+    ``unmapped``: ``error`` raises DataError naming the file, the values not in the table and the
+    number of classes; ``background`` maps them to 0. ``table=None`` keeps the values: they must be
+    class indices ``0..num_classes-1`` (``num_classes=None``: any value >= 0).
     """
     values = [int(v) for v in torch.unique(label).tolist()]
+    of = f" of {dataset}" if dataset else ""
     if table is None:
         bad = [v for v in values if v < 0]
         if bad:
             raise DataError(f"label {path} has negative values {bad}; labels must be class indices >= 0")
+        beyond = [v for v in values if num_classes is not None and v >= num_classes]
+        if beyond:
+            raise DataError(
+                f"label {path} has values {beyond} beyond the {num_classes} classes "
+                f"0..{num_classes - 1}{of} (without a label table K is the largest test label + 1); "
+                "fix the file, or set data.label_table to list every class value"
+            )
         return label
     unexpected = [v for v in values if v != 0 and v not in table]
     if unexpected and unmapped == "error":
         allowed = sorted({0, *table})
         raise DataError(
-            f"label {path} has values {unexpected} that are not in the label table"
-            f"{' of ' + dataset if dataset else ''} (allowed: {allowed}); fix the file or map them "
-            "with data.label_table"
+            f"label {path} has values {unexpected} that are not in the label table{of} (allowed: "
+            f"{allowed}; {max([0, *table.values()]) + 1} classes); fix the file or map them with "
+            "data.label_table"
         )
     out = torch.zeros(label.shape, dtype=torch.int64)
     plain = label.as_tensor() if isinstance(label, MetaTensor) else label
@@ -106,6 +117,20 @@ def map_labels(label: torch.Tensor, table: Mapping[int, int] | None, unmapped: s
     return out
 
 
+def binary_channel(mask: torch.Tensor, path: Any, channel: int, names: Sequence[str]) -> torch.Tensor:
+    """Channel ``channel`` of a multilabel case as float 0/1 (> 0 is foreground). The file must
+    be binary: 0 and at most one other (positive) value, e.g. 1 or 255; else DataError naming it."""
+    values = [int(v) for v in torch.unique(mask).tolist()]
+    foreground = [v for v in values if v != 0]
+    if len(foreground) > 1 or any(v < 0 for v in foreground):
+        raise DataError(
+            f"label {path} (channel {names[channel]} of the {len(names)} channels "
+            f"{', '.join(names)}) has values {values}; a channel must be binary (0 and one "
+            "foreground value, e.g. 1 or 255): fix the file"
+        )
+    return (mask > 0).to(torch.float32)
+
+
 class LoadCased(Transform):
     """Load a record's image, label(s) and brain mask; check them; map the label values.
 
@@ -113,12 +138,16 @@ class LoadCased(Transform):
         spec: the dataset spec (label table, label kind, preprocessing).
         spatial_dims: expected spatial dimensions (``None``: not checked).
         labeled: load ``record["label"]`` (required) too.
+        num_classes: K of a dataset without a label table: label values must be ``0..K-1``
+            (``None``: not checked; with a table the table decides).
     """
 
-    def __init__(self, spec: DatasetSpec, spatial_dims: int | None, labeled: bool) -> None:
+    def __init__(self, spec: DatasetSpec, spatial_dims: int | None, labeled: bool,
+                 num_classes: int | None = None) -> None:
         self.spec = spec
         self.spatial_dims = spatial_dims
         self.labeled = labeled
+        self.num_classes = num_classes
 
     def __call__(self, record: Mapping) -> dict:
         d = dict(record)
@@ -132,43 +161,45 @@ class LoadCased(Transform):
         d["image"] = image
         d["source"] = {"image": str(path)}
         mode = self.spec.preprocessing.brain_mask
+        mask_path = d.pop("mask_path", None)
         if self.labeled:
             if d.get("label") is None:
                 raise DataError(f"image {path} has no label file; labeled images need one")
             if self.spec.label_kind == "multilabel":
                 paths = list(d["label"])
                 channels = []
-                for p in paths:
+                for i, p in enumerate(paths):
                     ch = load_image(p, label=True)
                     check_same_grid(image, ch, path, p)
-                    channels.append((ch > 0).to(torch.float32))
+                    channels.append(binary_channel(ch, p, i, self.spec.label_channels))
                 label = torch.cat(channels, dim=0)
-                if mode == "label":
-                    d["mask"] = (label.sum(0, keepdim=True) > 0).to(torch.float32)
+                brain = label.sum(0, keepdim=True) > 0 if mode == "label" else None
                 d["source"]["label"] = [str(p) for p in paths]
             else:
                 raw = load_image(d["label"], label=True)
                 check_same_grid(image, raw, path, d["label"])
-                if mode == "label":
-                    d["mask"] = (raw > 0).to(torch.float32)
+                brain = raw > 0 if mode == "label" else None
                 label = map_labels(raw, self.spec.label_table, self.spec.unmapped_labels,
-                                   d["label"], self.spec.name)
+                                   d["label"], self.spec.name, self.num_classes)
                 d["source"]["label"] = str(d["label"])
+            if brain is not None:  # parity option: the case's own label map
+                d["mask"] = brain.to(torch.float32)
             d["label"] = label
         else:
             d.pop("label", None)
-        mask_path = d.get("mask_path")
-        if mode in ("auto", "file", "label") and mask_path is not None and not torch.is_tensor(d.get("mask")):
+        if mode != "none" and "mask" not in d:  # one policy: every image of every split is masked
+            if mask_path is None or not Path(mask_path).is_file():
+                where = f"expected {mask_path}" if mask_path else "no mask file is given for it"
+                raise DataError(
+                    f"image {path} has no brain mask: {where} (data.preprocessing.brain_mask="
+                    f"{mode!r} masks every image of every split); add the mask file (label > 0 is "
+                    "brain, same file name as the image), or set data.preprocessing: "
+                    "{brain_mask: none} to use no brain mask anywhere"
+                )
             mask = load_image(mask_path, label=True)
             check_same_grid(image, mask, path, mask_path, what="brain mask")
             d["mask"] = (mask > 0).to(torch.float32)
             d["source"]["mask"] = str(mask_path)
-        elif mode == "file" and not torch.is_tensor(d.get("mask")):
-            raise DataError(
-                f"image {path} has no brain-mask file and data.preprocessing.brain_mask='file'; "
-                "add it (see data/README.md) or set brain_mask to 'auto' or 'none'"
-            )
-        d.pop("mask_path", None)
         return d
 
 
@@ -281,11 +312,13 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else x
 
 
-def case_transforms(spec: DatasetSpec, spatial_dims: int | None, labeled: bool) -> list:
-    """The deterministic (cacheable) chain of a record, as a list of callables."""
+def case_transforms(spec: DatasetSpec, spatial_dims: int | None, labeled: bool,
+                    num_classes: int | None = None) -> list:
+    """The deterministic (cacheable) chain of a record, as a list of callables (``num_classes``:
+    see :class:`LoadCased`)."""
     p = spec.preprocessing
     keys_img, keys_lab = ["image"], ["label", "mask"]
-    chain: list = [LoadCased(spec, spatial_dims, labeled)]
+    chain: list = [LoadCased(spec, spatial_dims, labeled, num_classes)]
     if p.orientation:
         chain.append(Orientationd(keys=["image", "label", "mask"], axcodes=p.orientation,
                                   allow_missing_keys=True))

@@ -23,11 +23,14 @@ __all__ = ["DatasetSpec", "Preprocessing", "INTENSITY_MODES", "BRAIN_MASK_MODES"
 #: ``none``: intensities as stored.
 INTENSITY_MODES = ("ct", "minmax", "xray", "none")
 
-#: ``none``: no brain masking; ``auto``: multiply by the brain-mask file where the case has one;
-#: ``file``: every case must have a brain-mask file; ``label``: labeled cases are masked with their
-#: own label map > 0 (the published test loader's behaviour: it leaks labels into the input; parity
-#: only), unlabeled ones with their mask file.
-BRAIN_MASK_MODES = ("none", "auto", "file", "label")
+#: One policy for every image of every split (unlabeled, labeled training, validation, test):
+#: ``none``: no brain masking; ``file``: every image is multiplied by its brain-mask file (label > 0;
+#: see ``DatasetSpec.mask_dirs``), a missing one is a DataError naming the image and the path looked
+#: for; ``label``: labeled cases are masked with their own label map > 0 (the published test
+#: loader's behaviour: it leaks labels into the input; parity only), unlabeled ones with their mask
+#: file (required). There is no "where a mask exists" mode: masking some cases and not others is a
+#: train/test domain gap.
+BRAIN_MASK_MODES = ("none", "file", "label")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,12 @@ class Preprocessing:
             raise ConfigError(
                 f"data.preprocessing.intensity={self.intensity!r} is not one of "
                 f"{', '.join(INTENSITY_MODES)}"
+            )
+        if self.brain_mask == "auto":
+            raise ConfigError(
+                "data.preprocessing.brain_mask='auto' is no longer supported: it masked only the "
+                "images that had a mask file (a train/test domain gap); use 'file' (every image "
+                "masked, a missing mask is an error) or 'none' (no masking)"
             )
         if self.brain_mask not in BRAIN_MASK_MODES:
             raise ConfigError(
@@ -126,8 +135,9 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()
     #: multilabel: one sub-folder of ``label/`` per channel, in channel order.
     label_channels: tuple[str, ...] = ()
-    #: sub-folders (next to ``image/``) that may hold a brain mask of the same file name, per
-    #: split kind: ``unlabeled`` and ``labeled``.
+    #: sub-folders (next to ``image/``) holding the brain mask of the same file name, per split
+    #: kind (``unlabeled``, ``labeled``), in the order they are looked in; the first is the one an
+    #: error names when no mask is found (``preprocessing.brain_mask`` ``file``/``label``).
     mask_dirs: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: {"unlabeled": ("mask",), "labeled": ("mask",)}
     )

@@ -29,7 +29,10 @@ SPEC = DatasetSpec(
     label_table=LABEL_TABLE,
     unmapped_labels="background",  # other FreeSurfer codes are background
     class_names=CLASS_NAMES,
-    # unlabeled images carry their brain mask under train/unlabeled/label/<name>
+    # Every image of every split is multiplied by its brain mask (the published preprocessing):
+    # unlabeled images carry it under train/unlabeled/label/<name>, labeled training and test cases
+    # under <split>/mask/<name>; a missing mask is an error (preprocessing: {brain_mask: none}
+    # switches masking off for all splits).
     mask_dirs={"unlabeled": ("label", "mask"), "labeled": ("mask",)},
-    preprocessing=Preprocessing(intensity="minmax", brain_mask="auto"),
+    preprocessing=Preprocessing(intensity="minmax", brain_mask="file"),
 )
