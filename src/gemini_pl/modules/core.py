@@ -69,6 +69,9 @@ class GeminiModule(L.LightningModule):
         out_channels: head outputs (ignored when the method has no head).
         widths: backbone widths (9 values: 5 encoder, 4 decoder levels).
         deformer_widths: deformer widths (5 values; ignored without a deformer).
+        flow_init: the deformer's flow convolution starts near zero (``"small"``) or
+            Kaiming-random like the other convolutions, as published (``"published"``: a random
+            start of about 1–2 voxels; docs/METHOD.md §1).
         lr: Adam learning rate (constant).
         spatial_augment: one random affine per iteration (docs/METHOD.md §5).
         rotation: maximum rotation (radians) about each axis.
@@ -98,6 +101,7 @@ class GeminiModule(L.LightningModule):
         out_channels: int = 1,
         widths: Sequence[int] = DEFAULT_WIDTHS,
         deformer_widths: Sequence[int] = DEFAULT_DEFORMER_WIDTHS,
+        flow_init: Literal["small", "published"] = "small",
         lr: float = 1e-4,
         spatial_augment: bool = True,
         rotation: float = math.pi / 9,
@@ -119,7 +123,7 @@ class GeminiModule(L.LightningModule):
             )
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.net = GeminiNet(spatial_dims, in_channels, out_channels, widths, deformer_widths)
+        self.net = GeminiNet(spatial_dims, in_channels, out_channels, widths, deformer_widths, flow_init=flow_init)
         for part in ("deformer", "head"):
             if part not in self.network_parts:
                 setattr(self.net, part, None)  # unused parts would be unused parameters under DDP

@@ -3,7 +3,9 @@
 :class:`SegmentationEvaluation` is a mixin for :class:`~gemini_pl.modules.core.GeminiModule`
 subclasses (``Segmentation``, ``GeminiSemi``, the semi-supervised baselines, ``VMAtlas``). The host
 has the hyper-parameters ``num_classes``, ``label_kind``, ``roi_size``, ``sw_batch_size``,
-``sw_overlap`` and ``lambda_seg``; :meth:`segment_logits` may be overridden (``VMAtlas`` votes
+``sw_overlap``, ``lambda_seg`` and ``avd_empty_policy`` (``"skip_class"``: a class with an empty
+prediction is left out of the case's AVD; ``"unable_case"``: the case's AVD is "unable", as the
+paper reports it); :meth:`segment_logits` may be overridden (``VMAtlas`` votes
 warped atlas labels instead of running a head).
 
 Labels: multiclass (B, 1, *S) int64 class indices (softmax + CE/Dice loss, argmax prediction) or
@@ -93,7 +95,7 @@ class SegmentationEvaluation:
         mc = dict(num_classes=k, label_kind=kind)
         self.val_seg_dice = DiceScore(**mc)
         self.test_seg_dice = DiceScore(**mc)
-        self.test_avd = AverageHausdorffDistance(**mc)
+        self.test_avd = AverageHausdorffDistance(**mc, empty_policy=self.hparams.get("avd_empty_policy", "skip_class"))
         self.test_hd95 = HausdorffDistance95(**mc)
 
     def _ensure_segmentation(self) -> None:

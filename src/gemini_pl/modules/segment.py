@@ -45,6 +45,8 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, GeminiModule):
         per_axis_scale: one scale factor per axis; default one for all axes (Semi's, docs/METHOD.md §5).
         roi_size: sliding-window size for evaluation; default the data module's ``patch_size`` (3D).
         sw_batch_size, sw_overlap: sliding-window batch and overlap.
+        avd_empty_policy: ``"skip_class"`` (a class predicted empty is left out of the case's AVD)
+            or ``"unable_case"`` (the case's AVD is "unable", the paper's semantics).
     """
 
     network_parts = ("backbone", "head")
@@ -62,6 +64,7 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, GeminiModule):
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.5,
+        avd_empty_policy: Literal["skip_class", "unable_case"] = "skip_class",
         **kwargs: Any,
     ):
         kind = check_label_kind(label_kind)

@@ -40,6 +40,7 @@ class GeminiSemi(SegmentationEvaluation, GeminiBase):
         lambda_seg: weight of the segmentation loss (100 as published).
         roi_size: sliding-window size for evaluation (default: the data module's patch in 3D).
         sw_batch_size, sw_overlap: sliding-window settings.
+        avd_empty_policy: see :class:`~gemini_pl.modules.Segmentation`.
     """
 
     head_name = "seg"
@@ -53,6 +54,7 @@ class GeminiSemi(SegmentationEvaluation, GeminiBase):
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.5,
+        avd_empty_policy: Literal["skip_class", "unable_case"] = "skip_class",
         per_axis_scale: bool = False,
         out_channels: int | None = None,
         **kwargs: Any,

@@ -51,7 +51,8 @@ class DeepAtlas(SemiSegmentation):
                  lambda_anatomy: float = 20.0, ncc_window: int = 9, sampling: Literal["exact", "legacy"] = "exact",
                  ncc_eps_per_voxel: bool = True, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.net.deformer = Deformer(self.hparams.spatial_dims, self.net.backbone.out_channels, deformer_widths)
+        self.net.deformer = Deformer(self.hparams.spatial_dims, self.net.backbone.out_channels, deformer_widths,
+                                     flow_init=self.hparams.flow_init)
 
     def _register(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         f_m, f_f = self.net.features(torch.cat([moving, fixed], 0)).chunk(2, 0)

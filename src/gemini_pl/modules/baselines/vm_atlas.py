@@ -9,7 +9,7 @@ the segmentation evaluation of the other rows (Dice, AVD, HD95 per case; ``eval_
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,8 @@ class VMAtlas(SegmentationEvaluation, Registration):
     ``max_atlases`` limits the atlases (default: every labeled training image).
     """
 
-    def __init__(self, *args: Any, max_atlases: int | None = None, lambda_seg: float = 100.0, **kwargs: Any):
+    def __init__(self, *args: Any, max_atlases: int | None = None, lambda_seg: float = 100.0,
+                 avd_empty_policy: Literal["skip_class", "unable_case"] = "skip_class", **kwargs: Any):
         super().__init__(*args, **kwargs)
         if self.hparams.num_classes is None:
             raise ConfigError("VMAtlas needs model.num_classes for the label vote")
