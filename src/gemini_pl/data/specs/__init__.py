@@ -12,6 +12,7 @@ kipa22         :mod:`.kipa22`               KiPA22 kidney CTA, 1..4
 chestxray8     :mod:`.chestxray8`           ChestX-ray8, pairs within view x sex groups
 ppmi           :mod:`.ppmi`                 PPMI brain MRI (images only)
 phantom2d/3d   :mod:`.phantom`              the generated phantoms
+mni2d/3d       :mod:`.mni`                  brain subjects generated from the MNI152 template
 =============  ===========================  ==========================================
 
 Any other ``data.dataset`` name is a folder read with :func:`generic_spec` (labels are class
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gemini_pl.data.specs import asoca, candi, cat08, chestxray8, kipa22, phantom, ppmi, scr, whs_ct
+from gemini_pl.data.specs import asoca, candi, cat08, chestxray8, kipa22, mni, phantom, ppmi, scr, whs_ct
 from gemini_pl.data.specs.base import BRAIN_MASK_MODES, INTENSITY_MODES, DatasetSpec, Preprocessing
 
 __all__ = [
@@ -35,7 +36,7 @@ SPECS: dict[str, DatasetSpec] = {
     s.name: s
     for s in (
         whs_ct.SPEC, asoca.SPEC, cat08.SPEC, candi.SPEC, scr.SPEC, kipa22.SPEC, chestxray8.SPEC,
-        ppmi.SPEC, phantom.SPEC_2D, phantom.SPEC_3D,
+        ppmi.SPEC, phantom.SPEC_2D, phantom.SPEC_3D, mni.SPEC_2D, mni.SPEC_3D,
     )
 }
 
