@@ -1,7 +1,9 @@
 """The paper's Table II (He et al., TPAMI 2025) and the ablation facts, as data (``shared/spec/TABLE2.md``).
 
 ``TABLE2[row] = (type, {task: (dsc_mean, dsc_std, avd_mean, avd_std)})``; ``None`` = "-" (setting not
-possible), an AVD of ``None`` with a DSC = "unable".
+possible), an AVD of ``None`` with a DSC = "unable". ``NOTES[row]``: the footnote of an implemented
+row, what it keeps simplified relative to its own paper (details and sources: the module docstrings
+in ``gemini_pl/modules/baselines/``).
 """
 
 from __future__ import annotations
@@ -60,3 +62,25 @@ TABLE4 = {"off": (90.3, 3.6), "half way": (90.5, 3.5), "always": (91.2, 3.6)}
 
 #: Table V (T1): (seg DSC, deformation DSC, folding %) as (mean, std) pairs
 TABLE5 = {"GVS only": ((89.3, 4.1), (51.3, 10.3), (40.8, 1.2)), "GSS only": ((90.0, 3.4), (84.1, 13.0), (10.2, 2.2))}
+
+#: Footnotes of the rendered Table II: what an implemented row keeps simplified relative to its paper
+#: (each row: same GEMINI backbone, data and step budget as the others).
+NOTES = {
+    "UA-MT": "GEMINI U-Net instead of V-Net; supervised loss the shared multi-class CE + Dice (UA-MT: binary); "
+             "1 labeled + 2 unlabeled images per iteration (UA-MT: 2 + 2). Weights, noise and ramp-ups as UA-MT's "
+             "code: 0.5·(CE + Dice) + 0.1·consistency, noise on the teacher's input only, ramp-ups over the whole run.",
+    "CPS": "GEMINI U-Net instead of DeepLabv3+ / ResNet-50; supervised loss CE + Dice (CPS: CE). Weights as CPS: "
+           "supervised 1 per network, CPS 1.5, no ramp-up.",
+    "VoxelMorph (VM)": "GEMINI backbone + deformer instead of VoxelMorph's U-Net; masked LNCC + 0.4·smoothness; "
+                       "the five atlases' warped labels fused by majority vote.",
+    "DeepAtlas": "one shared GEMINI backbone for the segmentation and registration networks, trained jointly in one "
+                 "step per iteration (DeepAtlas: two networks, pre-trained, then alternating); weights supervised 3 : "
+                 "anatomy 2 : similarity 1 from MONAI's DeepAtlas tutorial (no published joint-training code); "
+                 "diffusion smoothness 0.4 (DeepAtlas: bending energy).",
+    "VADeR": "GEMINI U-Net instead of ResNet-50 + FPN, no MoCo initialisation; 64 matching pixels per image; a queue "
+             "of 32,768 pixel keys (the age of MoCo's queue at 2 images per iteration); grey-level jitter only.",
+    "DenseCL": "GEMINI U-Net features pooled to 8 cells per axis instead of ResNet-50's 7 × 7 C5 map; queues of 512 "
+               "keys instead of 65,536 (the same 256-iteration age at 2 images per iteration); grey-level jitter only.",
+    "PixPro": "GEMINI U-Net features pooled to 8 cells per axis instead of ResNet-50's 7 × 7 C5 map; projector "
+              "without BatchNorm; grey-level jitter only (BYOL's views otherwise, crops 0.08–1).",
+}

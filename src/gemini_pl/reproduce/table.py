@@ -4,7 +4,9 @@ For each row and task: our DSC (%) and AVD as mean ± std over the test cases po
 (the paper reports mean ± std over test cases), the spread of the per-seed means (``s``), the
 paper's value and the difference ours − paper. A row without a method reads "not implemented",
 a failed cell "failed" (its error is listed under the table), a cell not run yet "not run", and a
-setting that the paper marks "-" (and we do not run) "-".
+setting that the paper marks "-" (and we do not run) "-". An implemented row that stays simplified
+relative to its own paper gets a footnote (``paper.NOTES``): its number in the last column, the
+text under the table.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import math
 from typing import Any
 
 from .cell import summarise
-from .paper import TABLE2, TABLE4, TABLE5, TASKS
+from .paper import NOTES, TABLE2, TABLE4, TABLE5, TASKS
 
-__all__ = ["aggregate", "render_markdown", "render_csv"]
+__all__ = ["aggregate", "footnotes", "render_markdown", "render_csv"]
 
 
 def _per_case(results: list[dict[str, Any]], column: str, key: str = "cases") -> list[float]:
@@ -117,16 +119,28 @@ def _fmt_paper(rec: dict[str, Any], metric: str, digits: int) -> str:
     return _pm(m["paper_mean"], m["paper_std"], digits)
 
 
+def footnotes(rows: list[dict[str, Any]], notes: dict[str, str] | None = None) -> dict[str, tuple[int, str]]:
+    """Row → (number, text) of the implemented rows that have a note, numbered in the rows' order."""
+    notes = NOTES if notes is None else notes
+    out: dict[str, tuple[int, str]] = {}
+    for spec in rows:
+        if spec.get("method") and spec["row"] in notes and spec["row"] not in out:
+            out[spec["row"]] = (len(out) + 1, notes[spec["row"]])
+    return out
+
+
 def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], header: dict[str, str],
-                    ablations: list[dict[str, Any]] | None = None, reference_only: bool = False) -> str:
+                    ablations: list[dict[str, Any]] | None = None, reference_only: bool = False,
+                    notes: dict[str, str] | None = None) -> str:
     recs = table2_rows(rows, results)
+    marks = footnotes(rows, notes)
     lines = ["# Table II — few-shot semi-supervised segmentation: ours vs the paper", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
     lines += ["", "DSC in %, AVD in physical units; ours = mean±std over test cases pooled over seeds, "
               "(s …) = std of the per-seed means; Δ = ours − paper."
               + (" **Phantom data: the paper column is a reference, not a target.**" if reference_only else ""), ""]
     head = "| Type | Method |" + "".join(f" {t} DSC | {t} DSC paper | Δ | {t} AVD | {t} AVD paper | Δ |" for t in TASKS)
-    lines += [head, "|" + "---|" * (2 + 6 * len(TASKS))]
+    lines += [head + " Note |", "|" + "---|" * (3 + 6 * len(TASKS))]
     errors = []
     by_row: dict[str, list[dict[str, Any]]] = {}
     for rec in recs:
@@ -140,7 +154,11 @@ def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], h
                 m = rec[metric]
                 cells += [_fmt_ours(rec, metric, digits), _fmt_paper(rec, metric, digits),
                           _diff(m["ours_mean"], m["paper_mean"], digits) if rec["status"] == "ok" else ""]
+        cells.append(f"[{marks[name][0]}]" if name in marks else "")
         lines.append("| " + " | ".join(cells) + " |")
+    if marks:
+        lines += ["", "Notes (what each implemented row keeps simplified relative to its own paper):", ""]
+        lines += [f"- [{i}] {name}: {text}" for name, (i, text) in marks.items()]
     if ablations:
         lines += ["", "## Ablations (T1)", "",
                   "seg DSC as above; deformation DSC (%, warped moving labels on the registration test pairs) and "
@@ -174,11 +192,12 @@ def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], h
     return "\n".join(lines) + "\n"
 
 
-def render_csv(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> str:
+def render_csv(rows: list[dict[str, Any]], results: list[dict[str, Any]], notes: dict[str, str] | None = None) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
+    marks = footnotes(rows, notes)
     w.writerow(["row", "type", "task", "metric", "ours_mean", "ours_std", "seed_std", "seeds", "cases", "unable",
-                "paper_mean", "paper_std", "diff", "status", "error"])
+                "paper_mean", "paper_std", "diff", "status", "error", "note"])
     for rec in table2_rows(rows, results):
         for metric in ("DSC", "AVD"):
             m = rec[metric]
@@ -187,5 +206,6 @@ def render_csv(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> str
             fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
             w.writerow([rec["row"], rec["type"], rec["task"], metric, fmt(m["ours_mean"]), fmt(m["ours_std"]),
                         fmt(m["seed_std"]), m["seeds"], m["cases"], m["unable"], fmt(m["paper_mean"]),
-                        fmt(m["paper_std"]), diff, rec["status"], " | ".join(rec["errors"])[:500]])
+                        fmt(m["paper_std"]), diff, rec["status"], " | ".join(rec["errors"])[:500],
+                        marks.get(rec["row"], (0, ""))[1]])
     return buf.getvalue()

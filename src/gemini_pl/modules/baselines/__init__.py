@@ -3,13 +3,16 @@
 Semi-supervised (on :class:`~.common.SemiSegmentation`, i.e. ``Segmentation`` + an unlabeled loss):
 :class:`UAMT`, :class:`CPS`, :class:`DeepAtlas`. Atlas: :class:`VMAtlas` (``Registration`` +
 multi-atlas label propagation). Dense contrastive pre-training (on :class:`DensePretrainBase`),
-fine-tuned by ``Segmentation(init_from=...)``: :class:`DenseCL`, :class:`PixPro`, :class:`VADeR`.
+fine-tuned by ``Segmentation(init_from=...)``: :class:`DenseCL`, :class:`PixPro`, :class:`VADeR`
+(momentum encoder, queues of negatives as buffers, two random-resized-crop views: :mod:`.views`).
+Each module's docstring lists its paper's weights (with the source line) and what stays simplified;
+the rendered Table II carries the latter as a footnote per row.
 GEMINI-Semi ablations: :class:`GeminiSemiPosSchedule` (Table IV "on from half way").
 """
 
-from .common import SemiSegmentation, ema_update, sigmoid_rampup
+from .common import SemiSegmentation, ema_update, run_steps, sigmoid_rampup
 from .cps import CPS, cps_loss
-from .dcrl import DensePretrainBase, info_nce
+from .dcrl import DensePretrainBase, FeatureQueue, info_nce
 from .deepatlas import DeepAtlas, anatomy_loss
 from .densecl import DenseCL
 from .pixpro import PixPro
@@ -19,6 +22,7 @@ from .vader import VADeR
 from .vm_atlas import VMAtlas, majority_vote
 
 __all__ = [
-    "CPS", "DeepAtlas", "DenseCL", "DensePretrainBase", "GeminiSemiPosSchedule", "PixPro", "SemiSegmentation",
-    "UAMT", "VADeR", "VMAtlas", "anatomy_loss", "cps_loss", "ema_update", "info_nce", "majority_vote", "sigmoid_rampup",
+    "CPS", "DeepAtlas", "DenseCL", "DensePretrainBase", "FeatureQueue", "GeminiSemiPosSchedule", "PixPro",
+    "SemiSegmentation", "UAMT", "VADeR", "VMAtlas", "anatomy_loss", "cps_loss", "ema_update", "info_nce",
+    "majority_vote", "run_steps", "sigmoid_rampup",
 ]

@@ -1,11 +1,17 @@
 """Shared pieces of the Table II baselines: a semi-supervised segmentation base, the EMA update,
-the consistency ramp-up, and probabilities that follow the label kind.
+the consistency ramp-up, the run's length, and probabilities that follow the label kind.
 
 :class:`SemiSegmentation` is :class:`~gemini_pl.modules.Segmentation` (same network, head,
 augmentation, evaluation) trained on ``data.train_mode: pairs+labeled`` batches
 ``{"image_a", "image_b", "image", "label"}``: the supervised loss on the labeled sample plus
 ``unsupervised_loss`` on the unlabeled images (A and B of the pair), which each baseline defines;
 one optimiser step on ``sup + w·unsup``, logged as ``train/semi/{total,sup_*,unsup_*,unsup_weight}``.
+
+Weights: each baseline keeps its own paper's supervised weight (``lambda_seg``, applied to the
+shared ``CE + Dice`` loss, docs/METHOD.md §3) and unsupervised weight (``lambda_unsup``), so the
+ratio of the two is the paper's; GEMINI's ×100 (``lambda_seg: 100``) is GEMINI's own and not used
+here. With Adam a common factor on the whole loss does not change the updates, so the papers'
+numbers can be used as they stand.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from ..batches import require_batch_keys
 from ..core import Losses
 from ..segment import Segmentation
 
-__all__ = ["SemiSegmentation", "ema_update", "sigmoid_rampup", "probabilities"]
+__all__ = ["SemiSegmentation", "ema_update", "probabilities", "run_steps", "sigmoid_rampup"]
 
 
 @torch.no_grad()
@@ -46,6 +52,14 @@ def sigmoid_rampup(step: int, length: int) -> float:
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
 
 
+def run_steps(module: Any) -> int:
+    """Optimiser steps of the module's whole run (``trainer.estimated_stepping_batches``: max_epochs ×
+    batches, or max_steps); 0 without a trainer or for an unbounded run."""
+    trainer = getattr(module, "_trainer", None)
+    total = getattr(trainer, "estimated_stepping_batches", 0) if trainer is not None else 0
+    return int(total) if total and math.isfinite(total) else 0
+
+
 def probabilities(logits: torch.Tensor, label_kind: str) -> torch.Tensor:
     """softmax over channels (multiclass) or sigmoid per channel (multilabel)."""
     return torch.sigmoid(logits.float()) if label_kind == "multilabel" else torch.softmax(logits.float(), 1)
@@ -56,14 +70,24 @@ class SemiSegmentation(Segmentation):
 
     Args (beyond :class:`~gemini_pl.modules.Segmentation`):
         lambda_unsup: weight of the unsupervised loss at the end of the ramp-up.
-        rampup_steps: sigmoid ramp-up length in optimiser steps (0: no ramp-up).
+        rampup_steps: sigmoid ramp-up length in optimiser steps (0: no ramp-up; ``None``: the whole
+            run, :func:`run_steps`).
     """
 
-    def __init__(self, *args: Any, lambda_unsup: float = 1.0, rampup_steps: int = 0, **kwargs: Any):
+    def __init__(self, *args: Any, lambda_unsup: float = 1.0, rampup_steps: int | None = 0, **kwargs: Any):
         super().__init__(*args, **kwargs)
 
+    def rampup_length(self) -> int:
+        """The ramp-up length in optimiser steps (``rampup_steps``, or the run's length for ``None``)."""
+        steps = self.hparams.rampup_steps
+        return run_steps(self) if steps is None else int(steps)
+
+    def rampup(self) -> float:
+        """The sigmoid ramp-up factor at the current step, in [exp(−5), 1]."""
+        return sigmoid_rampup(int(self.global_step), self.rampup_length())
+
     def unsup_weight(self) -> float:
-        return self.hparams.lambda_unsup * sigmoid_rampup(int(self.global_step), self.hparams.rampup_steps)
+        return self.hparams.lambda_unsup * self.rampup()
 
     def unsupervised_loss(self, unlabeled: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Loss terms on the unlabeled images (N, C, *S); ``"total"`` is weighted by ``unsup_weight``."""

@@ -3,12 +3,26 @@
 One framework, one backbone: the segmentation head and the GEMINI deformer share the backbone.
 Per iteration (one optimiser step on the sum):
 
-* supervised segmentation of the labeled sample (``seg_loss``);
+* supervised segmentation of the labeled sample: ``λ_sp``·(CE + Dice) (``lambda_seg``);
 * registration of the unlabeled pair A → B: masked local NCC + ``λ_smooth``·smoothness;
 * registration of the labeled image L → unlabeled B, with the **anatomy-consistency** loss:
   soft Dice between the warped one-hot label of L and the segmentation of B
-  (``λ_anatomy``·(1 − Dice)) — it trains the deformer and the segmenter together, the
+  (``λ_a``·(1 − Dice)) — it trains the deformer and the segmenter together, the
   segmenter learning on unlabeled images through the registration.
+
+Weights relative to the image-similarity term (weight 1, ``lambda_unsup``): ``λ_sp = 3``,
+``λ_a = 2`` — the DeepAtlas framework's as implemented in MONAI's DeepAtlas tutorial
+(Project-MONAI/tutorials ``deep_atlas/deep_atlas_tutorial.ipynb``: ``lambda_a = 2.0  # anatomy
+loss weight``, ``lambda_sp = 3.0  # supervised segmentation loss weight``, similarity weight 1;
+uncbiag/DeepAtlas does not publish its joint training, "TODO" in its README). The regulariser is
+the shared diffusion smoothness with the VM row's ``λ_smooth = 0.4`` (DeepAtlas: bending energy,
+whose weight does not carry over). No ramp-up (DeepAtlas has none).
+
+Simplified here (footnote of the Table II row): one shared GEMINI backbone for the segmentation and
+the registration networks (DeepAtlas: two networks), trained jointly in one step per iteration
+(DeepAtlas alternates the two networks, after pre-training each); the atlas is the labeled sample
+and the target an unlabeled image (DeepAtlas also registers unlabeled pairs with the anatomy loss
+on predicted segmentations).
 """
 
 from __future__ import annotations
@@ -39,18 +53,19 @@ class DeepAtlas(SemiSegmentation):
     """Joint registration + segmentation with the anatomy-consistency loss.
 
     Args (beyond :class:`~.common.SemiSegmentation`, whose ``lambda_unsup`` scales the
-    registration terms):
+    registration terms and whose ``lambda_seg`` is λ_sp; defaults: see the module docstring):
         deformer_widths: the deformer's widths.
-        lambda_smooth: smoothness weight.
-        lambda_anatomy: weight of the anatomy-consistency loss (a Dice, hence × λ_seg's scale).
+        lambda_smooth: smoothness weight (relative to the NCC).
+        lambda_anatomy: weight λ_a of the anatomy-consistency loss (1 − Dice).
         ncc_window: LNCC window.
         sampling, ncc_eps_per_voxel: the warp and LNCC variants (see :class:`~gemini_pl.modules.Registration`).
     """
 
     def __init__(self, *args: Any, deformer_widths: Sequence[int] = DEFAULT_DEFORMER_WIDTHS, lambda_smooth: float = 0.4,
-                 lambda_anatomy: float = 20.0, ncc_window: int = 9, sampling: Literal["exact", "legacy"] = "exact",
-                 ncc_eps_per_voxel: bool = True, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+                 lambda_anatomy: float = 2.0, ncc_window: int = 9, sampling: Literal["exact", "legacy"] = "exact",
+                 ncc_eps_per_voxel: bool = True, lambda_seg: float = 3.0, lambda_unsup: float = 1.0,
+                 rampup_steps: int | None = 0, **kwargs: Any):
+        super().__init__(*args, lambda_seg=lambda_seg, lambda_unsup=lambda_unsup, rampup_steps=rampup_steps, **kwargs)
         self.net.deformer = Deformer(self.hparams.spatial_dims, self.net.backbone.out_channels, deformer_widths,
                                      flow_init=self.hparams.flow_init)
 
