@@ -51,7 +51,9 @@ def test_experiment_config_composes(good_root, capsys):
     code, out = run(capsys, "--config", str(REPO / "experiments/demo_pretrain.yaml"), "--config", cfg("whs_ct"),
                     "--data.root", str(good_root), "--data.split_file", "null", "--data.num_labeled", "2")
     assert code == 0, out
-    assert "dataset whs_ct" in out and "train_labeled: 6 image(s)" in out
+    assert "dataset whs_ct" in out and "train_labeled: 7 image(s)" in out and "5 in the split" in out
+    # the 2 held-out labeled training cases validate (the split's val list), not the test cases
+    assert "validation: 2 case(s) of the split's val list" in out and "val 2, test 6" in out
 
 
 def test_problems_are_listed_and_exit_nonzero(good_root, tmp_path, capsys):
@@ -73,7 +75,7 @@ def test_problems_are_listed_and_exit_nonzero(good_root, tmp_path, capsys):
     assert f"cannot read {corrupt}" in out
     assert str(mismatch) in out and str(d / "train/labeled/image/train002.nii.gz") in out
     # everything else was still checked and counted
-    assert "train_labeled: 6 image(s)" in out and "test: 3 image(s)" in out
+    assert "train_labeled: 7 image(s)" in out and "test: 3 image(s)" in out
 
 
 def test_missing_label_and_missing_root(good_root, tmp_path, capsys):

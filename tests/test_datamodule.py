@@ -60,11 +60,16 @@ def test_train_and_val_batches(dm_root, dims, size):
     for key in ("label_a", "label_b"):
         assert b[key].shape == (2, 1, *shape) and b[key].dtype == torch.int64
         assert b[key].min() >= 0 and b[key].max() <= 5
-    assert b["name_a"] == ["phantom_0005", "phantom_0006"]
-    assert b["name_b"] == ["phantom_0006", "phantom_0007"]
+    # validation: the generated validation phantoms (numbered after the test ones), never a test case
+    assert b["name_a"] == ["phantom_0008", "phantom_0009"]
+    assert b["name_b"] == ["phantom_0009", "phantom_0010"]
+    test_names = {case_name(n) for n in dm.split["test"]}
+    assert test_names == {"phantom_0005", "phantom_0006", "phantom_0007"}
+    assert not {n for v in val for n in v["name_a"] + v["name_b"]} & test_names
     assert dm.num_classes == 6
     test_batch = next(iter(dm.test_dataloader()))
-    assert torch.equal(test_batch["label_a"], b["label_a"])
+    assert test_batch["name_a"] == ["phantom_0005", "phantom_0006"]
+    assert not torch.equal(test_batch["label_a"], b["label_a"])
 
 
 def test_val_labels_equal_the_written_files(dm_root):
@@ -72,10 +77,10 @@ def test_val_labels_equal_the_written_files(dm_root):
     dm.setup("validate")
     item = dm.val_set[1]
     for side in ("a", "b"):
-        path = dm_root / "phantom2d/test/labeled/label" / f"{item['name_' + side]}.nii.gz"
+        path = dm_root / "phantom2d/val/labeled/label" / f"{item['name_' + side]}.nii.gz"
         written = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).T  # file voxel order
         assert np.array_equal(item[f"label_{side}"][0].numpy(), written.astype(np.int64))
-        raw = dm_root / "phantom2d/test/labeled/image" / path.name
+        raw = dm_root / "phantom2d/val/labeled/image" / path.name
         raw = sitk.GetArrayFromImage(sitk.ReadImage(str(raw))).T.astype(np.float64)
         raw = np.clip(raw, 0, None)
         raw = (raw - raw.min()) / (raw.max() - raw.min())

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from gemini_pl.data import GeminiDataModule, get_spec, save_prediction
-from gemini_pl.data.io import DataWarning
+from gemini_pl.data.io import DataWarning, case_name
 from gemini_pl.data.pairs import PairDataset
 from gemini_pl.data.specs import candi, whs_ct
 from gemini_pl.errors import ConfigError, DataError
@@ -89,7 +89,7 @@ def make_dataset(root: Path, name: str, seed: int = 0) -> Path:
     """Write a tiny copy of dataset ``name`` in its distributed layout under ``root``."""
     rng = np.random.default_rng(seed)
     if name == "whs_ct":
-        _canonical_3d(root, "whs_ct", rng, unl=3, lab=6, test=3, values=list(whs_ct.LABEL_TABLE))
+        _canonical_3d(root, "whs_ct", rng, unl=3, lab=7, test=3, values=list(whs_ct.LABEL_TABLE))
     elif name == "asoca":
         _canonical_3d(root, "asoca", rng, unl=3, lab=2, test=2, values=[1])
     elif name == "kipa22":
@@ -195,9 +195,19 @@ def test_pairs_batches(roots, name):
         assert val == []
         with pytest.raises(ConfigError, match="no labels"):
             _dm(roots[name], name, train_mode="labeled").setup("fit")
-    else:
+        return
+    dm.setup("test")
+    v = next(iter(dm.test_dataloader()))
+    assert set(v) == {"image_a", "image_b", "label_a", "label_b", "name_a", "name_b"}
+    test = {case_name(n) for n in dm.split["test"]}
+    if name == "whs_ct":  # 7 labeled training cases: the last 2 of the seeded order validate, 5 train
+        assert len(dm.split["val"]) == 2 and len(dm.split["train_labeled"]) == 5
+        names = [n for b in val for n in b["name_a"] + b["name_b"]]
         v = next(iter(val))
         assert set(v) == {"image_a", "image_b", "label_a", "label_b", "name_a", "name_b"}
+        assert set(names) == {case_name(n) for n in dm.split["val"]} and not set(names) & test
+    else:  # too few labeled training cases to hold some out: no validation (never the test cases)
+        assert "val" not in dm.split and val == []
 
 
 @pytest.mark.parametrize("name", ["whs_ct", "asoca", "candi", "scr", "kipa22"])
@@ -382,18 +392,21 @@ def test_few_shot_split_file_is_used(roots, tmp_path):
     assert split["dataset"] == "whs_ct" and split["seed"] == 0 and len(split["few_shot"]["5"]) == 5
     used = [Path(dm.train_set.items[i]["meta"]["filename"]).name for i in range(5)]
     assert used == split["few_shot"]["5"]
+    # 7 labeled training cases: 2 held out for validation, the 5 others are the 5-shot set and "Full"
+    assert len(split["val"]) == 2 and not set(split["val"]) & set(split["train_labeled"])
+    assert sorted(split["train_labeled"] + split["val"]) == [f"train{i:03d}.nii.gz" for i in range(7)]
     # an edited split file decides (and changes the hash)
-    split["few_shot"]["5"] = sorted(split["train_labeled"])[1:6]
+    split["few_shot"]["5"] = split["few_shot"]["5"][::-1]
     split_file.write_text(json.dumps(split))
     dm2 = _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=5, split_file=str(split_file))
     dm2.setup("fit")
     assert [Path(dm2.train_set.items[i]["meta"]["filename"]).name for i in range(5)] == split["few_shot"]["5"]
     assert dm2.split_hash != dm.split_hash
-    with pytest.raises(ConfigError, match="num_labeled=7 but"):
-        _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=7).setup("fit")
+    with pytest.raises(ConfigError, match="num_labeled=6 but .* has only 5 labeled training images"):
+        _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=6).setup("fit")
     full = _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=None)
     full.setup("fit")
-    assert len(full.train_set) == 6
+    assert len(full.train_set) == 5
 
 
 def test_split_hash_logged_with_a_trainer(roots, tmp_path):
@@ -427,7 +440,7 @@ def test_label_values_outside_the_table(roots, tmp_path):
     lab[0, 0, :3] = [421, 421, 999]
     write_nifti(bad, lab)
     with pytest.raises(DataError, match=r"values \[421, 999\] that are not in the label table") as err:
-        _dm(tmp_path, "whs_ct").setup("validate")
+        _dm(tmp_path, "whs_ct").setup("test")
     assert str(bad) in str(err.value)
 
 
@@ -529,15 +542,18 @@ def test_candi_missing_brain_mask(roots, tmp_path, split, sub, name):
     d = _copy(roots["candi"], tmp_path, "candi")
     mask = d / split / sub / name
     mask.unlink()
+    dm = _dm(tmp_path, "candi", train_mode="pairs+labeled")
     with pytest.raises(DataError) as err:
-        _dm(tmp_path, "candi", train_mode="pairs+labeled").setup("fit")
+        dm.setup("fit")
+        dm.setup("test")
     msg = str(err.value)
     assert msg.startswith(f"image {d / split / 'image' / name} has no brain mask: expected {mask}")
     assert "brain_mask: none" in msg and "\n" not in msg
     # masking switched off: the same files load
     dm = _dm(tmp_path, "candi", train_mode="pairs+labeled", preprocessing={"brain_mask": "none"})
     dm.setup("fit")
-    assert dm.val_set is not None
+    dm.setup("test")
+    assert dm.train_set is not None and dm.test_set is not None
 
 
 def test_brain_mask_auto_is_gone():
@@ -550,11 +566,11 @@ def test_shape_and_geometry_mismatch(roots, tmp_path):
     label = d / "test/labeled/label/test000.nii.gz"
     write_nifti(label, np.zeros((16, 16, 15), np.int16))
     with pytest.raises(DataError, match="shape") as err:
-        _dm(tmp_path, "asoca").setup("validate")
+        _dm(tmp_path, "asoca").setup("test")
     assert str(label) in str(err.value) and str(d / "test/labeled/image/test000.nii.gz") in str(err.value)
     write_nifti(label, np.zeros(S3, np.int16), spacing=(1.0, 1.0, 1.0))
     with pytest.raises(DataError, match="different geometry") as err:
-        _dm(tmp_path, "asoca").setup("validate")
+        _dm(tmp_path, "asoca").setup("test")
     assert str(label) in str(err.value) and str(d / "test/labeled/image/test000.nii.gz") in str(err.value)
 
 
@@ -629,13 +645,14 @@ def test_files_are_read_once(roots, tmp_path, cache):
     dm = _dm(tmp_path / "data", "kipa22", train_mode="pairs+labeled", cache=cache, cache_dir=str(tmp_path / "c"),
              patch_size=[8, 8, 8])
     dm.setup("fit")
+    dm.setup("test")
     if cache == "disk":  # the disk cache is filled on first access
-        list(dm.train_dataloader()), list(dm.val_dataloader())
+        list(dm.train_dataloader()), list(dm.test_dataloader())
     shutil.rmtree(tmp_path / "data" / "kipa22")
     for _ in range(2):
         b = next(iter(dm.train_dataloader()))
         assert b["image_a"].shape == (2, 1, 8, 8, 8) and b["label"].shape == (2, 1, 8, 8, 8)
-    assert len(list(dm.val_dataloader())) == 2
+    assert len(list(dm.test_dataloader())) == 2
 
 
 def test_registration_eval_pairs(roots, tmp_path):
@@ -659,12 +676,19 @@ def test_split_command_and_val_split(roots, tmp_path):
     out = tmp_path / "whs.json"
     _main(["--root", str(roots["whs_ct"]), "--dataset", "whs_ct", "--seed", "3", "--out", str(out)])
     split, digest = load_split(out)
-    assert split["seed"] == 3 and len(split["train_labeled"]) == 6 and len(split["test"]) == 3
-    split["val"] = ["train005.nii.gz", "test002.nii.gz"]  # validation cases may come from either folder
+    assert split["seed"] == 3 and len(split["train_labeled"]) == 5 and len(split["test"]) == 3
+    assert len(split["val"]) == 2 and not set(split["val"]) & set(split["train_labeled"] + split["test"])
+    _main(["--root", str(roots["whs_ct"]), "--dataset", "whs_ct", "--seed", "3", "--out", str(out), "--num-val", "0"])
+    assert "val" not in load_split(out)[0] and len(load_split(out)[0]["train_labeled"]) == 7
+    # a hand-made val list: a training case and a case of the test folder taken out of test
+    split["val"] = ["train005.nii.gz", "test002.nii.gz"]
+    split["test"].remove("test002.nii.gz")
     out.write_text(json.dumps(split))
     dm = _dm(roots["whs_ct"], "whs_ct", split_file=str(out), num_val_pairs=None)
     dm.setup("fit")
     assert {b["name_a"] for b in dm.val_set} == {"train005", "test002"}
+    dm.setup("test")
+    assert {b["name_a"] for b in dm.test_set} == {"test000", "test001"}
 
 
 def test_pair_crops_share_one_location():

@@ -71,6 +71,13 @@ def test_dataset_layout_spacing_and_manifest(tmp_path):
     assert sorted(p.name for p in (out / "train/labeled/label").iterdir()) == lab
     assert sorted(p.name for p in (out / "test/labeled/label").iterdir()) == tst
     assert not (out / "train/unlabeled/label").exists()
+    # validation phantoms (default 4), numbered after the others so that those stay the same
+    val = sorted(p.name for p in (out / "val/labeled/image").iterdir())
+    assert val == [f"phantom_{i:04d}.nii.gz" for i in range(7, 11)]
+    assert sorted(p.name for p in (out / "val/labeled/label").iterdir()) == val
+    none = generate_phantom_dataset(tmp_path, name="p0", spatial_dims=2, size=16, num_unlabeled=1, num_labeled=1,
+                                    num_test=1, num_val=0)
+    assert not (none / "val").exists() and "num_val" not in json.loads((none / "manifest.json").read_text())["params"]
 
     img = sitk.ReadImage(str(out / "test/labeled/image" / tst[0]))
     lbl = sitk.ReadImage(str(out / "test/labeled/label" / tst[0]))
@@ -86,7 +93,7 @@ def test_dataset_layout_spacing_and_manifest(tmp_path):
     assert manifest["params"]["size"] == 16 and manifest["params"]["seed"] == 0
     assert manifest["params"]["spacing"] == [0.8, 0.8]
     # no leftover temporary folder
-    assert [p.name for p in tmp_path.iterdir()] == ["p2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p0", "p2"]
 
 
 def test_3d_custom_spacing(tmp_path):
@@ -198,7 +205,7 @@ def test_phantom_data_module_label_table_and_preprocessing(phantom_dir):
     assert dm.num_classes == 4 and dm.class_names == ()  # the 6 phantom names no longer fit
     dm.setup("validate")
     case = dm.val_set[0]
-    folder = phantom_dir / "phantom2d/test/labeled"
+    folder = phantom_dir / "phantom2d/val/labeled"  # validation: the validation phantoms
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"label/{case['name']}.nii.gz"))).T
     lookup = np.array([0, 1, 2, 2, 3, 3])
     np.testing.assert_array_equal(case["label"][0].numpy(), lookup[label])

@@ -35,7 +35,7 @@ from gemini_pl.errors import GeminiError, find_error
 
 __all__ = ["CheckReport", "check_data", "main"]
 
-_SPLITS = ("train_unlabeled", "train_labeled", "test")
+_SPLITS = ("train_unlabeled", "train_labeled", "val", "test")
 
 
 @dataclass
@@ -116,7 +116,7 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
             if layout.has(key):
                 layout.records(key)
                 present.append(key)
-            else:
+            elif key != "val":  # a val folder is optional (the split may take val from train/labeled)
                 rep.add(f"{key}: none ({dm._records.expected_folder(key)} not found)")
         except GeminiError as exc:
             rep.problem(str(exc))
@@ -130,6 +130,9 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
         dm._ensure_split()
         src = f"split file {dm.split_file}" if dm.split_file else f"split built from the listing (seed {dm.seed})"
         rep.add(f"{src}: sha256 {dm.split_hash}")
+        no_val = dm.no_validation()
+        val = dm.split.get("val") or []  # type: ignore[union-attr]
+        rep.add(f"validation: {len(val)} case(s) of the split's val list" if no_val is None else f"no validation: {no_val}")
     except GeminiError as exc:
         rep.problem(str(exc))
 

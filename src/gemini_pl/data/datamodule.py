@@ -6,7 +6,8 @@ the label table and the preprocessing). Layout (see ``data/README.md``)::
 
     <root>/<folder>/train/unlabeled/image/<name>     # training pairs (no labels needed)
     <root>/<folder>/train/labeled/{image,label}/<name>   # the few-shot labeled training set
-    <root>/<folder>/test/labeled/{image,label}/<name>    # validation / test
+    <root>/<folder>/val/labeled/{image,label}/<name>     # validation (optional: the split's val)
+    <root>/<folder>/test/labeled/{image,label}/<name>    # test (never validation)
 
 Batches and what LightningModules may read (``spatial_dims``, ``label_kind``, ``num_classes``,
 ``class_names``, ``patch_size``, ``train_mode``, ``eval_mode``, ``atlas_cases()``; valid right
@@ -36,7 +37,7 @@ from gemini_pl.data.contract import DataContract
 from gemini_pl.data.layout import Layout
 from gemini_pl.data.pairs import CaseDataset, LabeledDataset, LabeledPairDataset, PairDataset, PairsWithLabeled
 from gemini_pl.data.phantom_options import PhantomOptions
-from gemini_pl.data.records import SplitRecords
+from gemini_pl.data.records import SplitRecords, check_val_monitors
 from gemini_pl.data.sampling import eval_sampler, make_loader
 from gemini_pl.data.specs import INTENSITY_MODES, get_spec
 from gemini_pl.data.transforms import case_transforms
@@ -93,8 +94,8 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
             batch_size: items per training batch (pairs, or pairs with a labeled sample).
             val_batch_size: pairs per validation/test batch (``eval_mode="cases"``: always 1).
             num_workers: DataLoader worker processes (0 loads in the main process).
-            num_val_pairs: number of fixed held-out pairs ``i -> (i+1) mod n`` of the sorted test
-                cases used for validation and testing; ``None``: all ordered pairs.
+            num_val_pairs: number of fixed held-out pairs ``i -> (i+1) mod n`` of the validation
+                cases (validation) and of the test cases (test); ``None``: all ordered pairs.
             intensity: override of the spec's intensity mode (``ct``, ``minmax``, ``xray``,
                 ``none``); same as ``preprocessing: {intensity: ...}``.
             cache: ``True``/``memory``: read and preprocess every file once, keep it in memory
@@ -119,8 +120,8 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
                 ``clip``, ``brain_mask``, ``orientation``, ``spacing``, ``resize``).
             folder: folder under ``root`` (default: the spec's, e.g. ``chestxray`` for ChestX-ray8).
             datalist: a Decathlon-style datalist JSON to read instead of the folder layout.
-            eval_pairs: explicit registration evaluation pairs: ``[[name_a, name_b], ...]`` of test
-                case names, or a JSON file holding such a list (overrides ``num_val_pairs``).
+            eval_pairs: explicit registration test pairs: ``[[name_a, name_b], ...]`` of test case
+                names, or a JSON file holding such a list (overrides ``num_val_pairs`` for testing).
             samples_per_epoch: training items per epoch; ``None``: all ordered pairs (pairs modes;
                 at most 2**24, beyond that one pair per image), all labeled samples (``labeled``).
             cache_dir: folder of the ``disk`` cache (default ``<root>/cache``; one sub-folder per
@@ -129,7 +130,7 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
                 naming it; ``skip``: such files are left out, counted and reported (opt-in).
             phantom: generate a phantom dataset into ``<root>/<folder>`` (``prepare_data``, and
                 ``setup`` on demand) and read it (:class:`PhantomOptions`: ``size``,
-                ``num_unlabeled``, ``num_train_labeled``, ``num_test``, ``generate``). ``dataset``
+                ``num_unlabeled``, ``num_train_labeled``, ``num_val``, ``num_test``, ``generate``). ``dataset``
                 is then ``phantom2d``, ``phantom3d`` (``phantom2d`` with ``spatial_dims=3`` means
                 ``phantom3d``) or a new folder name. ``None``: read the files that are there.
         """
@@ -156,20 +157,11 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
         self.save_hyperparameters()
         self.root = root
         self.dataset = dataset
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size
-        self.num_workers = num_workers
-        self.num_val_pairs = num_val_pairs
-        self.cache = cache
-        self.seed = seed
-        self.num_labeled = num_labeled
-        self.labeled_batch_size = labeled_batch_size
-        self.split_file = split_file
-        self.datalist = datalist
-        self.eval_pairs = eval_pairs
+        self.batch_size, self.val_batch_size, self.labeled_batch_size = batch_size, val_batch_size, labeled_batch_size
+        self.num_workers, self.num_val_pairs, self.num_labeled = num_workers, num_val_pairs, num_labeled
+        self.cache, self.cache_dir, self.seed, self.on_error = cache, cache_dir, seed, on_error
+        self.split_file, self.datalist, self.eval_pairs = split_file, datalist, eval_pairs
         self.samples_per_epoch = samples_per_epoch
-        self.cache_dir = cache_dir
-        self.on_error = on_error
         prep = dict(preprocessing or {})
         if intensity is not None:
             prep.setdefault("intensity", intensity)
@@ -236,6 +228,12 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
 
     def _ensure_split(self) -> dict[str, Any]:
         return self._records.ensure_split()
+
+    def no_validation(self) -> str | None:
+        """Why there is no validation (one line naming the fix), None when there is (the split's
+        ``val`` cases; never test cases). Generates a phantom and fixes the split; reads no image."""
+        self._check_files()
+        return self._records.no_val_reason(self.label_kind is not None, self.eval_mode == "pairs")
 
     def _select(self, key: str, names: list[str] | None = None) -> list[dict]:
         return self._records.select(key, names)
@@ -339,7 +337,7 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
         return self._labeled_items
 
     def _eval_set(self, key: str) -> Dataset:
-        if key == "val" and "val" in self._ensure_split():
+        if key == "val":  # the split's val cases (never test cases)
             records, items = self._labeled_eval_items("val", "validation pairs")
         else:
             items = self._build_eval_items()
@@ -347,11 +345,9 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
         if self.eval_mode == "cases":
             return CaseDataset(items)
         if len(records) < 2:
-            raise DataError(
-                f"{self._records.expected_folder('test')} holds {len(records)} labeled image; "
-                "evaluation pairs need at least 2"
-            )
-        if self.eval_pairs is not None:
+            where = self._records.expected_folder("test") if key == "test" else "the split's val list"
+            raise DataError(f"{where} holds {len(records)} labeled image; evaluation pairs need at least 2")
+        if self.eval_pairs is not None and key == "test":
             return LabeledPairDataset(items, pairs=self._records.pair_indices(self.eval_pairs, records))
         return LabeledPairDataset(items, self.num_val_pairs)
 
@@ -374,22 +370,24 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
                 self.train_set = self._labeled_train()
             else:
                 self.train_set = PairsWithLabeled(self._pairs(), self._labeled_train(), seed=self.seed)
-        has_eval = self.label_kind is not None and ("test" in split or "val" in split)
-        if stage in (None, "fit", "validate") and self.val_set is None:
-            self._val_ready = True
-            if has_eval:
+        no_val = self.no_validation()
+        if stage in (None, "fit", "validate"):
+            if no_val is None and self.val_set is None:
                 self.val_set = self._eval_set("val")
-            elif stage == "validate":
-                self._need_labels("validation")
-                self._select("test")  # raises: names the missing folder
-            else:
-                log.warning("dataset %s: no labeled test cases, so no validation", self.spec.name)
+            elif no_val is not None:
+                if stage == "validate":
+                    raise ConfigError(f"validate needs a validation split: {no_val}")
+                if not self._val_ready:
+                    log.warning("dataset %s: no validation: %s", self.spec.name, no_val)
+                check_val_monitors(self.trainer, no_val)  # a monitored val/... checkpoint: refused
+            self._val_ready = True
+        has_test = self.label_kind is not None and "test" in split
         if stage in (None, "test", "predict") and self.test_set is None:
-            if stage is not None or has_eval:
+            if stage is not None or has_test:
                 self._need_labels(f"{stage or 'test'}")
                 self.test_set = self._eval_set("test")
         self._update_hparams(spatial_dims=self.spatial_dims, split_hash=self.split_hash)
-        if has_eval:
+        if has_test or no_val is None:
             _ = self.num_classes
         log.info(
             "data %s (%s): train %s, val %s, test %s; split sha256 %s",
@@ -408,9 +406,9 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
         assert self.train_set is not None
         return self._loader(self.train_set, self._train_batch_size(), shuffle=True)
 
-    def _eval_loader(self, ds: Dataset | None) -> MonaiDataLoader | list:
+    def _eval_loader(self, ds: Dataset | None, what: str) -> MonaiDataLoader | list:
         if ds is None:
-            log.info("dataset %s has no labeled test cases: no validation/test batches", self.spec.name)
+            log.info("dataset %s: no %s batches", self.spec.name, what)
             return []
         batch = 1 if self.eval_mode == "cases" else self.val_batch_size
         # Under DDP: the items split over the processes without the padding of Lightning's
@@ -422,12 +420,12 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
     def val_dataloader(self) -> MonaiDataLoader | list:
         if self.val_set is None and not self._val_ready:
             self.setup("validate")
-        return self._eval_loader(self.val_set)
+        return self._eval_loader(self.val_set, "validation")
 
     def test_dataloader(self) -> MonaiDataLoader | list:
         if self.test_set is None:
             self.setup("test")
-        return self._eval_loader(self.test_set)
+        return self._eval_loader(self.test_set, "test")
 
     def predict_dataloader(self) -> MonaiDataLoader | list:
         """The held-out test items, as for testing."""
@@ -441,30 +439,32 @@ def _len(ds: Dataset | None) -> str:
 class PhantomDataModule(GeminiDataModule):
     """:class:`GeminiDataModule` over a generated phantom dataset (the name the demo configs use).
 
-    ``PhantomDataModule(size=s, num_unlabeled=u, num_labeled=l, num_test=t, generate=g, **kw)`` is
-    ``GeminiDataModule(phantom=PhantomOptions(size=s, num_unlabeled=u, num_train_labeled=l,
-    num_test=t, generate=g), num_labeled=l, **kw)``: ``prepare_data`` writes the phantom to
-    ``<root>/<dataset>`` (a no-op when it is there with the same settings), which is then read
-    like real data, and the few-shot set is every generated labeled phantom. Every other argument
-    (``root``, ``dataset``, ``spatial_dims``, ``train_mode``, ``label_table``, ``cache_dir``,
-    ``on_error``, ...) is :class:`GeminiDataModule`'s; ``spatial_dims`` defaults to the dataset's
-    (2 for ``phantom2d``, 3 for ``phantom3d``).
+    ``PhantomDataModule(size=s, num_unlabeled=u, num_labeled=l, num_val=v, num_test=t, generate=g,
+    **kw)`` is ``GeminiDataModule(phantom=PhantomOptions(size=s, num_unlabeled=u,
+    num_train_labeled=l, num_val=v, num_test=t, generate=g), num_labeled=l, **kw)``:
+    ``prepare_data`` writes the phantom to ``<root>/<dataset>`` (a no-op when it is there with the
+    same settings), which is then read like real data; the few-shot set is every generated labeled
+    training phantom, validation uses the ``num_val`` validation phantoms. Every other argument
+    (``root``, ``dataset``, ``spatial_dims``, ``train_mode``, ``label_table``, ...) is
+    :class:`GeminiDataModule`'s; ``spatial_dims`` defaults to the dataset's (2 or 3).
     """
 
-    def __init__(self, *, size: int = 64, num_unlabeled: int = 40, num_labeled: int = 5,
+    def __init__(self, *, size: int = 64, num_unlabeled: int = 40, num_labeled: int = 5, num_val: int = 4,
                  num_test: int = 10, generate: bool = True, **kwargs: Any) -> None:
         """
         Args:
             size: phantom edge length in voxels (64 for 2D, 32 for 3D are good CPU sizes).
             num_unlabeled: phantom images in ``train/unlabeled``.
             num_labeled: labeled phantom images in ``train/labeled``; all of them are the few-shot set.
-            num_test: labeled phantom images in ``test/labeled`` (validation/test).
+            num_val: labeled phantom images in ``val/labeled`` (validation; 0: no validation).
+            num_test: labeled phantom images in ``test/labeled`` (test).
             generate: write the phantom dataset in ``prepare_data`` when it is missing or was
                 written with other parameters; with ``False`` it must already exist.
             **kwargs: the arguments of :class:`GeminiDataModule` (except ``phantom``).
         """
         phantom = PhantomOptions(size=size, num_unlabeled=num_unlabeled, num_train_labeled=num_labeled,
-                                 num_test=num_test, generate=generate)
+                                 num_val=num_val, num_test=num_test, generate=generate)
         super().__init__(num_labeled=num_labeled, phantom=phantom, **kwargs)
         self._update_hparams(drop=("phantom",))  # its settings are this class's own arguments
-        self.size, self.num_unlabeled, self.num_test, self.generate = size, num_unlabeled, num_test, generate
+        self.size, self.num_unlabeled, self.num_val, self.num_test = size, num_unlabeled, num_val, num_test
+        self.generate = generate

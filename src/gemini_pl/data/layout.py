@@ -9,7 +9,8 @@ per split (see :mod:`gemini_pl.data.transforms`)::
 ``mask_path`` is the path the brain mask is expected at (it may not exist: loading the record then
 raises a DataError naming it); None when ``preprocessing.brain_mask`` is ``none``.
 
-Split keys: ``train_unlabeled``, ``train_labeled``, ``test`` (and ``val`` from a split file).
+Split keys: ``train_unlabeled``, ``train_labeled``, ``test`` and ``val`` (an optional
+``val/labeled`` folder, or a datalist's ``validation`` list: held-out cases for model selection).
 Missing folders, empty folders and labeled images without their label raise
 :class:`~gemini_pl.errors.DataError` when the split is asked for, naming the folder or file.
 """
@@ -31,6 +32,8 @@ __all__ = ["Layout", "listing_of"]
 log = logging.getLogger(__name__)
 
 _DATALIST_KEYS = {"train": "training", "val": "validation", "test": "test"}
+#: the split keys a folder listing (or a datalist) can fill; ``val`` only where the data has one.
+LISTED_KEYS = ("train_unlabeled", "train_labeled", "val", "test")
 
 
 class Layout:
@@ -65,7 +68,7 @@ class Layout:
     def split_dir(self, key: str) -> Path:
         """The folder holding ``image/`` (and ``label/``) of split ``key`` (canonical layout)."""
         return self.data_dir / {"train_unlabeled": "train/unlabeled", "train_labeled": "train/labeled",
-                                "test": "test/labeled", "val": "test/labeled"}[key]
+                                "test": "test/labeled", "val": "val/labeled"}[key]
 
     def check(self) -> None:
         if self.datalist is None:
@@ -289,7 +292,7 @@ def listing_of(root: str | os.PathLike, dataset: str, folder: str | None = None,
     layout = Layout(root, spec, datalist=datalist)
     layout.check()
     out = {}
-    for key in ("train_unlabeled", "train_labeled", "test"):
+    for key in LISTED_KEYS:
         if layout.has(key):
             out[key] = [r["rel"] for r in layout.records(key)]
     if not out:

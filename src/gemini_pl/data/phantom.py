@@ -7,6 +7,7 @@ phantom dataset that :func:`generate_phantom_dataset` writes to disk in the cano
     <root>/<name>/train/unlabeled/image/phantom_0000.nii.gz
     <root>/<name>/train/labeled/image/phantom_0040.nii.gz     (+ .../label/<same name>)
     <root>/<name>/test/labeled/image/phantom_0045.nii.gz      (+ .../label/<same name>)
+    <root>/<name>/val/labeled/image/phantom_0055.nii.gz       (+ .../label/<same name>)
     <root>/<name>/manifest.json                               (written last)
 
 The data module then reads it back through exactly the same code path as real data.
@@ -288,6 +289,7 @@ _SPLITS = (
     ("train/unlabeled", "num_unlabeled", False),
     ("train/labeled", "num_labeled", True),
     ("test/labeled", "num_test", True),
+    ("val/labeled", "num_val", True),  # last: the other subjects keep their numbers
 )
 
 
@@ -320,6 +322,7 @@ def generate_phantom_dataset(
     spacing: float | Sequence[float] | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    num_val: int = 4,
 ) -> Path:
     """Write a phantom dataset in the canonical layout under ``<root>/<name>`` and return that path.
 
@@ -331,6 +334,8 @@ def generate_phantom_dataset(
         num_unlabeled: images in ``train/unlabeled/image``.
         num_labeled: image/label pairs in ``train/labeled``.
         num_test: image/label pairs in ``test/labeled``.
+        num_val: image/label pairs in ``val/labeled`` (validation cases, numbered after the others;
+            0: none, no folder).
         spacing: voxel spacing in mm, one value or one per axis; default 0.8 (2D) / 1.5 (3D).
         seed: random seed; subject ``k`` uses ``numpy.random.default_rng([seed, k])``.
         overwrite: replace an existing folder even if it was not written by this generator.
@@ -344,7 +349,8 @@ def generate_phantom_dataset(
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-    for arg, value in (("num_unlabeled", num_unlabeled), ("num_labeled", num_labeled), ("num_test", num_test)):
+    for arg, value in (("num_unlabeled", num_unlabeled), ("num_labeled", num_labeled), ("num_test", num_test),
+                       ("num_val", num_val)):
         if value < 0:
             raise ValueError(f"{arg} must be >= 0, got {value}")
     if spacing is None:
@@ -365,6 +371,8 @@ def generate_phantom_dataset(
         "origin": origin,
         "seed": int(seed),
     }
+    if num_val:  # (a dataset without validation phantoms keeps the manifest of before)
+        params["num_val"] = int(num_val)
     manifest = {
         "generator": _GENERATOR_ID,
         "version": PHANTOM_VERSION,
@@ -398,11 +406,13 @@ def generate_phantom_dataset(
         index = 0
         cases: dict[str, list[str]] = {}
         for split, count_arg, labeled in _SPLITS:
+            if split.startswith("val") and not num_val:
+                continue
             (tmp / split / "image").mkdir(parents=True, exist_ok=True)
             if labeled:
                 (tmp / split / "label").mkdir(parents=True, exist_ok=True)
             names = []
-            for _ in range(int(params[count_arg])):
+            for _ in range(int(params.get(count_arg, 0))):
                 case = f"phantom_{index:04d}"
                 image, label = make_phantom(np.random.default_rng([int(seed), index]), spatial_dims, size)
                 _write(image, tmp / split / "image" / f"{case}.nii.gz", spacing_t, origin)
@@ -428,7 +438,7 @@ def generate_phantom_dataset(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     log.info(
-        "generated phantom dataset %s (%dD, size %d, %d unlabeled / %d labeled / %d test) in %.1f s",
-        out, spatial_dims, size, num_unlabeled, num_labeled, num_test, time.perf_counter() - t0,
+        "generated phantom dataset %s (%dD, size %d, %d unlabeled / %d labeled / %d val / %d test) in %.1f s",
+        out, spatial_dims, size, num_unlabeled, num_labeled, num_val, num_test, time.perf_counter() - t0,
     )
     return out

@@ -9,7 +9,7 @@ reads it like any other dataset. In a config::
       init_args:
         dataset: phantom2d            # or phantom3d
         num_labeled: 5                # the few-shot budget, as for real data
-        phantom: {size: 64, num_unlabeled: 40, num_train_labeled: 5, num_test: 10}
+        phantom: {size: 64, num_unlabeled: 40, num_train_labeled: 5, num_val: 4, num_test: 10}
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ class PhantomOptions:
         num_unlabeled: phantom images in ``train/unlabeled``.
         num_train_labeled: labeled phantoms in ``train/labeled`` (the data module's
             ``num_labeled`` is the few-shot budget taken from them).
-        num_test: labeled phantoms in ``test/labeled`` (validation and test).
+        num_val: labeled phantoms in ``val/labeled``: the split's ``val`` cases (validation and
+            "best" checkpoints select on them, never on the test phantoms); 0: no validation.
+        num_test: labeled phantoms in ``test/labeled`` (test).
         generate: write the dataset when it is missing or was written with other settings; with
             ``False`` it must already exist.
     """
@@ -43,13 +45,14 @@ class PhantomOptions:
     size: int = 64
     num_unlabeled: int = 40
     num_train_labeled: int = 5
+    num_val: int = 4
     num_test: int = 10
     generate: bool = True
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ConfigError(f"data.phantom.size must be >= 1, got {self.size}")
-        for name in ("num_unlabeled", "num_train_labeled", "num_test"):
+        for name in ("num_unlabeled", "num_train_labeled", "num_val", "num_test"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"data.phantom.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -85,5 +88,5 @@ class PhantomOptions:
         return generate_phantom_dataset(
             root, name=folder, spatial_dims=spatial_dims, size=self.size,
             num_unlabeled=self.num_unlabeled, num_labeled=self.num_train_labeled,
-            num_test=self.num_test, seed=seed,
+            num_val=self.num_val, num_test=self.num_test, seed=seed,
         )

@@ -4,7 +4,7 @@ A *record* is the dict :class:`~gemini_pl.data.layout.Layout` lists for one case
 ``"label"`` for labeled cases, ``"rel"``: the file name the split refers to, ``"name"``, and
 ``"group"`` / ``"mask_path"`` where the dataset has them). A *role* is a key of the split:
 ``train_unlabeled`` (training pairs), ``train_labeled`` (the few-shot set), ``test`` and ``val``
-(validation; the test cases when the split has no ``val``).
+(validation: held-out cases that are never test cases; no validation when the split has none).
 
 :class:`SplitRecords` fixes the split once — read from ``split_file``, or built from the folder
 listing and ``seed`` (see :mod:`gemini_pl.data.splits`) — and then hands out the records of each
@@ -22,18 +22,20 @@ from typing import Any, Sequence
 from monai.transforms import Compose
 
 from gemini_pl.data.io import case_name
-from gemini_pl.data.layout import Layout
+from gemini_pl.data.layout import LISTED_KEYS, Layout
 from gemini_pl.data.specs import DatasetSpec
 from gemini_pl.data.splits import few_shot, load_split, make_split, split_bytes, split_sha256, write_split
 from gemini_pl.data.transforms import case_transforms
 from gemini_pl.errors import ConfigError, DataError, find_error
 
-__all__ = ["SplitRecords"]
+__all__ = ["SplitRecords", "check_val_monitors"]
 
 log = logging.getLogger(__name__)
 
-#: the split keys a folder listing can fill (``val`` only comes from a split file).
-LISTED_ROLES = ("train_unlabeled", "train_labeled", "test")
+#: where the files of a split's ``val`` names are looked for: a val folder (or datalist list), the
+#: labeled training cases (a split made from the listing), the test folder (a split file that
+#: holds some of it out of ``test``).
+VAL_SOURCES = ("val", "train_labeled", "test")
 
 
 class SplitRecords:
@@ -90,7 +92,27 @@ class SplitRecords:
     def listing(self) -> dict[str, list[str]]:
         """``{role: [file name, ...]}`` of the roles the dataset has files for."""
         layout = self.layout
-        return {k: [r["rel"] for r in layout.records(k)] for k in LISTED_ROLES if layout.has(k)}
+        return {k: [r["rel"] for r in layout.records(k)] for k in LISTED_KEYS if layout.has(k)}
+
+    def no_val_reason(self, labeled: bool = True, pairs: bool = False) -> str | None:
+        """Why there is no validation (one line naming the fix), or None when there is: the split's
+        ``val`` cases (of a labeled dataset: ``labeled``; at least two for validation ``pairs``).
+        Fixes the split.
+
+        Validation is model selection, so it never falls back to the test cases: without a ``val``
+        list the data module logs this reason once and validates nothing, ``validate`` is a
+        ConfigError, and so is a ``ModelCheckpoint`` monitoring a ``val/…`` key
+        (:func:`check_val_monitors`)."""
+        if not labeled:
+            return f"dataset {self.spec.name} has no labels"
+        val = self.ensure_split().get("val") or []
+        if len(val) >= (2 if pairs else 1):
+            return None
+        where = f"split file {self.split_file}" if self.split_file else f"the split built from {self.data_dir}"
+        what = "has no val list" if not val else "has 1 val case (validation pairs need 2)"
+        return (f"{where} {what}, and the test cases are never used for validation; add one: "
+                "python -m gemini_pl.data.splits --num-val 5 (a new split file; or a 'val' list of "
+                "labeled cases outside 'test', or a val/labeled folder: data/README.md)")
 
     def ensure_split(self) -> dict[str, Any]:
         """Fix the split (once): read ``split_file`` (written first when missing) or build it."""
@@ -110,13 +132,11 @@ class SplitRecords:
         return self.split
 
     def select(self, key: str, names: list[str] | None = None) -> list[dict]:
-        """Records of split ``key`` restricted to (and ordered as) the split's file names."""
+        """Records of split ``key`` restricted to (and ordered as) the split's file names (``val``:
+        looked for in :data:`VAL_SOURCES`)."""
         split = self.ensure_split()
-        source_key = "test" if key == "val" else key
         if names is None:
             if key not in split:
-                if key == "val":
-                    return self.select("test")
                 where = self.split_file or "the folder listing"
                 raise DataError(
                     f"{where} has no {key.replace('_', ' ')} split: {self.expected_folder(key)} is "
@@ -126,21 +146,19 @@ class SplitRecords:
         if not names:
             raise DataError(f"split {key} of {self.spec.name} is empty ({self.split_file or self.data_dir})")
         layout = self.layout
-        records = layout.records(source_key)
-        by_rel = {r["rel"]: r for r in records}
+        sources = [k for k in VAL_SOURCES if layout.has(k)] if key == "val" else [key]
+        by_rel: dict[str, dict] = {}
+        for source in reversed(sources):  # the first source wins
+            by_rel.update({r["rel"]: r for r in layout.records(source)})
         missing = [n for n in names if n not in by_rel]
-        if key == "val" and missing:  # validation cases may also be training files
-            train = {r["rel"]: r for r in layout.records("train_labeled")} if layout.has("train_labeled") else {}
-            by_rel.update({n: train[n] for n in missing if n in train})
-            missing = [n for n in names if n not in by_rel]
         if missing:
+            found_in = ", ".join(layout.source.get(k, k) for k in sources) or str(self.data_dir)
             raise DataError(
                 f"split {key} ({self.split_file or 'listing'}) names {len(missing)} file(s) not found in "
-                f"{layout.source.get(source_key, self.data_dir)}: {', '.join(missing[:5])}"
-                f"{' ...' if len(missing) > 5 else ''}"
+                f"{found_in}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
             )
-        unused = len(records) - len(set(names) & set(by_rel))
-        if unused > 0 and key != "train_labeled":
+        unused = len(by_rel) - len(set(names))
+        if unused > 0 and key not in ("train_labeled", "val"):
             log.info("%s: %d file(s) of %s are not in the split and are not used", self.spec.name,
                      unused, key)
         return [by_rel[n] for n in names]
@@ -217,3 +235,18 @@ class SplitRecords:
         if not out:
             raise ConfigError("data.eval_pairs is empty")
         return out  # type: ignore[return-value]
+
+
+def check_val_monitors(trainer: Any, reason: str) -> None:
+    """Refuse, before training, a ``ModelCheckpoint`` of ``trainer`` (None: nothing to check) that
+    monitors a ``val/…`` key when there is no validation (``reason``): its metric would never be
+    logged, and a "best" checkpoint would not be one."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    keys = sorted({c.monitor for c in getattr(trainer, "callbacks", None) or []
+                   if isinstance(c, ModelCheckpoint) and str(c.monitor or "").startswith("val/")})
+    if keys:
+        raise ConfigError(
+            f"a ModelCheckpoint monitors {', '.join(keys)}, but there is no validation split: {reason}; "
+            "or drop that checkpoint callback (experiments/callbacks/best_seg.yaml, best_reg.yaml)"
+        )

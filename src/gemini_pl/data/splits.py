@@ -10,16 +10,23 @@ A split file is JSON (``data/splits/<dataset>.json``)::
       "train_unlabeled": ["a.nii.gz", ...],      # file names, relative to the image folder
       "train_labeled": ["k.nii.gz", ...],        # in a seeded random order
       "few_shot": {"1": [...], "5": [...]},      # budget k -> the first k of train_labeled
-      "test": ["t.nii.gz", ...],
-      "val": [...]                               # optional; validation uses "test" without it
+      "val": ["v.nii.gz", ...],                  # validation (model selection); optional
+      "test": ["t.nii.gz", ...]
     }
 
 ``num_labeled: k`` uses ``few_shot[str(k)]`` when present, else the first ``k`` entries of
-``train_labeled`` (so a 5-shot set contains the 1-shot set). A split is deterministic in its
-``seed`` and the folder listing; :func:`make_split` builds one, :func:`write_split` writes it and
-:func:`split_sha256` is its identity (the sha256 of the file's bytes; a split that was built in
-memory hashes to what :func:`write_split` would write). Run ``python -m gemini_pl.data.splits``
-to create one from a data folder.
+``train_labeled`` (so a 5-shot set contains the 1-shot set). ``val`` never shares a case with
+``test`` (a split file that does is refused, naming the cases); without ``val`` there is no
+validation — the test cases are never used for it. :func:`make_split` fills ``val`` from the
+listing's own ``val`` (a ``val/labeled`` folder, a datalist's ``validation``), else with the last
+``num_val`` labeled training cases of the seeded order, as long as ``min_train`` (the paper's 5)
+stay for training; those are then not in ``train_labeled``, so no few-shot set and not "Full"
+(``num_labeled: null``) trains on them.
+
+A split is deterministic in its ``seed`` and the folder listing; :func:`make_split` builds one,
+:func:`write_split` writes it and :func:`split_sha256` is its identity (the sha256 of the file's
+bytes; a split that was built in memory hashes to what :func:`write_split` would write). Run
+``python -m gemini_pl.data.splits`` to create one from a data folder.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ from gemini_pl.errors import ConfigError, DataError
 __all__ = [
     "SPLIT_FORMAT",
     "SPLIT_KEYS",
+    "check_split",
+    "describe_split",
     "few_shot",
     "load_split",
     "make_split",
@@ -51,6 +60,10 @@ SPLIT_FORMAT = "gemini-pl-split"
 SPLIT_KEYS = ("train_unlabeled", "train_labeled", "val", "test")
 #: few-shot budgets listed explicitly in new split files.
 FEW_SHOT_BUDGETS = (1, 5, 10)
+#: validation cases taken from the labeled training cases of a listing without its own ``val``.
+NUM_VAL = 5
+#: labeled training cases always left for training (the paper's five-shot setting).
+MIN_TRAIN = 5
 
 
 def make_split(
@@ -59,12 +72,19 @@ def make_split(
     seed: int = 0,
     version: int = 1,
     budgets: Sequence[int] = FEW_SHOT_BUDGETS,
+    num_val: int = NUM_VAL,
+    min_train: int = MIN_TRAIN,
 ) -> dict[str, Any]:
     """A split from a folder listing ``{"train_unlabeled": names, "train_labeled": names, ...}``.
 
-    Every list is sorted, then ``train_labeled`` is put in a random order drawn from ``seed``;
-    ``few_shot[k]`` lists its first ``k`` names for each budget ``k`` it can fill.
+    Every list is sorted, then ``train_labeled`` is put in a random order drawn from ``seed``.
+    ``val``: the listing's own ``val`` when it has one; else the last ``min(num_val, n - min_train)``
+    names of that order (none when that is below 1), which leave ``train_labeled``. ``few_shot[k]``
+    lists the first ``k`` names of ``train_labeled`` for each budget ``k`` it can fill (the same
+    names whatever ``num_val`` is, as long as ``k <= n - num_val``).
     """
+    if num_val < 0 or min_train < 0:
+        raise ConfigError(f"num_val and min_train must be >= 0, got {num_val} and {min_train}")
     unknown = set(listing) - set(SPLIT_KEYS)
     if unknown:
         raise ValueError(f"unknown split keys {sorted(unknown)}; known: {SPLIT_KEYS}")
@@ -81,8 +101,37 @@ def make_split(
             names = [names[i] for i in order]
         split[key] = names
     labeled = split.get("train_labeled", [])
+    n_val = min(num_val, len(labeled) - min_train)
+    if "val" not in split and n_val > 0:
+        split["train_labeled"], split["val"] = labeled[:-n_val], labeled[-n_val:]
+        labeled = split["train_labeled"]
     split["few_shot"] = {str(k): labeled[:k] for k in budgets if k <= len(labeled)}
+    check_split(split, f"the split of {dataset}")
     return split
+
+
+def check_split(split: Mapping[str, Any], where: str) -> None:
+    """Refuse a split whose ``val`` shares a case with ``test`` (model selection on the test set)."""
+    shared = sorted(set(split.get("val") or ()) & set(split.get("test") or ()))
+    if shared:
+        raise DataError(
+            f"{where}: val and test share {len(shared)} case(s): {', '.join(shared[:5])}"
+            f"{' ...' if len(shared) > 5 else ''}; validation cases must not be test cases (remove them from val)"
+        )
+
+
+def describe_split(split: Mapping[str, Any] | None, digest: str | None, num_labeled: int | None = None) -> str:
+    """``sha256 <12 digits> (train 5 of 20 labeled + 40 unlabeled / val 5 / test 10)``: the split's
+    identity and counts, for result tables (``num_labeled``: the few-shot budget used, if known)."""
+    if split is None:
+        return "n/a"
+    labeled = len(split.get("train_labeled") or [])
+    used = labeled if num_labeled is None else min(num_labeled, labeled)
+    train = f"{used} of {labeled} labeled" if used != labeled else f"{labeled} labeled"
+    if split.get("train_unlabeled"):
+        train += f" + {len(split['train_unlabeled'])} unlabeled"
+    counts = f"train {train} / val {len(split.get('val') or [])} / test {len(split.get('test') or [])}"
+    return f"sha256 {(digest or '?')[:12]} ({counts})"
 
 
 def split_bytes(split: Mapping[str, Any]) -> bytes:
@@ -129,6 +178,7 @@ def load_split(path: str | os.PathLike, dataset: str | None = None) -> tuple[dic
     fs = split.get("few_shot", {})
     if not isinstance(fs, dict) or not all(isinstance(v, list) for v in fs.values()):
         raise DataError(f"split file {path}: few_shot must map budgets to lists of file names")
+    check_split(split, f"split file {path}")
     return split, split_sha256(data)
 
 
@@ -151,7 +201,7 @@ def few_shot(split: Mapping[str, Any], num_labeled: int | None, where: str = "th
 
 
 def _main(argv: list[str] | None = None) -> None:
-    """``python -m gemini_pl.data.splits --root DIR --dataset NAME [--out FILE] [--seed S]``."""
+    """``python -m gemini_pl.data.splits --root DIR --dataset NAME [--out FILE] [--seed S] [--num-val N]``."""
     from gemini_pl.data.layout import listing_of
 
     parser = argparse.ArgumentParser(prog="python -m gemini_pl.data.splits",
@@ -161,10 +211,13 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folder", default=None, help="folder under root (default: the spec's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--version", type=int, default=1)
+    parser.add_argument("--num-val", type=int, default=NUM_VAL,
+                        help=f"validation cases taken from the labeled training cases when the data has no "
+                             f"val folder (leaving at least {MIN_TRAIN} for training; 0: no validation); default {NUM_VAL}")
     parser.add_argument("--out", default=None, help="output file (default data/splits/<dataset>.json)")
     args = parser.parse_args(argv)
     listing = listing_of(args.root, args.dataset, folder=args.folder)
-    split = make_split(args.dataset, listing, seed=args.seed, version=args.version)
+    split = make_split(args.dataset, listing, seed=args.seed, version=args.version, num_val=args.num_val)
     out = args.out or f"data/splits/{args.dataset}.json"
     digest = write_split(split, out)
     counts = ", ".join(f"{k}: {len(split[k])}" for k in SPLIT_KEYS if k in split)
