@@ -238,3 +238,151 @@ def test_few_shot_is_deterministic(dm_root, tmp_path):
 
     assert dm.split_hash == hashlib.sha256(split_file.read_bytes()).hexdigest()
     assert dm.hparams["split_hash"] == dm.split_hash
+
+
+# ------------------------------------------------------------------------------ validation
+@pytest.fixture(scope="module")
+def carved_root(tmp_path_factory):
+    """A 2D phantom without a val folder: 8 labeled training cases, 3 test cases."""
+    root = tmp_path_factory.mktemp("carved")
+    generate_phantom_dataset(root, name="phantom2d", spatial_dims=2, size=32, num_unlabeled=3, num_labeled=8,
+                             num_test=3, num_val=0)
+    return root
+
+
+def _split_without_val(root, tmp_path):
+    """A split file as written before validation lists existed (no ``val``)."""
+    import json
+
+    path = tmp_path / "old_split.json"
+    GeminiDataModule(root=str(root), dataset="phantom2d", split_file=str(path)).prepare_data()
+    split = json.loads(path.read_text())
+    del split["val"]
+    path.write_text(json.dumps(split))
+    return path
+
+
+@pytest.mark.parametrize("eval_mode", ["pairs", "cases"])
+def test_validation_never_yields_a_test_case(carved_root, eval_mode):
+    """Validation batches hold only the split's val cases — the last 3 labeled training cases of the
+    seeded order, which neither "Full" nor a few-shot set trains on — and never a test case."""
+    from pathlib import Path
+
+    dm = GeminiDataModule(root=str(carved_root), dataset="phantom2d", eval_mode=eval_mode, num_val_pairs=None,
+                          train_mode="labeled", num_labeled=None)
+    dm.setup("fit")
+    split = dm.split
+    assert len(split["val"]) == 3 and len(split["train_labeled"]) == 5
+    names = set()
+    for b in dm.val_dataloader():
+        names |= set(b["name_a"] + b["name_b"]) if eval_mode == "pairs" else set(b["name"])
+    assert names == {case_name(n) for n in split["val"]}
+    assert not names & {case_name(n) for n in split["test"]}
+    trained = {Path(dm.train_set.items[i]["meta"]["filename"]).name for i in range(len(dm.train_set))}
+    assert trained == set(split["train_labeled"]) and not trained & set(split["val"])
+    dm.setup("test")
+    assert {case_name(n) for n in split["test"]} == {b["name_a"][0] for b in dm.test_dataloader()} if eval_mode == "pairs" \
+        else {b["name"][0] for b in dm.test_dataloader()}
+
+
+def test_a_split_sharing_val_and_test_is_refused(dm_root, tmp_path):
+    import json
+
+    path = tmp_path / "split.json"
+    GeminiDataModule(root=str(dm_root), split_file=str(path)).prepare_data()
+    split = json.loads(path.read_text())
+    split["val"].append(split["test"][1])
+    path.write_text(json.dumps(split))
+    with pytest.raises(DataError, match=rf"val and test share 1 case\(s\): {split['test'][1]}"):
+        GeminiDataModule(root=str(dm_root), split_file=str(path)).setup("fit")
+
+
+def test_no_val_list_means_no_validation(dm_root, tmp_path, caplog):
+    """An old split file without val: training and testing work, validation does not happen (one log
+    line saying how to add a val list), and ``validate`` is a one-line ConfigError naming the fix."""
+    import logging
+
+    import lightning as L
+
+    from gemini_pl.errors import ConfigError
+
+    path = _split_without_val(dm_root, tmp_path)
+    dm = GeminiDataModule(root=str(dm_root), split_file=str(path))
+    with caplog.at_level(logging.WARNING, logger="gemini_pl"):
+        dm.setup("fit")
+        dm.setup("fit")
+    lines = [r.getMessage() for r in caplog.records if "no validation" in r.getMessage()]
+    assert len(lines) == 1 and "has no val list" in lines[0] and "python -m gemini_pl.data.splits --num-val" in lines[0]
+    assert dm.val_set is None and dm.val_dataloader() == [] and dm.train_set is not None
+    dm.setup("test")
+    assert len(dm.test_set) == 3 * 2 and dm.num_classes == 6
+    for call in (lambda: GeminiDataModule(root=str(dm_root), split_file=str(path)).setup("validate"),
+                 lambda: L.Trainer(logger=False, enable_progress_bar=False).validate(
+                     _Tiny(), datamodule=GeminiDataModule(root=str(dm_root), split_file=str(path)))):
+        with pytest.raises(ConfigError) as err:
+            call()
+        msg = str(err.value)
+        assert msg.startswith(f"validate needs a validation split: split file {path} has no val list") and "\n" not in msg
+        assert "python -m gemini_pl.data.splits --num-val" in msg
+
+
+class _Tiny:
+    """A LightningModule that counts its training steps (built lazily: lightning is slow to import)."""
+
+    def __new__(cls):
+        import lightning as L
+
+        class Tiny(L.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.zeros(1))
+                self.steps = 0
+
+            def training_step(self, batch, _):
+                self.steps += 1
+                return (batch["image_a"].mean() - self.w).pow(2)
+
+            def validation_step(self, batch, _):
+                self.log("val/seg_dice", 0.5)
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        return Tiny()
+
+
+def test_monitored_val_checkpoint_without_val_fails_early(dm_root, tmp_path, monkeypatch):
+    """A ModelCheckpoint monitoring val/... with no validation split: one line saying why, before any
+    training step — from a plain Trainer and from the CLI (the demo's best-checkpoint preset)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from conftest import REPO
+    from gemini_pl.cli import cli_main
+    from gemini_pl.errors import ConfigError
+
+    path = _split_without_val(dm_root, tmp_path)
+    model = _Tiny()
+    trainer = L.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path), callbacks=[ModelCheckpoint(monitor="val/seg_dice", mode="max")])
+    with pytest.raises(ConfigError) as err:
+        trainer.fit(model, datamodule=GeminiDataModule(root=str(dm_root), split_file=str(path)))
+    msg = str(err.value)
+    assert msg.startswith(f"a ModelCheckpoint monitors val/seg_dice, but there is no validation split: split file {path} "
+                          "has no val list") and "\n" not in msg
+    assert "best_seg.yaml" in msg and model.steps == 0
+    # with validation cases the same fit runs, validates and keeps its best checkpoint
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(tmp_path / "ok"), limit_val_batches=1,
+                        callbacks=[ModelCheckpoint(monitor="val/seg_dice", mode="max")])
+    trainer.fit(model, datamodule=GeminiDataModule(root=str(dm_root)))
+    assert model.steps == 2 and trainer.checkpoint_callback.best_model_path
+    # the CLI: the demo's segmentation config (best_seg.yaml) on phantoms generated without validation cases
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "cli"
+    with pytest.raises(ConfigError, match=r"^a ModelCheckpoint monitors val/seg_dice, but there is no validation split: "
+                                          r"the split built from .* has no val list"):
+        cli_main(["fit", "--config", str(REPO / "experiments" / "demo" / "seg.yaml"), "--trainer.default_root_dir", str(out),
+                  "--data.init_args.size", "32", "--data.init_args.num_unlabeled", "2", "--data.init_args.num_test", "2",
+                  "--data.init_args.num_val", "0", "--trainer.logger", "false"])
+    assert not list(out.rglob("*.ckpt"))

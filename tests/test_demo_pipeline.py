@@ -32,7 +32,8 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_demo_pipeline_quick(tmp_path, monkeypatch):
-    """Every stage of ``make demo`` for a couple of iterations, and the table with every row."""
+    """Every stage of ``make demo`` for a couple of iterations, and the table with every row, its
+    selection policy and split."""
     from gemini_pl.demo import ALL_STAGES, run_pipeline
 
     monkeypatch.chdir(tmp_path)
@@ -42,6 +43,10 @@ def test_demo_pipeline_quick(tmp_path, monkeypatch):
         assert row in table, row
     assert (tmp_path / "runs" / "results.md").read_text() == table
     assert (tmp_path / "runs" / "seg_gemini" / "results" / "test_summary.md").is_file()
+    # the selection policy and the split (hash, counts) are stated; validation never used a test phantom
+    assert "- selection: final weights (" in table and "/ val 4 / test 10)" in table, table
+    summary = (tmp_path / "runs" / "seg_gemini" / "results" / "test_summary.md").read_text()
+    assert "- selection: final weights" in summary and "train 5 labeled + 40 unlabeled / val 4 / test 10" in summary
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from gemini_pl.errors import ConfigError
 from gemini_pl.reproduce import TABLE2, load_matrix, render_csv, render_markdown, run_matrix
 
 
@@ -80,10 +81,12 @@ def test_render_ablation_reads_reg_dice():
         assert "75.0±0.0" in line and "0.50±0.00" in line, line
 
 
-def _tiny_matrix(tmp_path: Path, rows: list[dict] | None = None, tasks: dict[str, dict] | None = None) -> Path:
+def _tiny_matrix(tmp_path: Path, rows: list[dict] | None = None, tasks: dict[str, dict] | None = None,
+                 phantom: dict | None = None) -> Path:
     """A mode file in ``tmp_path/cfg``: the phantom budget (composed by its own config: key, trimmed
-    to one iteration), the phantom T3 task on a smaller phantom set under ``tmp_path/data``, the
-    repository's method files (copied: tests add misspelled ones) and the phantom method presets."""
+    to one iteration), the phantom T3 task on a smaller phantom set under ``tmp_path/data`` (4
+    validation phantoms; ``phantom`` edits the generator's settings), the repository's method files
+    (copied: tests add misspelled ones) and the phantom method presets."""
     cfg = tmp_path / "cfg"
     shutil.copytree(REPO / "experiments" / "table2" / "methods", cfg / "methods")
     budget = {"config": [str(REPO / "experiments" / "table2" / "budget" / "phantom.yaml")],
@@ -98,7 +101,7 @@ def _tiny_matrix(tmp_path: Path, rows: list[dict] | None = None, tasks: dict[str
         (cfg / f"{name.lower()}.yaml").write_text(yaml.safe_dump(task))
         mode_tasks[name] = {"config": f"{name.lower()}.yaml", "title": "2D phantom 32²",
                             "phantom": {"name": "phantom2d", "spatial_dims": 2, "size": 32, "num_unlabeled": 3,
-                                        "num_labeled": 5, "num_test": 2, "seed": 2}}
+                                        "num_labeled": 5, "num_test": 2, "seed": 2, **(phantom or {})}}
     (cfg / "matrix.yaml").write_text(yaml.safe_dump({"rows": rows or [
         {"row": "U-Net Five", "method": "unet_five"}, {"row": "CPS", "method": "cps"}, {"row": "MASSL", "method": None}]}))
     mode = {"mode": "phantom", "seeds": [0], "matrix": "matrix.yaml", "budget": "budget.yaml", "tasks": mode_tasks,
@@ -182,6 +185,9 @@ def test_every_cell_config_parses(tmp_path, mode, capsys):
             assert cfg["trainer"]["default_root_dir"] == str(tmp_path / "cells" / c.name / st["name"])
             if mode == "phantom":  # the phantom scale of every class: the budget's widths, the method presets
                 assert cfg["model"]["init_args"]["widths"] == [8, 16, 32, 64, 128, 64, 32, 16, 8], method
+            # no cell keeps a "best" checkpoint by default: the final weights are tested (--select best adds one)
+            monitors = [(cb.get("init_args") or {}).get("monitor") for cb in cfg["trainer"]["callbacks"]]
+            assert not any(monitors), (method, monitors)
     assert len(classes) >= 9
 
 
@@ -218,3 +224,62 @@ def test_misspelled_key_fails_the_cell_naming_it(tmp_path):
     assert results["UA-MT"]["status"] == "failed" and "lamda_unsup" in results["UA-MT"]["error"], results["UA-MT"]
     assert results["U-Net Five"]["status"] == "failed" and "num_val_pair" in results["U-Net Five"]["error"], results["U-Net Five"]
     assert "lamda_unsup" in md.split("Failed cells:")[1] and "num_val_pair" in md.split("Failed cells:")[1]
+
+
+def test_cells_test_the_final_weights_unless_select_best(tmp_path):
+    """A cell tests its final weights — even when its budget keeps a best val/seg_dice checkpoint —
+    and the table header and the test summary say so, with the split's counts; ``--select best``
+    tests the best checkpoint, selected on the 4 validation phantoms (never the test ones), in cells
+    of their own; a task whose split has no validation cases is refused, naming it, before any cell runs."""
+    mode = _tiny_matrix(tmp_path, rows=[{"row": "U-Net Five", "method": "unet_five"}])
+    budget = yaml.safe_load((mode.parent / "budget.yaml").read_text())
+    budget["config"].append(str(REPO / "experiments" / "callbacks" / "best_seg.yaml"))
+    budget["trainer"]["limit_val_batches"] = 1.0  # validates, and keeps the best checkpoint
+    (mode.parent / "budget.yaml").write_text(yaml.safe_dump(budget))
+    runs, out = tmp_path / "runs", tmp_path / "results"
+
+    md = run_matrix(mode, runs, out, jobs=1, threads=1)
+    (cell,) = load_matrix(mode).cells(runs)
+    res = json.loads((runs / "cells" / cell.name / "result.json").read_text())
+    assert res["status"] == "ok", res.get("error")
+    assert (res["select"], res["tested"], res["selection"]) == ("final", "final weights", "final weights")
+    main = runs / "cells" / cell.name / "main"
+    assert list((main / "checkpoints").glob("best-*.ckpt"))  # kept by the budget, not tested
+    split = json.loads((tmp_path / "data" / "t3" / "split.json").read_text())
+    assert len(split["val"]) == 4 and not set(split["val"]) & set(split["test"])
+    counts = "(train 5 labeled + 3 unlabeled / val 4 / test 2)"
+    assert "- selection: final weights (" in md and f"T3: sha256 {res['split']} {counts}" in md, md
+    summary = (main / "results" / "test_summary.md").read_text()
+    assert "- selection: final weights" in summary and f"sha256 {res['split']} {counts}" in summary
+
+    md = run_matrix(mode, runs, out, jobs=1, threads=1, select="best")
+    (best,) = load_matrix(mode).cells(runs, select="best")
+    assert best.name == cell.name + "__best"
+    res = json.loads((runs / "cells" / best.name / "result.json").read_text())
+    assert res["status"] == "ok", res.get("error")
+    assert res["select"] == "best" and Path(res["tested"]).name.startswith("best-") and Path(res["tested"]).is_file()
+    assert res["selection"] == "best val/seg_dice on 4 validation cases"
+    assert "- selection: --select best: T3: best val/seg_dice on 4 validation cases" in md, md
+    summary = (runs / "cells" / best.name / "main" / "results" / "test_summary.md").read_text()
+    assert "- selection: best val/seg_dice on 4 validation cases" in summary
+
+    noval = _tiny_matrix(tmp_path / "noval", rows=[{"row": "U-Net Five", "method": "unet_five"}], phantom={"num_val": 0})
+    with pytest.raises(ConfigError, match=r"--select best needs a validation split, but task T3 has none: .*no val list"):
+        run_matrix(noval, tmp_path / "noval" / "runs", tmp_path / "noval" / "results", select="best")
+    assert not (tmp_path / "noval" / "runs" / "cells").exists()
+
+
+def test_select_best_adds_the_checkpoint_and_validation(tmp_path, capsys):
+    """``--select best``: the main stage (only) gets the best val/seg_dice checkpoint preset and
+    validation on (the phantom budget has none), in cells named ``<cell>__best``."""
+    matrix = load_matrix(REPO / "experiments" / "table2" / "phantom.yaml")
+    matrix.seeds = [0]
+    (cell,) = matrix.cells(tmp_path, rows=["PixPro"], tasks=["T3"], select="best")
+    assert cell.name.endswith("__t3__seed0__best") and cell.select == "best"
+    main = _resolved(cell.args("main"), capsys)
+    monitors = [(cb.get("init_args") or {}).get("monitor") for cb in main["trainer"]["callbacks"]]
+    assert monitors.count("val/seg_dice") == 1 and main["trainer"]["limit_val_batches"] == 1.0
+    pre = _resolved(cell.args("pretrain"), capsys)
+    assert not any((cb.get("init_args") or {}).get("monitor") for cb in pre["trainer"]["callbacks"])
+    with pytest.raises(ConfigError, match="select='nope'"):
+        matrix.cells(tmp_path, select="nope")

@@ -10,7 +10,9 @@ from every DDP rank and, on rank 0, writes
 * ``<dir>/test_summary.md`` — mean ± std (sample std) over the cases of every metric, with the
   number of "unable" cases, headed by the config file(s), commit (``git rev-parse``; "unknown"
   outside a repository, "+dirty" with uncommitted changes), split (the data module's
-  ``split_hash`` when it has one), seed, checkpoint, model and data classes;
+  ``split_hash`` and its train/val/test counts, :func:`~gemini_pl.data.splits.describe_split`),
+  the selection policy of the tested weights (:func:`selection_policy`: "final weights" or "best
+  val/seg_dice on N validation cases"), seed, checkpoint, model and data classes;
 
 and prints the summary. ``<dir>`` is ``results_dir`` or ``<trainer.log_dir>/results``.
 """
@@ -29,7 +31,11 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-__all__ = ["ResultsWriter", "git_commit", "config_files", "format_summary"]
+__all__ = ["FINAL_WEIGHTS", "ResultsWriter", "best_policy", "config_files", "format_summary", "git_commit",
+           "selection_policy"]
+
+#: the selection policy of weights tested as they are after the last training step
+FINAL_WEIGHTS = "final weights"
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
@@ -61,6 +67,54 @@ def config_files(argv: list[str] | None = None) -> list[str]:
         elif arg.startswith("--config="):
             out.append(arg.split("=", 1)[1])
     return out
+
+
+def best_policy(monitor: str, num_val: int) -> str:
+    """``best val/seg_dice on 5 validation cases``: the policy of a monitored checkpoint."""
+    return f"best {monitor} on {num_val} validation case{'' if num_val == 1 else 's'}"
+
+
+def _val_cases(datamodule: Any) -> int:
+    split = getattr(datamodule, "split", None) or {}
+    return len(split.get("val") or [])
+
+
+def _monitor_of_best(trainer: Any, ckpt: str) -> str | None:
+    """The key a ``ModelCheckpoint`` monitored when it kept ``ckpt`` as its best checkpoint (this
+    run's callbacks, else the callback states saved in the file); None for any other file."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for cb in getattr(trainer, "checkpoint_callbacks", None) or []:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_path \
+                and Path(cb.best_model_path).resolve() == Path(ckpt).resolve():
+            return cb.monitor
+    try:
+        from ..safe_load import safe_torch_load
+
+        states = safe_torch_load(ckpt, mmap=True).get("callbacks") or {}
+    except Exception:  # noqa: BLE001 - provenance only: an unreadable file is "checkpoint <path>"
+        return None
+    for key, state in states.items():
+        if str(key).startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("monitor") \
+                and Path(str(state.get("best_model_path") or "")).name == Path(ckpt).name:
+            return str(state["monitor"])
+    return None
+
+
+def _labeled_used(datamodule: Any) -> int | None:
+    """The few-shot budget a data module trains with (None: all, or no labeled training)."""
+    return None if getattr(datamodule, "train_mode", "pairs") == "pairs" else getattr(datamodule, "num_labeled", None)
+
+
+def selection_policy(trainer: Any, datamodule: Any = None) -> str:
+    """Which weights ``trainer`` tests (``trainer.ckpt_path``): :data:`FINAL_WEIGHTS` without a
+    checkpoint (the model as trained), :func:`best_policy` for the best checkpoint of a monitored
+    ``ModelCheckpoint`` (N: the data module's validation cases), else ``checkpoint <path>``."""
+    ckpt = getattr(trainer, "ckpt_path", None)
+    if not ckpt:
+        return FINAL_WEIGHTS
+    monitor = _monitor_of_best(trainer, str(ckpt))
+    return best_policy(monitor, _val_cases(datamodule)) if monitor else f"checkpoint {ckpt}"
 
 
 def _fmt(x: float, digits: int = 2) -> str:
@@ -131,13 +185,17 @@ class ResultsWriter(L.Callback):
         return Path(base or trainer.default_root_dir) / "results"
 
     def provenance(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, str]:
+        from ..data.splits import describe_split
+
         dm = getattr(trainer, "datamodule", None)
         split = getattr(dm, "split_hash", None) if dm is not None else None
         dataset = getattr(dm, "dataset", None) if dm is not None else None
         return {
             "config": self.config or (", ".join(config_files()) or "none (Python API)"),
             "commit": git_commit(),
-            "split": str(split) if split else "n/a (the data module exposes no split_hash)",
+            "split": describe_split(getattr(dm, "split", None), split, _labeled_used(dm))
+            if split else "n/a (the data module exposes no split_hash)",
+            "selection": selection_policy(trainer, dm),
             "seed": os.environ.get("PL_GLOBAL_SEED", "not set"),
             "checkpoint": str(getattr(trainer, "ckpt_path", None) or "the model as given (no --ckpt_path)"),
             "model": type(pl_module).__name__,

@@ -121,7 +121,7 @@ def check_split(split: Mapping[str, Any], where: str) -> None:
 
 
 def describe_split(split: Mapping[str, Any] | None, digest: str | None, num_labeled: int | None = None) -> str:
-    """``sha256 <12 digits> (train 5 of 20 labeled + 40 unlabeled / val 5 / test 10)``: the split's
+    """``sha256 <digest> (train 5 of 15 labeled + 40 unlabeled / val 5 / test 10)``: the split's
     identity and counts, for result tables (``num_labeled``: the few-shot budget used, if known)."""
     if split is None:
         return "n/a"
@@ -131,7 +131,7 @@ def describe_split(split: Mapping[str, Any] | None, digest: str | None, num_labe
     if split.get("train_unlabeled"):
         train += f" + {len(split['train_unlabeled'])} unlabeled"
     counts = f"train {train} / val {len(split.get('val') or [])} / test {len(split.get('test') or [])}"
-    return f"sha256 {(digest or '?')[:12]} ({counts})"
+    return f"sha256 {digest or '?'} ({counts})"
 
 
 def split_bytes(split: Mapping[str, Any]) -> bytes:

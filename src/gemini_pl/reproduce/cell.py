@@ -6,11 +6,18 @@
 misspelled key fails the cell with the parser's message naming it); the resolved config is written
 to ``<cell_dir>/<stage>.yaml``. A stage whose ``done`` marker exists (an interrupted cell's
 pre-training) is not fitted again. The W&B run of a stage (when the budget has a W&B logger) is
-named after the row and grouped by the task (``WANDB_NAME``, ``WANDB_RUN_GROUP``, ``WANDB_TAGS``). The main stage is then tested (``ckpt_path="best"`` when a monitored checkpoint
-exists, else the final weights); with ``pairs_test`` it is tested once more on registration pairs
-(deformation Dice, folding %; Table V). The result — per-case rows, metric summaries, the split
-hash, timings — is written atomically to ``<cell_dir>/result.json``; an error is written there
-too (``status: failed``) with its message, and the exit status is 1.
+named after the row and grouped by the task (``WANDB_NAME``, ``WANDB_RUN_GROUP``, ``WANDB_TAGS``).
+
+The main stage is then tested on its final weights (``select: final``, the default, as the
+published code does; a monitored checkpoint of the budget is not used for testing), or with
+``select: best`` (``python -m gemini_pl.reproduce --select best``) on the best checkpoint of the
+monitored ``val/…`` key — which needs a validation split: a task without one is refused, naming
+it. ``tested`` in the result is ``"final weights"`` or that checkpoint's path, ``selection`` the
+policy ("final weights" / "best val/seg_dice on N validation cases"). With ``pairs_test`` the
+main stage is tested once more on registration pairs (deformation Dice, folding %; Table V). The
+result — per-case rows, metric summaries, the split hash and counts, timings — is written
+atomically to ``<cell_dir>/result.json``; an error is written there too (``status: failed``) with
+its message, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_cell", "parse_stage", "write_json_atomic", "summarise"]
+__all__ = ["run_cell", "parse_stage", "require_validation", "write_json_atomic", "summarise"]
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -83,12 +90,25 @@ def parse_stage(args: list[str]) -> Any:
         raise ConfigError(f"{msg or f'the parser exited with status {exc.code}'} (gemini-pl fit {' '.join(args)})") from None
 
 
+def require_validation(task: str, datamodule: Any) -> None:
+    """``select: best`` needs a validation split: refuse it, naming the task, when the data module
+    of ``task`` has none (:meth:`~gemini_pl.data.GeminiDataModule.no_validation`)."""
+    from ..errors import ConfigError
+
+    check = getattr(datamodule, "no_validation", None)
+    reason = check() if check is not None else f"{type(datamodule).__name__} states no validation split"
+    if reason:
+        raise ConfigError(f"--select best needs a validation split, but task {task} has none: {reason}")
+
+
 def _fit_stage(stage: dict[str, Any], cell_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     import csv
 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from ..callbacks import ResultsWriter
+    from ..callbacks.results import FINAL_WEIGHTS, selection_policy
+    from ..data.splits import describe_split
     from .matrix import stage_args
 
     sdir = cell_dir / stage["name"]
@@ -112,21 +132,31 @@ def _fit_stage(stage: dict[str, Any], cell_dir: Path, spec: dict[str, Any]) -> d
     writer = next((c for c in trainer.callbacks if isinstance(c, ResultsWriter)), None)
     if writer is not None:
         writer.config = " ".join(args)
+    best_wanted = bool(stage.get("test")) and spec.get("select", "final") == "best"
+    if best_wanted:
+        require_validation(spec["task"], dm)
     trainer.fit(model, datamodule=dm)
     info["fit_seconds"] = time.perf_counter() - t0
     info["optimizer_steps"] = int(trainer.global_step)
     info["iterations"] = int(trainer.fit_loop.total_batch_idx + 1)
     info["split"] = getattr(dm, "split_hash", None)
+    info["split_summary"] = describe_split(getattr(dm, "split", None), info["split"])
     if not stage.get("test"):
         if not last.exists():
             trainer.save_checkpoint(last)
         done.write_text("ok\n")
         return info
-    best = next((c.best_model_path for c in trainer.checkpoint_callbacks
-                 if isinstance(c, ModelCheckpoint) and c.monitor and c.best_model_path), "")
+    best = ""
+    if best_wanted:
+        best = next((c.best_model_path for c in trainer.checkpoint_callbacks
+                     if isinstance(c, ModelCheckpoint) and str(c.monitor or "").startswith("val/") and c.best_model_path), "")
+        if not best:
+            raise RuntimeError("--select best: no best validation checkpoint was written (did validation run? "
+                               "see trainer.limit_val_batches and check_val_every_n_epoch of the budget)")
     t1 = time.perf_counter()
     trainer.test(model, datamodule=dm, verbose=False, ckpt_path=best or None)
-    info["tested"] = best or "final weights"
+    info["tested"] = best or FINAL_WEIGHTS
+    info["selection"] = selection_policy(trainer, dm)
     info["test_seconds"] = time.perf_counter() - t1
     rows = []
     if writer is not None and writer.csv_path is not None and Path(writer.csv_path).exists():
@@ -166,14 +196,16 @@ def run_cell(cell_dir: str | Path) -> dict[str, Any]:
     from ..callbacks.results import git_commit
 
     result: dict[str, Any] = {k: spec[k] for k in ("row", "task", "seed", "table", "key")}
-    result.update(commit=git_commit(), started=time.strftime("%Y-%m-%d %H:%M:%S"), stages=[])
+    result.update(select=spec.get("select", "final"), commit=git_commit(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
+                  stages=[])
     t0 = time.perf_counter()
     try:
         for stage in spec["stages"]:
             result["stages"].append(_fit_stage(stage, cell_dir, spec))
         main = result["stages"][-1]
         result.update(status="ok", metrics=main.get("metrics", {}), split=main.get("split"),
-                      pairs_metrics=main.get("pairs_metrics"))
+                      split_summary=main.get("split_summary"), tested=main.get("tested"),
+                      selection=main.get("selection"), pairs_metrics=main.get("pairs_metrics"))
     except BaseException as exc:  # noqa: BLE001 - the error goes into the table
         result.update(status="failed", error=f"{type(exc).__name__}: {exc}".strip()[:2000],
                       traceback=traceback.format_exc()[-4000:])

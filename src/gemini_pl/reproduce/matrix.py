@@ -16,6 +16,12 @@ ablations). A cell's stage is composed with LightningCLI's own mechanism, a list
 so the seed changes the initialisation, the training sampling and the augmentation, and the CLI's
 parser rejects any key that a file misspells (the cell fails with the parser's error naming it).
 The list is written to ``<runs>/cells/<cell>/cell.json`` and run by :mod:`gemini_pl.reproduce.cell`.
+
+Selection (``select``): ``final`` (default, as the published code) tests the main stage's final
+weights; ``best`` appends the mode's ``best_checkpoint`` preset (default
+``experiments/callbacks/best_seg.yaml``: keep the best ``val/seg_dice``) and
+``--trainer.limit_val_batches=1.0`` to the main stage and tests that checkpoint; such cells are
+named ``<cell>__best`` so that the two policies never share a result.
 """
 
 from __future__ import annotations
@@ -28,7 +34,12 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Cell", "Matrix", "load_matrix", "stage_args"]
+__all__ = ["Cell", "Matrix", "SELECT", "load_matrix", "stage_args"]
+
+#: the selection policies of a cell: test the final weights, or the best validation checkpoint
+SELECT = ("final", "best")
+#: the checkpoint preset of ``select: best`` when the mode file names none
+_REPO_BEST = Path(__file__).resolve().parents[3] / "experiments" / "callbacks" / "best_seg.yaml"
 
 
 def slug(text: str) -> str:
@@ -63,10 +74,12 @@ class Cell:
     table: str = "II"
     key: str = ""
     pairs_test: bool = False
+    select: str = "final"
 
     @property
     def name(self) -> str:
-        return f"{slug(self.table)}__{slug(self.row)}__{self.task.lower()}__seed{self.seed}"
+        base = f"{slug(self.table)}__{slug(self.row)}__{self.task.lower()}__seed{self.seed}"
+        return base if self.select == "final" else f"{base}__{self.select}"
 
     def args(self, stage: str = "main") -> list[str]:
         """The ``gemini-pl fit`` arguments of one of its stages (without ``init_from``, set when it runs)."""
@@ -87,6 +100,7 @@ class Matrix:
     data_root: str | None = None
     notes: list[str] = field(default_factory=list)
     method_presets: Path | None = None
+    best_checkpoint: Path | None = None
 
     # ---------------------------------------------------------------- configs
     def method_files(self, method: str) -> list[Path]:
@@ -126,8 +140,25 @@ class Matrix:
             overrides.append(f"--{k}={_cli_value(v)}")
         return {"name": name, "configs": configs, "overrides": overrides}
 
+    def _with_best_checkpoint(self, stage: dict[str, Any]) -> dict[str, Any]:
+        """``stage`` with the ``best_checkpoint`` preset (unless one of its files already names it)
+        and validation on (``select: best``)."""
+        from ..cli import config_presets
+
+        have = {Path(p).resolve() for c in stage["configs"] for p in (*config_presets(c), c)}
+        configs = list(stage["configs"])
+        if Path(str(self.best_checkpoint)).resolve() not in have:
+            configs.append(str(self.best_checkpoint))
+        return {**stage, "configs": configs, "overrides": [*stage["overrides"], "--trainer.limit_val_batches=1.0"]}
+
     # ---------------------------------------------------------------- cells
-    def cells(self, out: Path, rows: list[str] | None = None, tasks: list[str] | None = None) -> list[Cell]:
+    def cells(self, out: Path, rows: list[str] | None = None, tasks: list[str] | None = None,
+              select: str = "final") -> list[Cell]:
+        """The cells of the matrix (``select``: ``final`` or ``best``, see the module doc)."""
+        if select not in SELECT:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"select={select!r} is not one of {', '.join(SELECT)}")
         cells = []
         for spec in [*({**r, "table": "II"} for r in self.rows), *self.ablations]:
             if not spec.get("method") or spec.get("reuse"):
@@ -139,12 +170,14 @@ class Matrix:
                     continue
                 for seed in self.seeds:
                     cell = Cell(spec["row"], task, seed, [], table=spec.get("table", "II"), key=spec.get("key", ""),
-                                pairs_test=bool(spec.get("pairs_test")))
+                                pairs_test=bool(spec.get("pairs_test")), select=select)
                     cdir = Path(out) / "cells" / cell.name
                     if spec.get("pretrain"):
                         pre = self.stage("pretrain", spec["pretrain"], task, seed, cdir, pretrain=True)
                         cell.stages.append({**pre, "test": False})
                     main = self.stage("main", spec["method"], task, seed, cdir, spec.get("set"))
+                    if select == "best":  # keep the best validation checkpoint (and validate)
+                        main = self._with_best_checkpoint(main)
                     cell.stages.append({**main, "test": True, "init_from_stage": "pretrain" if spec.get("pretrain") else None})
                     cells.append(cell)
         return cells
@@ -170,10 +203,12 @@ def load_matrix(mode_file: str | Path, data_root: str | None = None) -> Matrix:
         spec["config"] = base / spec["config"]
         tasks[name] = spec
     presets = mode.get("method_presets")
+    best = base / mode["best_checkpoint"] if mode.get("best_checkpoint") else next(
+        (p for p in (base.parent / "callbacks" / "best_seg.yaml", _REPO_BEST) if p.is_file()), _REPO_BEST)
     return Matrix(
         mode=mode.get("mode", mode_file.stem), mode_file=mode_file, seeds=list(mode["seeds"]), tasks=tasks,
         rows=matrix["rows"], ablations=matrix.get("ablations", []), budget=base / mode["budget"],
         pretrain_budget=base / mode.get("pretrain_budget", mode["budget"]), config_dir=base,
         data_root=data_root or mode.get("data_root"), notes=list(mode.get("notes", [])),
-        method_presets=base / presets if presets else None,
+        method_presets=base / presets if presets else None, best_checkpoint=best,
     )

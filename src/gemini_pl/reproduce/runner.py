@@ -6,6 +6,11 @@ time; a finished cell has ``<runs>/cells/<cell>/result.json`` (written atomicall
 never run again — an interrupted matrix continues where it stopped. A failed cell (its result has
 ``status: failed`` and the error; a crash or timeout writes the same) is reported in the table and
 the other cells still run; ``--retry-failed`` runs failed cells again.
+
+Every cell tests the final weights (``--select final``, the default, as the published code does);
+``--select best`` tests each cell's best ``val/seg_dice`` checkpoint instead (cells ``<cell>__best``),
+which needs a validation split in every task — a task without one is refused before any cell runs.
+The table's header states the policy and each task's split (hash, train/val/test counts).
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .cell import write_json_atomic
-from .matrix import Cell, Matrix, load_matrix
+from .cell import require_validation, write_json_atomic
+from .matrix import SELECT, Cell, Matrix, load_matrix
 from .table import render_csv, render_markdown
 
 __all__ = ["run_matrix", "main", "prepare_phantoms", "prepare_splits", "collect"]
@@ -43,16 +48,21 @@ def prepare_phantoms(matrix: Matrix) -> None:
             generate_phantom_dataset(matrix.task_data(task)["init_args"]["root"], **ph)
 
 
-def prepare_splits(matrix: Matrix) -> None:
+def prepare_splits(matrix: Matrix, tasks: list[str] | None = None, select: str = "final") -> None:
     """Write each task's missing ``split_file`` once, from the task file's own ``seed``, before any
-    cell runs: every cell (whatever its seed) then trains on the same labeled cases and is tested on
-    the same test cases. Data that cannot be read yet is left to the cells (they fail naming it)."""
+    cell runs: every cell (whatever its seed) then trains on the same labeled cases, validates on
+    the same validation cases and is tested on the same test cases. Data that cannot be read yet is
+    left to the cells (they fail naming it). ``select="best"``: a task whose split has no validation
+    cases is refused (ConfigError naming it) before any cell runs."""
     import importlib
 
     for task, spec in matrix.tasks.items():
+        if tasks is not None and task not in tasks:
+            continue
         data = matrix.task_data(task)
         init = dict(data.get("init_args") or {})
-        if not init.get("split_file") or Path(init["split_file"]).exists():
+        missing = bool(init.get("split_file")) and not Path(init["split_file"]).exists()
+        if not missing and select != "best":
             continue
         if matrix.data_root and not spec.get("phantom"):
             init["root"] = matrix.data_root
@@ -60,15 +70,20 @@ def prepare_splits(matrix: Matrix) -> None:
         try:
             dm = getattr(importlib.import_module(module), name)(**init)
             dm.prepare_data()
+            getattr(dm, "no_validation", lambda: None)()  # fixes the split (reads no image)
         except Exception as exc:  # noqa: BLE001 - reported; the cells fail with the data error
-            print(f"table2: {task}: split file {init['split_file']} not written ({type(exc).__name__}: {exc})", flush=True)
+            print(f"table2: {task}: split of {init.get('split_file') or 'the listing'} not checked "
+                  f"({type(exc).__name__}: {exc})", flush=True)
+            continue
+        if select == "best":
+            require_validation(task, dm)
 
 
 def _write_cell(cell: Cell, cdir: Path) -> None:
     cdir.mkdir(parents=True, exist_ok=True)
     stages = [{k: st.get(k) for k in ("name", "configs", "overrides", "test", "init_from_stage")} for st in cell.stages]
     spec = {"row": cell.row, "task": cell.task, "seed": cell.seed, "table": cell.table, "key": cell.key,
-            "pairs_test": cell.pairs_test, "stages": stages}
+            "pairs_test": cell.pairs_test, "select": cell.select, "stages": stages}
     (cdir / "cell.json").write_text(json.dumps(spec, indent=1))
 
 
@@ -120,14 +135,15 @@ def collect(runs: Path, cells: list[Cell]) -> list[dict[str, Any]]:
 def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int = 1, threads: int = 1,
                rows: list[str] | None = None, tasks: list[str] | None = None, seeds: list[int] | None = None,
                retry_failed: bool = False, timeout: float | None = None, data_root: str | None = None,
-               render_only: bool = False, gpus: list[str] | None = None) -> str:
-    """Run the cells that have no result yet; render and write the tables; return the Markdown."""
+               render_only: bool = False, gpus: list[str] | None = None, select: str = "final") -> str:
+    """Run the cells that have no result yet; render and write the tables; return the Markdown.
+    ``select``: ``final`` (test the final weights) or ``best`` (the best validation checkpoint)."""
     t0 = time.perf_counter()
     matrix = load_matrix(mode_file, data_root)
     if seeds:
         matrix.seeds = list(seeds)
     runs, out = Path(runs), Path(out)
-    cells = matrix.cells(runs, rows, tasks)
+    cells = matrix.cells(runs, rows, tasks, select=select)
     todo = []
     for c in cells:
         res = runs / "cells" / c.name / "result.json"
@@ -140,7 +156,7 @@ def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: i
     print(f"table2 ({matrix.mode}): {len(cells)} cells, {len(cells) - len(todo)} done before, {len(todo)} to run", flush=True)
     if todo and not render_only:
         prepare_phantoms(matrix)
-        prepare_splits(matrix)
+        prepare_splits(matrix, sorted({c.task for c in todo}), select)
         for c in todo:
             _write_cell(c, runs / "cells" / c.name)
 
@@ -165,10 +181,13 @@ def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: i
     results = collect(runs, cells)
     from ..callbacks.results import git_commit
 
-    splits = {}
+    splits: dict[str, set[str]] = {}
+    selections: dict[str, set[str]] = {}
     for r in results:
         if r.get("split"):
-            splits.setdefault(r["task"], set()).add(str(r["split"]))
+            splits.setdefault(r["task"], set()).add(str(r.get("split_summary") or r["split"]))
+        if r.get("status") == "ok":
+            selections.setdefault(r["task"], set()).add(str(r.get("selection") or "final weights"))
     wall = time.perf_counter() - t0
     cell_seconds = sum(float(r.get("seconds") or 0) for r in results)
     span = _span(results)
@@ -177,7 +196,9 @@ def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: i
         "commit": git_commit(),
         "configs": f"{matrix.config_dir} (files and overrides per cell: {runs}/cells/<cell>/cell.json; resolved: <cell>/<stage>.yaml)",
         "tasks": ", ".join(f"{t}: {v.get('title', '')}" for t, v in matrix.tasks.items()),
-        "splits (hash per task)": ", ".join(f"{t}: {'/'.join(sorted(s))}" for t, s in sorted(splits.items())) or "n/a",
+        "selection": _selection_line(select, selections),
+        "splits (per task: sha256, train/val/test cases)": "; ".join(
+            f"{t}: {' | '.join(sorted(s))}" for t, s in sorted(splits.items())) or "n/a",
         "seeds": ", ".join(map(str, matrix.seeds)),
         "cells": f"{sum(r.get('status') == 'ok' for r in results)} ok, {sum(r.get('status') != 'ok' for r in results)} failed, "
                  f"{len(cells) - len(results)} not run, of {len(cells)}",
@@ -190,6 +211,17 @@ def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: i
     (out / "table2.csv").write_text(render_csv(matrix.rows, results))
     print("\n" + md, flush=True)
     return md
+
+
+def _selection_line(select: str, selections: dict[str, set[str]]) -> str:
+    """The header's selection policy: the cells' own (``selection`` of their results) per task."""
+    from ..callbacks.results import FINAL_WEIGHTS
+
+    policies = {p for s in selections.values() for p in s}
+    if select == "final" and policies <= {FINAL_WEIGHTS}:
+        return f"{FINAL_WEIGHTS} (every cell tests its weights after the last training step; no checkpoint selection)"
+    per_task = "; ".join(f"{t}: {' | '.join(sorted(s))}" for t, s in sorted(selections.items()))
+    return f"--select {select}: {per_task or 'no cell finished'}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,13 +241,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gpus", nargs="*", default=None,
                    help="GPU ids: each running cell gets one (CUDA_VISIBLE_DEVICES); use with --jobs = number of GPUs")
     p.add_argument("--render-only", action="store_true", help="only render the tables from the results there are")
+    p.add_argument("--select", choices=SELECT, default="final",
+                   help="weights each cell tests: final (default, as the published code) or best (the best "
+                        "val/seg_dice checkpoint; needs a validation split in every task; cells <cell>__best)")
     a = p.parse_args(argv)
     phantom = a.data == "phantom"
     mode_file = a.mode_file or str(_experiments_dir() / ("phantom.yaml" if phantom else "paper.yaml"))
     run_matrix(mode_file, a.runs or ("runs/table2_phantom" if phantom else "runs/table2"),
                a.out or ("results/phantom" if phantom else "results"), jobs=a.jobs, threads=a.threads, rows=a.rows,
                tasks=a.tasks, seeds=a.seeds, retry_failed=a.retry_failed, timeout=a.timeout, data_root=a.data_root,
-               render_only=a.render_only, gpus=a.gpus)
+               render_only=a.render_only, gpus=a.gpus, select=a.select)
 
 
 if __name__ == "__main__":  # pragma: no cover
