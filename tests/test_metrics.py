@@ -243,3 +243,19 @@ def test_dice_equals_monai_compute_dice_with_ignore_empty():
     theirs = compute_dice(one_hot_labels(pred, 4), one_hot_labels(target, 4), include_background=False, ignore_empty=True)
     assert torch.isnan(ours[:, 2]).all() and torch.isnan(theirs[:, 2]).all()
     assert torch.allclose(ours[:, :2], theirs[:, :2], atol=1e-6)
+
+
+def test_feature_similarity_hand_computed():
+    from gemini_pl.metrics import feature_similarity
+
+    same = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]])  # (1, C=2, 2 voxels): both along channel 0
+    ortho = torch.tensor([[[3.0, 0.0], [0.0, 0.5]]])  # e0 and e1: pairs (1 + 0 + 0 + 1) / 4
+    opposite = torch.tensor([[[1.0, -4.0], [0.0, 0.0]]])  # (1 - 1 - 1 + 1) / 4
+    assert feature_similarity(same).item() == pytest.approx(1.0)
+    assert feature_similarity(ortho).item() == pytest.approx(0.5)
+    assert feature_similarity(opposite).item() == pytest.approx(0.0, abs=1e-7)
+    # batch mean, 2D maps, and equal to the explicit mean over all ordered pairs
+    f = torch.randn(3, 4, 5, 6)
+    u = torch.nn.functional.normalize(f.flatten(2), dim=1)
+    explicit = torch.einsum("ncp,ncq->npq", u, u).mean((1, 2)).mean()
+    assert feature_similarity(f).item() == pytest.approx(explicit.item(), rel=1e-5)

@@ -1,9 +1,10 @@
 """Evaluation metrics: Dice, Jacobian determinant, folding %, SDlogJ (docs/METHOD.md §6)."""
 
 from .dice import dice_per_class, dice_rows, mean_dice, one_hot_labels
+from .features import feature_similarity
 from .jacobian import folding_percent, jacobian_determinant, sdlogj
 
-__all__ = ["dice_per_class", "folding_percent", "jacobian_determinant", "mean_dice", "one_hot_labels", "sdlogj"]
+__all__ = ["dice_per_class", "feature_similarity", "folding_percent", "jacobian_determinant", "mean_dice", "one_hot_labels", "sdlogj"]
 from .objects import (  # noqa: E402
     AverageHausdorffDistance,
     DiceScore,

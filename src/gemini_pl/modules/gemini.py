@@ -14,7 +14,8 @@ training in epochs × iterations (``max_epochs`` × ``limit_train_batches``), as
 
 Training batches ``{"image_a", "image_b"}`` (N, C, *S) float in [0, 1], plus what the head needs;
 logged terms ``train/gemini/{smooth,gvs,gss_pos,gss_align,gss,total}`` and
-``train/<head>/total``. Evaluation: see :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
+``train/<head>/total``, and the diagnostic ``train/gemini/feature_similarity`` (mean cosine
+similarity of the backbone features of A across voxel pairs: near 1 means collapsed features). Evaluation: see :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 
 from ..errors import ConfigError
 from ..losses import GeminiWeights, gemini_loss
+from ..metrics import feature_similarity
 from .core import GeminiModule, Losses
 from .reg_eval import RegistrationEvaluation
 
@@ -74,10 +76,12 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
         """All GEMINI loss terms for a batch of pairs (one backbone and one deformer call)."""
         f_a, f_b = self.net.features(torch.cat([x_a, x_b], 0)).chunk(2, 0)
         flow_ab, flow_ba = self.net.flows_both_ways(f_a, f_b)
-        return gemini_loss(
+        terms = gemini_loss(
             x_a, x_b, f_a, f_b, flow_ab, flow_ba, self.weights, window=self.hparams.ncc_window,
             sampling=self.hparams.sampling, eps_per_voxel=self.hparams.ncc_eps_per_voxel,
         )
+        terms["feature_similarity"] = feature_similarity(f_a.detach())  # a diagnostic, not a loss term
+        return terms
 
     def head_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The variant's head loss on the prepared batch; returns a dict with at least ``"total"``."""
