@@ -257,7 +257,7 @@ def _split_without_val(root, tmp_path):
     path = tmp_path / "old_split.json"
     GeminiDataModule(root=str(root), dataset="phantom2d", split_file=str(path)).prepare_data()
     split = json.loads(path.read_text())
-    del split["val"]
+    split.pop("val", None)
     path.write_text(json.dumps(split))
     return path
 

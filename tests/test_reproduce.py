@@ -242,6 +242,8 @@ def test_cells_test_the_final_weights_unless_select_best(tmp_path):
     (cell,) = load_matrix(mode).cells(runs)
     res = json.loads((runs / "cells" / cell.name / "result.json").read_text())
     assert res["status"] == "ok", res.get("error")
+    tested = res["stages"][-1]["tested"]
+    assert tested == "final weights", tested  # not the best checkpoint the budget keeps
     assert (res["select"], res["tested"], res["selection"]) == ("final", "final weights", "final weights")
     main = runs / "cells" / cell.name / "main"
     assert list((main / "checkpoints").glob("best-*.ckpt"))  # kept by the budget, not tested
