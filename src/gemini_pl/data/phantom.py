@@ -26,12 +26,8 @@ of the array is voxel ``(i, j, k)`` of the NIfTI file, i.e. the array nibabel (a
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import math
 import os
-import shutil
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -39,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gemini_pl.errors import DataError
+from gemini_pl.data.synthetic import write_generated_dataset
 
 __all__ = [
     "LABEL_NAMES",
@@ -47,8 +43,6 @@ __all__ = [
     "generate_phantom_dataset",
     "make_phantom",
 ]
-
-log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes for the same parameters (forces regeneration).
 PHANTOM_VERSION = 1
@@ -285,32 +279,6 @@ def _make_phantom(
 # --------------------------------------------------------------------------------------------
 # dataset on disk
 # --------------------------------------------------------------------------------------------
-_SPLITS = (
-    ("train/unlabeled", "num_unlabeled", False),
-    ("train/labeled", "num_labeled", True),
-    ("test/labeled", "num_test", True),
-    ("val/labeled", "num_val", True),  # last: the other subjects keep their numbers
-)
-
-
-def _write(arr: np.ndarray, path: Path, spacing: Sequence[float], origin: Sequence[float]) -> None:
-    import SimpleITK as sitk
-
-    # SimpleITK's array order is (z, y, x); transposing makes array axis j = file axis j.
-    img = sitk.GetImageFromArray(np.ascontiguousarray(arr.T), isVector=False)
-    img.SetSpacing([float(s) for s in spacing])
-    img.SetOrigin([float(o) for o in origin])
-    sitk.WriteImage(img, str(path), useCompression=True)
-
-
-def _read_manifest(path: Path) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def generate_phantom_dataset(
     root: str | os.PathLike = "data",
     name: str = "phantom2d",
@@ -345,7 +313,7 @@ def generate_phantom_dataset(
     folder with files but without a phantom manifest (an interrupted generation leaves none,
     as the manifest is written last; or someone else's data) raises :class:`DataError` unless
     ``overwrite`` is set. Generation happens in a temporary sibling folder that is renamed into
-    place at the end.
+    place at the end (:func:`gemini_pl.data.synthetic.write_generated_dataset`).
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -380,65 +348,7 @@ def generate_phantom_dataset(
         "labels": {str(k): v for k, v in LABEL_NAMES.items()},
         "intensity": "raw arbitrary units, roughly 0..1000",
     }
-
-    root_p = Path(root)
-    out = root_p / name
-    manifest_path = out / "manifest.json"
-    if out.exists():
-        old = _read_manifest(manifest_path)
-        if old is not None and old.get("generator") == _GENERATOR_ID:
-            if old.get("version") == manifest["version"] and old.get("params") == params:
-                return out  # fast path: already generated with these parameters
-        elif not overwrite and any(out.iterdir()):
-            raise DataError(
-                f"{out} exists and holds files but no complete phantom manifest "
-                f"({manifest_path}): it was not written by the phantom generator or its "
-                "generation was interrupted. Delete the folder, pick another dataset name, or "
-                "pass overwrite=True to replace it."
-            )
-
-    t0 = time.perf_counter()
-    root_p.mkdir(parents=True, exist_ok=True)
-    tmp = root_p / f".{name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        index = 0
-        cases: dict[str, list[str]] = {}
-        for split, count_arg, labeled in _SPLITS:
-            if split.startswith("val") and not num_val:
-                continue
-            (tmp / split / "image").mkdir(parents=True, exist_ok=True)
-            if labeled:
-                (tmp / split / "label").mkdir(parents=True, exist_ok=True)
-            names = []
-            for _ in range(int(params.get(count_arg, 0))):
-                case = f"phantom_{index:04d}"
-                image, label = make_phantom(np.random.default_rng([int(seed), index]), spatial_dims, size)
-                _write(image, tmp / split / "image" / f"{case}.nii.gz", spacing_t, origin)
-                if labeled:
-                    _write(label, tmp / split / "label" / f"{case}.nii.gz", spacing_t, origin)
-                names.append(case)
-                index += 1
-            cases[split] = names
-        manifest["cases"] = cases
-        # Manifest last: its presence marks a complete generation.
-        with open(tmp / "manifest.json", "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2)
-        if out.exists():
-            shutil.rmtree(out)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            # Another process may have finished the same generation first.
-            other = _read_manifest(manifest_path)
-            if not (other and other.get("params") == params and other.get("version") == PHANTOM_VERSION):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    log.info(
-        "generated phantom dataset %s (%dD, size %d, %d unlabeled / %d labeled / %d val / %d test) in %.1f s",
-        out, spatial_dims, size, num_unlabeled, num_labeled, num_val, num_test, time.perf_counter() - t0,
+    return write_generated_dataset(
+        root, name, manifest, lambda k: make_phantom(np.random.default_rng([int(seed), k]), spatial_dims, size),
+        spacing_t, origin, prefix="phantom", overwrite=overwrite,
     )
-    return out
