@@ -381,6 +381,15 @@ def test_datalist_json(roots, tmp_path):
     assert len(dm.train_set.pairs) == 2 and len(dm.train_set.labeled) == 2 and len(dm.test_set) == 2
     b = next(iter(dm.train_dataloader()))
     assert b["label"].shape == (2, 1, *S3)
+    assert dm.val_set is None  # no validation list (2 labeled training cases: none held out), never the test cases
+    # a datalist's "validation" entries are the split's val cases
+    datalist["validation"] = [datalist["training"].pop(1)]
+    path.write_text(json.dumps(datalist))
+    dm = GeminiDataModule(root=str(tmp_path), dataset="kipa22", datalist=str(path), train_mode="labeled",
+                          num_labeled=1, eval_mode="cases")
+    dm.setup("fit")
+    assert dm.split["val"] == ["train/labeled/image/train001.nii.gz"] and len(dm.train_set) == 1
+    assert [v["name"] for v in dm.val_dataloader()] == [["train001"]]
 
 
 def test_few_shot_split_file_is_used(roots, tmp_path):
