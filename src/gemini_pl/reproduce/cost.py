@@ -37,9 +37,9 @@ PASSES = {
     "CPS": (6, 0, 0),                # two nets × (labeled + 2 unlabeled)
     "DeepAtlas": (6, 0, 2),          # seg of L and B, features of A, B, L, B; two registrations
     "VoxelMorph (VM)": (2, 0, 2),
-    "VADeR": (1 + 4, 0, 0),          # fine-tune + pre-training (2 images × 2 views)
-    "DenseCL": (1 + 4, 0, 0),
-    "PixPro": (1 + 4, 4, 0),         # + momentum target on both views
+    "VADeR": (1 + 2, 2, 0),          # fine-tune + pre-training: query encoder on view 1 of 2 images,
+    "DenseCL": (1 + 2, 2, 0),        #   momentum key encoder (forward only) on their view 2
+    "PixPro": (1 + 4, 4, 0),         # both views through the online and the momentum encoder
     "ablation (GEMINI-Semi, T1 only) x4": (3, 0, 2),
 }
 TASK_SHAPES = {"T1": (160, 160, 128), "T2": (160, 160, 128), "T3": (512, 512)}
