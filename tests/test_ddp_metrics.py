@@ -7,7 +7,7 @@ processes without repeats (``gemini_pl.data.sampling.eval_sampler``); every modu
 objects synchronised once per epoch. These tests run ``gemini-pl test`` on 5 phantom cases (or
 pairs) with 1 and with 2 processes and compare every logged ``test/...`` value (the CSV logger's
 ``metrics.csv``): Segmentation (a tiny checkpoint), Registration, and GeminiPretrain's pair
-evaluation (``GeminiBase._evaluate``).
+evaluation (``RegistrationEvaluation.reg_eval_step``).
 
 Also: the training stream sampler is not split a second time by Lightning, and the multi-GPU
 preset ``experiments/trainer/ddp.yaml`` parses.

@@ -161,3 +161,52 @@ def test_affine_per_sample_and_corruption_before_the_affine():
     assert not torch.equal(theta[0], theta[1])
     assert torch.equal(out["corrupted_a"], apply_affine(corrupted, theta))
     assert torch.equal(out["image_a"], apply_affine(x_a, theta))
+
+
+def test_resume_gives_each_ddp_rank_its_own_stream():
+    """Checkpoints of a DDP run hold every rank's generator; each rank resumes its own (rank 1 here)."""
+
+    class Rank1(Segmentation):
+        @property
+        def global_rank(self) -> int:
+            return 1
+
+    streams = [torch.Generator().manual_seed(s) for s in (11, 22)]
+    states = [g.get_state() for g in streams]
+    expected = torch.rand(4, generator=streams[1])
+    model = Rank1(spatial_dims=2, widths=SMALL_WIDTHS, num_classes=3)
+    model.on_load_checkpoint({CHECKPOINT_KEY: {"aug_generator": states[0], "aug_generators": states}})
+    assert torch.equal(torch.rand(4, generator=model.aug_generator), expected)
+    # a checkpoint of one process: rank 1 still gets a stream of its own, not rank 0's
+    other = Rank1(spatial_dims=2, widths=SMALL_WIDTHS, num_classes=3)
+    other.on_load_checkpoint({CHECKPOINT_KEY: {"aug_generator": states[0]}})
+    assert not torch.equal(torch.rand(4, generator=other.aug_generator),
+                           torch.rand(4, generator=torch.Generator().manual_seed(11)))
+
+
+def test_a_case_segmenter_refuses_registration_pairs(tmp_path):
+    model = Segmentation(spatial_dims=2, widths=SMALL_WIDTHS, num_classes=6)
+    trainer = _trainer(tmp_path, limit_train_batches=1)
+    with pytest.raises(ConfigError, match="set data.eval_mode: cases"):
+        trainer.test(model, datamodule=MemoryDataModule(2, 32, train_mode="labeled", eval_mode="pairs"))
+
+
+def test_uamt_teacher_starts_from_the_init_from_weights(tmp_path):
+    from gemini_pl.modules import UAMT
+
+    source = Segmentation(spatial_dims=2, widths=SMALL_WIDTHS, num_classes=6)
+    path = tmp_path / "net.pt"
+    torch.save(source.net.state_dict(), path)
+    model = UAMT(spatial_dims=2, widths=SMALL_WIDTHS, num_classes=6, init_from=str(path))
+    seen = {}
+
+    class Check(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["teacher"] = [p.detach().clone() for p in pl_module.teacher.parameters()]
+            seen["student"] = [p.detach().clone() for p in pl_module.net.parameters()]
+
+    trainer = _trainer(tmp_path, limit_train_batches=1, callbacks=[Check()])
+    trainer.fit(model, datamodule=MemoryDataModule(2, 32, train_mode="pairs+labeled"))
+    assert all(torch.equal(t, s) for t, s in zip(seen["teacher"], seen["student"]))  # teacher = student
+    first = next(iter(source.net.backbone.parameters()))
+    assert torch.equal(seen["teacher"][0], first)  # ... and the student is the init_from backbone

@@ -44,7 +44,7 @@ def test_mixed_precision_losses_match_fp32(dims, size, device, full_width, dtype
 
 
 def test_16_mixed_with_grad_scaler_skips_a_nonfinite_step(tmp_path):
-    """The GradScaler branch of GeminiBase.guarded_step (16-mixed), run on CPU with a CPU GradScaler."""
+    """The GradScaler branch of the guarded step (NonFiniteGuard.step) (16-mixed), run on CPU with a CPU GradScaler."""
     import lightning as L
     from lightning.pytorch.plugins import MixedPrecision
 

@@ -87,22 +87,13 @@ class GeminiCLI(LightningCLI):
 LINKED_FROM_DATA = ("spatial_dims", "num_classes", "label_kind")
 
 
-def _init_default(cls: type, name: str) -> Any:
-    """The default of ``name`` in the first ``__init__`` of ``cls``'s MRO that declares it."""
-    for klass in cls.__mro__:
-        params = inspect.signature(klass.__init__).parameters if "__init__" in vars(klass) else {}
-        if name in params:
-            return params[name].default
-    return inspect.Parameter.empty
-
-
 def check_linked_values(given: dict[str, Any], model_class: type, datamodule: Any) -> None:
     """Refuse a model value of a linked argument that the config set to something other than the
     data's (the link would otherwise replace it silently)."""
     for key in LINKED_FROM_DATA:
         value = given.get(key)
         data_value = getattr(datamodule, key, None) if datamodule is not None else None
-        if value is None or data_value is None or value == _init_default(model_class, key):
+        if value is None or data_value is None or value == init_defaults(model_class).get(key, inspect.Parameter.empty):
             continue
         if value != data_value and not (key == "label_kind" and value == "auto"):
             raise ConfigError(
@@ -199,15 +190,20 @@ CALLBACK_DIRS = {"dirpath": "checkpoints", "results_dir": "results", "output_dir
 
 
 def _init_defaults(class_path: str) -> dict[str, object]:
-    """Parameters of a class's ``__init__`` chain and their defaults (``inspect.Parameter.empty``: none)."""
+    """:func:`init_defaults` of the class named by ``class_path`` (``{}`` when it cannot be imported)."""
     import importlib
-    import inspect
 
     module, _, name = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return {}
+    return init_defaults(cls)
+
+
+def init_defaults(cls: type) -> dict[str, object]:
+    """Parameters of a class's ``__init__`` chain (following ``**kwargs`` to the parents) and their
+    defaults (``inspect.Parameter.empty``: none); the first declaration of a name wins."""
     out: dict[str, object] = {}
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")

@@ -24,7 +24,7 @@ class RegistrationSummary(L.Callback):
         ]
         lines = [
             "",
-            f"Held-out registration ({n_pairs} pairs of test images, labels never seen in training):",
+            f"Held-out registration ({n_pairs} validation pairs, labels never seen in training):",
             "| metric | value |",
             "|---|---|",
             *[f"| {k} | {v:.2f} |" for k, v in rows],

@@ -163,15 +163,27 @@ class GeminiModule(L.LightningModule):
         return self.guard.total_steps()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"aug_generator": self.aug_generator.get_state(), **self.guard.state_dict()}
+        state = self.aug_generator.get_state()
+        entry = {"aug_generator": state, **self.guard.state_dict()}
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:  # every rank's stream (this hook runs on all ranks)
+            gathered = trainer.strategy.all_gather(state.to(self.device))
+            entry["aug_generators"] = [g.cpu() for g in gathered.reshape(trainer.world_size, -1)]
+        checkpoint[CHECKPOINT_KEY] = entry
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(CHECKPOINT_KEY)
         if state is None:
             state = next((checkpoint[k] for k in LEGACY_CHECKPOINT_KEYS if k in checkpoint), {})
         self.guard.load_state_dict(state)
-        if "aug_generator" in state:
+        per_rank = state.get("aug_generators") or []
+        if self.global_rank < len(per_rank):  # this rank's own stream
+            self.aug_generator.set_state(per_rank[self.global_rank].to(torch.uint8))
+        elif "aug_generator" in state:
             self.aug_generator.set_state(state["aug_generator"])
+            if self.global_rank > 0:  # a checkpoint of fewer processes: a distinct stream per rank
+                self.aug_generator.manual_seed(int(torch.randint(2**62, (1,), generator=self.aug_generator))
+                                               + RANK_SEED_STRIDE * self.global_rank)
 
     # ----------------------------------------------------------------------------- augmentation
     def augment(self, batch: Mapping[str, Any], groups: Sequence[Sequence[str]]) -> dict[str, Any]:

@@ -20,7 +20,6 @@ similarity of the backbone features of A across voxel pairs: near 1 means collap
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch

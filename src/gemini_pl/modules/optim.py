@@ -3,7 +3,7 @@
 Fused where the parameters allow it (CPU and CUDA floating-point tensors): one kernel per step
 instead of one per parameter, the step counters stay on the device (the unfused CPU-counter
 variant reads them on the host), and the kernel accepts a device-side ``found_inf`` flag, which
-is how :meth:`GeminiBase.guarded_step` skips a non-finite step without a host synchronisation.
+is how :meth:`GeminiModule.guarded_step` skips a non-finite step without a host synchronisation.
 """
 
 from __future__ import annotations

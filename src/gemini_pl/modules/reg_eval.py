@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RegistrationEvaluation"]
 
-#: registration metrics of each stage: logged name -> metric object attribute
+#: metrics of the field itself, logged as ``<stage>/<name>`` (no labels needed)
 _FIELD_METRICS = ("folding_percent", "sdlogj")
 
 

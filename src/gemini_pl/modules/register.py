@@ -104,7 +104,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         if hp.label_kind in (None, "auto") and dm is not None:
             self.label_kind = getattr(dm, "label_kind", None) or "multiclass"
         if hp.roi_size is None and hp.spatial_dims == 3 and dm is not None:
-            roi = dm.patch_size
+            roi = getattr(dm, "patch_size", None)
             self.roi_size = list(roi) if roi is not None else None
         if hp.freeze_backbone:
             freeze(self.net.backbone)

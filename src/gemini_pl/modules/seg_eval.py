@@ -19,7 +19,8 @@ units) and HD95 (MONAI), as DDP-safe metric objects. Logged keys: ``val/seg_dice
 (``case``, ``dice``, ``avd``, ``hd95``, ``dice_<class>``) go to
 :class:`~gemini_pl.callbacks.ResultsWriter`. Volumes larger than ``roi_size`` (default: the data
 module's ``patch_size`` in 3D) are segmented with MONAI sliding windows. Batches without
-``"image"`` (registration pairs) go to the next class in the MRO.
+``"image"`` (registration pairs) go to the registration path of a module that has one
+(``GeminiSemi``, ``VMAtlas``); any other module refuses them, naming ``data.eval_mode: cases``.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class SegmentationEvaluation:
             )
         roi = hp.roi_size
         if roi is None and hp.spatial_dims == 3 and dm is not None:
-            roi = dm.patch_size
+            roi = getattr(dm, "patch_size", None)
         self.roi_size = list(roi) if roi is not None else None
         names = getattr(dm, "class_names", None) if dm is not None else None
         fg = list(range(1, k)) if kind == "multiclass" else list(range(k))
@@ -129,20 +130,31 @@ class SegmentationEvaluation:
         return softmax_seg_loss(logits, one_hot_labels(label, logits.shape[1]), self.hparams.lambda_seg)
 
     # ---------------------------------------------------------------- steps
+    def _pairs_step(self, batch: dict[str, Any]) -> None:
+        """A batch of registration pairs: only a module with a registration path can evaluate it."""
+        if not hasattr(self, "reg_eval_step"):
+            raise ConfigError(
+                f"{type(self).__name__} evaluates whole cases but got a batch of {sorted(batch)}: "
+                "set data.eval_mode: cases"
+            )
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if "image" in batch:
             self.seg_eval_step(batch, "val")
         else:
+            self._pairs_step(batch)
             super().validation_step(batch, batch_idx)  # type: ignore[misc]
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
         if "image" in batch:
             return self.seg_eval_step(batch, "test")
+        self._pairs_step(batch)
         return super().test_step(batch, batch_idx)  # type: ignore[misc]
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         if "image" in batch:
             return self.seg_predict_step(batch)
+        self._pairs_step(batch)
         return super().predict_step(batch, batch_idx)  # type: ignore[misc]
 
     def seg_eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, Any] | None:

@@ -44,6 +44,7 @@ class GeminiSemi(SegmentationEvaluation, GeminiBase):
     """
 
     head_name = "seg"
+    result_units = {**GeminiBase.result_units, **SegmentationEvaluation.result_units}
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class GeminiSemi(SegmentationEvaluation, GeminiBase):
             raise ConfigError(f"GeminiSemi's head has num_classes outputs; drop model.out_channels={out_channels}")
         super().__init__(*args, num_classes=num_classes, label_kind=label_kind, out_channels=num_classes,
                          per_axis_scale=per_axis_scale, **kwargs)
+        self.hparams.out_channels = num_classes  # (the outer None would be recorded otherwise)
         self.label_kind = "multiclass" if kind == "auto" else kind
         self.roi_size = list(roi_size) if roi_size is not None else None
 

@@ -84,6 +84,11 @@ class UAMT(SemiSegmentation):
         loss = uncertainty_masked_mse(p_s, p_t, mask)
         return {"total": loss, "certain_fraction": mask.mean()}
 
+    def on_fit_start(self) -> None:
+        super().on_fit_start()  # init_from, when given, has now loaded the student
+        if self.transfer_report is not None:
+            self.teacher.load_state_dict(self.net.state_dict())  # the teacher starts from the same weights
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(outputs, batch, batch_idx)
         # UA-MT's update_ema_variables(…, iter_num) runs before iter_num counts the step: the first copies

@@ -41,6 +41,8 @@ class VMAtlas(SegmentationEvaluation, Registration):
     ``max_atlases`` limits the atlases (default: every labeled training image).
     """
 
+    result_units = {**Registration.result_units, **SegmentationEvaluation.result_units}
+
     def __init__(self, *args: Any, max_atlases: int | None = None, lambda_seg: float = 100.0,
                  avd_empty_policy: Literal["skip_class", "unable_case"] = "skip_class", **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -68,6 +70,6 @@ class VMAtlas(SegmentationEvaluation, Registration):
             a_img, a_lab = a_img.expand(image.shape[0], *a_img.shape[1:]), a_lab.expand(image.shape[0], *a_lab.shape[1:])
             flow = self.register(a_img, image)
             warped.append(warp(a_lab.float(), flow, mode="nearest", sampling=self.hparams.sampling).round().long()
-                          if self.label_kind == "multiclass" else warp(a_lab.float(), flow, mode="nearest"))
+                          if self.label_kind == "multiclass" else warp(a_lab.float(), flow, mode="nearest", sampling=self.hparams.sampling))
         return majority_vote(warped, int(self.hparams.num_classes), self.label_kind)
 
