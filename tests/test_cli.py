@@ -102,6 +102,11 @@ def test_ddp_two_cpu_processes(tmp_path):
     last = tmp_path / "runs" / "demo_pretrain" / "checkpoints" / "last.ckpt"
     # each rank takes the 2 iterations of its share of the epoch; the weights stay in sync
     assert _global_step(last) == 2 * 2
+    # the checkpoint keeps each rank's augmentation stream (distinct: seeded with the rank offset)
+    import torch
+
+    gens = torch.load(last, map_location="cpu", weights_only=True)["gemini_pl"]["aug_generators"]
+    assert len(gens) == 2 and not torch.equal(gens[0], gens[1])
 
 
 def _print_config(args: list[str], capsys) -> dict:
