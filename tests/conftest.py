@@ -38,3 +38,17 @@ def poison_gemini_loss(model, at_call: int = 2) -> None:
         return terms
 
     model.gemini_terms = poisoned
+
+
+def print_config(args: list[str], capsys) -> dict:
+    """The config ``gemini-pl fit <args>`` resolves to (``--print_config``), as a dict."""
+    import yaml
+
+    from gemini_pl.cli import cli_main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["fit", *args, "--print_config"])
+    out = capsys.readouterr()
+    assert exc.value.code in (0, None), out.err[-3000:]
+    return yaml.safe_load(out.out)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from conftest import REPO, print_config
 
 CONFIG = str(REPO / "experiments" / "demo_pretrain.yaml")
 SMALL = [
@@ -109,17 +109,6 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert len(gens) == 2 and not torch.equal(gens[0], gens[1])
 
 
-def _print_config(args: list[str], capsys) -> dict:
-    from gemini_pl.cli import cli_main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        cli_main(["fit", *args, "--print_config"])
-    out = capsys.readouterr()
-    assert exc.value.code in (0, None), out.err[-3000:]
-    return yaml.safe_load(out.out)
-
-
 def _classes(items: list[dict]) -> list[str]:
     return [item["class_path"].rsplit(".", 1)[-1] for item in items]
 
@@ -127,7 +116,7 @@ def _classes(items: list[dict]) -> list[str]:
 def test_experiment_composed_of_presets(capsys):
     """An experiment names its presets (config: key): trainer, loggers and callbacks come from them,
     the experiment's own keys override them, and a preset given after it overrides it in turn."""
-    cfg = _print_config(["--config", str(REPO / "experiments" / "gemini_seg.yaml")], capsys)
+    cfg = print_config(["--config", str(REPO / "experiments" / "gemini_seg.yaml")], capsys)
     t = cfg["trainer"]
     assert (t["accelerator"], t["devices"], t["precision"], t["log_every_n_steps"]) == ("auto", 1, "32-true", 50)  # trainer/default
     assert (t["max_steps"], t["val_check_interval"], t["default_root_dir"]) == (40000, 200, "runs/gemini_seg")     # its own
@@ -144,20 +133,20 @@ def test_experiment_composed_of_presets(capsys):
         text = f.read_text()
         assert not any(k in text for k in ("save_dir:", "dirpath:", "results_dir:", "output_dir:")), f
 
-    cfg = _print_config(["--config", str(REPO / "experiments" / "gemini_seg.yaml"),
+    cfg = print_config(["--config", str(REPO / "experiments" / "gemini_seg.yaml"),
                          "--config", str(REPO / "experiments" / "trainer" / "gpu.yaml")], capsys)
     t = cfg["trainer"]
     assert (t["accelerator"], t["precision"], t["max_steps"]) == ("gpu", "bf16-mixed", 40000)
     assert _classes(t["callbacks"]) == ["LastCheckpoint", "ModelCheckpoint", "ResultsWriter"]
 
-    cfg = _print_config(["--config", str(REPO / "experiments" / "demo_pretrain.yaml")], capsys)
+    cfg = print_config(["--config", str(REPO / "experiments" / "demo_pretrain.yaml")], capsys)
     t = cfg["trainer"]
     assert (t["accelerator"], t["max_epochs"], t["log_every_n_steps"]) == ("cpu", 8, 10)
     assert _classes(t["logger"]) == ["GeminiWandbLogger", "CSVLogger"]
     assert _classes(t["callbacks"]) == ["LastCheckpoint", "ModelCheckpoint", "RegistrationSummary"]  # + its own, appended
     assert t["callbacks"][1]["init_args"]["monitor"] == "val/reg_dice"
 
-    cfg = _print_config(["--config", str(REPO / "experiments" / "demo" / "seg.yaml")], capsys)
+    cfg = print_config(["--config", str(REPO / "experiments" / "demo" / "seg.yaml")], capsys)
     assert _classes(cfg["trainer"]["logger"]) == ["CSVLogger"] and cfg["trainer"]["accelerator"] == "cpu"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, print_config
 from gemini_pl.errors import ConfigError
 from gemini_pl.reproduce import TABLE2, load_matrix, render_csv, render_markdown, run_matrix
 
@@ -152,18 +152,6 @@ def test_phantom_matrix_end_to_end(tmp_path):
     assert wall < 20 * 60
 
 
-def _resolved(args: list[str], capsys) -> dict:
-    """The config ``gemini-pl fit <args>`` resolves to (``--print_config``)."""
-    from gemini_pl.cli import cli_main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        cli_main(["fit", *args, "--print_config"])
-    out = capsys.readouterr()
-    assert exc.value.code in (0, None), out.err[-3000:]
-    return yaml.safe_load(out.out)
-
-
 @pytest.mark.parametrize("mode", ["paper", "phantom"])
 def test_every_cell_config_parses(tmp_path, mode, capsys):
     """One cell stage per module class passes the CLI's parser (classes, argument names, types);
@@ -180,7 +168,7 @@ def test_every_cell_config_parses(tmp_path, mode, capsys):
             if method in seen:
                 continue
             seen.add(method)
-            cfg = _resolved(c.args(st["name"]), capsys)
+            cfg = print_config(c.args(st["name"]), capsys)
             classes.add(cfg["model"]["class_path"])
             assert cfg["trainer"]["default_root_dir"] == str(tmp_path / "cells" / c.name / st["name"])
             if mode == "phantom":  # the phantom scale of every class: the budget's widths, the method presets
@@ -200,12 +188,12 @@ def test_seed_sets_init_sampling_and_augmentation(tmp_path, capsys):
     assert [c.seed for c in cells] == [0, 1, 0]
     seeds = []
     for c in cells:
-        cfg = _resolved(c.args("main"), capsys)
+        cfg = print_config(c.args("main"), capsys)
         seeds.append((cfg["seed_everything"], cfg["data"]["init_args"]["seed"], cfg["model"]["init_args"]["aug_seed"]))
     assert seeds == [(0, 0, 0), (1, 1, 1), (0, 0, 0)]
     # the pre-training stage of a DCRL row too
     pre = [c for c in matrix.cells(tmp_path, rows=["PixPro"], tasks=["T3"]) if c.seed == 1][0]
-    cfg = _resolved(pre.args("pretrain"), capsys)
+    cfg = print_config(pre.args("pretrain"), capsys)
     assert (cfg["seed_everything"], cfg["data"]["init_args"]["seed"], cfg["model"]["init_args"]["aug_seed"]) == (1, 1, 1)
 
 
@@ -278,10 +266,10 @@ def test_select_best_adds_the_checkpoint_and_validation(tmp_path, capsys):
     matrix.seeds = [0]
     (cell,) = matrix.cells(tmp_path, rows=["PixPro"], tasks=["T3"], select="best")
     assert cell.name.endswith("__t3__seed0__best") and cell.select == "best"
-    main = _resolved(cell.args("main"), capsys)
+    main = print_config(cell.args("main"), capsys)
     monitors = [(cb.get("init_args") or {}).get("monitor") for cb in main["trainer"]["callbacks"]]
     assert monitors.count("val/seg_dice") == 1 and main["trainer"]["limit_val_batches"] == 1.0
-    pre = _resolved(cell.args("pretrain"), capsys)
+    pre = print_config(cell.args("pretrain"), capsys)
     assert not any((cb.get("init_args") or {}).get("monitor") for cb in pre["trainer"]["callbacks"])
     with pytest.raises(ConfigError, match="select='nope'"):
         matrix.cells(tmp_path, select="nope")

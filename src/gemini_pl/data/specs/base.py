@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 from gemini_pl.errors import ConfigError
 
@@ -209,3 +209,14 @@ def _parse_table(table: Mapping[Any, Any]) -> dict[int, int]:
     if any(v < 0 for v in parsed.values()):
         raise ConfigError(f"data.label_table has negative class indices: {table!r}")
     return parsed
+
+
+def generated_specs(prefix: str, title: str, label_table: Mapping[int, int],
+                    class_names: Sequence[str]) -> tuple[DatasetSpec, DatasetSpec]:
+    """The 2D and 3D specs (``<prefix>2d``, ``<prefix>3d``) of a generated dataset: class-index
+    labels, min-max intensities."""
+    return tuple(  # type: ignore[return-value]
+        DatasetSpec(name=f"{prefix}{d}d", title=f"{d}D {title}", spatial_dims=d, label_table=dict(label_table),
+                    class_names=tuple(class_names), preprocessing=Preprocessing(intensity="minmax"))
+        for d in (2, 3)
+    )
