@@ -117,3 +117,21 @@ def test_fast_dev_run_on_phantom_files(tmp_path, phantom_root, dims):
     trainer = _trainer(tmp_path, fast_dev_run=1)
     trainer.fit(_reg(dims), datamodule=dm)
     assert trainer.global_step == 1 and math.isfinite(float(trainer.callback_metrics["val/reg_dice"]))
+
+
+def test_test_pairs_of_files_give_hd95_in_physical_units(tmp_path, phantom_root):
+    """Pairs read from files carry each image's spacing, so HD95 is logged in mm (``test/reg_hd95``)."""
+    import SimpleITK as sitk
+
+    from gemini_pl.data import GeminiDataModule
+
+    dm = GeminiDataModule(root=str(phantom_root), dataset="phantom2d", spatial_dims=2, train_mode="pairs",
+                          eval_mode="pairs", num_val_pairs=2)
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    first = sorted((phantom_root / "phantom2d" / "test" / "labeled" / "image").glob("*.nii.gz"))[0]
+    spacing = list(sitk.ReadImage(str(first)).GetSpacing())  # file axes = tensor axes (see the phantom writer)
+    assert batch["spacing_b"].shape == (1, 2) and batch["spacing_b"][0].tolist() == pytest.approx(spacing)
+    trainer = _trainer(tmp_path, limit_test_batches=2)
+    out = trainer.test(_reg(2), datamodule=dm)[0]
+    assert "test/reg_hd95" in out and "test/reg_hd95_vox" not in out

@@ -29,8 +29,9 @@ Batches (``B`` = batch size, ``S`` = spatial shape or ``patch_size``; images flo
 ``train_mode="labeled"``
     ``{"image", "label"}`` of the few-shot labeled training set (``labeled_batch_size``).
 ``eval_mode="pairs"`` (default; validation and test)
-    ``{"image_a", "image_b", "label_a", "label_b", "name_a", "name_b"}``: fixed pairs of held-out
-    labeled cases.
+    ``{"image_a", "image_b", "label_a", "label_b", "name_a", "name_b", "spacing_a", "spacing_b"}``:
+    fixed pairs of held-out labeled cases; ``spacing_*`` (B, ndim) float32 voxel sizes (tensor-axis
+    order), so that registration HD95 is in physical units.
 ``eval_mode="cases"``
     ``{"image", "label", "name", "spacing", "meta"}``, one whole case per batch (batch size 1):
     ``spacing`` (1, ndim) float32, ``meta`` the geometry to write a prediction back (see

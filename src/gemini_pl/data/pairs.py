@@ -150,7 +150,8 @@ class PairsWithLabeled(_Random, Dataset):
 
 
 class LabeledPairDataset(Dataset):
-    """Fixed pairs of labeled items (registration evaluation).
+    """Fixed pairs of labeled items (registration evaluation), with each image's voxel spacing
+    (``spacing_a``, ``spacing_b``: (ndim,) float32, tensor-axis order) when the items carry it.
 
     Default order: pair ``k`` is ``(k mod n) -> (k mod n + 1 + k // n) mod n``: the first ``n``
     pairs are ``i -> (i + 1) mod n``, more pairs use larger offsets, up to all ``n * (n - 1)``
@@ -183,7 +184,7 @@ class LabeledPairDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         a, b = self.pairs[index]
         ia, ib = self.items[a], self.items[b]
-        return {
+        out = {
             "image_a": _plain(ia["image"]),
             "image_b": _plain(ib["image"]),
             "label_a": _plain(ia["label"]),
@@ -191,6 +192,11 @@ class LabeledPairDataset(Dataset):
             "name_a": ia["name"],
             "name_b": ib["name"],
         }
+        for key, item in (("spacing_a", ia), ("spacing_b", ib)):  # physical units for HD95 (and the augmentation)
+            meta = item.get("meta") if isinstance(item, dict) else None
+            if isinstance(meta, dict) and meta.get("spacing") is not None:
+                out[key] = torch.as_tensor(meta["spacing"], dtype=torch.float32)
+        return out
 
 
 class CaseDataset(Dataset):
