@@ -43,7 +43,7 @@ from .cadence import at_log_step
 from .guard import NonFiniteGuard
 from .optim import make_adam
 
-__all__ = ["CHECKPOINT_KEY", "GeminiModule"]
+__all__ = ["CHECKPOINT_KEY", "LABEL_KINDS", "GeminiModule", "check_label_kind"]
 
 #: The checkpoint entry of the core's state (augmentation generator, skip counters).
 CHECKPOINT_KEY = "gemini_pl"
@@ -53,6 +53,16 @@ LEGACY_CHECKPOINT_KEYS = ("gemini", "gemini_segmentation", "gemini_registration"
 RANK_SEED_STRIDE = 1000003
 
 Losses = Iterator[tuple[str, dict[str, torch.Tensor]]]
+
+LABEL_KINDS = ("auto", "multiclass", "multilabel")
+
+
+def check_label_kind(label_kind: str | None) -> str:
+    """``label_kind`` as given (``None``, e.g. linked from data without labels, reads as ``auto``)."""
+    kind = "auto" if label_kind is None else label_kind
+    if kind not in LABEL_KINDS:
+        raise ConfigError(f"model.label_kind must be one of {LABEL_KINDS}, got {label_kind!r}")
+    return kind
 
 
 class GeminiModule(L.LightningModule):
@@ -152,6 +162,22 @@ class GeminiModule(L.LightningModule):
             ddp_kwargs.setdefault("find_unused_parameters", True)
         # distinct augmentation streams per DDP rank (restored from the checkpoint on resume)
         self.aug_generator.manual_seed(self.hparams.aug_seed + RANK_SEED_STRIDE * self.global_rank)
+
+    def data_label_kind(self) -> str:
+        """``model.label_kind`` when it names one, else the data module's, else ``"multiclass"``."""
+        kind = check_label_kind(self.hparams.get("label_kind"))
+        if kind == "auto":
+            dm = self.datamodule
+            kind = (getattr(dm, "label_kind", None) if dm is not None else None) or "multiclass"
+        return kind
+
+    def sliding_window(self) -> list[int] | None:
+        """The evaluation window: ``model.roi_size``, else in 3D the data module's ``patch_size``
+        (``None``: whole images)."""
+        roi = self.hparams.get("roi_size")
+        if roi is None and self.hparams.spatial_dims == 3 and self.datamodule is not None:
+            roi = getattr(self.datamodule, "patch_size", None)
+        return list(roi) if roi is not None else None
 
     def configure_optimizers(self):
         return make_adam(self.parameters(), self.hparams.lr)  # fused: takes the device-side skip flag

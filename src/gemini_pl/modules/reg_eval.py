@@ -74,10 +74,7 @@ class RegistrationEvaluation:
     # ---------------------------------------------------------------- metrics
     def reg_label_kind(self) -> str:
         """The label kind of the evaluation labels: the module's, else the data's, else multiclass."""
-        kind = getattr(self, "label_kind", None) or self.hparams.get("label_kind")
-        if kind in (None, "auto") and self.datamodule is not None:
-            kind = getattr(self.datamodule, "label_kind", None)
-        return kind if kind in ("multiclass", "multilabel") else "multiclass"
+        return getattr(self, "label_kind", None) or self.data_label_kind()
 
     def _reg_classes(self, batch: dict[str, Any]) -> int | None:
         k = self.hparams.get("num_classes")

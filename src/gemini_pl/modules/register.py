@@ -29,9 +29,8 @@ from ..errors import ConfigError
 from ..losses import registration_terms, soft_dice_loss
 from ..metrics import one_hot_labels
 from ..spatial import warp
-from .core import GeminiModule, Losses
+from .core import GeminiModule, Losses, check_label_kind
 from .reg_eval import RegistrationEvaluation
-from .seg_eval import check_label_kind
 from .transfer import InitFromCheckpoint, freeze
 
 __all__ = ["Registration"]
@@ -100,13 +99,9 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
     # ---------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        hp, dm = self.hparams, self.datamodule
-        if hp.label_kind in (None, "auto") and dm is not None:
-            self.label_kind = getattr(dm, "label_kind", None) or "multiclass"
-        if hp.roi_size is None and hp.spatial_dims == 3 and dm is not None:
-            roi = getattr(dm, "patch_size", None)
-            self.roi_size = list(roi) if roi is not None else None
-        if hp.freeze_backbone:
+        self.label_kind = self.data_label_kind()
+        self.roi_size = self.sliding_window()
+        if self.hparams.freeze_backbone:
             freeze(self.net.backbone)
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:

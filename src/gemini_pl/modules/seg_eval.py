@@ -35,18 +35,9 @@ from ..inference import infer
 from ..losses import sigmoid_seg_loss, softmax_seg_loss
 from ..metrics import AverageHausdorffDistance, DiceScore, HausdorffDistance95, one_hot_labels
 from .batches import case_names, case_spacing
+from .core import LABEL_KINDS, check_label_kind
 
 __all__ = ["LABEL_KINDS", "SegmentationEvaluation", "check_label_kind", "nanmean"]
-
-LABEL_KINDS = ("auto", "multiclass", "multilabel")
-
-
-def check_label_kind(label_kind: str | None) -> str:
-    """``label_kind`` as given (``None``, e.g. linked from data without labels, reads as ``auto``)."""
-    kind = "auto" if label_kind is None else label_kind
-    if kind not in LABEL_KINDS:
-        raise ConfigError(f"model.label_kind must be one of {LABEL_KINDS}, got {label_kind!r}")
-    return kind
 
 
 def nanmean(x: torch.Tensor) -> float:
@@ -69,11 +60,9 @@ class SegmentationEvaluation:
         """Resolve the label kind and the sliding window against the data module; build the metrics."""
         hp = self.hparams
         dm = self.datamodule
-        kind = check_label_kind(hp.label_kind)
+        kind = self.data_label_kind()
         dm_kind = getattr(dm, "label_kind", None) if dm is not None else None
-        if kind == "auto":
-            kind = dm_kind or "multiclass"
-        elif dm_kind is not None and dm_kind != kind:
+        if dm_kind is not None and dm_kind != kind:
             raise ConfigError(f"model.label_kind={kind!r} but the data's labels are {dm_kind!r}; set model.label_kind: auto")
         self.label_kind = kind
         k = int(hp.num_classes)
@@ -83,10 +72,7 @@ class SegmentationEvaluation:
                 f"model.num_classes={k} but the data has {dm_classes} "
                 f"{'classes (background included)' if kind == 'multiclass' else 'label channels'}; set model.num_classes: {dm_classes}"
             )
-        roi = hp.roi_size
-        if roi is None and hp.spatial_dims == 3 and dm is not None:
-            roi = getattr(dm, "patch_size", None)
-        self.roi_size = list(roi) if roi is not None else None
+        self.roi_size = self.sliding_window()
         names = getattr(dm, "class_names", None) if dm is not None else None
         fg = list(range(1, k)) if kind == "multiclass" else list(range(k))
         if names is not None and len(names) == k:
