@@ -6,7 +6,9 @@
 #   1. per-module step time, peak memory, FLOPs, % of peak and GPU busy share at paper scale
 #      (3D 128³ full width, 2D 512² × 5), fp32 and bf16-mixed  -> bf16/fp32 speed-up at 3D 128³
 #   2. bf16 vs fp32 GEMINI losses on the GPU (tests/test_precision.py runs on CUDA when present)
-#   3. 2-process DDP (gloo on CPU): same test metrics as 1 process
+#   3. 2-process DDP (gloo on CPU): same test metrics as 1 process (GPU_CHECKS_DDP=0 skips it)
+#   4. data loading throughput (GPU_CHECKS_DATA=0 skips it)
+# On a machine whose python already holds CUDA PyTorch: PY=python3 PYTHONPATH=src bash benchmarks/gpu_checks.sh
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-benchmarks/gpu-results}
@@ -24,5 +26,7 @@ for (name, prec), r in sorted(by.items()):
         b = by[(name, "bf16-mixed")]
         print(f"| {name} | {r['step_ms']:.1f} | {b['step_ms']:.1f} | {r['step_ms'] / b['step_ms']:.2f}x |")
 PYEOF
-$PY -m pytest -q tests/test_precision.py tests/test_ddp_metrics.py | tee "$OUT/tests.txt"
-$PY benchmarks/data_throughput.py | tee "$OUT/data_throughput.md"
+TESTS=(tests/test_precision.py)
+[ "${GPU_CHECKS_DDP:-1}" = 1 ] && TESTS+=(tests/test_ddp_metrics.py)
+$PY -m pytest -q -p no:cacheprovider "${TESTS[@]}" | tee "$OUT/tests.txt"
+if [ "${GPU_CHECKS_DATA:-1}" = 1 ]; then $PY benchmarks/data_throughput.py | tee "$OUT/data_throughput.md"; fi

@@ -139,6 +139,26 @@ def _peak_flops(precision: str) -> tuple[float, str]:
     return 2 * 2048**3 / statistics.median(times), "CPU fp32 2048² GEMM, measured in the same process"
 
 
+def _kernel_busy_seconds(prof) -> float:
+    """Seconds in which at least one GPU kernel ran: the union of the kernels' time intervals.
+
+    (Summing ``self_device_time_total`` over ``key_averages()`` counts a kernel twice, under its
+    own name and under the operator that launched it, and overlapping kernels once each.)
+    """
+    from torch.autograd import DeviceType
+
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA)
+    busy, end = 0.0, float("-inf")
+    for a, b in spans:
+        if a > end:
+            busy += b - a
+            end = b
+        elif b > end:
+            busy += b - end
+            end = b
+    return busy / 1e6  # profiler times are in microseconds
+
+
 def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, busy: bool, option: str = "eager") -> dict[str, Any]:
     import lightning as L
     import torch
@@ -193,8 +213,8 @@ def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, bus
             if self.prof is not None and batch_idx == warmup + steps + 3:
                 self.prof.__exit__(None, None, None)
                 wall = now - self._busy_t0
-                kernel = sum(e.self_device_time_total for e in self.prof.key_averages()) / 1e6
-                self.busy = kernel / wall
+                self.busy = _kernel_busy_seconds(self.prof) / wall
+                self.top = self.prof.key_averages().table(sort_by="self_device_time_total", row_limit=12)
                 self.prof = None
             self._end = now
 
@@ -229,6 +249,7 @@ def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, bus
         out["peak_rss_mib"], out["rss_growth_mib"] = rss, rss - rss0
     if busy and hasattr(timer, "busy"):
         out["gpu_busy_pct"] = 100 * timer.busy
+        out["top_kernels"] = timer.top
     return out
 
 
@@ -283,6 +304,9 @@ def main() -> None:
         print(_row(r), flush=True)
     if rows:
         print(f"\ndevice: {rows[0]['device']}; peak reference: {rows[0]['peak_what']}; torch threads: {rows[0]['threads']}")
+    for r in rows:
+        if "top_kernels" in r:
+            print(f"\nlargest GPU time, {r['module']} {r['dims']}D {r['precision']} {r['option']} (3 profiled iterations):\n{r['top_kernels']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

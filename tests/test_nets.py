@@ -458,3 +458,39 @@ def test_load_official_missing_file_and_non_tensor(tmp_path):
     torch.save([torch.zeros(1)], path)
     with pytest.raises(CheckpointError):
         net.load_official(path)
+
+
+# ----------------------------------------------------------------------------- split GroupNorm
+
+
+@pytest.mark.parametrize("shape, groups", [((2, 32, 5, 6, 7), 4), ((1, 16, 9, 10), 2), ((3, 8, 11), 1)])
+def test_split_group_norm_equals_torch_group_norm_with_gradients(shape, groups):
+    """The var_mean-moment GroupNorm (used on CUDA) gives F.group_norm's values and all three gradients (fp64)."""
+    from gemini_pl.nets.norm import group_norm_split
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 1).requires_grad_()
+    w = torch.randn(shape[1], generator=g, dtype=torch.float64).requires_grad_()
+    b = torch.randn(shape[1], generator=g, dtype=torch.float64).requires_grad_()
+    ours = group_norm_split(x, w, b, groups)
+    ref = F.group_norm(x, groups, w, b)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    # hand-computed moments for one (sample, group): zero mean, unit variance before the affine
+    per = shape[1] // groups
+    xhat = (ours[0, :per] - b[:per].view(-1, *[1] * (len(shape) - 2))) / w[:per].view(-1, *[1] * (len(shape) - 2))
+    assert abs(float(xhat.mean())) < 1e-10 and float(xhat.var(unbiased=False)) == pytest.approx(1.0, abs=1e-4)
+    gy = torch.randn(shape, generator=g, dtype=torch.float64)
+    for a, r in zip(torch.autograd.grad(ours, (x, w, b), gy), torch.autograd.grad(ref, (x, w, b), gy)):
+        torch.testing.assert_close(a, r, rtol=0, atol=1e-10)
+
+
+def test_network_group_norms_keep_the_torch_type_and_keys():
+    """The nets' GroupNorm is an nn.GroupNorm (init, checkpoints) and equals it on the CPU."""
+    from gemini_pl.nets.norm import GroupNorm
+
+    ours, ref = GroupNorm(4, 32), nn.GroupNorm(4, 32)
+    assert isinstance(ours, nn.GroupNorm) and ours.state_dict().keys() == ref.state_dict().keys()
+    x = torch.randn(2, 32, 6, 6)
+    torch.testing.assert_close(ours(x), ref(x))
+    net = GeminiNet(spatial_dims=2, widths=[8, 16, 32, 64, 128, 64, 32, 16, 8])
+    assert all(type(m) is GroupNorm for m in net.modules() if isinstance(m, nn.GroupNorm))

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .norm import GroupNorm
+
 
 def conv_nd(spatial_dims: int) -> type[nn.Module]:
     """``nn.Conv2d`` or ``nn.Conv3d``."""
@@ -29,8 +31,8 @@ def _check_dims(spatial_dims: int) -> int:
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with ``channels // 8`` groups (at least one)."""
-    return nn.GroupNorm(max(1, channels // 8), channels)
+    """GroupNorm with ``channels // 8`` groups (at least one); see :mod:`gemini_pl.nets.norm`."""
+    return GroupNorm(max(1, channels // 8), channels)
 
 
 class DoubleConv(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .blocks import conv_nd, init_weights
+from .norm import GroupNorm
 
 
 def make_head(spatial_dims: int, in_channels: int, out_channels: int, hidden: int = 16) -> nn.Sequential:
@@ -15,7 +16,7 @@ def make_head(spatial_dims: int, in_channels: int, out_channels: int, hidden: in
     conv = conv_nd(spatial_dims)
     head = nn.Sequential(
         conv(in_channels, hidden, 3, padding=1),
-        nn.GroupNorm(4, hidden),
+        GroupNorm(4, hidden),
         nn.LeakyReLU(0.2, inplace=True),
         conv(hidden, out_channels, 1),
     )
