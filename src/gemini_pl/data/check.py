@@ -102,7 +102,8 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
             + (f", brain mask {p.brain_mask}" if p.brain_mask != "none" else "")
             + (f", resize {list(p.resize)}" if p.resize else "")
             + (f", orientation {p.orientation}" if p.orientation else "")
-            + (f", spacing {list(p.spacing)}" if p.spacing else ""))
+            + (f", spacing {list(p.spacing)}" if p.spacing else "")
+            + (f", pad/crop to {list(p.shape)}" if p.shape else ""))
     try:
         dm.layout.check()
     except GeminiError as exc:

@@ -34,12 +34,14 @@ from torch.utils.data import Dataset, Sampler
 
 from gemini_pl.data.cache import cache_mode, check_items, disk_cache_dir, labeled_crops, read_items, with_random
 from gemini_pl.data.contract import DataContract
-from gemini_pl.data.layout import Layout
+from gemini_pl.data.grid import common_grid
+from gemini_pl.data.layout import LISTED_KEYS, Layout
 from gemini_pl.data.pairs import CaseDataset, LabeledDataset, LabeledPairDataset, PairDataset, PairsWithLabeled
 from gemini_pl.data.phantom_options import PhantomOptions
 from gemini_pl.data.records import SplitRecords, check_val_monitors
 from gemini_pl.data.sampling import eval_sampler, make_loader
-from gemini_pl.data.specs import INTENSITY_MODES, get_spec
+from gemini_pl.data.sitk_io import header_geometry, header_spatial_dims
+from gemini_pl.data.specs import INTENSITY_MODES, SPECS, get_spec
 from gemini_pl.data.transforms import case_transforms
 from gemini_pl.errors import ConfigError, DataError
 
@@ -90,7 +92,8 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
                 ``cat08``, ``candi``, ``scr``, ``kipa22``, ``chestxray8``, ``ppmi``,
                 ``phantom2d``, ``phantom3d``) or any folder name in the canonical layout (labels
                 then are class indices, intensities min-max scaled).
-            spatial_dims: 2 or 3; ``None``: the spec's (or the files'). Checked against the files.
+            spatial_dims: 2 or 3; ``None``: the spec's, else read from the first file's header
+                when the data module is built. Checked against the files.
             batch_size: items per training batch (pairs, or pairs with a labeled sample).
             val_batch_size: pairs per validation/test batch (``eval_mode="cases"``: always 1).
             num_workers: DataLoader worker processes (0 loads in the main process).
@@ -110,14 +113,18 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
             num_labeled: few-shot budget: the number of labeled training images used, taken from
                 the split (the same every run); ``None``: all ("Full").
             labeled_batch_size: labeled samples per batch in ``train_mode="labeled"``.
-            patch_size: random training crops of this size (same location for A and B of a pair;
+            patch_size: random training crops of this size (same location for A and B of a pair
+                of one shape, the same relative location for pairs of different shapes;
                 foreground-aware for labeled samples); ``None``: whole images.
             split_file: a versioned split JSON (see :mod:`gemini_pl.data.splits`); created from the
                 folder listing with ``seed`` if it does not exist. ``None``: the same split built
                 in memory from the listing and ``seed`` (its hash is still recorded).
             label_table: override of the spec's label table (value in file -> class index).
             preprocessing: overrides of the spec's preprocessing fields (``intensity``, ``offset``,
-                ``clip``, ``brain_mask``, ``orientation``, ``spacing``, ``resize``).
+                ``clip``, ``brain_mask``, ``orientation``, ``spacing``, ``resize``, ``shape``). A
+                folder without a spec whose files differ in shape or spacing, with none of
+                ``spacing``/``resize``/``shape`` set, is brought to one grid automatically
+                (:mod:`gemini_pl.data.grid`).
             folder: folder under ``root`` (default: the spec's, e.g. ``chestxray`` for ChestX-ray8).
             datalist: a Decathlon-style datalist JSON to read instead of the folder layout.
             eval_pairs: explicit registration test pairs: ``[[name_a, name_b], ...]`` of test case
@@ -171,7 +178,11 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
         self.spec = spec.with_overrides(
             label_table=label_table, preprocessing=prep, folder=folder, spatial_dims=spatial_dims,
         )
+        self._records = SplitRecords(root, self.spec, datalist=datalist, split_file=split_file,
+                                     seed=seed, on_error=on_error)
         self._spatial_dims: int | None = self.spec.spatial_dims
+        if self._spatial_dims is None and self.phantom is None:
+            self._spatial_dims = self._header_dims()
         self.intensity = self.spec.preprocessing.intensity
         self.train_mode = train_mode  # type: ignore[assignment]  # the setters check them
         self.eval_mode = eval_mode  # type: ignore[assignment]
@@ -181,8 +192,7 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
         if self._spatial_dims is not None:
             resolved["spatial_dims"] = self._spatial_dims
         self._update_hparams(**resolved)
-        self._records = SplitRecords(root, self.spec, datalist=datalist, split_file=split_file,
-                                     seed=seed, on_error=on_error)
+        self._grid_done = False
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -262,10 +272,58 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
         return self._atlas_cache
 
     def _check_files(self) -> dict[str, Any]:
-        """Generate the phantom (if asked), check the root and fix the split."""
+        """Generate the phantom (if asked), check the root, fix the split and the voxel grid."""
         self._write_phantom()
         self.layout.check()
-        return self._ensure_split()
+        split = self._ensure_split()
+        self._resolve_grid()
+        return split
+
+    def _listed_records(self) -> list[dict]:
+        """Records of every role the files list (reads no image)."""
+        layout = self.layout
+        return [r for key in LISTED_KEYS if layout.has(key) for r in layout.records(key)]
+
+    def _header_dims(self) -> int | None:
+        """2 or 3 from the header of the first listed image; None when nothing can be listed yet
+        (the root is missing: ``setup`` reports it)."""
+        try:
+            layout = self.layout
+            for key in LISTED_KEYS:
+                if layout.has(key):
+                    return header_spatial_dims(layout.records(key)[0]["image"])
+        except (DataError, OSError, RuntimeError, ValueError):
+            return None
+        return None
+
+    def _resolve_grid(self) -> None:
+        """A dataset whose spec fixes no geometry, with files of different shapes or spacings:
+        bring them to one grid (:func:`gemini_pl.data.grid.common_grid`), logged once and recorded
+        in the hyperparameters (``grid``)."""
+        if self._grid_done:
+            return
+        self._grid_done = True
+        p = self.spec.preprocessing
+        if self.phantom is not None or self.spec.name in SPECS or p.spacing or p.resize or p.shape:
+            return
+        records = self._listed_records()
+        try:
+            geoms = [header_geometry(r["image"]) for r in records]
+        except (OSError, RuntimeError, ValueError) as exc:
+            log.warning("dataset %s: cannot read every header (%s); images are used as they are",
+                        self.spec.name, exc)
+            return
+        grid = common_grid(geoms, patches=bool(self.patch_size))
+        if not grid:
+            return
+        self.spec = self.spec.with_overrides(preprocessing=grid)
+        self._records.spec = self.spec
+        self._update_hparams(grid={k: list(v) for k, v in grid.items()})
+        log.warning(
+            "dataset %s: its %d images differ in shape or spacing; they are brought to one grid: %s "
+            "(set data.preprocessing: {spacing: [...], shape: [...]} or data.patch_size to choose)",
+            self.spec.name, len(records), ", ".join(f"{k} {list(v)}" for k, v in grid.items()),
+        )
 
     def _write_phantom(self) -> None:
         if self.phantom is not None:
@@ -311,7 +369,7 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
     def _pairs(self) -> PairDataset:
         records = self._usable(self._select("train_unlabeled"), False, "training image")
         groups = self._records.pair_groups(records)
-        items = self._items(records, labeled=False, role="training pairs")
+        items = self._items(records, labeled=False, role="training pairs", same_shape=not self.patch_size)
         return PairDataset(items, groups=groups, patch_size=self.patch_size, seed=self.seed)
 
     def _train_batch_size(self) -> int:

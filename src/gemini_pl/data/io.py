@@ -4,8 +4,9 @@ Every problem a user can cause (missing or empty folder, unreadable file, image 
 label) raises :class:`gemini_pl.errors.DataError` naming the path and what to do.
 
 Images are read through MONAI: ``LoadImage`` with ``NibabelReader`` for ``.nii``/``.nii.gz`` and
-``PILReader`` for ``.png``, then ``EnsureChannelFirst``; the result is a ``MetaTensor`` of shape
-``(C, *spatial)``. NIfTI arrays come in file voxel order (no reorientation).
+``PILReader`` for ``.png``, then ``EnsureChannelFirst``; ``.nrrd``, ``.nhdr``, ``.mha`` and ``.mhd``
+through SimpleITK (:mod:`gemini_pl.data.sitk_io`, same array order and RAS affine). The result is a
+``MetaTensor`` of shape ``(C, *spatial)``. Arrays come in file voxel order (no reorientation).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from monai.data import NibabelReader, PILReader
 from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform
 
+from gemini_pl.data.sitk_io import SITK_SUFFIXES, read_sitk
 from gemini_pl.errors import DataError
 
 __all__ = [
@@ -36,9 +38,10 @@ __all__ = [
 ]
 
 #: File name endings recognised as images (checked case-insensitively).
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png")
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", *SITK_SUFFIXES)
 
-_HINT = "see data/README.md or run with the phantom dataset"
+_HINT = ("see data/README.md, or use generated data: the phantom2d/phantom3d datasets, or the MNI152-derived "
+         "mni2d/mni3d written by `python -m gemini_pl.data.anatomy --root <root>`")
 
 
 class DataWarning(UserWarning):
@@ -75,7 +78,7 @@ def check_root(root: str | os.PathLike) -> Path:
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Sorted image files (``.nii``, ``.nii.gz``, ``.png``) directly inside ``folder``.
+    """Sorted image files (:data:`IMAGE_SUFFIXES`) directly inside ``folder``.
 
     Hidden files (``.name``) are ignored. Raises DataError when the folder is missing, is not a
     folder, or holds no image.
@@ -153,7 +156,7 @@ def load_image(path: str | os.PathLike, *, label: bool = False, single_channel: 
     """Read one image file to a MONAI ``MetaTensor`` of shape ``(C, *spatial)``.
 
     Args:
-        path: a ``.nii``, ``.nii.gz`` or ``.png`` file.
+        path: a file with one of :data:`IMAGE_SUFFIXES` (NIfTI, PNG, NRRD, MetaImage).
         label: keep the file's integer values and return int64 (values are rounded first);
             otherwise return float32.
         single_channel: reduce a multi-channel file to one channel (images: channel mean, e.g.
@@ -169,13 +172,16 @@ def load_image(path: str | os.PathLike, *, label: bool = False, single_channel: 
     if not path.is_file():
         raise DataError(f"image file {path} does not exist; {_HINT}")
     try:
-        loader, reader = _loader("png" if suffix == ".png" else "nifti", label)
-        img = loader(str(path), reader=reader)
-        img = EnsureChannelFirst()(img)
+        if suffix in SITK_SUFFIXES:
+            img = read_sitk(path, dtype=None if label else np.float32)
+        else:
+            loader, reader = _loader("png" if suffix == ".png" else "nifti", label)
+            img = loader(str(path), reader=reader)
+            img = EnsureChannelFirst()(img)
     except Exception as exc:  # nibabel/gzip/PIL errors come in many types
         raise DataError(
             f"cannot read {path}: {type(exc).__name__}: {_first_line(exc)}; the file is corrupt or "
-            "not a valid NIfTI/PNG image: re-copy or re-generate it (delete a phantom dataset "
+            f"not a valid {suffix} image: re-copy or re-generate it (delete a phantom dataset "
             "folder to regenerate it)"
         ) from exc
     if single_channel and img.shape[0] > 1:

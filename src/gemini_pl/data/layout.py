@@ -88,7 +88,7 @@ class Layout:
                 (self.data_dir / g).is_dir() for g in self.spec.groups
             ) or (self.split_dir(key) / "image").is_dir()
         if key == "train_unlabeled" and self.spec.layout == "flat":
-            return (self.split_dir(key) / "image").is_dir() or self.data_dir.is_dir()
+            return (self.split_dir(key) / "image").is_dir() or _holds_images(self.data_dir)
         return (self.split_dir(key) / "image").is_dir()
 
     def records(self, key: str) -> list[dict]:
@@ -276,6 +276,14 @@ class Layout:
             raise DataError(f"datalist {path} holds no {key.replace('_', ' ')} entries (in {dl_key!r})")
         self.source[key] = f"{path}:{dl_key}"
         return sorted(recs, key=lambda r: r["rel"])
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` directly holds an image file (a flat dataset folder)."""
+    try:
+        return bool(list_images(folder))
+    except DataError:
+        return False
 
 
 def _rel(path: Path, base: Path) -> str:

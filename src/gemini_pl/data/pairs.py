@@ -56,10 +56,11 @@ class PairDataset(_Random, Dataset):
 
     Pairs are addressed by index arithmetic, never listed: a group of ``m`` items contributes
     ``m * (m - 1)`` pairs, so 112k X-rays in four groups cost no memory. With ``patch_size``, A and
-    B are cropped at the same random location.
+    B are cropped at the same random location (images of different shapes: at the same relative
+    location, ``start / (size - patch)`` equal along each axis).
 
     Args:
-        images: dataset of items with an ``"image"`` key (all of one shape when cropping).
+        images: dataset of items with an ``"image"`` key (all of one shape without ``patch_size``).
         groups: lists of item indices; pairs never cross groups (default: one group of all).
         patch_size: random crop size (``None``: whole images).
         seed: seed of the crop positions (reseeded per worker).
@@ -97,16 +98,22 @@ class PairDataset(_Random, Dataset):
         ia, ib = self.images[a], self.images[b]
         xa, xb = _plain(ia["image"]), _plain(ib["image"])
         if self.patch_size:
-            if xa.shape != xb.shape:
-                raise DataError(
-                    f"pair {ia.get('name')} / {ib.get('name')}: shapes {tuple(xa.shape[1:])} and "
-                    f"{tuple(xb.shape[1:])} differ; pairs need one shape"
-                )
-            sl = [slice(None)]
-            for p, s in zip(self.patch_size, xa.shape[1:]):
-                start = int(self.rng.integers(0, s - p + 1))
-                sl.append(slice(start, start + p))
-            xa, xb = xa[tuple(sl)], xb[tuple(sl)]
+            sa, sb = [slice(None)], [slice(None)]
+            for p, na, nb in zip(self.patch_size, xa.shape[1:], xb.shape[1:]):
+                if na == nb:  # one shape: the same location
+                    start_a = start_b = int(self.rng.integers(0, na - p + 1))
+                else:  # the same relative location: start / (n - p) is the same fraction in both
+                    u = float(self.rng.random())
+                    start_a, start_b = int(round(u * (na - p))), int(round(u * (nb - p)))
+                sa.append(slice(start_a, start_a + p))
+                sb.append(slice(start_b, start_b + p))
+            xa, xb = xa[tuple(sa)], xb[tuple(sb)]
+        elif xa.shape != xb.shape:
+            raise DataError(
+                f"pair {ia.get('name')} / {ib.get('name')}: shapes {tuple(xa.shape[1:])} and "
+                f"{tuple(xb.shape[1:])} differ; pairs need one shape (set data.preprocessing.shape "
+                "or data.patch_size)"
+            )
         return {"image_a": xa.contiguous(), "image_b": xb.contiguous()}
 
 

@@ -7,8 +7,8 @@ A *record* is a dict::
      "mask_path": where its brain mask is expected | None (see :mod:`gemini_pl.data.layout`)}
 
 :func:`case_transforms` builds the deterministic chain (load and check, optional orientation /
-spacing / resize, intensity, brain mask, geometry) whose output is cached; the random training
-crops are added after it.
+spacing / resize, intensity, brain mask, centred pad/crop to ``shape``, geometry) whose output is
+cached; the random training crops are added after it.
 
 Output of the chain::
 
@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, Orientationd, Resized, Spacingd, Transform
+from monai.transforms import Compose, Orientationd, Resized, ResizeWithPadOrCropd, Spacingd, Transform
 
 from gemini_pl.data.io import load_image
 from gemini_pl.data.specs import DatasetSpec
@@ -329,6 +329,9 @@ def case_transforms(spec: DatasetSpec, spatial_dims: int | None, labeled: bool,
         chain.append(Resized(keys=keys_img, spatial_size=p.resize, mode="area"))
         chain.append(Resized(keys=keys_lab, spatial_size=p.resize, mode="nearest", allow_missing_keys=True))
     chain.append(Intensityd(spec))
+    if p.shape:
+        chain.append(ResizeWithPadOrCropd(keys=["image", "label"], spatial_size=p.shape, mode="constant",
+                                          allow_missing_keys=True))
     chain.append(Finalized(spec))
     return chain
 

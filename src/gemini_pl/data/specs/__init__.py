@@ -16,7 +16,8 @@ mni2d/3d       :mod:`.mni`                  brain subjects generated from the MN
 =============  ===========================  ==========================================
 
 Any other ``data.dataset`` name is a folder read with :func:`generic_spec` (labels are class
-indices already, min-max intensities).
+indices already, min-max intensities): the canonical layout, or simply a folder of image files
+(NIfTI, NRRD, MetaImage, PNG), which are then the unlabeled training images.
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ SPECS: dict[str, DatasetSpec] = {
 
 
 def generic_spec(name: str) -> DatasetSpec:
-    """Spec of an unknown dataset folder ``name``: canonical layout, labels used as they are."""
-    return DatasetSpec(name=name, title=name, label_table=None, preprocessing=Preprocessing())
+    """Spec of an unknown dataset folder ``name``: labels used as they are; the canonical layout,
+    or (``flat``) the image files directly inside the folder as unlabeled training images."""
+    from gemini_pl.data.io import IMAGE_SUFFIXES
+
+    return DatasetSpec(name=name, title=name, label_table=None, preprocessing=Preprocessing(),
+                       layout="flat", suffixes=IMAGE_SUFFIXES)
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -51,6 +51,10 @@ class Preprocessing:
     spacing: tuple[float, ...] | None = None
     #: resize every image to this shape (labels nearest); ``None`` keeps the shape.
     resize: tuple[int, ...] | None = None
+    #: pad (zeros: background) or crop every image, centred, to this shape after intensity
+    #: preprocessing (the voxels keep their size; the affine follows); ``None`` keeps the shape.
+    #: With ``spacing`` this brings images of any shape and spacing to one grid.
+    shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITY_MODES:
@@ -75,7 +79,7 @@ class Preprocessing:
                     f"data.preprocessing.clip must be [low, high] with low < high for "
                     f"intensity 'ct', got {self.clip}"
                 )
-        for name in ("spacing", "resize"):
+        for name in ("spacing", "resize", "shape"):
             value = getattr(self, name)
             if value is not None and (len(value) not in (2, 3) or min(value) <= 0):
                 raise ConfigError(f"data.preprocessing.{name} must be 2 or 3 positive numbers, got {value}")
