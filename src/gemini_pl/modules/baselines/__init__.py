@@ -20,9 +20,24 @@ from .semi_ablation import GeminiSemiPosSchedule
 from .uamt import UAMT
 from .vader import VADeR
 from .vm_atlas import VMAtlas, majority_vote
+from .lcvm import LCVMAtlas
+from .ltnet import LTNet
+from .lrls import RegSegBase
+from .dataaug import DataAug
+from .deeprs import DeepRS
+from .pcreg import PCRegRT
+from .brbs import BRBS
 
 __all__ = [
     "CPS", "DeepAtlas", "DenseCL", "DensePretrainBase", "FeatureQueue", "GeminiSemiPosSchedule", "PixPro",
     "SemiSegmentation", "UAMT", "VADeR", "VMAtlas", "anatomy_loss", "cps_loss", "ema_update", "info_nce",
     "majority_vote", "run_steps", "sigmoid_rampup",
 ]
+__all__ += ["BRBS", "DataAug", "DeepRS", "LCVMAtlas", "LTNet", "PCRegRT", "RegSegBase"]
+from .massl import MASSL
+from .dpa import DPADBN, DPAPrior
+from .setsim import SetSim
+from .dsc import DSCPM
+from .glcl import GLCL
+
+__all__ += ["DPADBN", "DPAPrior", "DSCPM", "GLCL", "MASSL", "SetSim"]
