@@ -1,4 +1,10 @@
-"""The GEMINI objective on one unlabeled pair: DHL (GVS + smoothness) and GSS (docs/METHOD.md §3)."""
+"""The GEMINI objective on one unlabeled pair: DHL (GVS + smoothness) and GSS (docs/METHOD.md §3).
+
+Beyond the paper (all off by default, i.e. published): bending energy instead of the gradient
+smoothness (``smoother``), and the topology terms of :mod:`gemini_pl.losses.topology`
+(inverse consistency, negative Jacobian determinants) weighted by ``GeminiWeights.inverse`` and
+``GeminiWeights.jacobian``.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,23 @@ from dataclasses import dataclass
 import torch
 
 from ..spatial import validity_mask, warp
-from .regularisation import smoothness
+from .regularisation import regulariser
 from .registration import warped_ncc
 from .similarity import masked_cosine
+from .topology import topology_terms
 
 
 @dataclass
 class GeminiWeights:
-    """Loss weights: ``L = smooth·L_smo + gss·L_GSS + gvs·L_GVS`` with ``L_GSS = pos·pos-term + align-term``."""
+    """Loss weights: ``L = smooth·L_smo + gss·L_GSS + gvs·L_GVS`` with ``L_GSS = pos·pos-term + align-term``,
+    plus ``inverse``·inverse consistency + ``jacobian``·negative-Jacobian penalty (0: off, published)."""
 
     smooth: float = 0.4
     gss: float = 0.8
     gvs: float = 1.0
     pos: float = 0.1
+    inverse: float = 0.0
+    jacobian: float = 0.0
 
 
 def gss_terms(
@@ -56,19 +66,24 @@ def gvs_term(
 def gemini_loss(
     x_a: torch.Tensor, x_b: torch.Tensor, f_a: torch.Tensor, f_b: torch.Tensor,
     flow_ab: torch.Tensor, flow_ba: torch.Tensor, weights: GeminiWeights | None = None,
-    window: int = 9, sampling: str = "exact", eps_per_voxel: bool = True,
+    window: int = 9, sampling: str = "exact", eps_per_voxel: bool = True, smoother: str = "gradient",
 ) -> dict[str, torch.Tensor]:
-    """All GEMINI terms for a pair; returns ``{"smooth", "gvs", "gss_pos", "gss_align", "gss", "total"}``.
+    """All GEMINI terms for a pair; returns ``{"smooth", "gvs", "gss_pos", "gss_align", "gss", "total"}``,
+    plus ``"inverse"`` / ``"neg_jacobian"`` when their weights are > 0.
 
     ``x_*`` images (N, C, *S); ``f_*`` backbone features (N, F, *S); ``flow_ab = D([f_A, f_B])``
-    warps A onto B, ``flow_ba`` the reverse (N, ndim, *S).
+    warps A onto B, ``flow_ba`` the reverse (N, ndim, *S), displacements. ``smoother``:
+    ``"gradient"`` (published) or ``"bending"``; its value is the ``"smooth"`` term either way.
     """
     w = weights or GeminiWeights()
     mask_ab = validity_mask(flow_ab, sampling)
     mask_ba = validity_mask(flow_ba, sampling)
-    smo = smoothness(flow_ab) + smoothness(flow_ba)
+    smo = regulariser(flow_ab, smoother) + regulariser(flow_ba, smoother)
     gvs = gvs_term(x_a, x_b, flow_ab, flow_ba, mask_ab, mask_ba, window, sampling, eps_per_voxel)
     pos, align = gss_terms(f_a, f_b, flow_ab, flow_ba, mask_ab, mask_ba, sampling)
     gss = w.pos * pos + align
     total = w.smooth * smo + w.gss * gss + w.gvs * gvs
-    return {"smooth": smo, "gvs": gvs, "gss_pos": pos, "gss_align": align, "gss": gss, "total": total}
+    extra, extra_total = topology_terms(flow_ab, flow_ba, w.inverse, w.jacobian, sampling)
+    if extra:
+        total = total + extra_total
+    return {"smooth": smo, "gvs": gvs, "gss_pos": pos, "gss_align": align, "gss": gss, **extra, "total": total}

@@ -13,7 +13,8 @@ steps, so the published schedule advances it by 2 per iteration (1 with ``joint`
 training in epochs × iterations (``max_epochs`` × ``limit_train_batches``), as the paper does.
 
 Training batches ``{"image_a", "image_b"}`` (N, C, *S) float in [0, 1], plus what the head needs;
-logged terms ``train/gemini/{smooth,gvs,gss_pos,gss_align,gss,total}`` and
+logged terms ``train/gemini/{smooth,gvs,gss_pos,gss_align,gss,total}`` (plus ``inverse`` and
+``neg_jacobian`` when their weights are on) and
 ``train/<head>/total``, and the diagnostic ``train/gemini/feature_similarity`` (mean cosine
 similarity of the backbone features of A across voxel pairs: near 1 means collapsed features). Evaluation: see :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
 """
@@ -28,7 +29,7 @@ from ..errors import ConfigError
 from ..losses import GeminiWeights, gemini_loss
 from ..metrics import feature_similarity
 from .core import GeminiModule, Losses
-from .reg_eval import RegistrationEvaluation
+from .reg_eval import RegistrationEvaluation, check_deformation_model
 
 __all__ = ["GeminiBase"]
 
@@ -46,6 +47,18 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
         sampling: ``"exact"`` warps (default) or ``"legacy"`` (the published align_corners quirk).
         ncc_eps_per_voxel: LNCC denominator Σ(M + 1e-6) (published 3D) or ΣM + 1e-5 (published 2D).
         affine_per_image: draw a separate affine for A and B (changes their relative deformation).
+
+    Deformation model (beyond the paper; the defaults are the published DHL, README "Choosing a
+    deformation model"):
+        integration_steps: 0 = the deformer outputs a displacement (published); n > 0 = a
+            stationary velocity field integrated by n scaling-and-squaring steps (7 is usual), in
+            training and in the registration evaluation alike.
+        smoother: ``"gradient"`` (published L2 gradient penalty) or ``"bending"`` (bending energy),
+            weighted by ``lambda_smooth`` and logged as ``smooth``.
+        lambda_inverse: weight of the inverse-consistency term ‖T_AB∘T_BA − id‖² + reverse
+            (logged ``train/gemini/inverse`` when > 0).
+        lambda_jacobian: weight of the penalty mean(max(0, −det J)) on both fields (logged
+            ``train/gemini/neg_jacobian`` when > 0).
     """
 
     #: the name under which the head loss is stepped and logged (``train/<name>/...``)
@@ -63,21 +76,27 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
         sampling: Literal["exact", "legacy"] = "exact",
         ncc_eps_per_voxel: bool = True,
         affine_per_image: bool = False,
+        integration_steps: int = 0,
+        smoother: Literal["gradient", "bending"] = "gradient",
+        lambda_inverse: float = 0.0,
+        lambda_jacobian: float = 0.0,
         **kwargs: Any,
     ):
         if schedule not in ("alternate", "joint"):
             raise ConfigError(f"model.schedule must be 'alternate' or 'joint', got {schedule!r}")
+        check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian)
         super().__init__(*args, **kwargs)
-        self.weights = GeminiWeights(lambda_smooth, lambda_gss, lambda_gvs, lambda_pos)
+        self.weights = GeminiWeights(lambda_smooth, lambda_gss, lambda_gvs, lambda_pos, lambda_inverse, lambda_jacobian)
 
     # ----------------------------------------------------------------------------- pieces
     def gemini_terms(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """All GEMINI loss terms for a batch of pairs (one backbone and one deformer call)."""
         f_a, f_b = self.net.features(torch.cat([x_a, x_b], 0)).chunk(2, 0)
-        flow_ab, flow_ba = self.net.flows_both_ways(f_a, f_b)
+        flow_ab, flow_ba = (self.to_displacement(out) for out in self.net.flows_both_ways(f_a, f_b))
         terms = gemini_loss(
             x_a, x_b, f_a, f_b, flow_ab, flow_ba, self.weights, window=self.hparams.ncc_window,
             sampling=self.hparams.sampling, eps_per_voxel=self.hparams.ncc_eps_per_voxel,
+            smoother=self.hparams.smoother,
         )
         terms["feature_similarity"] = feature_similarity(f_a.detach())  # a diagnostic, not a loss term
         return terms

@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from ..inference import register_windows
+from ..losses import SMOOTHERS
 from ..metrics import DiceScore, FoldingPercent, HausdorffDistance95, SDLogJ
 from ..spatial import integrate_velocity, warp
 from .batches import case_names, case_spacing
@@ -34,10 +36,22 @@ from .seg_eval import nanmean
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RegistrationEvaluation"]
+__all__ = ["RegistrationEvaluation", "check_deformation_model"]
 
 #: metrics of the field itself, logged as ``<stage>/<name>`` (no labels needed)
 _FIELD_METRICS = ("folding_percent", "sdlogj")
+
+
+def check_deformation_model(integration_steps: int = 0, smoother: str = "gradient", lambda_inverse: float = 0.0,
+                            lambda_jacobian: float = 0.0) -> None:
+    """One-line :class:`ConfigError` naming the setting when a deformation-model switch is invalid."""
+    if int(integration_steps) != integration_steps or integration_steps < 0:
+        raise ConfigError(f"model.integration_steps must be an integer >= 0, got {integration_steps}")
+    if smoother not in SMOOTHERS:
+        raise ConfigError(f"model.smoother must be one of {SMOOTHERS}, got {smoother!r}")
+    for name, value in (("lambda_inverse", lambda_inverse), ("lambda_jacobian", lambda_jacobian)):
+        if not value >= 0:
+            raise ConfigError(f"model.{name} must be >= 0, got {value}")
 
 
 class RegistrationEvaluation:

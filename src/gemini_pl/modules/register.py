@@ -9,7 +9,9 @@ deformer must fit).
 
 Beyond the paper: ``integration_steps > 0`` reads the deformer output as a stationary velocity
 field and integrates it by scaling and squaring (:func:`~gemini_pl.spatial.integrate_velocity`),
-trading a little accuracy for near-zero folding.
+trading a little accuracy for near-zero folding; ``smoother: bending``, ``lambda_inverse`` and
+``lambda_jacobian`` are the other switches of the deformation model shared with GEMINI's DHL
+(:class:`~gemini_pl.modules.GeminiBase`), logged as ``train/reg/{inverse,neg_jacobian}`` when on.
 
 Batches. Training: unlabeled pairs ``{"image_a", "image_b"}`` (``train_mode: pairs``; labels
 ``label_a``/``label_b`` are used when present), and/or a labeled batch ``{"image", "label"}``
@@ -26,11 +28,11 @@ from typing import Any, Literal
 import torch
 
 from ..errors import ConfigError
-from ..losses import registration_terms, soft_dice_loss
+from ..losses import registration_terms, soft_dice_loss, topology_terms
 from ..metrics import one_hot_labels
 from ..spatial import warp
 from .core import GeminiModule, Losses, check_label_kind
-from .reg_eval import RegistrationEvaluation
+from .reg_eval import RegistrationEvaluation, check_deformation_model
 from .transfer import InitFromCheckpoint, freeze
 
 __all__ = ["Registration"]
@@ -59,6 +61,9 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         bidirectional: train on φ_AB and φ_BA (one deformer, inputs swapped), as GEMINI does.
         integration_steps: 0 = displacement (published); > 0 = velocity integrated with this many
             scaling-and-squaring steps (7 is the usual choice).
+        smoother: ``"gradient"`` (published) or ``"bending"`` (bending energy) as ``smooth``.
+        lambda_inverse: weight of the inverse-consistency term (needs ``bidirectional``).
+        lambda_jacobian: weight of the penalty on non-positive Jacobian determinants.
         spatial_augment: one random affine per iteration for every image and label of a pair (it
             does not change the pair's relative deformation; off by default).
         roi_size, sw_batch_size, sw_overlap: sliding-window evaluation of large volumes (default
@@ -82,14 +87,18 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         ncc_eps_per_voxel: bool = True,
         bidirectional: bool = True,
         integration_steps: int = 0,
+        smoother: Literal["gradient", "bending"] = "gradient",
+        lambda_inverse: float = 0.0,
+        lambda_jacobian: float = 0.0,
         spatial_augment: bool = False,
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.5,
         **kwargs: Any,
     ):
-        if integration_steps < 0:
-            raise ConfigError(f"model.integration_steps must be >= 0, got {integration_steps}")
+        check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian)
+        if lambda_inverse > 0 and not bidirectional:
+            raise ConfigError("model.lambda_inverse > 0 needs model.bidirectional: true (the term compares both directions)")
         kind = check_label_kind(label_kind)
         super().__init__(spatial_dims=spatial_dims, num_classes=num_classes, label_kind=label_kind,
                          spatial_augment=spatial_augment, **kwargs)
@@ -134,7 +143,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         return one_hot_labels(label, max(k, 2))
 
     def pair_loss(self, moving, fixed, label_m=None, label_f=None) -> dict[str, torch.Tensor]:
-        """``{"ncc", "smooth", ["dice"], "total"}`` of one pair, summed over both directions."""
+        """``{"ncc", "smooth", ["dice"], ["inverse"], ["neg_jacobian"], "total"}`` of one pair, summed over both directions."""
         hp = self.hparams
         f_m, f_f = self.net.features(torch.cat([moving, fixed], 0)).chunk(2, 0)
         if hp.bidirectional:
@@ -148,7 +157,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         if use_dice:
             terms["dice"] = moving.new_zeros(())
         for m, f, lm, lf, flow in sets:
-            one = registration_terms(m, f, flow, hp.ncc_window, hp.sampling, hp.ncc_eps_per_voxel)
+            one = registration_terms(m, f, flow, hp.ncc_window, hp.sampling, hp.ncc_eps_per_voxel, hp.smoother)
             terms["ncc"] = terms["ncc"] + one["ncc"]
             terms["smooth"] = terms["smooth"] + one["smooth"]
             if use_dice:
@@ -158,6 +167,11 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         total = terms["ncc"] + hp.lambda_smooth * terms["smooth"]
         if use_dice:
             total = total + hp.lambda_dice * terms["dice"]
+        extra, extra_total = topology_terms(sets[0][4], sets[1][4] if len(sets) > 1 else None,
+                                            hp.lambda_inverse, hp.lambda_jacobian, hp.sampling)
+        if extra:
+            terms.update(extra)
+            total = total + extra_total
         terms["total"] = total
         return terms
 

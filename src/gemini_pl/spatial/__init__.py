@@ -7,3 +7,6 @@ __all__ = ["SAMPLING_MODES", "apply_affine", "normalised_identity", "random_affi
 from .integrate import integrate_velocity  # noqa: E402
 
 __all__ += ["integrate_velocity"]
+from .compose import compose  # noqa: E402
+
+__all__ += ["compose"]

@@ -6,14 +6,14 @@ folding (det J ≤ 0) nearly vanishes, at the price of a slightly less flexible 
 
 Scaling and squaring: φ₀ = v / 2^N, then N times φ ← φ + φ∘(id + φ), i.e. with the backward-warp
 convention of :func:`~gemini_pl.spatial.warp` (``warp(x, φ)(p) = x(p + φ(p))``)
-``φ ← φ + warp(φ, φ)``. Displacements are in voxel units, channel i along spatial axis i.
+``φ ← φ + warp(φ, φ)`` (:func:`~gemini_pl.spatial.compose`). Displacements are in voxel units, channel i along spatial axis i.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .warp import warp
+from .compose import compose
 
 __all__ = ["integrate_velocity"]
 
@@ -36,5 +36,5 @@ def integrate_velocity(velocity: torch.Tensor, steps: int = 7, sampling: str = "
     with torch.autocast(device_type=velocity.device.type, enabled=False):
         flow = velocity.float() / (2**steps)
         for _ in range(steps):
-            flow = flow + warp(flow, flow, sampling=sampling)
+            flow = compose(flow, flow, sampling=sampling)
     return flow

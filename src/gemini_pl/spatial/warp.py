@@ -116,12 +116,14 @@ def _exact_where_still(out: torch.Tensor, src: torch.Tensor, flow: torch.Tensor)
     return torch.where(still, exact, out)
 
 
-def validity_mask(flow: torch.Tensor, sampling: str = "exact") -> torch.Tensor:
+def validity_mask(flow: torch.Tensor, sampling: str = "exact", strict: bool = False) -> torch.Tensor:
     """``sg(warp(1, φ, nearest))``: 1 where p + φ(p) samples inside the image, else 0.
 
     Computed from the sampling grid directly (no extra warp): nearest sampling reads voxel
     ``round(q)`` of the voxel coordinate ``q`` that ``grid_sample`` derives from the grid, and zero
     padding returns 0 when that voxel lies outside. Shape (N, 1, *S), float32, no gradient.
+    ``strict=True``: 1 only where ``q`` itself lies in [0, s − 1] on every axis, i.e. where bilinear
+    sampling reads no zero padding at all (a warped field is then exact wherever it is linear).
     """
     _check_sampling(sampling)
     spatial = flow.shape[2:]
@@ -132,6 +134,6 @@ def validity_mask(flow: torch.Tensor, sampling: str = "exact") -> torch.Tensor:
             q = (g + 1) / 2 * (size - 1)
         else:  # align_corners=False
             q = ((g + 1) * size - 1) / 2
-        idx = torch.round(q)  # nearest sampling rounds half to even, like torch.round
+        idx = q if strict else torch.round(q)  # nearest sampling rounds half to even, like torch.round
         inside = ((idx >= 0) & (idx <= size - 1)).all(dim=-1).unsqueeze(1)
     return inside.float()
