@@ -28,6 +28,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from .callbacks import WandbResume
 from .callbacks.wandb_resume import continue_wandb_run
 from .checkpoint_io import AtomicCheckpointIO
+from .cli_errors import instantiation_error
 from .errors import ConfigError, GeminiError
 from .runtime import keep_freed_memory
 from .safe_load import safe_torch_load
@@ -68,11 +69,26 @@ class GeminiCLI(LightningCLI):
     def instantiate_classes(self) -> None:  # noqa: D102 - LightningCLI hook
         config = self.config[self.subcommand] if self.subcommand else self.config
         given = dict((config.get("model") or {}).get("init_args") or {})
-        super().instantiate_classes()
+        try:
+            super().instantiate_classes()
+        except Exception as exc:  # a rejected argument: one line naming the key (cli_errors.py)
+            err = instantiation_error(exc, config)
+            if err is None or err is exc:
+                raise
+            raise err from exc
         check_linked_values(given, type(self.model), self.datamodule)
 
     def before_fit(self) -> None:  # noqa: D102 - LightningCLI hook
         continue_wandb_run(self.trainer, self.config_init[self.subcommand].get("ckpt_path"))
+
+    def _add_subcommands(self, parser, **kwargs) -> None:  # noqa: D102 - LightningCLI hook
+        # the commands that main() runs itself are listed beside fit/validate/test/predict in --help
+        super()._add_subcommands(parser, **kwargs)
+        action = parser._subcommands_action
+        from jsonargparse import ArgumentParser
+
+        for name, (text, _) in EXTRA_COMMANDS.items():
+            action.add_subcommand(name, ArgumentParser(description=text), help=text)
 
     def instantiate_trainer(self, **kwargs):  # noqa: D102 - LightningCLI hook
         config = self._get(self.config_init, "trainer", default={}) or {}
@@ -82,6 +98,14 @@ class GeminiCLI(LightningCLI):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
+
+#: commands that ``main`` runs itself (not LightningCLI subcommands): name -> (one-line help,
+#: "module:function" called with the remaining arguments, returning the exit status); listed in
+#: ``gemini-pl --help``
+EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
+    "check-data": ("Check a dataset's files, split and labels before training (--config FILE --data.root DIR)",
+                   "gemini_pl.data.check:main"),
+}
 
 #: data-module properties that LightningCLI links to the model's arguments of the same name
 LINKED_FROM_DATA = ("spatial_dims", "num_classes", "label_kind")
@@ -295,10 +319,11 @@ def main(args: list[str] | None = None) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     keep_freed_memory()  # CPU: reuse freed buffers instead of page-faulting fresh ones (runtime.py)
     argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] == "check-data":  # gemini-pl check-data --config ... (see gemini_pl.data.check)
-        from .data.check import main as check_data_main
+    if argv and argv[0] in EXTRA_COMMANDS:  # e.g. gemini-pl check-data --config ... (gemini_pl.data.check)
+        import importlib
 
-        sys.exit(check_data_main(argv[1:]))
+        module, _, func = EXTRA_COMMANDS[argv[0]][1].partition(":")
+        sys.exit(getattr(importlib.import_module(module), func)(argv[1:]))
     try:
         check_checkpoint_file(_ckpt_path_arg(sys.argv[1:] if args is None else args))
         cli_main(args)
