@@ -125,3 +125,25 @@ def generate_mni_dataset(
 
     return write_generated_dataset(root, name, manifest, make_case, [SPACING_MM] * spatial_dims, origin,
                                    prefix="mni", overwrite=overwrite)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m gemini_pl.data.anatomy``: write the MNI152-derived dataset (the demo's counts by default)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m gemini_pl.data.anatomy", description=main.__doc__)
+    p.add_argument("--root", default="data", help="parent folder (default data); the dataset goes to <root>/mni<dims>d")
+    p.add_argument("--dims", type=int, default=2, choices=(2, 3))
+    p.add_argument("--unlabeled", type=int, default=40)
+    p.add_argument("--labeled", type=int, default=5)
+    p.add_argument("--test", type=int, default=20)
+    p.add_argument("--val", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    path = generate_mni_dataset(a.root, spatial_dims=a.dims, num_unlabeled=a.unlabeled, num_labeled=a.labeled,
+                                num_test=a.test, num_val=a.val, seed=a.seed)
+    print(path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
