@@ -34,3 +34,10 @@ __all__ = [
     "majority_vote", "run_steps", "sigmoid_rampup",
 ]
 __all__ += ["BRBS", "DataAug", "DeepRS", "LCVMAtlas", "LTNet", "PCRegRT", "RegSegBase"]
+from .massl import MASSL
+from .dpa import DPADBN, DPAPrior
+from .setsim import SetSim
+from .dsc import DSCPM
+from .glcl import GLCL
+
+__all__ += ["DPADBN", "DPAPrior", "DSCPM", "GLCL", "MASSL", "SetSim"]
