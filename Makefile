@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-pretrain test test-all bench clean reproduce-table2
+.PHONY: help install demo demo-pretrain test test-all bench clean clean-runs reproduce-table2
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -44,9 +44,17 @@ bench: $(STAMP) ## Print the CPU benchmarks (step time vs floor, per-module step
 	$(PY) benchmarks/modules.py --precision 32
 	$(PY) benchmarks/corruption_speed.py
 
-clean: ## Remove runs, generated phantoms and caches (keeps .venv)
-	rm -rf runs data/phantom2d data/phantom3d .pytest_cache
+clean: ## Remove generated phantoms and caches (keeps .venv and trained runs: see clean-runs)
+	rm -rf data/phantom2d data/phantom3d data/cache .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
+	@if [ -d runs ]; then echo "kept runs/ (trained checkpoints and logs); 'make clean-runs' deletes it after asking"; fi
+
+clean-runs: ## Delete runs/ (checkpoints, logs) after asking; FORCE=1 skips the question
+	@if [ ! -d runs ]; then echo "no runs/ folder"; exit 0; fi; \
+	if [ "$(FORCE)" != "1" ]; then \
+		printf "delete runs/ (%s checkpoint files)? [y/N] " "$$(find runs -name '*.ckpt' | wc -l | tr -d ' ')"; \
+		read answer; case "$$answer" in y|Y|yes) ;; *) echo "kept runs/"; exit 0;; esac; \
+	fi; rm -rf runs && echo "deleted runs/"
 
 DATA       ?= real
 JOBS       ?= $(if $(filter phantom,$(DATA)),2,1)

@@ -29,6 +29,7 @@ from .callbacks import WandbResume
 from .callbacks.wandb_resume import continue_wandb_run
 from .checkpoint_io import AtomicCheckpointIO
 from .cli_errors import instantiation_error
+from .configs import resolve_config
 from .errors import ConfigError, GeminiError
 from .runtime import keep_freed_memory
 from .safe_load import safe_torch_load
@@ -188,20 +189,25 @@ def config_presets(path: str | os.PathLike, _seen: frozenset[str] = frozenset())
 
 def expand_config_args(args: list[str]) -> list[str]:
     """``--config FILE`` (or ``-c``, ``--config=FILE``) preceded by ``--config P`` for each preset
-    ``P`` of :func:`config_presets`; every other argument as given."""
+    ``P`` of :func:`config_presets`; every other argument as given. A ``FILE`` that is not in the
+    working directory is looked up among the shipped experiment configs
+    (:func:`gemini_pl.configs.resolve_config`)."""
     out: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
         if arg in ("-c", "--config") and i + 1 < len(args):
-            for preset in config_presets(args[i + 1]):
+            path = resolve_config(args[i + 1])  # the working directory, else the shipped configs
+            for preset in config_presets(path):
                 out += [arg, preset]
-            out += [arg, args[i + 1]]
+            out += [arg, path]
             i += 2
             continue
         if isinstance(arg, str) and arg.startswith("--config="):
-            for preset in config_presets(arg.split("=", 1)[1]):
+            path = resolve_config(arg.split("=", 1)[1])
+            for preset in config_presets(path):
                 out += ["--config", preset]
+            arg = f"--config={path}"
         out.append(arg)
         i += 1
     return out
