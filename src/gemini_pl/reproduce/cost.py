@@ -37,6 +37,12 @@ PASSES = {
     "CPS": (6, 0, 0),                # two nets × (labeled + 2 unlabeled)
     "DeepAtlas": (6, 0, 2),          # seg of L and B, features of A, B, L, B; two registrations
     "VoxelMorph (VM)": (2, 0, 2),
+    "LC-VM": (4, 0, 4),              # an unlabeled and a labeled pair (batch 2), both directions
+    "LT-Net": (3, 0, 2),             # atlas, target, warped atlas; forward + backward correspondence
+    "DataAug": (7, 0, 4),            # atlas ×2 + 2 targets both ways, appearance U-Net, seg of atlas + synthesised
+    "DeepRS": (5, 3, 1),             # registration (+ its no-grad pass for the discriminator), seg of 3 images
+    "PC-Reg-RT": (6, 1, 2),          # region images of L and U both ways, seg prediction of U, 4 taught seg passes
+    "BRBS": (6, 5, 2),               # pair both ways, no-grad registrations for S3P, 4 seg passes (S3P + mix)
     "VADeR": (1 + 2, 2, 0),          # fine-tune + pre-training: query encoder on view 1 of 2 images,
     "DenseCL": (1 + 2, 2, 0),        #   momentum key encoder (forward only) on their view 2
     "PixPro": (1 + 4, 4, 0),         # both views through the online and the momentum encoder

@@ -73,6 +73,23 @@ NOTES = {
            "supervised 1 per network, CPS 1.5, no ramp-up.",
     "VoxelMorph (VM)": "GEMINI backbone + deformer instead of VoxelMorph's U-Net; masked LNCC + 0.4·smoothness; "
                        "the five atlases' warped labels fused by majority vote.",
+    "LC-VM": "the VM row's network and loss (GEMINI backbone + deformer, masked LNCC + 0.4·smoothness) + the label "
+             "Dice term with γ = 1 (LC-VoxelMorph λ = 1) on the two labeled samples of a batch paired with each other "
+             "(VoxelMorph-LC: every labeled pair); majority vote of the five atlases' warped labels.",
+    "LT-Net": "GEMINI backbone + deformer for the forward and the backward correspondence; masked LNCC; cycle weights "
+              "image 1, label 1, correspondence 0.1 and smoothness 0.4 chosen here (published values not checked); one "
+              "unlabeled target per iteration; majority vote of the five atlases' transferred labels.",
+    "DataAug": "GEMINI backbone + deformer as the spatial model and a GEMINI U-Net as the appearance model (additive "
+               "intensity, plain smoothness of weight 1 instead of the boundary-aware one); transform models and "
+               "segmenter trained in one run, alternating steps, on pairs synthesised on the fly.",
+    "DeepRS": "GEMINI U-Net segmenter + separate GEMINI registration network; perturbation factor as a random scaling "
+              "α ~ U(0, 1) of the displacement; 3-layer pixel-wise discriminator; weights (region 1, adversarial 0.1, "
+              "weak 1, smoothness 0.4) chosen here (published values not checked).",
+    "PC-Reg-RT": "GEMINI U-Nets; masked LNCC per region channel; segmenter loss CE + Dice (official: CE); the labeled "
+                 "image's regions from its label (official: the prediction); one stage, no unlabeled-unlabeled pairs; "
+                 "reverse-teaching weights 1 / 0.5 as the official code.",
+    "BRBS": "GEMINI U-Nets; masked LNCC; otherwise as the official code: SeC 100, inverse 0.1, smoothness 1, "
+            "spatial + style augmentation and mix consistency 0.01 with Beta(0.3, 0.3) draws, Dice loss.",
     "DeepAtlas": "one shared GEMINI backbone for the segmentation and registration networks, trained jointly in one "
                  "step per iteration (DeepAtlas: two networks, pre-trained, then alternating); weights supervised 3 : "
                  "anatomy 2 : similarity 1 from MONAI's DeepAtlas tutorial (no published joint-training code); "
