@@ -46,6 +46,11 @@ PASSES = {
     "VADeR": (1 + 2, 2, 0),          # fine-tune + pre-training: query encoder on view 1 of 2 images,
     "DenseCL": (1 + 2, 2, 0),        #   momentum key encoder (forward only) on their view 2
     "PixPro": (1 + 4, 4, 0),         # both views through the online and the momentum encoder
+    "MASSL": (3, 0, 0),              # labeled image (segmentation step) + 2 unlabeled (reconstruction step)
+    "DPA-DBN": (1 + 2, 1, 0),        # fine-tune + frozen-prior forward; pre-training: the AE (counted as a backbone) on 2 images
+    "SetSim": (1 + 2, 2, 0),         # as DenseCL
+    "DSC-PM": (1 + 2, 2, 0),         # as DenseCL (the prototype term adds no network pass)
+    "GLCL": (1 + 2, 0, 0),           # fine-tune + 2 views of 2 images per step, each stage training half the U-Net (encoder or decoder)
     "ablation (GEMINI-Semi, T1 only) x4": (3, 0, 2),
 }
 TASK_SHAPES = {"T1": (160, 160, 128), "T2": (160, 160, 128), "T3": (512, 512)}

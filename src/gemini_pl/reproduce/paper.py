@@ -100,4 +100,21 @@ NOTES = {
                "keys instead of 65,536 (the same 256-iteration age at 2 images per iteration); grey-level jitter only.",
     "PixPro": "GEMINI U-Net features pooled to 8 cells per axis instead of ResNet-50's 7 × 7 C5 map; projector "
               "without BatchNorm; grey-level jitter only (BYOL's views otherwise, crops 0.08–1).",
+    "MASSL": "GEMINI U-Net as the shared part, its segmentation head and a second head of the same form as the two "
+             "branches (MASSL: two decoders on a shared encoder); regions = the prediction's classes (multi-label: each "
+             "channel + the common background); alternating steps with one Adam (MASSL: two, lr 1e-2 / 1e-3); supervised "
+             "loss CE + Dice (MASSL: Dice).",
+    "DPA-DBN": "GEMINI U-Net instead of DenseBiasNet (no dense biased connections); the frozen autoencoder's features of "
+               "every level, upsampled, enter at the segmenter's input (DPA-DBN: at each encoder scale); plain AE with "
+               "GroupNorm, pre-trained with the DCRL rows' pre-training budget; supervised loss CE + Dice.",
+    "SetSim": "DenseCL's branches on GEMINI U-Net features pooled to 8 cells per axis instead of ResNet-50's 7 × 7 C5 "
+              "map; queues of 512 keys (the age of the published queue at 2 images per iteration); cross-view nearest "
+              "neighbours on (the paper's method; the published script has them off); grey-level jitter only.",
+    "DSC-PM": "no published code: instance (MoCo v2), pixel (geometric + feature-neighbour positives) and semantic "
+              "(pixel-to-prototype with Sinkhorn targets) losses as the paper describes them; weights 0.5 / 0.5 / 0.5, "
+              "32 prototypes and Sinkhorn ε 0.05 chosen here; GEMINI U-Net features pooled to 8 cells per axis; queues "
+              "of 512 keys; grey-level jitter only.",
+    "GLCL": "GEMINI U-Net (bottleneck = its 5th encoder level, decoder output pooled to 8 cells per axis); random "
+            "positives G_R only (the domain-specific G_D / L_D need volumes split into partitions of corresponding "
+            "slices); every other region a negative (the code: 5); global then local stage, half of the run each.",
 }
