@@ -106,6 +106,10 @@ class GeminiCLI(LightningCLI):
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("Check a dataset's files, split and labels before training (--config FILE --data.root DIR)",
                    "gemini_pl.data.check:main"),
+    "register": ("Register your own images with a trained deformer (--fixed F --moving M --ckpt C --out DIR)",
+                 "gemini_pl.apps.register:main"),
+    "segment": ("Segment your own images with a trained segmentation head (--ckpt C --input DIR_OR_FILES --out DIR)",
+                "gemini_pl.apps.segment:main"),
 }
 
 #: data-module properties that LightningCLI links to the model's arguments of the same name
