@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import SMALL_DEFORMER, SMALL_WIDTHS
+from conftest import REPO, SMALL_DEFORMER, SMALL_WIDTHS, print_config
 from downstream_data import MemoryDataModule
 from gemini_pl.errors import ConfigError
 from gemini_pl.losses import bending_energy, inverse_consistency, negative_jacobian
@@ -147,3 +147,17 @@ def test_registration_switches_add_the_terms():
     assert float(terms["total"]) == pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(ConfigError, match="bidirectional"):
         Registration(lambda_inverse=1.0, bidirectional=False, **_net())
+
+
+@pytest.mark.parametrize("base", ["demo_mni/pretrain.yaml", "demo_mni/semi.yaml", "demo_mni/reg.yaml"])
+def test_homeomorphic_presets_compose_with_full_configs(capsys, base):
+    """The fragments in experiments/homeomorphic/ set only their switches on top of a full config."""
+    exp = REPO / "experiments"
+    cfg = print_config(["--config", str(exp / base), "--config", str(exp / "homeomorphic/homeomorphic.yaml"),
+                        "--config", str(exp / "homeomorphic/bending.yaml")], capsys)
+    args = cfg["model"]["init_args"]
+    assert (args["integration_steps"], args["lambda_inverse"], args["lambda_jacobian"]) == (7, 0.1, 1.0)
+    assert (args["smoother"], args["lambda_smooth"]) == ("bending", 1.0)
+    assert args["lr"] == 0.001  # the base config's settings stay
+    plain = print_config(["--config", str(exp / base)], capsys)["model"]["init_args"]
+    assert (plain["integration_steps"], plain["smoother"], plain["lambda_inverse"], plain["lambda_jacobian"]) == (0, "gradient", 0.0, 0.0)
