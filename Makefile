@@ -27,7 +27,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP) ## Create .venv and install gemini-pl with its dependencies (CPU torch pin)
 
-demo: $(STAMP) ## Phantom pipeline: pre-train, fine-tune seg + reg, GEMINI-Semi, U-Net Five; one results table (<10 min on 2 CPU cores)
+demo: $(STAMP) ## Real-anatomy (MNI152-derived) demo, 3 seeds: pre-train, fine-tune seg + reg, GEMINI-Semi, U-Net Five, demons; claims table
 	$(PY) -m gemini_pl.demo $(DEMO_ARGS)
 
 demo-pretrain: $(STAMP) ## Only pre-train GEMINI on 2D phantoms and print held-out registration Dice (CONFIG=...)
