@@ -1,0 +1,260 @@
+"""``gemini-pl register``: register one's own images with a trained deformer, and write the results.
+
+Usage::
+
+    gemini-pl register --fixed F --moving M --ckpt C --out DIR [--moving-label L] [--fixed-label L]
+
+``F`` and ``M`` are image files (any format SimpleITK reads) or two folders of pairs matched by
+sorted file name (a single fixed file serves every moving image: an atlas). Any checkpoint with a
+deformer works (``GeminiPretrain``, ``GeminiSemi``, ``Registration``).
+
+How a pair is registered (all grids in LPS world coordinates, :mod:`gemini_pl.apps.grid`):
+
+1. the **model grid** ``M`` is the fixed image's grid as the training preprocessing made it
+   (orientation / spacing / resize; otherwise the fixed grid itself); both images are
+   intensity-preprocessed and resampled onto it (the moving one through the identity of world
+   space: the images are assumed to be roughly aligned in the world, e.g. affinely);
+2. the deformer gives φ on ``M`` in voxels of ``M`` (by sliding windows beyond the training
+   patch), ``warped(p) = moving(p + φ(p))``;
+3. composed onto the fixed grid ``F``: a fixed voxel's world point ``X`` has the ``M`` index
+   ``p = M⁻¹(X)``; φ is interpolated there (linear, border values outside ``M``), and the
+   **physical displacement** is ``u(X) = A_M · φ(p)`` (``A_M = direction · diag(spacing)`` of
+   ``M``); the moving image is read at ``X + u(X)`` in its own voxels — linear for the image,
+   nearest for the label (the project's sampler, :func:`~gemini_pl.apps.grid.sample`).
+
+``u`` on ``F`` is exactly an ITK displacement field (vector image on the fixed grid, each voxel
+the LPS offset in mm to the moving point), so
+``sitk.Resample(moving_label, fixed, sitk.DisplacementFieldTransform(field), sitk.sitkNearestNeighbor)``
+reproduces the written warped label (up to the rounding of points that fall halfway between two
+voxels), and ANTs or ITK apply it as they apply their own fields.
+
+Files written for a pair named ``<moving>_to_<fixed>`` in ``DIR``: ``_warped`` (moving image,
+original intensities), ``_warped_label`` (with ``--moving-label``), ``_field`` (float64 vector
+image), ``_jacobian`` (det(I + ∇φ) on the fixed grid), ``_overview.png`` (fixed, moving, warped),
+``_grid.png`` (deformation grid), ``_jacobian.png`` (folds marked); a line per pair in
+``summary.csv`` and on the console: folding % and SDlogJ of φ on the model grid (the metrics of
+:mod:`gemini_pl.metrics.jacobian`, as in ``test/folding_percent``), Dice of the warped moving
+label against the fixed label (with both labels; the mean over the fixed label's foreground
+values, with the Dice before registration beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..errors import DataError, GeminiError
+from ..metrics.dice import dice_rows
+from ..metrics.jacobian import folding_percent, jacobian_determinant, sdlogj
+from . import pictures
+from .checkpoint import Loaded, load_model
+from .grid import Grid, case_name, image_array, list_inputs, model_grid, read_image, sample, to_image, write_image
+from .prepare import device_of, network_input
+
+__all__ = ["PairResult", "label_dice", "main", "register_files", "register_pair"]
+
+
+@dataclass
+class PairResult:
+    """What :func:`register_pair` computed; arrays in index order on the fixed grid."""
+
+    name: str
+    fixed_grid: Grid
+    model_grid: Grid
+    flow: torch.Tensor            # φ on the model grid, (n, *M.shape), voxels of M
+    displacement: torch.Tensor    # u on the fixed grid, (n, *F.shape), mm (LPS)
+    warped: torch.Tensor          # (*F.shape) float
+    warped_label: torch.Tensor | None
+    jacobian: torch.Tensor        # det on the fixed grid, (*F.shape)
+    folding_percent: float
+    sdlogj: float
+    dice: float | None = None
+    dice_unwarped: float | None = None
+
+    def summary(self) -> str:
+        text = f"{self.name}: folding {self.folding_percent:.3f} % | SDlogJ {self.sdlogj:.4f}"
+        if self.dice is not None:
+            text += f" | Dice {100 * self.dice:.2f} % (before {100 * self.dice_unwarped:.2f} %)"
+        return text
+
+
+def label_dice(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
+    """Mean Dice over the foreground values of ``target`` (label maps of one grid)."""
+    p, t = torch.as_tensor(np.asarray(pred)), torch.as_tensor(np.asarray(target))
+    values = [v for v in torch.unique(t).tolist() if v != 0]
+    if not values:
+        return float("nan")
+    rows = dice_rows(torch.stack([p == v for v in values])[None], torch.stack([t == v for v in values])[None])
+    return float(torch.nanmean(rows))
+
+
+def _check_same_grid(label: sitk.Image, image: sitk.Image, label_path, image_path) -> None:
+    if not Grid.of(label).same_as(Grid.of(image), tol=1e-4):
+        raise DataError(f"label {label_path} is not on the grid of its image {image_path} (size, spacing, origin "
+                        "and direction must match)")
+
+
+def register_pair(loaded: Loaded, fixed: sitk.Image, moving: sitk.Image, moving_label: sitk.Image | None = None,
+                  fixed_label: sitk.Image | None = None, name: str = "pair") -> PairResult:
+    """Register ``moving`` onto ``fixed`` (see the module docstring); everything on the fixed grid."""
+    model, spec, device = loaded.model, loaded.spec, loaded.device
+    F, V = Grid.of(fixed), Grid.of(moving)
+    p = spec.preprocessing
+    M = model_grid(F, p.orientation, p.spacing, p.resize)
+    x_f = network_input(fixed, spec, M, device, "the fixed image")
+    x_m = network_input(moving, spec, M, device, "the moving image")
+    with torch.inference_mode():
+        flow = model.register(x_m, x_f)[0].double()          # (n, *M), voxels of M
+        det_m = jacobian_determinant(flow[None])
+        fold, sdl = float(folding_percent(flow[None])[0]), float(sdlogj(flow[None])[0])
+    world = torch.from_numpy(F.voxel_world()).to(device)     # (n, *F)
+    p_m = _index(M, world)                                    # fixed voxels in M's voxels
+    phi = sample(flow, p_m, "bilinear", "border")
+    a_m = torch.from_numpy(M.matrix).to(device)
+    u = torch.einsum("ij,j...->i...", a_m, phi)               # mm, LPS
+    q = _index(V, world + u)                                  # moving voxels read
+    raw = torch.from_numpy(image_array(moving, np.float64)).to(device)[None]
+    warped = sample(raw, q, "bilinear", "zeros")[0]
+    jac = sample(det_m.double(), p_m, "bilinear", "border")[0]
+    out = PairResult(name, F, M, flow, u, warped, None, jac, fold, sdl)
+    if moving_label is not None:
+        lab = torch.from_numpy(image_array(moving_label, np.float64)).to(device)[None]
+        out.warped_label = sample(lab, q, "nearest", "zeros")[0].round().to(torch.int64)
+        if fixed_label is not None:
+            target = image_array(fixed_label, np.int64)
+            before = sample(lab, _index(V, world), "nearest", "zeros")[0].round().to(torch.int64)
+            out.dice = label_dice(out.warped_label.cpu(), target)
+            out.dice_unwarped = label_dice(before.cpu(), target)
+    return out
+
+
+def _index(grid: Grid, world: torch.Tensor) -> torch.Tensor:
+    """Continuous indices (n, *T) of ``grid`` of world points (n, *T), float64."""
+    inv = torch.from_numpy(np.linalg.inv(grid.matrix)).to(world)
+    origin = torch.tensor(grid.origin, dtype=world.dtype, device=world.device).view(-1, *([1] * (world.dim() - 1)))
+    return torch.einsum("ij,j...->i...", inv, world - origin)
+
+
+def write_pair(result: PairResult, moving: sitk.Image, fixed: sitk.Image, out_dir: Path, suffix: str = ".nii.gz",
+               pictures_on: bool = True, fixed_path: str | Path | None = None) -> dict[str, Path]:
+    """Write a pair's images, field and pictures into ``out_dir`` (names: module docstring); the
+    images carry the header geometry of ``fixed_path`` when it is a NIfTI file
+    (:func:`~gemini_pl.apps.grid.write_image`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    F, name = result.fixed_grid, result.name
+    files: dict[str, Path] = {}
+
+    def put(key: str, array: torch.Tensor) -> None:
+        files[key] = write_image(array, F, out_dir / f"{name}_{key}{suffix}", like=fixed_path)
+
+    put("warped", result.warped.float())
+    if result.warped_label is not None:
+        put("warped_label", result.warped_label.to(torch.int32))
+    files["field"] = out_dir / f"{name}_field{suffix}"
+    sitk.WriteImage(to_image(result.displacement, F, vector=True), str(files["field"]), useCompression=suffix.endswith(".gz"))
+    put("jacobian", result.jacobian.float())
+    if pictures_on:
+        fixed_arr = image_array(fixed)
+        V = Grid.of(moving)
+        world = torch.from_numpy(F.voxel_world())
+        moving_on_f = sample(torch.from_numpy(image_array(moving, np.float64))[None], _index(V, world), "bilinear", "zeros")[0]
+        warped = result.warped.cpu().numpy()
+        label = result.warped_label.cpu().numpy() if result.warped_label is not None else None
+        k = pictures.middle_slice(fixed_arr.shape, label)
+        files["overview_png"] = pictures.panels_png(
+            [fixed_arr, moving_on_f.numpy(), warped], ["fixed", "moving", "warped"], out_dir / f"{name}_overview.png",
+            spacing=F.spacing, k=k)
+        disp_vox = np.linalg.solve(F.matrix, result.displacement.cpu().numpy().reshape(F.ndim, -1)).reshape(result.displacement.shape)
+        files["grid_png"] = pictures.grid_png(fixed_arr, disp_vox, out_dir / f"{name}_grid.png", spacing=F.spacing, k=k)
+        files["jacobian_png"] = pictures.jacobian_png(result.jacobian.cpu().numpy(), out_dir / f"{name}_jacobian.png",
+                                                      spacing=F.spacing, k=k)
+    return files
+
+
+def _pairs(fixed: list[Path], moving: list[Path], what: tuple[str, str]) -> list[tuple[Path, Path]]:
+    if len(fixed) == 1 and len(moving) > 1:
+        fixed = fixed * len(moving)
+    if len(fixed) != len(moving):
+        raise DataError(f"{len(fixed)} {what[0]} but {len(moving)} {what[1]}: pairs are matched by sorted file name, "
+                        "give as many of each (or one fixed image for all)")
+    return list(zip(fixed, moving))
+
+
+def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out: str | Path,
+                   moving_label: str | Path | None = None, fixed_label: str | Path | None = None,
+                   device: str = "auto", model_class: str | None = None, suffix: str = ".nii.gz",
+                   pictures_on: bool = True, echo=print) -> list[PairResult]:
+    """Register files or folders of pairs (see the module docstring); returns the results and
+    writes everything under ``out``."""
+    loaded = load_model(ckpt, device_of(device), need="deformer", model_class=model_class)
+    for note in loaded.notes:
+        echo(f"note: {note}")
+    pairs = _pairs(list_inputs(fixed, "fixed"), list_inputs(moving, "moving"), ("fixed images", "moving images"))
+    m_labels = [None] * len(pairs) if moving_label is None else [
+        b for _, b in _pairs([p[1] for p in pairs], list_inputs(moving_label, "moving label"), ("moving images", "moving labels"))]
+    f_labels = [None] * len(pairs) if fixed_label is None else [
+        b for _, b in _pairs([p[0] for p in pairs], list_inputs(fixed_label, "fixed label"), ("fixed images", "fixed labels"))]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    rows = []
+    dims = loaded.spatial_dims
+    for (f_path, m_path), ml_path, fl_path in zip(pairs, m_labels, f_labels):
+        f_img, m_img = read_image(f_path, dims), read_image(m_path, dims)
+        ml = fl = None
+        if ml_path is not None:
+            ml = read_image(ml_path, dims, label=True)
+            _check_same_grid(ml, m_img, ml_path, m_path)
+        if fl_path is not None:
+            fl = read_image(fl_path, dims, label=True)
+            _check_same_grid(fl, f_img, fl_path, f_path)
+        name = f"{case_name(m_path)}_to_{case_name(f_path)}"
+        res = register_pair(loaded, f_img, m_img, ml, fl if ml is not None else None, name=name)
+        write_pair(res, m_img, f_img, out, suffix, pictures_on, fixed_path=f_path)
+        echo(res.summary())
+        results.append(res)
+        rows.append({"pair": name, "moving": str(m_path), "fixed": str(f_path), "folding_percent": res.folding_percent,
+                     "sdlogj": res.sdlogj, "dice": "" if res.dice is None else 100 * res.dice,
+                     "dice_unwarped": "" if res.dice_unwarped is None else 100 * res.dice_unwarped})
+    with open(out / "summary.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gemini-pl register",
+        description="Register moving images onto fixed images with a trained deformer; write the warped images, "
+                    "the ITK displacement field (mm, LPS), the Jacobian map, pictures and a summary.")
+    parser.add_argument("--fixed", required=True, help="fixed image file, or a folder of them (pairs by sorted name)")
+    parser.add_argument("--moving", required=True, help="moving image file, or a folder of them")
+    parser.add_argument("--ckpt", required=True, help="checkpoint of GeminiPretrain, GeminiSemi or Registration")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--moving-label", help="label of the moving image (file or folder): warped with nearest neighbours")
+    parser.add_argument("--fixed-label", help="label of the fixed image (file or folder): Dice of the warped moving label")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--model-class", help="module class when the checkpoint does not name it")
+    parser.add_argument("--suffix", default=".nii.gz", help="file type of the written images (.nii.gz, .nii, .nrrd, .mha)")
+    parser.add_argument("--no-pictures", action="store_true", help="write no PNG")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``register`` on ``argv``; 0 on success, 2 on a usage or data error."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        register_files(args.ckpt, args.fixed, args.moving, args.out, args.moving_label, args.fixed_label,
+                       args.device, args.model_class, args.suffix, not args.no_pictures)
+    except GeminiError as exc:
+        print(f"gemini-pl register: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,172 @@
+"""``gemini-pl segment``: segment one's own images with a trained segmentation head.
+
+Usage::
+
+    gemini-pl segment --ckpt C --input DIR_OR_FILES... --out DIR
+
+Any checkpoint with a segmentation head works (``Segmentation``, ``GeminiSemi``, the
+semi-supervised baselines). Each image (any format SimpleITK reads) is intensity-preprocessed and
+resampled onto the model's grid as the training data was (:mod:`gemini_pl.apps.grid`,
+:mod:`gemini_pl.apps.prepare`), segmented — by MONAI sliding windows of the training patch when it
+is larger (3D), see :func:`gemini_pl.inference.infer` — and the labels are brought back onto the
+image's **own grid**: the class probabilities (softmax; sigmoid for multilabel heads) are
+interpolated linearly at the image's voxels and then decided (argmax; > 0.5), so the written label
+has the input's shape, spacing, origin and direction exactly. An image already on the model's
+grid is decided directly (no interpolation).
+
+Files written in ``DIR`` per image ``<name>``: ``<name>_seg<suffix>`` (class indices; multilabel:
+``<name>_seg_<channel><suffix>`` per channel, 0/1), ``<name>_overlay.png`` (the image and its
+labels); and ``volumes.csv``: one row per image, one column per foreground class, the volume in
+mm³ (area in mm² for 2D images) of the voxels of that class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..errors import GeminiError
+from . import pictures
+from .checkpoint import Loaded, load_model
+from .grid import Grid, case_name, image_array, list_inputs, model_grid, read_image, sample, write_image
+from .prepare import device_of, network_input
+
+__all__ = ["Segmented", "class_names", "main", "segment_files", "segment_image", "volumes"]
+
+
+@dataclass
+class Segmented:
+    """Labels of one image on its own grid: (*S) int64 class indices, or (K, *S) 0/1 (multilabel)."""
+
+    name: str
+    grid: Grid
+    labels: torch.Tensor
+    multilabel: bool
+
+
+def class_names(loaded: Loaded) -> list[str]:
+    """Names of the foreground classes (multiclass 1..K-1) or channels (multilabel)."""
+    model = loaded.model
+    k = int(model.hparams.num_classes)
+    if model.label_kind == "multilabel":
+        names = list(loaded.spec.label_channels)
+        return names if len(names) == k else [str(i + 1) for i in range(k)]
+    names = list(loaded.spec.class_names)
+    return names[1:] if len(names) == k else [str(i) for i in range(1, k)]
+
+
+def segment_image(loaded: Loaded, image: sitk.Image, name: str = "case") -> Segmented:
+    """Segment ``image``; labels on its own grid (see the module docstring)."""
+    model, spec = loaded.model, loaded.spec
+    F = Grid.of(image)
+    p = spec.preprocessing
+    M = model_grid(F, p.orientation, p.spacing, p.resize)
+    x = network_input(image, spec, M, loaded.device)
+    multilabel = model.label_kind == "multilabel"
+    with torch.inference_mode():
+        logits = model.segment_logits(x)
+        if F.same_as(M):
+            labels = model.logits_to_labels(logits)[0]
+        else:
+            prob = torch.sigmoid(logits[0]) if multilabel else torch.softmax(logits[0].float(), dim=0)
+            world = torch.from_numpy(F.voxel_world()).to(x.device)
+            inv = torch.from_numpy(np.linalg.inv(M.matrix)).to(world)
+            origin = torch.tensor(M.origin, dtype=world.dtype, device=world.device).view(-1, *([1] * F.ndim))
+            index = torch.einsum("ij,j...->i...", inv, world - origin)
+            prob = sample(prob.float(), index.float(), "bilinear", "border")
+            labels = (prob > 0.5).float() if multilabel else prob.argmax(dim=0, keepdim=True)
+    labels = labels.cpu()
+    return Segmented(name, F, labels if multilabel else labels[0].to(torch.int64), multilabel)
+
+
+def volumes(seg: Segmented, num_classes: int) -> list[float]:
+    """Volume (mm³; mm² in 2D) of each foreground class (multiclass 1..K-1) or channel."""
+    voxel = float(np.prod(seg.grid.spacing))
+    if seg.multilabel:
+        return [float(seg.labels[c].sum()) * voxel for c in range(seg.labels.shape[0])]
+    counts = torch.bincount(seg.labels.flatten(), minlength=num_classes)
+    return [float(counts[c]) * voxel for c in range(1, num_classes)]
+
+
+def write_segmentation(seg: Segmented, image: sitk.Image, names: list[str], out_dir: Path, suffix: str = ".nii.gz",
+                       pictures_on: bool = True, like: str | Path | None = None) -> list[Path]:
+    """Write the label file(s) on the image's grid and the overlay PNG; a NIfTI input file ``like``
+    lends its header geometry (:func:`~gemini_pl.apps.grid.write_image`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if seg.multilabel:
+        for c, cname in enumerate(names):
+            path = out_dir / f"{seg.name}_seg_{cname}{suffix}"
+            written.append(write_image(seg.labels[c].to(torch.uint8), seg.grid, path, like=like))
+        shown = (torch.arange(1, seg.labels.shape[0] + 1).view(-1, *([1] * seg.grid.ndim)) * (seg.labels > 0)).amax(0)
+    else:
+        dtype = torch.uint8 if int(seg.labels.max()) < 256 else torch.int16
+        path = out_dir / f"{seg.name}_seg{suffix}"
+        written.append(write_image(seg.labels.to(dtype), seg.grid, path, like=like))
+        shown = seg.labels
+    if pictures_on:
+        written.append(pictures.overlay_png(image_array(image), shown.numpy(), out_dir / f"{seg.name}_overlay.png",
+                                            spacing=seg.grid.spacing, title=seg.name))
+    return written
+
+
+def segment_files(ckpt: str | Path, inputs, out: str | Path, device: str = "auto", model_class: str | None = None,
+                  suffix: str = ".nii.gz", pictures_on: bool = True, echo=print) -> list[Segmented]:
+    """Segment every image named by ``inputs`` (files and/or folders); write the labels, pictures
+    and ``volumes.csv`` under ``out``."""
+    loaded = load_model(ckpt, device_of(device), need="head", model_class=model_class)
+    for note in loaded.notes:
+        echo(f"note: {note}")
+    names = class_names(loaded)
+    k = int(loaded.model.hparams.num_classes)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    unit = "mm3" if loaded.spatial_dims == 3 else "mm2"
+    results, rows = [], []
+    for path in list_inputs(inputs, "input"):
+        image = read_image(path, loaded.spatial_dims)
+        seg = segment_image(loaded, image, case_name(path))
+        write_segmentation(seg, image, names, out, suffix, pictures_on, like=path)
+        vols = volumes(seg, k)
+        rows.append({"case": seg.name, "image": str(path), **{f"{n}_{unit}": v for n, v in zip(names, vols)}})
+        echo(f"{seg.name}: " + ", ".join(f"{n} {v:.1f} {unit.replace('mm3', 'mm³').replace('mm2', 'mm²')}"
+                                         for n, v in zip(names, vols)))
+        results.append(seg)
+    with open(out / "volumes.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gemini-pl segment",
+        description="Segment images with a trained segmentation head; labels on each input's own grid, "
+                    "an overlay PNG per image and volumes.csv (volume per class).")
+    parser.add_argument("--ckpt", required=True, help="checkpoint of Segmentation or GeminiSemi")
+    parser.add_argument("--input", required=True, nargs="+", help="image files and/or folders of images")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--model-class", help="module class when the checkpoint does not name it")
+    parser.add_argument("--suffix", default=".nii.gz", help="file type of the written labels (.nii.gz, .nii, .nrrd, .mha)")
+    parser.add_argument("--no-pictures", action="store_true", help="write no PNG")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``segment`` on ``argv``; 0 on success, 2 on a usage or data error."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        segment_files(args.ckpt, args.input, args.out, args.device, args.model_class, args.suffix, not args.no_pictures)
+    except GeminiError as exc:
+        print(f"gemini-pl segment: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
