@@ -95,7 +95,8 @@ def test_deeprs_confidence_weighted_ce_and_perturbation_by_hand():
     assert float(confidence_weighted_ce(logits, target, w)) == pytest.approx((ce1 + 3 * ce2) / 4, rel=1e-6)
     # multilabel: channel-mean BCE per voxel
     ml = torch.tensor([0.0]).view(1, 1, 1, 1)
-    assert float(confidence_weighted_ce(ml, torch.ones(1, 1, 1, 1), torch.ones(1, 1, 1, 1), "multilabel")) == pytest.approx(math.log(2))
+    one = torch.ones(1, 1, 1, 1)
+    assert float(confidence_weighted_ce(ml, one, one, "multilabel")) == pytest.approx(math.log(2))
     # the perturbation scales the field: α = 0.5 of a 2-pixel shift is a 1-pixel shift; α = 0 the atlas itself
     a = torch.tensor([1.0, 2.0, 3.0, 4.0]).expand(1, 1, 2, 4).contiguous()
     lab = torch.tensor([0, 1, 2, 0]).expand(1, 1, 2, 4).contiguous()

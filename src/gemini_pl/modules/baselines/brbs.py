@@ -50,7 +50,8 @@ def s3p(x_l: torch.Tensor, y_l: torch.Tensor, u_on_l: torch.Tensor, flow_l_to_u2
     return image, warp(y_l.float(), spa, sampling=sampling)
 
 
-def mix_pair(a: torch.Tensor, b: torch.Tensor, s_a: torch.Tensor, s_b: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_pair(a: torch.Tensor, b: torch.Tensor, s_a: torch.Tensor, s_b: torch.Tensor,
+             gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(γa + (1 − γ)b, γ s_a + (1 − γ) s_b): the mixed image and its mixed target."""
     return gamma * a + (1 - gamma) * b, gamma * s_a + (1 - gamma) * s_b
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 
+from ...errors import ConfigError
 from ...losses import registration_terms, sigmoid_seg_loss, soft_dice_loss, softmax_seg_loss
 from ...metrics import one_hot_labels
 from ...nets import DEFAULT_DEFORMER_WIDTHS, GeminiNet
@@ -123,10 +124,9 @@ class RegSegBase(Segmentation):
         out = self.augment(batch, [BATCH_KEYS])
         n = min(out["image"].shape[0], out["image_a"].shape[0])
         if out["image"].shape[2:] != out["image_a"].shape[2:]:
-            from ...errors import ConfigError
-
             raise ConfigError(f"{type(self).__name__} registers the labeled sample onto unlabeled images: they must have "
-                              f"one shape, got {tuple(out['image'].shape[2:])} and {tuple(out['image_a'].shape[2:])}; set data.patch_size")
+                              f"one shape, got {tuple(out['image'].shape[2:])} and {tuple(out['image_a'].shape[2:])}; "
+                              "set data.patch_size")
         for key in BATCH_KEYS:
             out[key] = out[key][:n]
         out["cache"] = {}
