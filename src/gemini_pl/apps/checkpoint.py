@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,24 @@ def _init_names(cls: type) -> set[str] | None:
     return None
 
 
+def _build(cls: type, kwargs: dict[str, Any], path: Path) -> Any:
+    """``cls(**kwargs)``; an argument that the class sets itself for its parent (e.g. a segmentation
+    head's ``out_channels`` = ``num_classes``) is recorded among the hyper-parameters too and is
+    dropped when the call names it twice."""
+    kwargs = dict(kwargs)
+    for _ in range(len(kwargs) + 1):
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            match = re.search(r"multiple values for keyword argument '(\w+)'", str(exc))
+            if match is None or match.group(1) not in kwargs:
+                raise CheckpointError(f"{path}: cannot rebuild {cls.__name__} from its hyper-parameters: {exc}") from None
+            kwargs.pop(match.group(1))
+        except ConfigError as exc:
+            raise CheckpointError(f"{path}: cannot rebuild {cls.__name__} from its hyper-parameters: {exc}") from None
+    raise CheckpointError(f"{path}: cannot rebuild {cls.__name__} from its hyper-parameters")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", need: str = "deformer",
                model_class: str | None = None) -> Loaded:
     """The module of checkpoint ``path`` in eval mode on ``device``, with its data settings.
@@ -143,10 +162,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", need: str =
     kwargs = {k: v for k, v in hparams.items() if k not in _BOOKKEEPING and (names is None or k in names)}
     if "init_from" in kwargs:
         kwargs["init_from"] = None  # the weights come from this checkpoint
-    try:
-        model = cls(**kwargs)
-    except (TypeError, ConfigError) as exc:
-        raise CheckpointError(f"{path}: cannot rebuild {cls.__name__} from its hyper-parameters: {exc}") from None
+    model = _build(cls, kwargs, path)
     net_state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         model.net.load_state_dict(net_state, strict=True)

@@ -267,12 +267,14 @@ def model_grid(grid: Grid, orientation: str | None = None, spacing=None, resize=
     return out
 
 
-def resample(image: sitk.Image, grid: Grid, interpolator=sitk.sitkLinear, default: float = 0.0) -> sitk.Image:
+def resample(image: sitk.Image, grid: Grid, interpolator=sitk.sitkLinear, default: float = 0.0,
+             extrapolate: bool = False) -> sitk.Image:
     """``image`` on ``grid`` (world identity: the same physical point), SimpleITK's resampler;
-    returned unchanged when it is on ``grid`` already."""
+    outside the image ``default``, or with ``extrapolate`` the nearest voxel's value (MONAI's
+    ``border`` padding); returned unchanged when it is on ``grid`` already."""
     if Grid.of(image).same_as(grid):
         return image
-    return sitk.Resample(image, grid.reference(), sitk.Transform(), interpolator, default, image.GetPixelID())
+    return sitk.Resample(image, grid.reference(), sitk.Transform(), interpolator, default, image.GetPixelID(), extrapolate)
 
 
 def sample(array: torch.Tensor, index: torch.Tensor, mode: str = "bilinear", padding: str = "zeros") -> torch.Tensor:

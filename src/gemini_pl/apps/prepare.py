@@ -1,11 +1,12 @@
-"""A new image as the network expects it: the training intensity preprocessing, then the model's grid.
+"""A new image as the network expects it: the training preprocessing, then the grid of the pair.
 
-:func:`network_input` applies the dataset's intensity preprocessing
-(:class:`~gemini_pl.data.transforms.Intensityd`, the training code) to the image's own voxels and
-resamples the result onto a grid (:func:`~gemini_pl.apps.grid.resample`, linear; zero outside
-the image). The intensities are preprocessed before resampling, so that an image already on the
-model's grid gets exactly the input the data module would serve, and the zero padding of a
-resampled one is the preprocessed background.
+:func:`preprocessed` does to an image what the data module's transforms do to a training file
+(:func:`~gemini_pl.data.transforms.case_transforms`): onto its model grid (orientation / spacing /
+resize, :func:`~gemini_pl.apps.grid.model_grid`; linear, nearest-voxel values beyond the border as
+MONAI's ``border`` padding), then the intensity preprocessing
+(:class:`~gemini_pl.data.transforms.Intensityd`, the training code). :func:`network_input`
+resamples that onto another grid when needed (the moving image of a pair onto the fixed image's
+model grid), with the preprocessed background (0) outside it.
 """
 
 from __future__ import annotations
@@ -16,17 +17,25 @@ import torch
 
 from ..data.specs import DatasetSpec
 from ..data.transforms import Intensityd
-from .grid import Grid, image_array, resample, to_image
+from .grid import Grid, image_array, model_grid, resample, to_image
 
-__all__ = ["device_of", "network_input"]
+__all__ = ["device_of", "network_input", "preprocessed"]
+
+
+def preprocessed(image: sitk.Image, spec: DatasetSpec, source: str = "") -> sitk.Image:
+    """``image`` on its own model grid with the training intensity preprocessing (float32)."""
+    p = spec.preprocessing
+    grid = model_grid(Grid.of(image), p.orientation, p.spacing, p.resize)
+    on_grid = resample(sitk.Cast(image, sitk.sitkFloat32), grid, sitk.sitkLinear, extrapolate=True)
+    arr = torch.from_numpy(image_array(on_grid, np.float32))[None]
+    arr = Intensityd(spec)({"image": arr, "source": {"image": source}})["image"]
+    return to_image(arr[0].numpy().astype(np.float32), grid)
 
 
 def network_input(image: sitk.Image, spec: DatasetSpec, grid: Grid, device: torch.device | str = "cpu",
                   source: str = "") -> torch.Tensor:
-    """``image`` preprocessed and on ``grid``: (1, 1, *grid.shape) float32 on ``device``."""
-    arr = torch.from_numpy(image_array(image, np.float32))[None]
-    arr = Intensityd(spec)({"image": arr, "source": {"image": source}})["image"]
-    on_grid = resample(to_image(arr[0].numpy().astype(np.float32), Grid.of(image)), grid, sitk.sitkLinear)
+    """``image`` preprocessed (:func:`preprocessed`) and on ``grid``: (1, 1, *grid.shape) float32 on ``device``."""
+    on_grid = resample(preprocessed(image, spec, source), grid, sitk.sitkLinear)
     return torch.from_numpy(image_array(on_grid, np.float32))[None, None].to(device)
 
 
