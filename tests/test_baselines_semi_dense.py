@@ -15,7 +15,7 @@ from gemini_pl.data import PhantomDataModule
 from gemini_pl.modules import Segmentation
 from gemini_pl.modules.baselines import DPADBN, DSCPM, GLCL, MASSL, DPAPrior, SetSim
 from gemini_pl.modules.baselines.dpa import PriorAutoencoder
-from gemini_pl.modules.baselines.dsc import neighbour_positives, prototype_loss, sinkhorn
+from gemini_pl.modules.baselines.dsc import neighbour_positives, prototype_loss, semantic_contrast, sinkhorn
 from gemini_pl.modules.baselines.glcl import local_region_starts, nt_xent, region_embeddings, unet_decode, unet_encode
 from gemini_pl.modules.baselines.massl import attention_reconstruction_loss, attention_regions
 from gemini_pl.modules.baselines.setsim import attention_set, set_loss, set_positives
@@ -133,6 +133,14 @@ def test_dsc_sinkhorn_neighbours_and_prototype_loss_by_hand():
     loss = prototype_loss(q, k, c, torch.tensor([[[1.0, 0.0]]]), temperature=1.0)
     assert float(loss) == pytest.approx(-math.log(math.e / (math.e + 1)), rel=1e-4)
     assert float(prototype_loss(q, k, c, torch.zeros(1, 1, 2), temperature=1.0)) == 0.0
+    # semantic contrast: query (1, 0) of class 0; key rows (1, 0), (0, 1), (−1, 0) of classes 0, 1, 0; τ = 1
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    lse = math.log(math.e + 1 + math.exp(-1))
+    # positives 0 and 2: −((1 − lse) + (−1 − lse)) / 2 = lse
+    got = semantic_contrast(torch.tensor([[1.0, 0.0]]), keys, torch.tensor([0]), torch.tensor([0, 1, 0]), torch.ones(1), 1.0)
+    assert float(got) == pytest.approx(lse, rel=1e-6)
+    assert float(semantic_contrast(torch.tensor([[1.0, 0.0]]), keys, torch.tensor([0]), torch.tensor([0, 1, 0]),
+                                   torch.zeros(1), 1.0)) == 0.0   # a query cell without a correspondence does not count
 
 
 # ------------------------------------------------------------------ DPA-DBN

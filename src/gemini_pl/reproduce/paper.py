@@ -111,7 +111,8 @@ NOTES = {
               "map; queues of 512 keys (the age of the published queue at 2 images per iteration); cross-view nearest "
               "neighbours on (the paper's method; the published script has them off); grey-level jitter only.",
     "DSC-PM": "no published code: instance (MoCo v2), pixel (geometric + feature-neighbour positives) and semantic "
-              "(pixel-to-prototype with Sinkhorn targets) losses as the paper describes them; weights 0.5 / 0.5 / 0.5, "
+              "(pixel-to-prototype with Sinkhorn targets + cross-image pixel contrast by the prototypes' classes) losses "
+              "as the paper describes them; weights 0.5 / 0.5 / 0.5, "
               "32 prototypes and Sinkhorn ε 0.05 chosen here; GEMINI U-Net features pooled to 8 cells per axis; queues "
               "of 512 keys; grey-level jitter only.",
     "GLCL": "GEMINI U-Net (bottleneck = its 5th encoder level, decoder output pooled to 8 cells per axis); random "
