@@ -105,7 +105,7 @@ NOTES = {
              "channel + the common background); alternating steps with one Adam (MASSL: two, lr 1e-2 / 1e-3); supervised "
              "loss CE + Dice (MASSL: Dice).",
     "DPA-DBN": "GEMINI U-Net instead of DenseBiasNet (no dense biased connections); the frozen autoencoder's features of "
-               "every level, upsampled, enter at the segmenter's input (DPA-DBN: at each encoder scale); plain AE with "
+               "every level, upsampled, enter at the segmenter's input (DPA-DBN: inside DenseBiasNet's layers); plain AE with "
                "GroupNorm, pre-trained with the DCRL rows' pre-training budget; supervised loss CE + Dice.",
     "SetSim": "DenseCL's branches on GEMINI U-Net features pooled to 8 cells per axis instead of ResNet-50's 7 × 7 C5 "
               "map; queues of 512 keys (the age of the published queue at 2 images per iteration); cross-view nearest "

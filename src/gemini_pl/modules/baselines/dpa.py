@@ -19,8 +19,8 @@ the DCRL rows (``pretrain`` then the main stage with ``init_from``):
 
 Simplified here (footnote of the Table II row): the GEMINI U-Net instead of DenseBiasNet (no dense
 biased connections); the DPA features enter at the segmenter's input (upsampled, all AE levels)
-rather than at each encoder scale of DenseBiasNet; a plain (not denoising) AE with GroupNorm; the
-journal version's hard-region-adaptation loss is not part of the MICCAI method and is left out.
+rather than inside DenseBiasNet's layers; a plain (not denoising) AE with GroupNorm; the journal
+version's hard-region-adaptation loss is not part of the MICCAI method and is left out.
 """
 
 from __future__ import annotations
