@@ -1,10 +1,11 @@
 """The Table II baselines, each a small module on a shared base (see ``experiments/table2/``).
 
 Semi-supervised (on :class:`~.common.SemiSegmentation`, i.e. ``Segmentation`` + an unlabeled loss):
-:class:`UAMT`, :class:`CPS`, :class:`DeepAtlas`. Atlas: :class:`VMAtlas` (``Registration`` +
+:class:`UAMT`, :class:`CPS`, :class:`DeepAtlas`, :class:`MASSL`; DPA-DBN as :class:`DPAPrior`
+(autoencoder pre-training) then :class:`DPADBN` (``Segmentation`` with the frozen prior). Atlas: :class:`VMAtlas` (``Registration`` +
 multi-atlas label propagation). Dense contrastive pre-training (on :class:`DensePretrainBase`),
-fine-tuned by ``Segmentation(init_from=...)``: :class:`DenseCL`, :class:`PixPro`, :class:`VADeR`
-(momentum encoder, queues of negatives as buffers, two random-resized-crop views: :mod:`.views`).
+fine-tuned by ``Segmentation(init_from=...)``: :class:`DenseCL`, :class:`PixPro`, :class:`VADeR`,
+:class:`SetSim`, :class:`DSCPM`, :class:`GLCL` (momentum encoder, queues of negatives as buffers, two random-resized-crop views: :mod:`.views`).
 Each module's docstring lists its paper's weights (with the source line) and what stays simplified;
 the rendered Table II carries the latter as a footnote per row.
 GEMINI-Semi ablations: :class:`GeminiSemiPosSchedule` (Table IV "on from half way").
