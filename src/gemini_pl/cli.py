@@ -17,7 +17,7 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
 import yaml
@@ -25,7 +25,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from .callbacks import WandbResume
+from .callbacks import ConfigToLoggers, TrainingCurves, WandbResume
+from .callbacks.media_policy import TRAINER_ATTR as MEDIA_ATTR
 from .callbacks.wandb_resume import continue_wandb_run
 from .checkpoint_io import AtomicCheckpointIO
 from .cli_errors import instantiation_error
@@ -66,6 +67,11 @@ class GeminiCLI(LightningCLI):
         # the data contract: stated once, under data; a model without the argument is left alone
         for key in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+        parser.add_argument(
+            "--log_media", type=Optional[bool], default=None,
+            help="send pictures of the data (overlays, warped images) to W&B: true / false; default: only "
+                 "for generated data (phantoms, MNI152-derived); data under a use agreement stays local",
+        )
 
     def instantiate_classes(self) -> None:  # noqa: D102 - LightningCLI hook
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -77,6 +83,7 @@ class GeminiCLI(LightningCLI):
             if err is None or err is exc:
                 raise
             raise err from exc
+        setattr(self.trainer, MEDIA_ATTR, config.get("log_media"))  # see callbacks/media_policy.py
         check_linked_values(given, type(self.model), self.datamodule)
 
     def before_fit(self) -> None:  # noqa: D102 - LightningCLI hook
@@ -146,7 +153,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
             subclass_mode_data=True,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": [WandbResume()]},
+            trainer_defaults={"callbacks": [WandbResume(), TrainingCurves()]},
+            save_config_callback=ConfigToLoggers,
             args=args,
             run=run,
         )

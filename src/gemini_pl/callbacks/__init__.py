@@ -15,3 +15,7 @@ __all__ += ["WandbMedia"]
 from .speed import ChannelsLast, CompileNetwork  # noqa: E402
 
 __all__ += ["ChannelsLast", "CompileNetwork"]
+from .curves import TrainingCurves  # noqa: E402
+from .wandb_config import ConfigToLoggers  # noqa: E402
+
+__all__ += ["ConfigToLoggers", "TrainingCurves"]

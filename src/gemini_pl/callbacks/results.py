@@ -14,7 +14,9 @@ from every DDP rank and, on rank 0, writes
   the selection policy of the tested weights (:func:`selection_policy`: "final weights" or "best
   val/seg_dice on N validation cases"), seed, checkpoint, model and data classes;
 
-and prints the summary. ``<dir>`` is ``results_dir`` or ``<trainer.log_dir>/results``.
+and prints the summary; the summary is also the ``test`` section of ``<dir>/report.md``
+(:mod:`gemini_pl.report`), and with a W&B logger the per-case rows are the run's table
+``<name>/cases``. ``<dir>`` is ``results_dir`` or ``<trainer.log_dir>/results``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+
+from ..report import REPORT_NAME, write_section
+from .wandb_resume import _wandb_loggers
 
 __all__ = ["FINAL_WEIGHTS", "ResultsWriter", "best_policy", "config_files", "format_summary", "git_commit",
            "selection_policy"]
@@ -234,5 +239,9 @@ class ResultsWriter(L.Callback):
         self.summary += f"\nPer-case values: {self.csv_path}\n"
         self.summary_path = out / f"{self.name}_summary.md"
         self.summary_path.write_text(self.summary)
+        write_section(out / REPORT_NAME, self.name, self.summary.replace("# Test results", "## Test results", 1))
+        for logger in _wandb_loggers(trainer):  # the per-case rows as a W&B table
+            logger.log_table(key=f"{self.name}/cases", columns=columns,
+                             data=[[r.get(c) for c in columns] for r in rows])
         if self.print_summary:
             rank_zero_info("\n" + self.summary)

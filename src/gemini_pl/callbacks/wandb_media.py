@@ -2,6 +2,9 @@
 and a Jacobian-determinant map — logged with ``WandbLogger.log_image`` at the end of validation.
 
 A no-op without a :class:`~lightning.pytorch.loggers.WandbLogger` (CSV-only runs, tests, phantoms).
+Pictures of data under a use agreement stay local (:mod:`.media_policy`): unless ``log_media`` (or
+``gemini-pl ... --log_media true``) allows the upload, or the data is generated, they are written
+as PNGs under ``<trainer.default_root_dir>/media/`` instead of going to W&B.
 The first validation batch is kept; at validation end the module is asked for:
 
 * segmentation cases ``{"image", "label"}`` and a module with ``segment_logits``: the middle slice
@@ -13,11 +16,13 @@ The first validation batch is kept; at validation end the module is asked for:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
+from .media_policy import upload_media_allowed
 from .wandb_resume import _wandb_loggers
 
 __all__ = ["WandbMedia", "middle_slice", "label_overlay", "grid_image", "jacobian_image"]
@@ -80,12 +85,17 @@ class WandbMedia(L.Callback):
     Args:
         max_items: cases of the batch to draw.
         every_n_epochs: log at every this many validations.
+        log_media: upload to W&B (True), keep local (False), or None: as ``--log_media`` says,
+            else upload only pictures of generated data (:func:`.media_policy.upload_media_allowed`).
     """
 
-    def __init__(self, max_items: int = 2, every_n_epochs: int = 1):
+    def __init__(self, max_items: int = 2, every_n_epochs: int = 1, log_media: bool | None = None):
         super().__init__()
         self.max_items = max_items
         self.every_n_epochs = every_n_epochs
+        self.log_media = log_media
+        #: PNG files written locally (pictures that were not uploaded)
+        self.local_files: list[str] = []
         self._batch: dict[str, Any] | None = None
         self._count = 0
 
@@ -136,7 +146,25 @@ class WandbMedia(L.Callback):
             media = self.media(pl_module, batch)
         finally:
             pl_module.train(was_training)
-        for key, images in media.items():
-            for lg in loggers:
-                lg.log_image(key=key, images=[im.permute(1, 2, 0).numpy() for im in images], step=trainer.global_step)
+        if upload_media_allowed(trainer, self.log_media):
+            for key, images in media.items():
+                for lg in loggers:
+                    lg.log_image(key=key, images=[im.permute(1, 2, 0).numpy() for im in images], step=trainer.global_step)
+        elif trainer.is_global_zero:
+            self.local_files += save_local(media, Path(trainer.default_root_dir) / "media", trainer.global_step)
         self._batch = None
+
+
+def save_local(media: dict[str, list[torch.Tensor]], folder: Path, step: int) -> list[str]:
+    """Write ``media`` ((3, H, W) images in [0, 1] per key) as ``<folder>/<key>_step<step>_<i>.png``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for key, images in media.items():
+        for i, im in enumerate(images):
+            path = folder / f"{key.replace('/', '_')}_step{step}_{i}.png"
+            arr = (im.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            Image.fromarray(arr).save(path)
+            out.append(str(path))
+    return out
