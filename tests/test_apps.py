@@ -203,6 +203,11 @@ def test_network_input_is_what_the_data_module_serves(pair3d, seg_ckpt):
 
 def test_segment_writes_labels_on_each_inputs_grid(tmp_path, pair3d, seg_ckpt, monkeypatch):
     root, _, _ = pair3d
+    from gemini_pl.inference import needs_windows
+
+    for name in ("fixed", "moving"):  # the images exceed the training patch on the model's grid: sliding windows
+        grid = model_grid(Grid.of(sitk.ReadImage(str(root / f"{name}.nii.gz"))), "RAS", (1.5, 1.5, 1.5))
+        assert needs_windows(grid.shape, [8, 8, 8])
     out = tmp_path / "seg"
     assert seg_app.main(["--ckpt", seg_ckpt, "--input", str(root / "fixed.nii.gz"), str(root / "moving.nii.gz"),
                          "--out", str(out), "--device", "cpu"]) == 0
@@ -254,3 +259,69 @@ def test_help_lists_register_and_segment(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "register" in out and "segment" in out
+
+
+def test_register_folders_of_pairs_any_format_and_semi_checkpoint(tmp_path):
+    """Folders of .nrrd / .mha pairs matched by sorted name, a GeminiSemi checkpoint, through the
+    gemini-pl entry point."""
+    from gemini_pl.cli import main
+    from gemini_pl.modules import GeminiSemi
+
+    torch.manual_seed(2)
+    module = GeminiSemi(spatial_dims=2, num_classes=3, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER)
+    ckpt = _save_ckpt(module, tmp_path / "semi.ckpt", {"dataset": "mine", "spatial_dims": 2, "preprocessing": {"spacing": [1.0, 1.0]}})
+    for sub in ("fixed", "moving"):
+        (tmp_path / sub).mkdir()
+    kw = dict(spacing=(0.8, 1.2), direction=_rotation(2, -0.3)[:2, :2], radii=(5.0, 6.0))
+    for i, name in enumerate(("a", "b")):
+        _case(tmp_path / "fixed" / f"{name}.nrrd", size=(18, 16), origin=(0.0, 1.0), centre=(6.0, 9.0), seed=i, **kw)
+        _case(tmp_path / "moving" / f"{name}2.mha", size=(15, 20), origin=(1.0, 0.0), centre=(6.5, 8.0), seed=9 + i, **kw)
+    with pytest.raises(SystemExit) as exc:
+        main(["register", "--fixed", str(tmp_path / "fixed"), "--moving", str(tmp_path / "moving"), "--ckpt", ckpt,
+              "--out", str(tmp_path / "out"), "--suffix", ".mha", "--no-pictures"])
+    assert exc.value.code == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
+    assert [r["pair"] for r in rows] == ["a2_to_a", "b2_to_b"]
+    for r in rows:
+        out = sitk.ReadImage(str(tmp_path / "out" / f"{r['pair']}_warped.mha"))
+        fixed = sitk.ReadImage(r["fixed"])
+        for get in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+            assert getattr(out, get)() == getattr(fixed, get)()
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_register_pairs_must_match(tmp_path, pair3d, reg_ckpt, capsys):
+    root, _, _ = pair3d
+    (tmp_path / "two").mkdir()
+    (tmp_path / "three").mkdir()
+    for i in range(2):
+        sitk.WriteImage(sitk.ReadImage(str(root / "fixed.nii.gz")), str(tmp_path / "two" / f"f{i}.nii.gz"))
+    for i in range(3):
+        sitk.WriteImage(sitk.ReadImage(str(root / "moving.nii.gz")), str(tmp_path / "three" / f"m{i}.nii.gz"))
+    assert reg_app.main(["--fixed", str(tmp_path / "two"), "--moving", str(tmp_path / "three"), "--ckpt", reg_ckpt,
+                         "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "2 fixed images but 3 moving images" in err and len(err.strip().splitlines()) == 1
+
+
+def test_segment_multilabel_2d_folder(tmp_path):
+    """A multilabel head: one 0/1 file per channel on each input's grid (a folder of .mha files),
+    areas in mm² per channel."""
+    torch.manual_seed(3)
+    module = Segmentation(spatial_dims=2, num_classes=2, label_kind="multilabel", widths=SMALL_WIDTHS)
+    ckpt = _save_ckpt(module, tmp_path / "ml.ckpt", {"dataset": "mine", "spatial_dims": 2, "preprocessing": {"resize": [16, 16]}})
+    (tmp_path / "in").mkdir()
+    _case(tmp_path / "in" / "x.mha", size=(21, 17), spacing=(0.6, 0.9), origin=(3.0, 2.0),
+          direction=_rotation(2, 0.7)[:2, :2], centre=(8.0, 5.0), radii=(4.0, 3.0))
+    assert seg_app.main(["--ckpt", ckpt, "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    src = sitk.ReadImage(str(tmp_path / "in" / "x.mha"))
+    row = next(csv.DictReader(open(tmp_path / "out" / "volumes.csv")))
+    for c in ("1", "2"):
+        seg = sitk.ReadImage(str(tmp_path / "out" / f"x_seg_{c}.nii.gz"))
+        assert seg.GetSize() == src.GetSize()
+        assert np.allclose(seg.GetSpacing(), src.GetSpacing()) and np.allclose(seg.GetOrigin(), src.GetOrigin(), atol=1e-5)
+        assert np.allclose(seg.GetDirection(), src.GetDirection(), atol=1e-6)  # (a NIfTI stores single precision)
+        arr = sitk.GetArrayFromImage(seg)
+        assert set(np.unique(arr)) <= {0, 1}
+        assert float(row[f"{c}_mm2"]) == pytest.approx(arr.sum() * 0.6 * 0.9)
+    assert (tmp_path / "out" / "x_overlay.png").is_file()
