@@ -1,0 +1,166 @@
+"""Registration on held-out pairs: SimpleITK demons and GEMINI's registration variants, same pairs.
+
+Usage::
+
+    python benchmarks/registration.py --root data --dataset mni2d \\
+        --model "published=runs/demo/pretrain/checkpoints/last.ckpt" \\
+        --model "velocity=runs/demo/pretrain_svf/checkpoints/last.ckpt" \\
+        --model "reg=runs/demo/reg/checkpoints/last.ckpt" [--pairs 20] [--device cuda] [--out table.md]
+
+Every method is a module with the one registration path of the project
+(:class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`): ``DemonsRegistration`` (SimpleITK
+symmetric-forces demons, histogram matched, the settings of ``gemini_pl.classical.DEMONS_DEFAULTS``;
+``--no-demons`` leaves it out) and each ``--model NAME=CHECKPOINT`` (a ``GeminiPretrain``,
+``GeminiSemi`` or ``Registration`` checkpoint written by ``gemini-pl fit``; rebuilt from its
+hyper-parameters, weights read with ``weights_only=True``; its deformation model —
+``integration_steps`` etc. — is the one it was trained with). The pairs are the data module's
+evaluation pairs of the test subjects (``eval_mode: pairs``, i → i+1 mod n: those of
+``experiments/demo_mni``), one pair at a time.
+
+Prints one row per method: warped-label Dice (foreground classes, %), HD95 (mm when the data carry
+the spacing, else voxels), folding % and SDlogJ of the field — means ± standard deviations over
+the pairs — and the wall time per pair of the registration itself (field + warps; after one
+warm-up pair, CUDA synchronised).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gemini_pl.data import GeminiDataModule
+from gemini_pl.errors import ConfigError
+from gemini_pl.metrics import DiceScore, HausdorffDistance95, folding_percent, sdlogj
+from gemini_pl.modules.batches import case_spacing
+from gemini_pl.modules.seg_eval import nanmean
+from gemini_pl.nets.gemini_net import load_state_dict_file
+from gemini_pl.safe_load import safe_torch_load
+
+#: modules with a deformer that a checkpoint may hold
+MODULES = ("gemini_pl.modules.GeminiPretrain", "gemini_pl.modules.GeminiSemi", "gemini_pl.modules.Registration")
+
+
+def load_module(path: str | Path) -> torch.nn.Module:
+    """The registration module of a ``gemini-pl fit`` checkpoint, in eval mode, on the CPU."""
+    ckpt = safe_torch_load(path)
+    hp = dict(ckpt.get("hyper_parameters") or {})
+    class_path = hp.pop("_class_path", None)
+    if class_path not in MODULES:
+        raise ConfigError(f"{path}: expected a checkpoint of one of {MODULES}, got class {class_path!r}")
+    module_name, cls_name = class_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    hp = {k: v for k, v in hp.items() if not k.startswith("_")}
+    if "init_from" in hp:
+        hp["init_from"] = None  # the checkpoint's own weights follow
+    module = cls(**hp)
+    state = {k[len("net."):]: v for k, v in load_state_dict_file(path).items() if k.startswith("net.")}
+    module.net.load_state_dict(state)
+    return module.eval()
+
+
+def demons_module(spatial_dims: int) -> torch.nn.Module:
+    from gemini_pl.modules import DemonsRegistration
+
+    return DemonsRegistration(spatial_dims=spatial_dims).eval()
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(module: torch.nn.Module, pairs: list[dict[str, Any]], num_classes: int, label_kind: str,
+             device: torch.device) -> dict[str, list[float]]:
+    """Per-pair ``dice`` (%), ``hd95``, ``folding`` (%), ``sdlogj`` and ``seconds`` of one method."""
+    module = module.to(device)
+    dice = DiceScore(num_classes=num_classes, label_kind=label_kind).to(device)
+    hd95 = HausdorffDistance95(num_classes=num_classes, label_kind=label_kind).to(device)
+    rows: dict[str, list[float]] = {"dice": [], "hd95": [], "folding": [], "sdlogj": [], "seconds": []}
+    module.register_pair(_to(pairs[0], device))  # warm-up (kernels, caches)
+    for batch in pairs:
+        batch = _to(batch, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = module.register_pair(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        rows["seconds"].append(time.perf_counter() - start)
+        dice.update(out["warped_label"], batch["label_b"])
+        hd95.update(out["warped_label"], batch["label_b"], case_spacing(batch, ("spacing_b", "spacing"), ("meta_b", "meta")))
+        rows["dice"].append(100 * nanmean(dice.last[0].cpu()))
+        rows["hd95"].append(nanmean(hd95.last[0].cpu()))
+        rows["folding"].append(float(folding_percent(out["flow"])[0]))
+        rows["sdlogj"].append(float(sdlogj(out["flow"])[0]))
+    return rows
+
+
+def _fmt(values: list[float], digits: int) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
+def table(results: dict[str, dict[str, list[float]]], hd_unit: str) -> str:
+    lines = [f"| method | warped-label Dice (%) | HD95 ({hd_unit}) | folding (%) | SDlogJ | s / pair |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {_fmt(r['dice'], 2)} | {_fmt(r['hd95'], 2)} | {_fmt(r['folding'], 3)} | "
+                     f"{_fmt(r['sdlogj'], 3)} | {statistics.fmean(r['seconds']):.4f} |")
+    return "\n".join(lines)
+
+
+def parse_models(specs: list[str]) -> dict[str, str]:
+    models = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--model expects NAME=CHECKPOINT, got {spec!r}")
+        models[name] = path
+    return models
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default="data")
+    ap.add_argument("--dataset", default="mni2d", help="mni2d or mni3d (any labeled dataset with test subjects works)")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT")
+    ap.add_argument("--pairs", type=int, default=None, help="only the first N test pairs (default all)")
+    ap.add_argument("--num-val-pairs", type=int, default=20, help="evaluation pairs the data module builds (as experiments/demo_mni)")
+    ap.add_argument("--no-demons", action="store_true")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
+    args = ap.parse_args(argv)
+    models = parse_models(args.model)
+    if args.no_demons and not models:
+        raise ConfigError("nothing to benchmark: give --model NAME=CHECKPOINT or drop --no-demons")
+    dm = GeminiDataModule(root=args.root, dataset=args.dataset, eval_mode="pairs", num_val_pairs=args.num_val_pairs)
+    dm.setup("test")
+    pairs = [b for b in dm.test_dataloader()]
+    pairs = [{k: (v[i:i + 1] if torch.is_tensor(v) else v) for k, v in b.items()} for b in pairs for i in range(b["image_a"].shape[0])]
+    pairs = pairs[: args.pairs]
+    num_classes, label_kind = int(dm.num_classes), dm.label_kind or "multiclass"
+    hd_unit = "mm" if case_spacing(pairs[0], ("spacing_b", "spacing"), ("meta_b", "meta")) is not None else "voxels"
+    device = torch.device(args.device)
+    methods: dict[str, Any] = {} if args.no_demons else {"demons (SimpleITK, symmetric forces)": lambda: demons_module(dm.spatial_dims)}
+    for name, path in models.items():
+        methods[name] = lambda path=path: load_module(path)
+    print(f"{len(pairs)} test pairs of {args.root}/{args.dataset} on {device}", flush=True)
+    results = {}
+    for name, make in methods.items():
+        results[name] = evaluate(make(), pairs, num_classes, label_kind, device)
+        print(f"  {name}: done", flush=True)
+    text = table(results, hd_unit)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main()
