@@ -84,13 +84,39 @@ def test_registration_predict_writes_flow_warped_image_and_labels(tmp_path):
     _trainer(tmp_path, [writer]).predict(model, datamodule=dm)
     names = sorted(p.name for p in writer.written)
     assert "case0_to_case1_flow.nii.gz" in names and "case0_to_case1_warped_image.nii.gz" in names
-    assert "case0_to_case1_warped_label.nii.gz" in names and len(names) == 9
+    assert "case0_to_case1_warped_label.nii.gz" in names and len(names) == 12  # + the ITK fields (_field)
     flow = sitk.ReadImage(str(tmp_path / "pred" / "case0_to_case1_flow.nii.gz"))
     assert flow.GetNumberOfComponentsPerPixel() == 2 and flow.GetSize() == (32, 32)
     warped = sitk.ReadImage(str(tmp_path / "pred" / "case0_to_case1_warped_label.nii.gz"))
     # the fixed case's geometry (MemoryDataModule: spacing (0.8, 1.2), origin (10, 20) in nibabel's RAS)
     assert np.allclose(warped.GetSpacing(), (0.8, 1.2))
     assert np.allclose(warped.GetOrigin(), (-10.0, -20.0))  # ITK reports LPS
+
+
+def test_registration_predict_writes_an_itk_field_that_reproduces_the_warped_label(tmp_path):
+    """``<pair>_field.nii.gz`` is in mm (LPS) on the fixed grid: SimpleITK's DisplacementFieldTransform
+    applied to the moving label (on the fixed array's geometry, as the pair is served) gives the
+    written warped label."""
+    dm = MemoryDataModule(2, 32, train_mode="pairs", eval_mode="pairs")
+    torch.manual_seed(0)
+    model = Registration(spatial_dims=2, num_classes=6, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER,
+                         flow_init="published")
+    writer = NiftiPredictionWriter(output_dir=str(tmp_path / "pred"))
+    _trainer(tmp_path, [writer]).predict(model, datamodule=dm)
+    pred = tmp_path / "pred"
+    field = sitk.ReadImage(str(pred / "case0_to_case1_field.nii.gz"))
+    flow = sitk.ReadImage(str(pred / "case0_to_case1_flow.nii.gz"))
+    assert field.GetPixelID() == sitk.sitkVectorFloat64
+    # voxels → mm: spacing (0.8, 1.2) per axis, and LPS flips x and y of nibabel's RAS
+    u, phi = sitk.GetArrayFromImage(field), sitk.GetArrayFromImage(flow)
+    assert np.abs(phi).max() > 0.5
+    assert np.allclose(u, -phi * np.array([0.8, 1.2]), atol=1e-5)
+    warped = sitk.ReadImage(str(pred / "case0_to_case1_warped_label.nii.gz"))
+    label_a = sitk.GetImageFromArray(dm.test_labels[0][0].numpy().T.astype(np.int16))
+    label_a.CopyInformation(warped)
+    itk = sitk.Resample(label_a, warped, sitk.DisplacementFieldTransform(field), sitk.sitkNearestNeighbor, 0)
+    ours, theirs = sitk.GetArrayFromImage(warped), sitk.GetArrayFromImage(itk)
+    assert (ours != theirs).mean() <= 1e-3 and len(np.unique(ours)) > 1
 
 
 def test_affine_from_meta_forms():

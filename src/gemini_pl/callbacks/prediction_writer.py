@@ -9,6 +9,12 @@ module collates it) and image-like tensors ``(N, C, *S)``:
   vector image);
 * ``warped_image``, ``warped_label`` — the moving image and labels warped onto the fixed image.
 
+With ``itk_field`` (default) and a known geometry, each ``flow`` is also written as
+``<name>_field.nii.gz``: an **ITK displacement field** (:func:`itk_displacement`; float64 vector
+image on the fixed grid, each voxel the offset in mm, LPS world coordinates, to the point read in
+the moving image — the moving array's own geometry ``meta_a`` when the prediction carries it,
+else the fixed one's), which ``SimpleITK.DisplacementFieldTransform``, ITK and ANTs apply as it is.
+
 Each is written to ``<output_dir>/<name>_<key>.nii.gz`` with nibabel (the library MONAI reads and
 writes NIfTI with; no resampling): single-channel tensors as plain 2D/3D images, multi-channel
 ones (flows, multilabel masks) with the channels on the last axis. The geometry comes from ``meta["affine"]``
@@ -29,7 +35,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 import nibabel as nib
 
-__all__ = ["NiftiPredictionWriter", "affine_from_meta", "write_nifti"]
+__all__ = ["NiftiPredictionWriter", "affine_from_meta", "itk_displacement", "write_itk_field", "write_nifti"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +121,54 @@ def write_nifti(array: torch.Tensor | np.ndarray, affine: np.ndarray | None, pat
     return path
 
 
+def _square_affine(affine: np.ndarray, ndim: int) -> np.ndarray:
+    """(ndim+1)² voxel → world matrix of a (ndim+1)² or 4×4 affine."""
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape == (ndim + 1, ndim + 1):
+        return a
+    keep = [*range(ndim), 3]
+    return a[np.ix_(keep, keep)]
+
+
+def itk_displacement(flow: torch.Tensor | np.ndarray, affine: np.ndarray, affine_moving: np.ndarray | None = None) -> np.ndarray:
+    """The ITK displacement field of a voxel flow: (ndim, *S) voxels → (ndim, *S) mm, LPS.
+
+    ``flow`` channel i moves along array axis i of the fixed grid (``warp(x, φ)(p) = x(p + φ(p))``);
+    ``affine`` / ``affine_moving``: voxel → world (RAS, nibabel convention) of the fixed and the
+    moving array (default: the fixed one). The result at fixed voxel ``p`` is
+    ``W_moving(p + φ(p)) − W_fixed(p)`` in LPS: the offset from the fixed voxel's world point to
+    the world point where the moving image is read.
+    """
+    phi = np.asarray(torch.as_tensor(flow).detach().cpu().double())
+    n = phi.shape[0]
+    a_f = _square_affine(affine, n)
+    a_m = a_f if affine_moving is None else _square_affine(affine_moving, n)
+    grids = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float64) for s in phi.shape[1:]], indexing="ij"))
+    flat_p, flat_phi = grids.reshape(n, -1), phi.reshape(n, -1)
+    moved = a_m[:n, :n] @ (flat_p + flat_phi) + a_m[:n, n:]
+    here = a_f[:n, :n] @ flat_p + a_f[:n, n:]
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0][:n])
+    return (ras_to_lps @ (moved - here)).reshape(phi.shape)
+
+
+def write_itk_field(flow: torch.Tensor | np.ndarray, affine: np.ndarray, path: str | Path,
+                    affine_moving: np.ndarray | None = None) -> Path:
+    """Write :func:`itk_displacement` as a float64 vector image on the fixed grid (SimpleITK)."""
+    import SimpleITK as sitk
+
+    from ..apps.grid import Grid, to_image
+
+    u = itk_displacement(flow, affine, affine_moving)
+    n = u.shape[0]
+    a = _square_affine(affine, n)
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0][:n])
+    grid = Grid.from_matrix(u.shape[1:], ras_to_lps @ a[:n, :n], ras_to_lps @ a[:n, n])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(to_image(u, grid, vector=True), str(path), useCompression=str(path).endswith(".gz"))
+    return path
+
+
 class NiftiPredictionWriter(BasePredictionWriter):
     """Write the outputs of ``predict_step`` as NIfTI next to each other, one file per case and output.
 
@@ -123,13 +177,17 @@ class NiftiPredictionWriter(BasePredictionWriter):
         keys: which outputs to write (default: all of ``segmentation``, ``flow``,
             ``warped_image``, ``warped_label`` that ``predict_step`` returns).
         suffix: file extension (``.nii.gz`` or ``.nii``).
+        itk_field: also write each ``flow`` as an ITK displacement field (``<name>_field``, mm,
+            LPS; see the module docstring) when the prediction carries its geometry.
     """
 
-    def __init__(self, output_dir: str = "predictions", keys: Sequence[str] | None = None, suffix: str = ".nii.gz"):
+    def __init__(self, output_dir: str = "predictions", keys: Sequence[str] | None = None, suffix: str = ".nii.gz",
+                 itk_field: bool = True):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.keys = tuple(keys) if keys is not None else IMAGE_KEYS
         self.suffix = suffix
+        self.itk_field = itk_field
         self.written: list[Path] = []
         self._warned = False
 
@@ -151,3 +209,7 @@ class NiftiPredictionWriter(BasePredictionWriter):
                     self._warned = True
                 path = self.output_dir / f"{case_names[i]}_{key}{self.suffix}"
                 self.written.append(write_nifti(value[i], affine, path, vector=(key == "flow")))
+                if key == "flow" and self.itk_field and affine is not None:
+                    moving = affine_from_meta(prediction.get("meta_a"), i, ndim)
+                    field = self.output_dir / f"{case_names[i]}_field{self.suffix}"
+                    self.written.append(write_itk_field(value[i], affine, field, moving))

@@ -175,6 +175,7 @@ class RegistrationEvaluation:
         result = {
             "name": [f"{a}_to_{b}" for a, b in zip(names_a, names_b)],
             "meta": batch.get("meta_b", batch.get("meta")),
+            "meta_a": batch.get("meta_a"),  # the moving array's geometry, when the batch has it (ITK fields)
             "flow": out["flow"],
             "warped_image": out["warped_image"],
         }
