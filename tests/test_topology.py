@@ -184,3 +184,40 @@ def test_bending_energy_matches_monai(shape):
 
     flow = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     assert float(bending_energy(flow)) == pytest.approx(float(BendingEnergyLoss()(flow)), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------ the terms as objectives
+def test_minimising_the_jacobian_penalty_unfolds_a_field():
+    """Gradient descent on mean(max(0, −det J)) alone removes the known fold (37.5 % → 0 %)."""
+    flow = torch.zeros(1, 2, 8, 5)
+    flow[0, 0] = torch.tensor([0.0, 0, 0, -3, -6, -6, -6, -6]).view(8, 1)
+    flow.requires_grad_()
+    opt = torch.optim.SGD([flow], lr=1.0)
+    for _ in range(100):
+        opt.zero_grad()
+        loss = negative_jacobian(flow)
+        if float(loss.detach()) == 0:
+            break
+        loss.backward()
+        opt.step()
+    assert float(negative_jacobian(flow.detach())) == 0.0
+    assert float(folding_percent(flow.detach())[0]) == 0.0
+
+
+def test_minimising_inverse_consistency_recovers_the_inverse_map():
+    """With φ_AB a fixed affine map, optimising φ_BA (from zero) on the inverse-consistency term
+    alone approaches the analytic inverse c + A⁻¹(p − c − t) in the interior."""
+    a = torch.eye(2, dtype=torch.float64) + 0.3 * MATRICES[2]
+    t = torch.tensor([0.5, -0.7], dtype=torch.float64)
+    shape = (20, 20)
+    ab = _affine_field(a, t, shape)
+    target = _affine_field(torch.linalg.inv(a), -torch.linalg.inv(a) @ t, shape)
+    ba = torch.zeros_like(ab, requires_grad=True)
+    opt = torch.optim.Adam([ba], lr=0.1)
+    for _ in range(300):
+        opt.zero_grad()
+        inverse_consistency(ab, ba).backward()
+        opt.step()
+    inner = (slice(None), slice(None), slice(5, 15), slice(5, 15))
+    start = (target[inner]).abs().max()
+    assert (ba.detach()[inner] - target[inner]).abs().max() < 0.1 * start
