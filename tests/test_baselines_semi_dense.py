@@ -50,6 +50,10 @@ def test_massl_reconstruction_step_keeps_the_segmentation_head_fixed():
     # the frozen call is the head itself
     f = torch.rand(1, SMALL_WIDTHS[-1], 8, 8)
     assert torch.allclose(m.frozen_seg_head(f), m.net.head(f))
+    # multi-label: one region per label channel + the common background
+    ml = MASSL(spatial_dims=2, widths=SMALL_WIDTHS, num_classes=3, label_kind="multilabel")
+    assert ml.rec_head[-1].out_channels == 4
+    assert math.isfinite(float(ml.reconstruction_terms(torch.rand(2, 1, 16, 16))["total"].detach()))
 
 
 # ------------------------------------------------------------------ GLCL
@@ -208,6 +212,9 @@ def test_dpa_two_stages_fast_dev_run(phantom_root, tmp_path):
     assert m.transfer_report is not None and len(m.transfer_report.loaded) == len(pre.prior.state_dict())
     out = t.test(m, datamodule=_dm(phantom_root, 2, "labeled"), verbose=False)
     assert math.isfinite(out[0]["test/seg_dice"])
+    wrong = DPADBN(spatial_dims=2, prior_widths=(8, 16, 32), init_from=str(ckpt), **SEG)
+    with pytest.raises(Exception, match="prior_widths"):
+        _trainer(tmp_path, fast_dev_run=1).fit(wrong, datamodule=_dm(phantom_root, 2, "labeled"))
     with pytest.raises(Exception, match="init_from"):
         _trainer(tmp_path, fast_dev_run=1).fit(DPADBN(spatial_dims=2, prior_widths=(8, 16), **SEG),
                                                datamodule=_dm(phantom_root, 2, "labeled"))
