@@ -81,6 +81,7 @@ def test_folder_dims_from_header_and_common_grid(tmp_path):
     grid = dm.hparams["grid"]
     geoms = [header_geometry(tmp_path / "scans" / n) for n, _, _ in SCANS]
     assert grid == {k: list(v) for k, v in common_grid(geoms).items()}
+    assert dm.hparams["preprocessing"] == grid  # what register / segment apply to new images
     batch = next(iter(dm.train_dataloader()))
     assert tuple(batch["image_a"].shape) == (2, 1, *grid["shape"])
     assert tuple(batch["image_b"].shape) == (2, 1, *grid["shape"])

@@ -318,7 +318,9 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
             return
         self.spec = self.spec.with_overrides(preprocessing=grid)
         self._records.spec = self.spec
-        self._update_hparams(grid={k: list(v) for k, v in grid.items()})
+        # recorded as preprocessing too: what a checkpoint's user (gemini-pl register / segment) applies
+        chosen = {k: list(v) for k, v in grid.items()}
+        self._update_hparams(grid=chosen, preprocessing={**dict(self.hparams.get("preprocessing") or {}), **chosen})
         log.warning(
             "dataset %s: its %d images differ in shape or spacing; they are brought to one grid: %s "
             "(set data.preprocessing: {spacing: [...], shape: [...]} or data.patch_size to choose)",
