@@ -149,6 +149,18 @@ def test_brbs_weights_as_the_official_code():
     assert PCRegRT(spatial_dims=2, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER, num_classes=3).hparams.lambda_rt == 0.5
 
 
+def test_pcreg_region_channels_also_when_given_none():
+    """The registration network takes one channel per foreground class (multi-label: per label);
+    the CLI passes ``reg_in_channels: null`` explicitly, which must not leave it unset."""
+    kw = dict(spatial_dims=2, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER)
+    for extra, want in (({"num_classes": 6}, 5), ({"num_classes": 6, "reg_in_channels": None}, 5),
+                        ({"num_classes": 3, "label_kind": "multilabel", "reg_in_channels": None}, 3)):
+        m = PCRegRT(**kw, **extra)
+        assert m.hparams.reg_in_channels == want
+        first = next(p for p in m.reg_net.backbone.parameters() if p.dim() == 4)
+        assert first.shape[1] == want
+
+
 # ------------------------------------------------------------------ fast_dev_run on phantoms
 def _dm(root, dims, batch_size=1):
     return PhantomDataModule(

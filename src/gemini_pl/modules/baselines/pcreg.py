@@ -63,7 +63,8 @@ class PCRegRT(RegSegBase):
         num_classes = kwargs.get("num_classes", 2)
         label_kind = kwargs.get("label_kind", "auto")
         regions = num_classes if label_kind == "multilabel" else num_classes - 1
-        kwargs.setdefault("reg_in_channels", max(1, regions))
+        if kwargs.get("reg_in_channels") is None:  # the CLI passes the parent's default (None) explicitly
+            kwargs["reg_in_channels"] = max(1, regions)
         super().__init__(*args, **kwargs)
 
     def perception(self, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
