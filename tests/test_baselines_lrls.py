@@ -159,6 +159,16 @@ def test_pcreg_region_channels_also_when_given_none():
         assert m.hparams.reg_in_channels == want
         first = next(p for p in m.reg_net.backbone.parameters() if p.dim() == 4)
         assert first.shape[1] == want
+    # LightningCLI records the parsed arguments as the hyper-parameters (reg_in_channels: null): the
+    # registration step must not read its channels from there
+    m = PCRegRT(**kw, num_classes=3)
+    m.label_kind = "multiclass"
+    m.hparams.reg_in_channels = None
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": torch.rand(1, 1, 16, 16, generator=g), "label": torch.randint(0, 3, (1, 1, 16, 16), generator=g),
+             "image_a": torch.rand(1, 1, 16, 16, generator=g), "cache": {}}
+    terms = m.reg_losses(batch)
+    assert torch.isfinite(terms["total"]) and batch["cache"]["lu"].shape == (1, 2, 16, 16)
 
 
 # ------------------------------------------------------------------ fast_dev_run on phantoms

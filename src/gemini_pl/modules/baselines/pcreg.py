@@ -66,6 +66,8 @@ class PCRegRT(RegSegBase):
         if kwargs.get("reg_in_channels") is None:  # the CLI passes the parent's default (None) explicitly
             kwargs["reg_in_channels"] = max(1, regions)
         super().__init__(*args, **kwargs)
+        #: input channels of the registration network (one per foreground class, or per label)
+        self.region_channels = int(kwargs["reg_in_channels"])
 
     def perception(self, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         """Region images of ``image``: from its label where given, else from S's hard prediction (no gradient)."""
@@ -79,8 +81,8 @@ class PCRegRT(RegSegBase):
         hp = self.hparams
         x_l, x_u = batch["image"], batch["image_a"]
         r_l, r_u = self.perception(x_l, batch["label"]), self.perception(x_u)
-        if r_l.shape[1] != hp.reg_in_channels:
-            raise ConfigError(f"PCRegRT's registration network takes {hp.reg_in_channels} region channels but the labels give "
+        if r_l.shape[1] != self.region_channels:
+            raise ConfigError(f"PCRegRT's registration network takes {self.region_channels} region channels but the labels give "
                               f"{r_l.shape[1]}; set model.label_kind to the data's label kind")
         lu, ul = self.register_both(r_l, r_u)
         kw = dict(window=hp.ncc_window, sampling=hp.sampling, eps_per_voxel=hp.ncc_eps_per_voxel)
