@@ -137,3 +137,16 @@ def test_fit_on_a_folder_of_mixed_scans(tmp_path, monkeypatch):
     assert cli.trainer.global_step == 2
     assert cli.model.hparams.spatial_dims == 3
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_check_data_on_a_folder_of_scans(tmp_path, capsys):
+    """check-data on an unlabeled folder: its dimensions from the header, no test stage, no problem."""
+    from gemini_pl.data.check import main as check_data
+
+    write_scans(tmp_path / "scans")
+    status = check_data(["--config", "experiments/folder/pretrain.yaml", "--data.init_args.root", str(tmp_path),
+                         "--data.init_args.dataset", "scans", "--data.init_args.cache", "none"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "3D, labels" in out and "OK: no problems found" in out
+    assert "train_unlabeled: 3 image(s)" in out

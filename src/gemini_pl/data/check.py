@@ -94,7 +94,7 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
     rep.add(f"dataset {spec.name} ({spec.title or spec.name}) at {dm.data_dir}"
             + (f", datalist {dm.datalist}" if dm.datalist else ""))
     p = spec.preprocessing
-    rep.add(f"  {spec.spatial_dims or '?'}D, labels: {spec.label_kind or 'none'}"
+    rep.add(f"  {spec.spatial_dims or dm.spatial_dims or '?'}D, labels: {spec.label_kind or 'none'}"
             + (f" ({len(spec.label_channels)} channels: {', '.join(spec.label_channels)})"
                if spec.label_kind == "multilabel" else "")
             + f"; preprocessing: intensity {p.intensity}"
@@ -236,7 +236,9 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
 
     # what the configured data module would do with it
     if not rep.problems:
-        for stage in ("fit", "test") if spec.label_kind is not None else ("fit",):
+        # test: a labeled dataset; pre-training on a folder without a test split has no test stage
+        testing = spec.label_kind is not None and (dm.train_mode != "pairs" or dm.layout.has("test"))
+        for stage in ("fit", "test") if testing else ("fit",):
             try:
                 dm.setup(stage)
             except GeminiError as exc:
