@@ -38,23 +38,23 @@ from gemini_pl.data import GeminiDataModule
 from gemini_pl.errors import ConfigError
 from gemini_pl.metrics import DiceScore, HausdorffDistance95, folding_percent, sdlogj
 from gemini_pl.modules.batches import case_spacing
+from gemini_pl.modules.reg_eval import RegistrationEvaluation
 from gemini_pl.modules.seg_eval import nanmean
 from gemini_pl.nets.gemini_net import load_state_dict_file
 from gemini_pl.safe_load import safe_torch_load
 
-#: modules with a deformer that a checkpoint may hold
-MODULES = ("gemini_pl.modules.GeminiPretrain", "gemini_pl.modules.GeminiSemi", "gemini_pl.modules.Registration")
-
-
 def load_module(path: str | Path) -> torch.nn.Module:
-    """The registration module of a ``gemini-pl fit`` checkpoint, in eval mode, on the CPU."""
+    """The registration module (one with a deformer, e.g. ``GeminiPretrain``, ``GeminiSemi``,
+    ``Registration``) of a ``gemini-pl fit`` checkpoint, in eval mode, on the CPU."""
     ckpt = safe_torch_load(path)
     hp = dict(ckpt.get("hyper_parameters") or {})
-    class_path = hp.pop("_class_path", None)
-    if class_path not in MODULES:
-        raise ConfigError(f"{path}: expected a checkpoint of one of {MODULES}, got class {class_path!r}")
+    class_path = str(hp.pop("_class_path", ""))
+    if not class_path.startswith("gemini_pl.modules."):
+        raise ConfigError(f"{path}: expected a checkpoint written by gemini-pl fit (a gemini_pl.modules class), got class {class_path!r}")
     module_name, cls_name = class_path.rsplit(".", 1)
-    cls = getattr(importlib.import_module(module_name), cls_name)
+    cls = getattr(importlib.import_module(module_name), cls_name, None)
+    if cls is None or not issubclass(cls, RegistrationEvaluation) or "deformer" not in cls.network_parts:
+        raise ConfigError(f"{path}: {class_path} is not a registration module with a deformer")
     hp = {k: v for k, v in hp.items() if not k.startswith("_")}
     if "init_from" in hp:
         hp["init_from"] = None  # the checkpoint's own weights follow

@@ -81,6 +81,10 @@ def test_command_line_prints_one_row_per_method(svf_checkpoint, tmp_path, capsys
     assert "2 test pairs" in capsys.readouterr().out
 
 
-def test_bad_model_argument_is_a_config_error():
+def test_bad_model_argument_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="NAME=CHECKPOINT"):
         _bench().parse_models(["just/a/path.ckpt"])
+    path = tmp_path / "seg.ckpt"
+    torch.save({"hyper_parameters": {"_class_path": "gemini_pl.modules.Segmentation"}, "state_dict": {}}, path)
+    with pytest.raises(ConfigError, match="not a registration module with a deformer"):
+        _bench().load_module(path)
