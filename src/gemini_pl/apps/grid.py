@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from ..errors import DataError
 
 __all__ = [
-    "IMAGE_SUFFIXES", "Grid", "case_name", "image_array", "list_inputs", "model_grid", "read_image",
-    "resample", "sample", "to_image",
+    "IMAGE_SUFFIXES", "Grid", "case_name", "continuous_index", "image_array", "is_nifti", "list_inputs", "model_grid",
+    "read_image", "resample", "sample", "slabs", "to_image", "write_image",
 ]
 
 #: File endings read as images (SimpleITK reads them; checked case-insensitively).
@@ -128,15 +128,26 @@ class Grid:
         flat = pts.reshape(self.ndim, -1) - np.asarray(self.origin)[:, None]
         return np.linalg.solve(self.matrix, flat).reshape(pts.shape)
 
-    def voxel_world(self) -> np.ndarray:
-        """World points of every voxel centre: (n, *shape) float64."""
+    def voxel_world(self, last: slice | None = None) -> np.ndarray:
+        """World points of every voxel centre: (n, *shape) float64 (``last``: only that range of
+        the last axis)."""
         axes = [np.arange(s, dtype=np.float64) for s in self.shape]
+        if last is not None:
+            axes[-1] = axes[-1][last]
         return self.world(np.stack(np.meshgrid(*axes, indexing="ij")))
 
     def same_as(self, other: "Grid", tol: float = 1e-6) -> bool:
         return self.shape == other.shape and all(
             np.allclose(a, b, atol=tol) for a, b in ((self.spacing, other.spacing), (self.origin, other.origin),
                                                    (self.direction, other.direction)))
+
+
+def slabs(shape, max_voxels: int = 1 << 22):
+    """Slices of the last axis of ``shape`` holding at most ``max_voxels`` voxels each (at least one plane)."""
+    plane = int(np.prod(shape[:-1]))
+    step = max(1, max_voxels // max(plane, 1))
+    for start in range(0, int(shape[-1]), step):
+        yield slice(start, min(start + step, int(shape[-1])))
 
 
 def read_image(path: str | os.PathLike, spatial_dims: int | None = None, label: bool = False) -> sitk.Image:
@@ -275,6 +286,13 @@ def resample(image: sitk.Image, grid: Grid, interpolator=sitk.sitkLinear, defaul
     if Grid.of(image).same_as(grid):
         return image
     return sitk.Resample(image, grid.reference(), sitk.Transform(), interpolator, default, image.GetPixelID(), extrapolate)
+
+
+def continuous_index(grid: Grid, world: torch.Tensor) -> torch.Tensor:
+    """Continuous indices (n, *T) on ``grid`` of world points (n, *T), in ``world``'s dtype and device."""
+    inv = torch.from_numpy(np.linalg.inv(grid.matrix)).to(world)
+    origin = torch.tensor(grid.origin, dtype=world.dtype, device=world.device).view(-1, *([1] * (world.dim() - 1)))
+    return torch.einsum("ij,j...->i...", inv, world - origin)
 
 
 def sample(array: torch.Tensor, index: torch.Tensor, mode: str = "bilinear", padding: str = "zeros") -> torch.Tensor:

@@ -55,7 +55,8 @@ from ..metrics.dice import dice_rows
 from ..metrics.jacobian import folding_percent, jacobian_determinant, sdlogj
 from . import pictures
 from .checkpoint import Loaded, load_model
-from .grid import Grid, case_name, image_array, list_inputs, model_grid, read_image, sample, to_image, write_image
+from .grid import (Grid, case_name, continuous_index, image_array, list_inputs, model_grid, read_image, sample, slabs,
+                   to_image, write_image)
 from .prepare import device_of, network_input
 
 __all__ = ["PairResult", "label_dice", "main", "register_files", "register_pair"]
@@ -114,32 +115,33 @@ def register_pair(loaded: Loaded, fixed: sitk.Image, moving: sitk.Image, moving_
         flow = model.register(x_m, x_f)[0].double()          # (n, *M), voxels of M
         det_m = jacobian_determinant(flow[None])
         fold, sdl = float(folding_percent(flow[None])[0]), float(sdlogj(flow[None])[0])
-    world = torch.from_numpy(F.voxel_world()).to(device)     # (n, *F)
-    p_m = _index(M, world)                                    # fixed voxels in M's voxels
-    phi = sample(flow, p_m, "bilinear", "border")
     a_m = torch.from_numpy(M.matrix).to(device)
-    u = torch.einsum("ij,j...->i...", a_m, phi)               # mm, LPS
-    q = _index(V, world + u)                                  # moving voxels read
     raw = torch.from_numpy(image_array(moving, np.float64)).to(device)[None]
-    warped = sample(raw, q, "bilinear", "zeros")[0]
-    jac = sample(det_m.double(), p_m, "bilinear", "border")[0]
-    out = PairResult(name, F, M, flow, u, warped, None, jac, fold, sdl)
-    if moving_label is not None:
-        lab = torch.from_numpy(image_array(moving_label, np.float64)).to(device)[None]
-        out.warped_label = sample(lab, q, "nearest", "zeros")[0].round().to(torch.int64)
-        if fixed_label is not None:
-            target = image_array(fixed_label, np.int64)
-            before = sample(lab, _index(V, world), "nearest", "zeros")[0].round().to(torch.int64)
-            out.dice = label_dice(out.warped_label.cpu(), target)
-            out.dice_unwarped = label_dice(before.cpu(), target)
+    lab = None if moving_label is None else torch.from_numpy(image_array(moving_label, np.float64)).to(device)[None]
+    u = torch.empty((F.ndim, *F.shape), dtype=torch.float64)
+    warped = torch.empty(F.shape, dtype=torch.float32)
+    jac = torch.empty(F.shape, dtype=torch.float32)
+    warped_label = None if lab is None else torch.empty(F.shape, dtype=torch.int64)
+    before = torch.empty(F.shape, dtype=torch.int64) if lab is not None and fixed_label is not None else None
+    for sl in slabs(F.shape):  # a slab of the last axis at a time: bounded memory for large volumes
+        world = torch.from_numpy(F.voxel_world(sl)).to(device)      # (n, *slab)
+        p_m = continuous_index(M, world)                             # fixed voxels in M's voxels
+        u_s = torch.einsum("ij,j...->i...", a_m, sample(flow, p_m, "bilinear", "border"))  # mm, LPS
+        q = continuous_index(V, world + u_s)                         # moving voxels read
+        u[..., sl] = u_s.cpu()
+        warped[..., sl] = sample(raw, q, "bilinear", "zeros")[0].float().cpu()
+        jac[..., sl] = sample(det_m.double(), p_m, "bilinear", "border")[0].float().cpu()
+        if lab is not None:
+            warped_label[..., sl] = sample(lab, q, "nearest", "zeros")[0].round().to(torch.int64).cpu()
+            if before is not None:
+                unwarped = sample(lab, continuous_index(V, world), "nearest", "zeros")[0]
+                before[..., sl] = unwarped.round().to(torch.int64).cpu()
+    out = PairResult(name, F, M, flow.cpu(), u, warped, warped_label, jac, fold, sdl)
+    if before is not None:
+        target = image_array(fixed_label, np.int64)
+        out.dice = label_dice(warped_label, target)
+        out.dice_unwarped = label_dice(before, target)
     return out
-
-
-def _index(grid: Grid, world: torch.Tensor) -> torch.Tensor:
-    """Continuous indices (n, *T) of ``grid`` of world points (n, *T), float64."""
-    inv = torch.from_numpy(np.linalg.inv(grid.matrix)).to(world)
-    origin = torch.tensor(grid.origin, dtype=world.dtype, device=world.device).view(-1, *([1] * (world.dim() - 1)))
-    return torch.einsum("ij,j...->i...", inv, world - origin)
 
 
 def write_pair(result: PairResult, moving: sitk.Image, fixed: sitk.Image, out_dir: Path, suffix: str = ".nii.gz",
@@ -161,21 +163,38 @@ def write_pair(result: PairResult, moving: sitk.Image, fixed: sitk.Image, out_di
     sitk.WriteImage(to_image(result.displacement, F, vector=True), str(files["field"]), useCompression=suffix.endswith(".gz"))
     put("jacobian", result.jacobian.float())
     if pictures_on:
-        fixed_arr = image_array(fixed)
-        V = Grid.of(moving)
-        world = torch.from_numpy(F.voxel_world())
-        moving_on_f = sample(torch.from_numpy(image_array(moving, np.float64))[None], _index(V, world), "bilinear", "zeros")[0]
-        warped = result.warped.cpu().numpy()
-        label = result.warped_label.cpu().numpy() if result.warped_label is not None else None
-        k = pictures.middle_slice(fixed_arr.shape, label)
-        files["overview_png"] = pictures.panels_png(
-            [fixed_arr, moving_on_f.numpy(), warped], ["fixed", "moving", "warped"], out_dir / f"{name}_overview.png",
-            spacing=F.spacing, k=k)
-        disp_vox = np.linalg.solve(F.matrix, result.displacement.cpu().numpy().reshape(F.ndim, -1)).reshape(result.displacement.shape)
-        files["grid_png"] = pictures.grid_png(fixed_arr, disp_vox, out_dir / f"{name}_grid.png", spacing=F.spacing, k=k)
-        files["jacobian_png"] = pictures.jacobian_png(result.jacobian.cpu().numpy(), out_dir / f"{name}_jacobian.png",
-                                                      spacing=F.spacing, k=k)
+        files.update(_pictures(result, moving, fixed, out_dir))
     return files
+
+
+def _pictures(result: PairResult, moving: sitk.Image, fixed: sitk.Image, out_dir: Path) -> dict[str, Path]:
+    """The PNGs of a pair: one plane of the fixed grid (3D: the slice of the last axis through the
+    warped label, else the middle one); the moving image is read there without deformation."""
+    F, name = result.fixed_grid, result.name
+    label = result.warped_label.numpy() if result.warped_label is not None else None
+    k = pictures.middle_slice(F.shape, label)
+    sl = slice(k, k + 1) if k is not None else None
+
+    def plane(a: np.ndarray, sliced: bool = False) -> np.ndarray:
+        """The shown plane of a volume on F (``sliced``: of one already cut to ``sl``)."""
+        return a if k is None else a[..., 0 if sliced else k]
+
+    world = torch.from_numpy(F.voxel_world(sl))
+    moving_on_f = sample(torch.from_numpy(image_array(moving, np.float64))[None],
+                         continuous_index(Grid.of(moving), world), "bilinear", "zeros")[0].numpy()
+    fixed_arr = image_array(fixed)
+    disp = result.displacement.numpy() if k is None else result.displacement.numpy()[..., sl]
+    disp_vox = np.linalg.solve(F.matrix, disp.reshape(F.ndim, -1)).reshape(disp.shape)  # voxels of F
+    spacing = F.spacing[:2]
+    return {
+        "overview_png": pictures.panels_png(
+            [plane(fixed_arr), plane(moving_on_f, True), plane(result.warped.numpy())],
+            ["fixed", "moving", "warped"] if k is None else [f"fixed (z={k})", "moving", "warped"],
+            out_dir / f"{name}_overview.png", spacing=spacing),
+        "grid_png": pictures.grid_png(plane(fixed_arr), plane(disp_vox, True), out_dir / f"{name}_grid.png", spacing=spacing),
+        "jacobian_png": pictures.jacobian_png(plane(result.jacobian.numpy()), out_dir / f"{name}_jacobian.png",
+                                              spacing=spacing),
+    }
 
 
 def _pairs(fixed: list[Path], moving: list[Path], what: tuple[str, str]) -> list[tuple[Path, Path]]:

@@ -35,7 +35,8 @@ import torch
 from ..errors import GeminiError
 from . import pictures
 from .checkpoint import Loaded, load_model
-from .grid import Grid, case_name, image_array, list_inputs, model_grid, read_image, sample, write_image
+from .grid import (Grid, case_name, continuous_index, image_array, list_inputs, model_grid, read_image, sample, slabs,
+                   write_image)
 from .prepare import device_of, network_input
 
 __all__ = ["Segmented", "class_names", "main", "segment_files", "segment_image", "volumes"]
@@ -75,13 +76,12 @@ def segment_image(loaded: Loaded, image: sitk.Image, name: str = "case") -> Segm
         if F.same_as(M):
             labels = model.logits_to_labels(logits)[0]
         else:
-            prob = torch.sigmoid(logits[0]) if multilabel else torch.softmax(logits[0].float(), dim=0)
-            world = torch.from_numpy(F.voxel_world()).to(x.device)
-            inv = torch.from_numpy(np.linalg.inv(M.matrix)).to(world)
-            origin = torch.tensor(M.origin, dtype=world.dtype, device=world.device).view(-1, *([1] * F.ndim))
-            index = torch.einsum("ij,j...->i...", inv, world - origin)
-            prob = sample(prob.float(), index.float(), "bilinear", "border")
-            labels = (prob > 0.5).float() if multilabel else prob.argmax(dim=0, keepdim=True)
+            prob = (torch.sigmoid(logits[0]) if multilabel else torch.softmax(logits[0], dim=0)).float()
+            labels = torch.empty((prob.shape[0] if multilabel else 1, *F.shape))
+            for sl in slabs(F.shape):  # a slab of the last axis at a time: bounded memory
+                index = continuous_index(M, torch.from_numpy(F.voxel_world(sl)).to(x.device))
+                p_s = sample(prob, index.float(), "bilinear", "border")
+                labels[..., sl] = ((p_s > 0.5).float() if multilabel else p_s.argmax(dim=0, keepdim=True).float()).cpu()
     labels = labels.cpu()
     return Segmented(name, F, labels if multilabel else labels[0].to(torch.int64), multilabel)
 
