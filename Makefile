@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-pretrain test test-all bench clean clean-runs reproduce-table2
+.PHONY: help install demo demo-pretrain test test-all bench clean clean-runs reproduce-table2 reproduce
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -62,3 +62,9 @@ TABLE2_ARGS ?=
 
 reproduce-table2: $(STAMP) ## Table II matrix (resumable) -> results/table2.{md,csv}; DATA=phantom: phantoms, <20 min on 2 cores
 	$(PY) -m gemini_pl.reproduce --data $(DATA) --jobs $(JOBS) $(if $(filter phantom,$(DATA)),--threads 1,) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(TABLE2_ARGS)
+
+TABLE      ?= 2
+REPRODUCE_ARGS ?=
+
+reproduce: $(STAMP) ## TABLE=2|3|6 (resumable) -> results/table<N>.{md,csv}; 3/6: each row pre-trained once, fine-tuned on every task; DATA=phantom: <20 min on 2 cores
+	$(PY) -m gemini_pl.reproduce --table $(TABLE) --data $(DATA) --jobs $(JOBS) $(if $(filter phantom,$(DATA)),--threads 1,) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(REPRODUCE_ARGS)

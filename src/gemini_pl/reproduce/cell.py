@@ -101,6 +101,10 @@ def require_validation(task: str, datamodule: Any) -> None:
         raise ConfigError(f"--select best needs a validation split, but task {task} has none: {reason}")
 
 
+#: the W&B tag of a cell's runs, by its table
+_TAGS = {"III": "table3", "VI": "table6"}
+
+
 def _fit_stage(stage: dict[str, Any], cell_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     import csv
 
@@ -117,13 +121,17 @@ def _fit_stage(stage: dict[str, Any], cell_dir: Path, spec: dict[str, Any]) -> d
     args = stage_args(stage)
     if stage.get("init_from_stage"):
         args += ["--model.init_args.init_from", str(cell_dir / stage["init_from_stage"] / "checkpoints" / "last.ckpt")]
+    elif stage.get("init_from"):  # weights from elsewhere (a pre-training cell shared by several cells)
+        if not Path(stage["init_from"]).is_file():
+            raise FileNotFoundError(f"init_from {stage['init_from']}: no such file (did the pre-training finish?)")
+        args += ["--model.init_args.init_from", str(stage["init_from"])]
     info: dict[str, Any] = {"name": stage["name"], "args": args}
     if done.exists() and not stage.get("test"):
         info["skipped"] = "done before"
         return info
     pre = stage["name"] != "main"
     os.environ.update(WANDB_NAME=spec["row"] + (f" {stage['name']}" if pre else ""), WANDB_RUN_GROUP=spec["task"],
-                      WANDB_TAGS="table2" + (f",{stage['name']}" if pre else ""))
+                      WANDB_TAGS=_TAGS.get(spec.get("table", "II"), "table2") + (f",{stage['name']}" if pre else ""))
     t0 = time.perf_counter()
     cli = parse_stage(args)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
@@ -135,7 +143,15 @@ def _fit_stage(stage: dict[str, Any], cell_dir: Path, spec: dict[str, Any]) -> d
     best_wanted = bool(stage.get("test")) and spec.get("select", "final") == "best"
     if best_wanted:
         require_validation(spec["task"], dm)
+    flops = None
+    if stage.get("count_flops"):  # FLOPs of one real training step (Table IX)
+        from .flops import StepFlops
+
+        flops = StepFlops()
+        trainer.callbacks.append(flops)
     trainer.fit(model, datamodule=dm)
+    if flops is not None:
+        info["flops_per_step"] = flops.flops
     info["fit_seconds"] = time.perf_counter() - t0
     info["optimizer_steps"] = int(trainer.global_step)
     info["iterations"] = int(trainer.fit_loop.total_batch_idx + 1)

@@ -1,5 +1,6 @@
 """``python -m gemini_pl.reproduce`` (``make reproduce-table2 [DATA=phantom]``): run the Table II
-matrix, resumable, and render ``<out>/table2.md`` and ``<out>/table2.csv``.
+matrix, resumable, and render ``<out>/table2.md`` and ``<out>/table2.csv``. ``--table 3`` / ``6``
+(``make reproduce TABLE=3``) runs a pre-training table instead (:mod:`gemini_pl.reproduce.mip_runner`).
 
 Every cell runs as its own subprocess (``python -m gemini_pl.reproduce.cell``), ``--jobs`` at a
 time; a finished cell has ``<runs>/cells/<cell>/result.json`` (written atomically at its end) and is
@@ -81,7 +82,7 @@ def prepare_splits(matrix: Matrix, tasks: list[str] | None = None, select: str =
 
 def _write_cell(cell: Cell, cdir: Path) -> None:
     cdir.mkdir(parents=True, exist_ok=True)
-    stages = [{k: st.get(k) for k in ("name", "configs", "overrides", "test", "init_from_stage")} for st in cell.stages]
+    stages = [{k: st.get(k) for k in ("name", "configs", "overrides", "test", "init_from_stage", "init_from", "count_flops")} for st in cell.stages]
     spec = {"row": cell.row, "task": cell.task, "seed": cell.seed, "table": cell.table, "key": cell.key,
             "pairs_test": cell.pairs_test, "select": cell.select, "stages": stages}
     (cdir / "cell.json").write_text(json.dumps(spec, indent=1))
@@ -226,6 +227,11 @@ def _selection_line(select: str, selections: dict[str, set[str]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m gemini_pl.reproduce", description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", choices=["2", "3", "6"], default="2",
+                   help="2: Table II (GEMINI-Semi and the semi-supervised rows); 3 / 6: the pre-training tables "
+                        "(each row pre-trained once, fine-tuned on every task: gemini_pl.reproduce.mip)")
+    p.add_argument("--init-from", nargs="*", default=None, metavar="ROW=FILE",
+                   help="tables 3/6: weights of a row that needs external ones (e.g. ImageNet=/path/weights.pth)")
     p.add_argument("--data", choices=["real", "phantom"], default="real", help="real data (paper scale) or phantoms (small budgets)")
     p.add_argument("--mode-file", default=None, help="a mode file (default experiments/table2/{paper,phantom}.yaml)")
     p.add_argument("--runs", default=None, help="cell folders (default runs/table2 or runs/table2_phantom)")
@@ -246,6 +252,22 @@ def main(argv: list[str] | None = None) -> None:
                         "val/seg_dice checkpoint; needs a validation split in every task; cells <cell>__best)")
     a = p.parse_args(argv)
     phantom = a.data == "phantom"
+    if a.table != "2":
+        from .mip_runner import run_mip
+
+        weights = {}
+        for item in a.init_from or []:
+            row, sep, path = item.partition("=")
+            if not sep:
+                p.error(f"--init-from {item}: expected ROW=FILE")
+            weights[row] = path
+        tag = f"table{a.table}"
+        mode_file = a.mode_file or str(_experiments_dir().parent / "mip" / tag / ("phantom.yaml" if phantom else "paper.yaml"))
+        run_mip(mode_file, a.runs or (f"runs/{tag}_phantom" if phantom else f"runs/{tag}"),
+                a.out or ("results/phantom" if phantom else "results"), jobs=a.jobs, threads=a.threads, rows=a.rows,
+                tasks=a.tasks, seeds=a.seeds, retry_failed=a.retry_failed, timeout=a.timeout, data_root=a.data_root,
+                render_only=a.render_only, gpus=a.gpus, select=a.select, external_weights=weights)
+        return
     mode_file = a.mode_file or str(_experiments_dir() / ("phantom.yaml" if phantom else "paper.yaml"))
     run_matrix(mode_file, a.runs or ("runs/table2_phantom" if phantom else "runs/table2"),
                a.out or ("results/phantom" if phantom else "results"), jobs=a.jobs, threads=a.threads, rows=a.rows,

@@ -1,0 +1,188 @@
+"""The pre-training tables (III and VI): rows pre-trained once, each backbone fine-tuned on every task.
+
+A *mode* file (``experiments/mip/table3/{paper,phantom}.yaml``, ``table6/…``) names the table
+(``III`` / ``VI``), the seeds, the rows file (``experiments/mip/table3.yaml``: the paper's rows in
+order, each ``{row, type, pretrain: <key> | null, external: bool}``), the unlabeled pre-training
+data (``pretrain_data``: a ``data:`` config, with its phantom settings in phantom mode), the
+downstream tasks (``tasks``: a ``data:`` config each, its ``scene`` — inner/inter relative to the
+pre-training data — and ``slicewise: true`` where a 2D backbone meets a 3D task), the fine-tuning
+method file (``finetune``: the same Segmentation for every row), and the two budgets.
+
+Cells (each one process, resumable: :mod:`gemini_pl.reproduce.cell`):
+
+* one **pre-training cell per row** (``<table>__<row>__pretrain``), seed ``pretrain_seed`` (default:
+  the first seed)::
+
+      --config <pretrain_data> --config methods/<key>.yaml --config <pretrain_budget> [--config <presets>/<key>.yaml]
+
+  (the method file gives the model and its own trainer budget; the mode's presets folder, e.g.
+  ``experiments/mip/phantom/methods``, its phantom scale, last). It leaves
+  ``<cell>/pretrain/checkpoints/last.ckpt``.
+* one **downstream cell per row, task and seed** (``<table>__<row>__<task>__seed<S>``)::
+
+      --config <task> --config <finetune> --config <budget> --model.init_args.init_from <that last.ckpt>
+
+  so every row's backbone is pre-trained once and reused by all its downstream cells; Scratch has no
+  pre-training (random initialisation), a ``Sup`` row needs external weights (``external_weights:
+  {row: file}`` in the mode file, else shown "needs external weights").
+
+A row whose ``methods/<key>.yaml`` does not exist is shown "not implemented"; a task marked
+``slicewise`` (a 2D network on a 3D task, which the paper runs slice by slice) is shown
+"not run: 2D→3D slice-wise transfer" — slice-wise fine-tuning and evaluation are not implemented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .matrix import Cell, Matrix, _cli_value
+
+__all__ = ["MipMatrix", "load_mip_matrix", "row_status", "SLICEWISE", "NEEDS_WEIGHTS", "NOT_IMPLEMENTED"]
+
+SLICEWISE = "not run: 2D→3D slice-wise transfer"
+NEEDS_WEIGHTS = "needs external weights"
+NOT_IMPLEMENTED = "not implemented"
+
+
+@dataclass
+class MipMatrix(Matrix):
+    """:class:`~gemini_pl.reproduce.matrix.Matrix` of a pre-training table (see the module doc)."""
+
+    table: str = "III"
+    pretrain_data: dict[str, Any] = field(default_factory=dict)   # {"config": Path, "phantom": {...} | None}
+    finetune: Path | None = None
+    pretrain_seed: int = 0
+    external_weights: dict[str, str] = field(default_factory=dict)
+    methods_dir: Path | None = None    # the pre-training method files: <methods_dir>/<key>.yaml
+
+    # ---------------------------------------------------------------- rows
+    def method_file(self, key: str) -> Path:
+        return Path(self.methods_dir) / f"{key}.yaml"
+
+    def row_status(self, spec: dict[str, Any]) -> str | None:
+        """``None`` when the row can run, else why not (not implemented / needs external weights)."""
+        return row_status(spec, Path(self.methods_dir), self.external_weights)
+
+    def task_status(self, task: str) -> str | None:
+        return SLICEWISE if self.tasks[task].get("slicewise") else None
+
+    # ---------------------------------------------------------------- stages
+    def _overrides(self, seed: int, root: Path, phantom: bool) -> list[str]:
+        out = [f"--seed_everything={seed}", f"--data.init_args.seed={seed}", f"--model.init_args.aug_seed={seed}",
+               f"--trainer.default_root_dir={root}"]
+        if self.data_root and not phantom:
+            out.append(f"--data.init_args.root={self.data_root}")
+        return out
+
+    def pretrain_dir(self, out: Path, row: str) -> Path:
+        """The folder of the row's pre-training cell (its weights: ``pretrain/checkpoints/last.ckpt``)."""
+        return Path(out) / "cells" / Cell(row, "pretrain", self.pretrain_seed, [], table=self.table).name
+
+    def pretrain_cell(self, out: Path, spec: dict[str, Any]) -> Cell | None:
+        """The row's one pre-training cell (``None``: Scratch, external weights, not implemented)."""
+        if not spec.get("pretrain") or self.row_status(spec):
+            return None
+        key = spec["pretrain"]
+        configs = [str(self.pretrain_data["config"]), str(self.method_file(key)), str(self.pretrain_budget)]
+        if self.method_presets is not None and (self.method_presets / f"{key}.yaml").is_file():
+            configs.append(str(self.method_presets / f"{key}.yaml"))
+        cell = Cell(spec["row"], "pretrain", self.pretrain_seed, [], table=self.table, key="pretrain")
+        cdir = self.pretrain_dir(out, spec["row"])
+        overrides = self._overrides(self.pretrain_seed, cdir / "pretrain", bool(self.pretrain_data.get("phantom")))
+        overrides += [f"--{k}={_cli_value(v)}" for k, v in (spec.get("pretrain_set") or {}).items()]
+        cell.stages.append({"name": "pretrain", "configs": configs, "overrides": overrides, "test": False,
+                            "init_from_stage": None, "count_flops": True})
+        return cell
+
+    def downstream_cells(self, out: Path, spec: dict[str, Any], tasks: list[str] | None = None,
+                         select: str = "final") -> list[Cell]:
+        """The row's fine-tuning cells (task × seed) that can run (not slice-wise, row runnable)."""
+        if self.row_status(spec):
+            return []
+        init = None
+        if spec.get("external"):
+            init = self.external_weights[spec["row"]]
+        elif spec.get("pretrain"):
+            init = str(self.pretrain_dir(out, spec["row"]) / "pretrain" / "checkpoints" / "last.ckpt")
+        cells = []
+        for task in self.tasks:
+            if (tasks and task not in tasks) or self.task_status(task):
+                continue
+            for seed in self.seeds:
+                cell = Cell(spec["row"], task, seed, [], table=self.table, key="", select=select)
+                cdir = Path(out) / "cells" / cell.name
+                configs = [str(self.tasks[task]["config"]), str(self.finetune), str(self.budget)]
+                overrides = self._overrides(seed, cdir / "main", bool(self.tasks[task].get("phantom")))
+                main = {"name": "main", "configs": configs, "overrides": overrides}
+                if select == "best":
+                    main = self._with_best_checkpoint(main)
+                cell.stages.append({**main, "test": True, "init_from_stage": None, "init_from": init, "count_flops": True})
+                cells.append(cell)
+        return cells
+
+    def cells(self, out: Path, rows: list[str] | None = None, tasks: list[str] | None = None,
+              select: str = "final") -> list[Cell]:
+        """Every cell: the pre-training cells first, then the downstream ones."""
+        from .matrix import SELECT
+
+        if select not in SELECT:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"select={select!r} is not one of {', '.join(SELECT)}")
+        specs = [s for s in self.rows if not rows or s["row"] in rows]
+        pre = [c for s in specs if (c := self.pretrain_cell(out, s)) is not None]
+        down = [c for s in specs for c in self.downstream_cells(out, s, tasks, select)]
+        return pre + down
+
+
+def row_status(spec: dict[str, Any], methods_dir: Path, external_weights: dict[str, str] | None = None) -> str | None:
+    """Why a row cannot run (``None``: it can): a ``Sup`` row without a weights file, a
+    pre-training key without ``<methods_dir>/<key>.yaml``."""
+    if spec.get("external"):
+        return None if (external_weights or {}).get(spec["row"]) else NEEDS_WEIGHTS
+    key = spec.get("pretrain")
+    if key and not (Path(methods_dir) / f"{key}.yaml").is_file():
+        return NOT_IMPLEMENTED
+    return None
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def load_mip_matrix(mode_file: str | Path, data_root: str | None = None,
+                    external_weights: dict[str, str] | None = None) -> MipMatrix:
+    """Read a pre-training table's mode file (paths in it are relative to its folder)."""
+    from ..errors import ConfigError
+
+    mode_file = Path(mode_file)
+    base = mode_file.parent
+    mode = _load(mode_file)
+    for key in ("table", "seeds", "rows", "pretrain_data", "tasks", "finetune", "budget", "pretrain_budget", "methods"):
+        if key not in mode:
+            raise ConfigError(f"{mode_file}: missing '{key}:' (see gemini_pl.reproduce.mip)")
+    rows = _load(base / mode["rows"])["rows"]
+    tasks = {}
+    for name, spec in mode["tasks"].items():
+        spec = dict(spec)
+        spec["config"] = base / spec["config"]
+        tasks[name] = spec
+    pre = dict(mode["pretrain_data"])
+    pre["config"] = base / pre["config"]
+    presets = mode.get("method_presets")
+    weights = {**(mode.get("external_weights") or {}), **(external_weights or {})}
+    seeds = list(mode["seeds"])
+    return MipMatrix(
+        mode=mode.get("mode", mode_file.stem), mode_file=mode_file, seeds=seeds, tasks=tasks, rows=rows, ablations=[],
+        budget=base / mode["budget"], pretrain_budget=base / mode["pretrain_budget"], config_dir=base,
+        data_root=data_root or mode.get("data_root"), notes=list(mode.get("notes", [])),
+        method_presets=base / presets if presets else None,
+        best_checkpoint=Path(__file__).resolve().parents[3] / "experiments" / "callbacks" / "best_seg.yaml",
+        table=str(mode["table"]), pretrain_data=pre, finetune=base / mode["finetune"],
+        pretrain_seed=int(mode.get("pretrain_seed", seeds[0])), external_weights=weights,
+        methods_dir=base / mode["methods"],
+    )
