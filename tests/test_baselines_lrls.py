@@ -156,7 +156,7 @@ def test_pcreg_region_channels_also_when_given_none():
     for extra, want in (({"num_classes": 6}, 5), ({"num_classes": 6, "reg_in_channels": None}, 5),
                         ({"num_classes": 3, "label_kind": "multilabel", "reg_in_channels": None}, 3)):
         m = PCRegRT(**kw, **extra)
-        assert m.hparams.reg_in_channels == want
+        assert m.region_channels == want
         first = next(p for p in m.reg_net.backbone.parameters() if p.dim() == 4)
         assert first.shape[1] == want
     # LightningCLI records the parsed arguments as the hyper-parameters (reg_in_channels: null): the

@@ -24,7 +24,7 @@ no unlabeled–unlabeled pairs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -59,15 +59,13 @@ class PCRegRT(RegSegBase):
     unlabeled side (0.5 as the official code).
     """
 
-    def __init__(self, *args: Any, lambda_rt: float = 0.5, **kwargs: Any):
-        num_classes = kwargs.get("num_classes", 2)
-        label_kind = kwargs.get("label_kind", "auto")
+    def __init__(self, *args: Any, num_classes: int = 2, label_kind: Literal["auto", "multiclass", "multilabel"] | None = "auto",
+                 reg_in_channels: int | None = None, lambda_rt: float = 0.5, **kwargs: Any):
         regions = num_classes if label_kind == "multilabel" else num_classes - 1
-        if kwargs.get("reg_in_channels") is None:  # the CLI passes the parent's default (None) explicitly
-            kwargs["reg_in_channels"] = max(1, regions)
-        super().__init__(*args, **kwargs)
         #: input channels of the registration network (one per foreground class, or per label)
-        self.region_channels = int(kwargs["reg_in_channels"])
+        self.region_channels = int(reg_in_channels) if reg_in_channels is not None else max(1, regions)
+        super().__init__(*args, num_classes=num_classes, label_kind=label_kind, reg_in_channels=self.region_channels,
+                         **kwargs)
 
     def perception(self, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         """Region images of ``image``: from its label where given, else from S's hard prediction (no gradient)."""
