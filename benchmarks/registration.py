@@ -12,7 +12,7 @@ Every method is a module with the one registration path of the project
 symmetric-forces demons, histogram matched, the settings of ``gemini_pl.classical.DEMONS_DEFAULTS``;
 ``--no-demons`` leaves it out) and each ``--model NAME=CHECKPOINT`` (a ``GeminiPretrain``,
 ``GeminiSemi`` or ``Registration`` checkpoint written by ``gemini-pl fit``; rebuilt from its
-hyper-parameters, weights read with ``weights_only=True``; its deformation model —
+hyper-parameters by ``gemini_pl.apps.checkpoint.load_model``; its deformation model —
 ``integration_steps`` etc. — is the one it was trained with). The pairs are the data module's
 evaluation pairs of the test subjects (``eval_mode: pairs``, i → i+1 mod n: those of
 ``experiments/demo_mni``), one pair at a time.
@@ -26,7 +26,6 @@ warm-up pair, CUDA synchronised).
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
 import time
 from pathlib import Path
@@ -34,34 +33,19 @@ from typing import Any
 
 import torch
 
+from gemini_pl.apps.checkpoint import load_model
 from gemini_pl.data import GeminiDataModule
 from gemini_pl.errors import ConfigError
 from gemini_pl.metrics import DiceScore, HausdorffDistance95, folding_percent, sdlogj
 from gemini_pl.modules.batches import case_spacing
-from gemini_pl.modules.reg_eval import RegistrationEvaluation
 from gemini_pl.modules.seg_eval import nanmean
-from gemini_pl.nets.gemini_net import load_state_dict_file
-from gemini_pl.safe_load import safe_torch_load
+
 
 def load_module(path: str | Path) -> torch.nn.Module:
-    """The registration module (one with a deformer, e.g. ``GeminiPretrain``, ``GeminiSemi``,
-    ``Registration``) of a ``gemini-pl fit`` checkpoint, in eval mode, on the CPU."""
-    ckpt = safe_torch_load(path)
-    hp = dict(ckpt.get("hyper_parameters") or {})
-    class_path = str(hp.pop("_class_path", ""))
-    if not class_path.startswith("gemini_pl.modules."):
-        raise ConfigError(f"{path}: expected a checkpoint written by gemini-pl fit (a gemini_pl.modules class), got class {class_path!r}")
-    module_name, cls_name = class_path.rsplit(".", 1)
-    cls = getattr(importlib.import_module(module_name), cls_name, None)
-    if cls is None or not issubclass(cls, RegistrationEvaluation) or "deformer" not in cls.network_parts:
-        raise ConfigError(f"{path}: {class_path} is not a registration module with a deformer")
-    hp = {k: v for k, v in hp.items() if not k.startswith("_")}
-    if "init_from" in hp:
-        hp["init_from"] = None  # the checkpoint's own weights follow
-    module = cls(**hp)
-    state = {k[len("net."):]: v for k, v in load_state_dict_file(path).items() if k.startswith("net.")}
-    module.net.load_state_dict(state)
-    return module.eval()
+    """The registration module of a ``gemini-pl fit`` checkpoint (``GeminiPretrain``, ``GeminiSemi``,
+    ``Registration``, ...), in eval mode on the CPU, by :func:`gemini_pl.apps.checkpoint.load_model`
+    (weights with ``weights_only=True``; in 3D the training patch as the sliding window)."""
+    return load_model(path, "cpu", need="deformer").model
 
 
 def demons_module(spatial_dims: int) -> torch.nn.Module:

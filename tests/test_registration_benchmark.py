@@ -10,7 +10,7 @@ import torch
 
 from conftest import REPO
 from gemini_pl.classical import demons_displacement
-from gemini_pl.errors import ConfigError
+from gemini_pl.errors import CheckpointError, ConfigError
 from gemini_pl.metrics import folding_percent, mean_dice, sdlogj
 from gemini_pl.spatial import integrate_velocity, warp
 
@@ -85,6 +85,6 @@ def test_bad_model_argument_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="NAME=CHECKPOINT"):
         _bench().parse_models(["just/a/path.ckpt"])
     path = tmp_path / "seg.ckpt"
-    torch.save({"hyper_parameters": {"_class_path": "gemini_pl.modules.Segmentation"}, "state_dict": {}}, path)
-    with pytest.raises(ConfigError, match="not a registration module with a deformer"):
+    torch.save({"hyper_parameters": {"_class_path": "gemini_pl.modules.Segmentation"}, "state_dict": {"net.x": torch.zeros(1)}}, path)
+    with pytest.raises(CheckpointError, match="Segmentation, which has no a deformer"):
         _bench().load_module(path)
