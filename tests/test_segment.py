@@ -111,6 +111,23 @@ def test_init_from_pretrain_checkpoint_transfers_exactly_the_backbone(tmp_path, 
     assert any(k.startswith("deformer.") for k in report.skipped) and any(k.startswith("head.") for k in report.skipped)
 
 
+def test_init_exclude_transfers_the_encoder_only(tmp_path, pretrain_ckpt):
+    """``init_exclude: [backbone.up]``: encoder tensors equal the pre-trained ones, decoder tensors keep
+    the fresh initialisation and are reported as not copied."""
+    path, pre = pretrain_ckpt
+    model = _seg(2, init_from=str(path), init_exclude=["backbone.up"])
+    fresh = {k: v.clone() for k, v in model.net.state_dict().items()}
+    _trainer(tmp_path, max_steps=0, limit_val_batches=0).fit(model, datamodule=MemoryDataModule(2, 32, train_mode="labeled"))
+    ours, theirs = model.net.state_dict(), pre.net.state_dict()
+    encoder = [k for k in theirs if k.startswith("backbone.") and not k.startswith("backbone.up")]
+    decoder = [k for k in theirs if k.startswith("backbone.up")]
+    assert encoder and decoder
+    assert all(torch.equal(ours[k], theirs[k]) for k in encoder)
+    assert all(torch.equal(ours[k], fresh[k]) for k in decoder)
+    assert sorted(model.transfer_report.loaded) == sorted(encoder)
+    assert set(decoder) <= set(model.transfer_report.skipped)
+
+
 def test_init_head_reports_a_mismatched_head(tmp_path, pretrain_ckpt, capsys):
     path, _ = pretrain_ckpt
     model = _seg(2, init_from=str(path), init_head=True)

@@ -52,6 +52,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         label_kind: ``"auto"`` (the data module's), ``"multiclass"`` or ``"multilabel"``.
         init_from: weight file (gemini-pl checkpoint, official ``.pth`` or GeminiNet state_dict);
             backbone and deformer are copied.
+        init_exclude: key prefixes (network names) not copied from ``init_from`` (e.g. ``["backbone.up"]``).
         freeze_backbone: train the deformer only.
         lambda_smooth: smoothness weight (0.4 as in GEMINI's DHL).
         lambda_dice: weight of the auxiliary label Dice term (0: unsupervised).
@@ -79,6 +80,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         num_classes: int | None = None,
         label_kind: Literal["auto", "multiclass", "multilabel"] | None = "auto",
         init_from: str | None = None,
+        init_exclude: Sequence[str] = (),
         freeze_backbone: bool = False,
         lambda_smooth: float = 0.4,
         lambda_dice: float = 0.0,

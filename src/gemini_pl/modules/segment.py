@@ -39,6 +39,8 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, GeminiModule):
             must fit; the head is copied only with ``init_head`` and when its shape fits. Read
             with ``weights_only=True``; a report of loaded/missing/unexpected keys is logged.
             Ignored when training resumes from a checkpoint (``--ckpt_path``).
+        init_exclude: key prefixes (network names) not copied from ``init_from``, e.g.
+            ``["backbone.up"]`` to transfer the encoder only (the decoder starts fresh).
         init_head: also copy the head (e.g. from a ``Segmentation``/``GeminiSemi`` checkpoint).
         freeze_backbone: train the head only (linear evaluation).
         lambda_seg: weight of the segmentation loss (100 as published).
@@ -57,6 +59,7 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, GeminiModule):
         num_classes: int = 2,
         label_kind: Literal["auto", "multiclass", "multilabel"] | None = "auto",
         init_from: str | None = None,
+        init_exclude: Sequence[str] = (),
         init_head: bool = False,
         freeze_backbone: bool = False,
         lambda_seg: float = 100.0,

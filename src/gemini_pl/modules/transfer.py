@@ -72,7 +72,7 @@ class TransferReport:
                 lines.append(f"  {title}: " + "; ".join(items[:12]) + (f" ... (+{len(items) - 12})" if len(items) > 12 else ""))
         if self.skipped:
             kinds = sorted({k.split(".", 1)[0] for k in self.skipped})
-            lines.append(f"  in the file but not copied (not requested): parts {', '.join(kinds)}")
+            lines.append(f"  in the file but not copied (not requested or excluded): {', '.join(kinds)}")
         return "\n".join(lines)
 
 
@@ -110,8 +110,13 @@ def load_pretrained(
     path: str | Path,
     parts: Sequence[str] = ("backbone",),
     optional_parts: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> TransferReport:
     """Copy the ``parts`` (and, when they fit, the ``optional_parts``) of a weight file into ``net``.
+
+    ``exclude``: key prefixes in the network's names (e.g. ``"backbone.up"``: the decoder of the
+    U-Net) that keep their fresh initialisation; they are checked like the rest, listed in the
+    report as not copied, and left out of the copy.
 
     ``net`` is a :class:`~gemini_pl.nets.GeminiNet` (a part may be absent, e.g. a Segmentation
     network has no deformer). Raises :class:`CheckpointError` (naming keys and shapes) when a
@@ -151,13 +156,14 @@ def load_pretrained(
             lines.append("  check model.widths / spatial_dims / in_channels against the checkpoint")
             raise CheckpointError("\n".join(lines))
         if fits:
-            chosen.update({k: source[k] for k in ours})
+            chosen.update({k: source[k] for k in ours if not k.startswith(tuple(exclude))})
         else:  # optional part that does not fit: keep it as initialised, and say so
             report.missing.extend(info["missing"])
             report.unexpected.extend(info["unexpected"])
             report.mismatched.extend(info["mismatched"])
     wanted = {*parts, *optional_parts}
-    report.skipped.extend(sorted(k for k in source if k.split(".", 1)[0] not in wanted))
+    report.skipped.extend(sorted(k for k in source if k.split(".", 1)[0] not in wanted or (k in target and k not in chosen
+                                                                                          and k.startswith(tuple(exclude)))))
     net.load_state_dict(chosen, strict=False)
     report.loaded.extend(sorted(chosen))
     _announce(report)
@@ -187,7 +193,8 @@ class InitFromCheckpoint:
     runs), i.e. after Lightning has restored a ``--ckpt_path`` checkpoint — so that it only
     happens when no checkpoint is given: a resumed run or an evaluated checkpoint keeps its own
     weights, and the ``init_from`` file is not even read then. ``init_parts`` must fit,
-    ``init_optional_parts`` are copied when they fit. The report is kept in ``transfer_report``.
+    ``init_optional_parts`` are copied when they fit; the hyper-parameter ``init_exclude`` (key
+    prefixes, e.g. ``["backbone.up"]`` for the encoder only) keeps those weights freshly initialised. The report is kept in ``transfer_report``.
     """
 
     init_parts: tuple[str, ...] = ("backbone",)
@@ -201,7 +208,8 @@ class InitFromCheckpoint:
         path = getattr(self.hparams, "init_from", None)
         if not path or self._init_done or getattr(self.trainer, "ckpt_path", None):
             return None
-        self.transfer_report = load_pretrained(self.net, path, parts=self.init_parts, optional_parts=self.init_optional_parts())
+        self.transfer_report = load_pretrained(self.net, path, parts=self.init_parts, optional_parts=self.init_optional_parts(),
+                                               exclude=tuple(self.hparams.get("init_exclude") or ()))
         self._init_done = True
         return self.transfer_report
 
