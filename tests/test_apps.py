@@ -346,3 +346,28 @@ def test_slab_by_slab_equals_whole(pair3d, reg_ckpt, seg_ckpt, monkeypatch):
         assert torch.equal(getattr(parts, key), getattr(whole, key)), key
     assert parts.dice == whole.dice and parts.dice_unwarped == whole.dice_unwarped
     assert torch.equal(seg_app.segment_image(seg_loaded, moving).labels, seg_whole.labels)
+
+
+def test_segment_writes_the_datasets_file_values(tmp_path, pair3d, monkeypatch):
+    """--label-values file: class indices mapped back through the dataset's label table (MM-WHS:
+    class 1 is stored as 205 ...)."""
+    from gemini_pl.data.specs.whs_ct import LABEL_TABLE
+
+    root, _, _ = pair3d
+    module = Segmentation(spatial_dims=3, num_classes=8, widths=SMALL_WIDTHS)
+    ckpt = _save_ckpt(module, tmp_path / "whs.ckpt", {"dataset": "whs_ct", "spatial_dims": 3})
+
+    def logits(self, x):  # class 1 where bright, class 7 elsewhere
+        bright = (x > x.mean()).float()
+        out = torch.zeros(x.shape[0], 8, *x.shape[2:])
+        out[:, 1:2], out[:, 7:8] = 10 * bright, 10 * (1 - bright)
+        return out
+
+    monkeypatch.setattr(Segmentation, "segment_logits", logits)
+    assert seg_app.main(["--ckpt", ckpt, "--input", str(root / "fixed.nii.gz"), "--out", str(tmp_path / "o"),
+                         "--label-values", "file", "--no-pictures", "--device", "cpu"]) == 0
+    values = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "o" / "fixed_seg.nii.gz")))).tolist())
+    inverse = {c: v for v, c in sorted(LABEL_TABLE.items(), reverse=True)}  # first file value of each class
+    assert values == {inverse[1], inverse[7]}
+    header = next(csv.reader(open(tmp_path / "o" / "volumes.csv")))
+    assert len(header) == 2 + 7  # case, image, 7 foreground classes by name

@@ -14,7 +14,8 @@ interpolated linearly at the image's voxels and then decided (argmax; > 0.5), so
 has the input's shape, spacing, origin and direction exactly. An image already on the model's
 grid is decided directly (no interpolation).
 
-Files written in ``DIR`` per image ``<name>``: ``<name>_seg<suffix>`` (class indices; multilabel:
+Files written in ``DIR`` per image ``<name>``: ``<name>_seg<suffix>`` (class indices, or with
+``--label-values file`` the training dataset's own label values, e.g. FreeSurfer codes; multilabel:
 ``<name>_seg_<channel><suffix>`` per channel, 0/1), ``<name>_overlay.png`` (the image and its
 labels); and ``volumes.csv``: one row per image, one column per foreground class, the volume in
 mm³ (area in mm² for 2D images) of the voxels of that class.
@@ -95,10 +96,33 @@ def volumes(seg: Segmented, num_classes: int) -> list[float]:
     return [float(counts[c]) * voxel for c in range(1, num_classes)]
 
 
+def file_values(loaded: Loaded) -> dict[int, int] | None:
+    """Class index → the label value of the dataset's files (the inverse of the spec's label table:
+    the first file value of each class), or None when the dataset has no table."""
+    table = loaded.spec.label_table
+    if not table:
+        return None
+    out: dict[int, int] = {}
+    for value, cls in sorted(table.items()):
+        out.setdefault(int(cls), int(value))
+    return out
+
+
+def to_file_values(labels: torch.Tensor, values: dict[int, int]) -> torch.Tensor:
+    """Class indices → file values (class 0 stays 0)."""
+    lut = torch.zeros(int(labels.max()) + 1 if labels.numel() else 1, dtype=torch.int64)
+    for cls, value in values.items():
+        if cls < len(lut):
+            lut[cls] = value
+    return lut[labels]
+
+
 def write_segmentation(seg: Segmented, image: sitk.Image, names: list[str], out_dir: Path, suffix: str = ".nii.gz",
-                       pictures_on: bool = True, like: str | Path | None = None) -> list[Path]:
+                       pictures_on: bool = True, like: str | Path | None = None,
+                       values: dict[int, int] | None = None) -> list[Path]:
     """Write the label file(s) on the image's grid and the overlay PNG; a NIfTI input file ``like``
-    lends its header geometry (:func:`~gemini_pl.apps.grid.write_image`)."""
+    lends its header geometry (:func:`~gemini_pl.apps.grid.write_image`); ``values``: write these
+    file values instead of the class indices (:func:`file_values`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if seg.multilabel:
@@ -107,9 +131,10 @@ def write_segmentation(seg: Segmented, image: sitk.Image, names: list[str], out_
             written.append(write_image(seg.labels[c].to(torch.uint8), seg.grid, path, like=like))
         shown = (torch.arange(1, seg.labels.shape[0] + 1).view(-1, *([1] * seg.grid.ndim)) * (seg.labels > 0)).amax(0)
     else:
-        dtype = torch.uint8 if int(seg.labels.max()) < 256 else torch.int16
+        stored = seg.labels if values is None else to_file_values(seg.labels, values)
+        dtype = torch.uint8 if int(stored.max()) < 256 else torch.int16 if int(stored.max()) < 32768 else torch.int32
         path = out_dir / f"{seg.name}_seg{suffix}"
-        written.append(write_image(seg.labels.to(dtype), seg.grid, path, like=like))
+        written.append(write_image(stored.to(dtype), seg.grid, path, like=like))
         shown = seg.labels
     if pictures_on:
         written.append(pictures.overlay_png(image_array(image), shown.numpy(), out_dir / f"{seg.name}_overlay.png",
@@ -118,10 +143,17 @@ def write_segmentation(seg: Segmented, image: sitk.Image, names: list[str], out_
 
 
 def segment_files(ckpt: str | Path, inputs, out: str | Path, device: str = "auto", model_class: str | None = None,
-                  suffix: str = ".nii.gz", pictures_on: bool = True, echo=print) -> list[Segmented]:
+                  suffix: str = ".nii.gz", pictures_on: bool = True, label_values: str = "classes",
+                  echo=print) -> list[Segmented]:
     """Segment every image named by ``inputs`` (files and/or folders); write the labels, pictures
-    and ``volumes.csv`` under ``out``."""
+    and ``volumes.csv`` under ``out``. ``label_values``: ``classes`` (class indices 0..K-1) or
+    ``file`` (the values of the training dataset's label files, by its label table)."""
     loaded = load_model(ckpt, device_of(device), need="head", model_class=model_class)
+    values = None
+    if label_values == "file":
+        values = file_values(loaded)
+        if values is None:
+            echo("note: the dataset has no label table: its files hold the class indices; writing those")
     for note in loaded.notes:
         echo(f"note: {note}")
     names = class_names(loaded)
@@ -133,7 +165,7 @@ def segment_files(ckpt: str | Path, inputs, out: str | Path, device: str = "auto
     for path in list_inputs(inputs, "input"):
         image = read_image(path, loaded.spatial_dims)
         seg = segment_image(loaded, image, case_name(path))
-        write_segmentation(seg, image, names, out, suffix, pictures_on, like=path)
+        write_segmentation(seg, image, names, out, suffix, pictures_on, like=path, values=values)
         vols = volumes(seg, k)
         rows.append({"case": seg.name, "image": str(path), **{f"{n}_{unit}": v for n, v in zip(names, vols)}})
         echo(f"{seg.name}: " + ", ".join(f"{n} {v:.1f} {unit.replace('mm3', 'mm³').replace('mm2', 'mm²')}"
@@ -158,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-class", help="module class when the checkpoint does not name it")
     parser.add_argument("--suffix", default=".nii.gz", help="file type of the written labels (.nii.gz, .nii, .nrrd, .mha)")
     parser.add_argument("--no-pictures", action="store_true", help="write no PNG")
+    parser.add_argument("--label-values", choices=("classes", "file"), default="classes",
+                        help="classes: class indices 0..K-1; file: the label values of the training dataset's files "
+                             "(e.g. FreeSurfer codes), by its label table")
     return parser
 
 
@@ -165,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``segment`` on ``argv``; 0 on success, 2 on a usage or data error."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        segment_files(args.ckpt, args.input, args.out, args.device, args.model_class, args.suffix, not args.no_pictures)
+        segment_files(args.ckpt, args.input, args.out, args.device, args.model_class, args.suffix, not args.no_pictures,
+                      args.label_values)
     except GeminiError as exc:
         print(f"gemini-pl segment: error: {exc}", file=sys.stderr)
         return 2
