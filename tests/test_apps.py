@@ -371,3 +371,13 @@ def test_segment_writes_the_datasets_file_values(tmp_path, pair3d, monkeypatch):
     assert values == {inverse[1], inverse[7]}
     header = next(csv.reader(open(tmp_path / "o" / "volumes.csv")))
     assert len(header) == 2 + 7  # case, image, 7 foreground classes by name
+
+
+def test_segment_refuses_an_atlas_segmenter(tmp_path, capsys):
+    from gemini_pl.modules import VMAtlas
+
+    module = VMAtlas(spatial_dims=2, num_classes=3, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER)
+    ckpt = _save_ckpt(module, tmp_path / "vm.ckpt", {"dataset": "mine", "spatial_dims": 2})
+    assert seg_app.main(["--ckpt", ckpt, "--input", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "VMAtlas" in err[0] and "gemini-pl test" in err[0]
