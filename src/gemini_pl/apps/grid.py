@@ -302,14 +302,13 @@ def sample(array: torch.Tensor, index: torch.Tensor, mode: str = "bilinear", pad
     project's ``exact`` sampling); ``mode`` ``bilinear`` (trilinear in 3D) or ``nearest``;
     ``padding`` ``zeros`` or ``border`` outside the grid. Runs in ``index``'s dtype.
     """
-    n = index.shape[0]
+    if index.shape[0] != array.dim() - 1:
+        raise ValueError(f"indices of {index.shape[0]} axes for an array (C, *S) of shape {tuple(array.shape)}")
     size = torch.tensor(array.shape[1:], dtype=index.dtype, device=index.device)
     norm = 2 * index.movedim(0, -1) / (size - 1).clamp_min(1) - 1  # (*T, n), axis order of the array
     grid = norm.flip(-1).unsqueeze(0)  # grid_sample wants (x=last axis, ...) first
     src = array.to(index.dtype).unsqueeze(0)
-    out = F.grid_sample(src, grid, mode=mode, padding_mode=padding, align_corners=True)
-    assert out.shape[2:] == index.shape[1:] and n == array.dim() - 1
-    return out[0]
+    return F.grid_sample(src, grid, mode=mode, padding_mode=padding, align_corners=True)[0]
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
