@@ -5,7 +5,8 @@ A *mode* file (``experiments/mip/table3/{paper,phantom}.yaml``, ``table6/…``) 
 order, each ``{row, type, pretrain: <key> | null, external: bool}``), the unlabeled pre-training
 data (``pretrain_data``: a ``data:`` config, with its phantom settings in phantom mode), the
 downstream tasks (``tasks``: a ``data:`` config each, its ``scene`` — inner/inter relative to the
-pre-training data — and ``slicewise: true`` where a 2D backbone meets a 3D task), the fine-tuning
+pre-training data —, ``slicewise: true`` where a 2D backbone meets a 3D task, and ``set:``, overrides
+of its cells, e.g. ``{data.init_args.num_labeled: 2}``), the fine-tuning
 method file (``finetune``: the same Segmentation for every row), and the two budgets.
 
 Cells (each one process, resumable: :mod:`gemini_pl.reproduce.cell`):
@@ -58,6 +59,7 @@ class MipMatrix(Matrix):
     pretrain_seed: int = 0
     external_weights: dict[str, str] = field(default_factory=dict)
     methods_dir: Path | None = None    # the pre-training method files: <methods_dir>/<key>.yaml
+    select: str = "final"              # the selection policy when the command line names none
 
     # ---------------------------------------------------------------- rows
     def method_file(self, key: str) -> Path:
@@ -117,6 +119,7 @@ class MipMatrix(Matrix):
                 cdir = Path(out) / "cells" / cell.name
                 configs = [str(self.tasks[task]["config"]), str(self.finetune), str(self.budget)]
                 overrides = self._overrides(seed, cdir / "main", bool(self.tasks[task].get("phantom")))
+                overrides += [f"--{k}={_cli_value(v)}" for k, v in (self.tasks[task].get("set") or {}).items()]
                 main = {"name": "main", "configs": configs, "overrides": overrides}
                 if select == "best":
                     main = self._with_best_checkpoint(main)
@@ -184,5 +187,5 @@ def load_mip_matrix(mode_file: str | Path, data_root: str | None = None,
         best_checkpoint=Path(__file__).resolve().parents[3] / "experiments" / "callbacks" / "best_seg.yaml",
         table=str(mode["table"]), pretrain_data=pre, finetune=base / mode["finetune"],
         pretrain_seed=int(mode.get("pretrain_seed", seeds[0])), external_weights=weights,
-        methods_dir=base / mode["methods"],
+        methods_dir=base / mode["methods"], select=str(mode.get("select", "final")),
     )

@@ -22,7 +22,7 @@ from .mip import MipMatrix, load_mip_matrix
 from .mip_table import render_mip_csv, render_mip_markdown
 from .runner import _run_one, _selection_line, _span, _write_cell, collect, prepare_splits
 
-__all__ = ["run_mip", "static_statuses", "table_file"]
+__all__ = ["execute", "prepare_phantoms", "run_mip", "static_statuses", "table_file"]
 
 
 def table_file(table: str) -> str:
@@ -62,24 +62,19 @@ def _todo(runs: Path, cell: Cell, retry_failed: bool) -> bool:
     return True
 
 
-def run_mip(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int = 1, threads: int = 1,
-            rows: list[str] | None = None, tasks: list[str] | None = None, seeds: list[int] | None = None,
-            retry_failed: bool = False, timeout: float | None = None, data_root: str | None = None,
+def execute(matrix: MipMatrix, runs: Path, rows: list[str] | None = None, tasks: list[str] | None = None,
+            jobs: int = 1, threads: int = 1, retry_failed: bool = False, timeout: float | None = None,
             render_only: bool = False, gpus: list[str] | None = None, select: str = "final",
-            external_weights: dict[str, str] | None = None) -> str:
-    """Run the table's cells that have no result yet; render and write it; return the Markdown."""
-    t0 = time.perf_counter()
-    matrix = load_mip_matrix(mode_file, data_root, external_weights)
-    if seeds:
-        matrix.seeds = list(seeds)
-    runs, out = Path(runs), Path(out)
-    name = table_file(matrix.table)
+            label: str = "cells") -> tuple[list[Cell], list[dict[str, Any]], int]:
+    """Run the cells of ``matrix`` that have no result yet (only ``rows`` when given): each row's
+    pre-training, then its downstream cells. Returns (every row's cells, their results, the number
+    of rows with a pre-training)."""
     everything = [(spec["row"], matrix.pretrain_cell(runs, spec), matrix.downstream_cells(runs, spec, tasks, select))
                   for spec in matrix.rows]
     plan = [(pre, down) for row, pre, down in everything if not rows or row in rows]
     cells = [c for _, pre, down in everything for c in ([pre] if pre else []) + down]   # rendered
     todo = {c.name for pre, down in plan for c in ([pre] if pre else []) + down if _todo(runs, c, retry_failed)}
-    print(f"{name} ({matrix.mode}): {len(cells)} cells, {len(cells) - len(todo)} done before, {len(todo)} to run", flush=True)
+    print(f"{label} ({matrix.mode}): {len(cells)} cells, {len(cells) - len(todo)} done before, {len(todo)} to run", flush=True)
     if todo and not render_only:
         prepare_phantoms(matrix)
         prepare_splits(matrix, sorted({c.task for c in cells if c.name in todo and c.task != "pretrain"}), select)
@@ -121,7 +116,25 @@ def run_mip(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int 
 
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             list(pool.map(row, plan))
-    results = collect(runs, cells)
+    return cells, collect(runs, cells), sum(1 for _, pre, _ in everything if pre)
+
+
+def run_mip(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int = 1, threads: int = 1,
+            rows: list[str] | None = None, tasks: list[str] | None = None, seeds: list[int] | None = None,
+            retry_failed: bool = False, timeout: float | None = None, data_root: str | None = None,
+            render_only: bool = False, gpus: list[str] | None = None, select: str | None = None,
+            external_weights: dict[str, str] | None = None) -> str:
+    """Run the table's cells that have no result yet; render and write it; return the Markdown.
+    ``select``: ``final`` / ``best`` (default: the mode file's ``select:``, else ``final``)."""
+    t0 = time.perf_counter()
+    matrix = load_mip_matrix(mode_file, data_root, external_weights)
+    if seeds:
+        matrix.seeds = list(seeds)
+    select = select or matrix.select
+    runs, out = Path(runs), Path(out)
+    name = table_file(matrix.table)
+    cells, results, n_pre = execute(matrix, runs, rows, tasks, jobs, threads, retry_failed, timeout, render_only, gpus,
+                                    select, label=name)
     from ..callbacks.results import git_commit
 
     splits: dict[str, set[str]] = {}
@@ -134,7 +147,6 @@ def run_mip(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int 
     wall = time.perf_counter() - t0
     cell_seconds = sum(float(r.get("seconds") or 0) for r in results)
     span = _span(results)
-    n_pre = sum(1 for _, pre, _ in everything if pre)
     header = {
         "mode": f"{matrix.mode} ({matrix.mode_file})" + (f" — {'; '.join(matrix.notes)}" if matrix.notes else ""),
         "commit": git_commit(),

@@ -247,9 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gpus", nargs="*", default=None,
                    help="GPU ids: each running cell gets one (CUDA_VISIBLE_DEVICES); use with --jobs = number of GPUs")
     p.add_argument("--render-only", action="store_true", help="only render the tables from the results there are")
-    p.add_argument("--select", choices=SELECT, default="final",
-                   help="weights each cell tests: final (default, as the published code) or best (the best "
-                        "val/seg_dice checkpoint; needs a validation split in every task; cells <cell>__best)")
+    p.add_argument("--select", choices=SELECT, default=None,
+                   help="weights each cell tests: final (default, as the published code; tables 3/6: the mode file's "
+                        "select:) or best (the best val/seg_dice checkpoint; needs a validation split in every task; "
+                        "cells <cell>__best)")
     a = p.parse_args(argv)
     phantom = a.data == "phantom"
     if a.table != "2":
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     run_matrix(mode_file, a.runs or ("runs/table2_phantom" if phantom else "runs/table2"),
                a.out or ("results/phantom" if phantom else "results"), jobs=a.jobs, threads=a.threads, rows=a.rows,
                tasks=a.tasks, seeds=a.seeds, retry_failed=a.retry_failed, timeout=a.timeout, data_root=a.data_root,
-               render_only=a.render_only, gpus=a.gpus, select=a.select)
+               render_only=a.render_only, gpus=a.gpus, select=a.select or "final")
 
 
 if __name__ == "__main__":  # pragma: no cover
