@@ -70,15 +70,15 @@ def pair3d(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reg_ckpt(tmp_path_factory):
-    """A Registration module with a random deformer (displacements of a few voxels), trained on
-    data resampled to 1.5 mm with 8³ patches (so sliding windows run)."""
+    """A Registration module with a random deformer (displacements of about a voxel), trained on
+    data reoriented to RAS and resampled to 1.5 mm, with 8³ patches (so sliding windows run)."""
     torch.manual_seed(0)
     module = Registration(spatial_dims=3, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER, flow_init="published")
     with torch.no_grad():
         module.net.deformer.flow.weight.mul_(0.3)  # about a voxel
     path = tmp_path_factory.mktemp("ckpt") / "reg.ckpt"
     return _save_ckpt(module, path, {"dataset": "mine", "spatial_dims": 3, "patch_size": [8, 8, 8],
-                                     "preprocessing": {"spacing": [1.5, 1.5, 1.5]}})
+                                     "preprocessing": {"orientation": "RAS", "spacing": [1.5, 1.5, 1.5]}})
 
 
 def test_register_itk_round_trip_equals_the_warped_label(tmp_path, pair3d, reg_ckpt):
@@ -140,6 +140,8 @@ def test_register_field_is_physical_lps_offset(pair3d, reg_ckpt, monkeypatch):
     res = reg_app.register_pair(loaded, fixed, moving, label)
     m = res.model_grid
     assert m.spacing == pytest.approx((1.5, 1.5, 1.5))
+    d = np.asarray(m.direction).reshape(3, 3)
+    assert np.all(np.argmax(np.abs(d), axis=0) == [0, 1, 2]) and d[0, 0] < 0 and d[1, 1] < 0  # RAS axes in LPS
     offset = np.asarray(m.direction).reshape(3, 3) @ (np.asarray(m.spacing) * phi.numpy())
     assert np.allclose(res.displacement.numpy().reshape(3, -1), offset[:, None], atol=1e-9)
     assert res.folding_percent == 0.0 and res.sdlogj == pytest.approx(0.0, abs=1e-6)
