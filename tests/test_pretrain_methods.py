@@ -114,6 +114,14 @@ def test_deepcluster_pseudo_labels_are_the_kmeans_labels():
     assert float(terms["total"]) == pytest.approx(float(F.cross_entropy(logits, labels, weight=w)), rel=1e-5)
 
 
+def test_every_method_states_what_is_simplified():
+    from gemini_pl.modules.mip import simplified
+
+    notes = {k: simplified(k) for k in METHODS}
+    assert all(n.startswith("Simplified here") and len(n) > 40 for n in notes.values()), notes
+    assert "GEMINI U-Net" in notes["simclr"] and "\n" not in notes["gvsl_mip"]
+
+
 def test_mlp_heads_and_pooled_levels():
     head = mlp([8, 16, 4], batch_norm=True, last_bn=True)
     assert [type(m).__name__ for m in head] == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
@@ -198,7 +206,14 @@ def test_gvsl_loss_terms_and_weights():
     batch = m.prepare_batch({"image_a": x, "image_b": x.flip(-1)})
     assert not torch.equal(batch["corrupted_a"], batch["image_a"]) and torch.equal(batch["image_a"], x)
     (name, terms), = list(m.training_losses(batch))
-    assert float(terms["total"]) == pytest.approx(float(terms["ncc"] + 2 * terms["restore"] + 3 * terms["smooth"]), rel=1e-5)
+    assert float(terms["total"].detach()) == pytest.approx(float(terms["ncc"] + 2 * terms["restore"] + 3 * terms["smooth"]), rel=1e-5)
+    terms["total"].backward()
+    assert m.fc_rot.weight.grad is not None and m.fc_rot.weight.grad.abs().sum() > 0   # the NCC trains the affine head
+    m.zero_grad()
+    m.hparams.detach_affine = True   # the published code: the affine matrix carries no gradient
+    (name, terms), = list(m.training_losses(batch))
+    terms["total"].backward()
+    assert m.fc_rot.weight.grad is None
     _, f = forward_with_bottleneck(m.net.backbone, batch["corrupted_a"])
     assert float(terms["restore"]) == pytest.approx(float((m.net.head(f) - x).pow(2).mean()), rel=1e-4)
 

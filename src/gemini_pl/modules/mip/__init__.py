@@ -36,5 +36,20 @@ METHODS = {
     "gvsl_mip": GVSLPretrain,
 }
 
+
+
+def simplified(key: str) -> str:
+    """The "Simplified here" paragraph of method ``key``'s module docstring (a table footnote), one line."""
+    import inspect
+    import sys
+
+    doc = inspect.getdoc(sys.modules[METHODS[key].__module__]) or ""
+    start = doc.find("Simplified here")
+    if start < 0:
+        return ""
+    end = doc.find("\n\n", start)
+    return " ".join(doc[start:end if end > 0 else None].split())
+
+
 __all__ = ["BYOL", "METHODS", "DeepCluster", "Denoising", "GVSLPretrain", "GlobalViewsBase", "Inpainting", "MoCoV2",
-           "ModelsGenesis", "RestorationPretrain", "Rotation", "SimCLR", "SimSiam"]
+           "ModelsGenesis", "RestorationPretrain", "Rotation", "SimCLR", "SimSiam", "simplified"]

@@ -24,7 +24,8 @@ In 2D: one rotation, two scales, two translations, two shears (``Shear = [[1, ta
 Simplified here: the core's random affine replaces the published elastic + affine augmentation;
 the published code's ``.cuda()`` matrix assembly (no gradient to the affine head through
 ``torch.FloatTensor``) is replaced by a differentiable one, so the affine head learns from the
-NCC; the width of the affine head is ``affine_width`` (256 as published) and its convolution input
+NCC; ``detach_affine: true`` restores the published behaviour (the affine is used but not trained by the
+NCC); the width of the affine head is ``affine_width`` (256 as published) and its convolution input
 the backbone's bottleneck width.
 """
 
@@ -83,14 +84,15 @@ class GVSLPretrain(GeminiModule):
     """GVSL on the GEMINI backbone (backbone + restoration head ``head`` + affine and deformable heads).
 
     Args (beyond the core): ``lambda_ncc``, ``lambda_restore``, ``lambda_smooth`` (1 : 1 : 1), ``ncc_window``,
-    ``affine_width``, ``corruption`` (shuffling / intensity), ``paint_prob``, ``inpaint_rate``.
+    ``affine_width``, ``corruption`` (shuffling / intensity), ``paint_prob``, ``inpaint_rate``,
+    ``detach_affine`` (no gradient through the affine matrix, as the published code).
     """
 
     network_parts = ("backbone", "head")
 
     def __init__(self, *args: Any, lambda_ncc: float = 1.0, lambda_restore: float = 1.0, lambda_smooth: float = 1.0,
                  ncc_window: int = 9, affine_width: int = 256, corruption: CorruptionConfig | None = None,
-                 paint_prob: float = 0.9, inpaint_rate: float = 0.2, **kwargs: Any):
+                 paint_prob: float = 0.9, inpaint_rate: float = 0.2, detach_affine: bool = False, **kwargs: Any):
         kwargs.setdefault("out_channels", kwargs.get("in_channels", 1))
         super().__init__(*args, **kwargs)
         nd, w = self.hparams.spatial_dims, self.hparams.widths
@@ -124,6 +126,7 @@ class GVSLPretrain(GeminiModule):
         g, f = forward_with_bottleneck(self.net.backbone, torch.cat([batch["corrupted_a"], x_b], 0))
         (g_a, g_b), (f_a, f_b) = g.chunk(2), f.chunk(2)
         theta = self.affine(g_b, g_a, tuple(x_a.shape[2:]))
+        theta = theta.detach() if hp.detach_affine else theta
         flow = self.out_flow(self.deform_conv(torch.cat([apply_affine(f_b, theta), f_a], 1)))
         warped = warp(apply_affine(x_b, theta), flow)
         ncc = ncc_loss(warped, x_a, hp.ncc_window)
