@@ -4,10 +4,10 @@
 contract); ``seg_eval.py`` / ``reg_eval.py`` the one segmentation and the one registration
 evaluation path; ``gemini.py`` GEMINI's DHL + GSS step; ``pretrain.py`` GEMINI-MIP; ``semi.py``
 GEMINI-Semi; ``segment.py`` / ``register.py`` the transfer modules; ``baselines/`` the other
-methods of Table II.
+methods of Table II; ``mip/`` the pre-training rows of Tables III/VI (``gemini_pl.modules.mip.<Class>``).
 """
 
-from . import baselines
+from . import baselines, mip
 from .baselines import CPS, UAMT, DeepAtlas, DenseCL, GeminiSemiPosSchedule, PixPro, VADeR, VMAtlas
 from .core import GeminiModule
 from .demons import DemonsRegistration
@@ -20,5 +20,5 @@ from .transfer import TransferReport, load_pretrained
 
 __all__ = [
     "CPS", "DeepAtlas", "DemonsRegistration", "DenseCL", "GeminiBase", "GeminiModule", "GeminiPretrain", "GeminiSemi", "GeminiSemiPosSchedule",
-    "PixPro", "Registration", "Segmentation", "TransferReport", "UAMT", "VADeR", "VMAtlas", "baselines", "load_pretrained",
+    "PixPro", "Registration", "Segmentation", "TransferReport", "UAMT", "VADeR", "VMAtlas", "baselines", "load_pretrained", "mip",
 ]
