@@ -383,3 +383,19 @@ def test_segment_refuses_an_atlas_segmenter(tmp_path, capsys):
     assert seg_app.main(["--ckpt", ckpt, "--input", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "VMAtlas" in err[0] and "gemini-pl test" in err[0]
+
+
+def test_register_one_atlas_with_its_label_for_a_folder(tmp_path, pair3d, reg_ckpt):
+    """One fixed image (an atlas) and its label for a folder of moving images with their labels."""
+    root, _, _ = pair3d
+    for sub in ("m", "ml"):
+        (tmp_path / sub).mkdir()
+    for i in range(2):
+        sitk.WriteImage(sitk.ReadImage(str(root / "moving.nii.gz")), str(tmp_path / "m" / f"c{i}.nii.gz"))
+        sitk.WriteImage(sitk.ReadImage(str(root / "moving_label.nii.gz")), str(tmp_path / "ml" / f"c{i}.nii.gz"))
+    assert reg_app.main(["--fixed", str(root / "fixed.nii.gz"), "--fixed-label", str(root / "fixed_label.nii.gz"),
+                         "--moving", str(tmp_path / "m"), "--moving-label", str(tmp_path / "ml"), "--ckpt", reg_ckpt,
+                         "--out", str(tmp_path / "o"), "--no-pictures", "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "o" / "summary.csv")))
+    assert [r["pair"] for r in rows] == ["c0_to_fixed", "c1_to_fixed"]
+    assert rows[0]["dice"] == rows[1]["dice"] != ""  # the same pair twice

@@ -206,6 +206,19 @@ def _pairs(fixed: list[Path], moving: list[Path], what: tuple[str, str]) -> list
     return list(zip(fixed, moving))
 
 
+def _labels_of(images: list[Path], labels: str | Path | None, what: str) -> list[Path | None]:
+    """The label file of each image (matched by sorted name; one label for one image used in every pair)."""
+    if labels is None:
+        return [None] * len(images)
+    files = list_inputs(labels, f"{what} label")
+    distinct = list(dict.fromkeys(images))
+    if len(files) != len(distinct):
+        raise DataError(f"{len(distinct)} {what} images but {len(files)} {what} labels: labels are matched to the "
+                        "images by sorted file name, give one per image")
+    of = dict(zip(sorted(distinct), files))
+    return [of[i] for i in images]
+
+
 def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out: str | Path,
                    moving_label: str | Path | None = None, fixed_label: str | Path | None = None,
                    device: str = "auto", model_class: str | None = None, suffix: str = ".nii.gz",
@@ -216,10 +229,8 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
     for note in loaded.notes:
         echo(f"note: {note}")
     pairs = _pairs(list_inputs(fixed, "fixed"), list_inputs(moving, "moving"), ("fixed images", "moving images"))
-    m_labels = [None] * len(pairs) if moving_label is None else [
-        b for _, b in _pairs([p[1] for p in pairs], list_inputs(moving_label, "moving label"), ("moving images", "moving labels"))]
-    f_labels = [None] * len(pairs) if fixed_label is None else [
-        b for _, b in _pairs([p[0] for p in pairs], list_inputs(fixed_label, "fixed label"), ("fixed images", "fixed labels"))]
+    m_labels = _labels_of([p[1] for p in pairs], moving_label, "moving")
+    f_labels = _labels_of([p[0] for p in pairs], fixed_label, "fixed")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
