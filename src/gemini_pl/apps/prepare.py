@@ -6,7 +6,9 @@ resize, :func:`~gemini_pl.apps.grid.model_grid`; linear, nearest-voxel values be
 MONAI's ``border`` padding), then the intensity preprocessing
 (:class:`~gemini_pl.data.transforms.Intensityd`, the training code). :func:`network_input`
 resamples that onto another grid when needed (the moving image of a pair onto the fixed image's
-model grid), with the preprocessed background (0) outside it.
+model grid), with the preprocessed background (0) outside it. A centred pad/crop of the training
+data (``preprocessing.shape``) is not repeated: the whole image is processed (by sliding windows
+of the training patch when it is larger), so nothing of it is cut off.
 """
 
 from __future__ import annotations
