@@ -19,3 +19,6 @@ from .curves import TrainingCurves  # noqa: E402
 from .wandb_config import ConfigToLoggers  # noqa: E402
 
 __all__ += ["ConfigToLoggers", "TrainingCurves"]
+from .test_pictures import TestPictures  # noqa: E402
+
+__all__ += ["TestPictures"]
