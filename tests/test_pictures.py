@@ -102,3 +102,23 @@ def test_test_pictures_never_stop_a_test_run(tmp_path, caplog):
     results = _trainer(tmp_path, cb).test(model, datamodule=dm)
     assert "test/seg_dice" in results[0]
     assert "TestPictures: no pictures" in caplog.text and not (tmp_path / "results" / "pictures").exists()
+
+
+def test_test_pictures_go_to_wandb_only_when_allowed(tmp_path, monkeypatch):
+    from gemini_pl.callbacks import test_pictures as tp_mod
+    from gemini_pl.callbacks import wandb_resume
+
+    logged = []
+
+    class FakeWandb:
+        def log_image(self, key, images, **kw):
+            logged.append((key, list(images)))
+
+    monkeypatch.setattr(wandb_resume, "_wandb_loggers", lambda trainer: [FakeWandb()])
+    dm = MemoryDataModule(2, 32, train_mode="labeled", eval_mode="cases")
+    for allowed, expect in ((False, 0), (True, 2)):
+        logged.clear()
+        cb = tp_mod.TestPictures(results_dir=str(tmp_path / f"r{allowed}"), max_cases=2, log_media=allowed)
+        _trainer(tmp_path, cb).test(Segmentation(spatial_dims=2, num_classes=6, widths=SMALL_WIDTHS), datamodule=dm)
+        assert sum(len(images) for _, images in logged) == expect
+        assert all(key == "test/pictures" and all(p.endswith(".png") for p in images) for key, images in logged)

@@ -10,7 +10,9 @@ pictures of :mod:`gemini_pl.apps.pictures` (3D volumes: the slice through the la
   ``<a>_to_<b>_jacobian.png`` — det(I + ∇φ), folds (det ≤ 0) in black;
 
 into ``<results_dir>/pictures/`` and, at the end of ``test`` (rank 0), lists them in the
-``test_pictures`` section of ``<results_dir>/report.md`` (:mod:`gemini_pl.report`). The pictures
+``test_pictures`` section of ``<results_dir>/report.md`` (:mod:`gemini_pl.report`); with a W&B
+logger they are also the run's images ``test/pictures`` when the data's pictures may leave the
+machine (generated data, or ``--log_media true``; :mod:`.media_policy`). The pictures
 are computed again from the batch (one more forward pass per drawn case, under ``no_grad``).
 """
 
@@ -67,14 +69,17 @@ class TestPictures(L.Callback):
         results_dir: output folder (default ``<trainer.log_dir>/results``, or
             ``<default_root_dir>/results`` without a logger; the CLI sets ``<run>/results``).
         max_cases: cases (or pairs) drawn per process.
+        log_media: also send the pictures to W&B (with a W&B logger): True, False, or None: as
+            ``--log_media`` says, else only pictures of generated data (:mod:`.media_policy`).
     """
 
     __test__ = False  # (not a pytest class)
 
-    def __init__(self, results_dir: str | None = None, max_cases: int = 8):
+    def __init__(self, results_dir: str | None = None, max_cases: int = 8, log_media: bool | None = None):
         super().__init__()
         self.results_dir = results_dir
         self.max_cases = max_cases
+        self.log_media = log_media
         self.files: list[Path] = []
         self._drawn = 0
 
@@ -147,6 +152,18 @@ class TestPictures(L.Callback):
                                                 spacing=spacing, k=k))
             self.files.append(pictures.jacobian_png(det[i], folder / f"{name}_jacobian.png", spacing=spacing, k=k))
 
+    def _to_wandb(self, trainer: L.Trainer, files: list[Path]) -> None:
+        """The pictures as the W&B images ``test/pictures`` when a W&B logger is on and the data's
+        pictures may leave the machine (:func:`.media_policy.upload_media_allowed`)."""
+        from .media_policy import upload_media_allowed
+        from .wandb_resume import _wandb_loggers
+
+        loggers = _wandb_loggers(trainer)
+        if not loggers or not upload_media_allowed(trainer, self.log_media):
+            return
+        for lg in loggers:
+            lg.log_image(key="test/pictures", images=[str(f) for f in files], caption=[f.stem for f in files])
+
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
@@ -158,6 +175,7 @@ class TestPictures(L.Callback):
             from ..report import REPORT_NAME, image_link, write_section
         except ImportError:  # pragma: no cover - the report module is optional here
             return
+        self._to_wandb(trainer, files)
         report = out / REPORT_NAME
         cases: dict[str, list[Path]] = {}
         for f in files:  # a pair's overview, grid and Jacobian on one line
