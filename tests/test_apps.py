@@ -126,6 +126,8 @@ def test_register_itk_round_trip_equals_the_warped_label(tmp_path, pair3d, reg_c
     assert jac.GetSize() == fixed.GetSize()
     for png in ("overview", "grid", "jacobian"):
         assert (out / f"{name}_{png}.png").stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert f"]({name}_grid.png)" in report and f"| {name} | {float(row['folding_percent']):.3f} |" in report
 
 
 def test_register_field_is_physical_lps_offset(pair3d, reg_ckpt, monkeypatch):
@@ -225,6 +227,8 @@ def test_segment_writes_labels_on_each_inputs_grid(tmp_path, pair3d, seg_ckpt, m
         voxel = float(np.prod(src.GetSpacing()))
         for c in (1, 2):
             assert float(row[f"{c}_mm3"]) == pytest.approx((arr == c).sum() * voxel)
+    report = (out / "report.md").read_text()
+    assert "](fixed_overlay.png)" in report and "| moving |" in report
 
 
 def test_segment_maps_back_without_flips(tmp_path, pair3d, seg_ckpt, monkeypatch):

@@ -31,8 +31,8 @@ voxels), and ANTs or ITK apply it as they apply their own fields.
 Files written for a pair named ``<moving>_to_<fixed>`` in ``DIR``: ``_warped`` (moving image,
 original intensities), ``_warped_label`` (with ``--moving-label``), ``_field`` (float64 vector
 image), ``_jacobian`` (det(I + ∇φ) on the fixed grid), ``_overview.png`` (fixed, moving, warped),
-``_grid.png`` (deformation grid), ``_jacobian.png`` (folds marked); a line per pair in
-``summary.csv`` and on the console: folding % and SDlogJ of φ on the model grid (the metrics of
+``_grid.png`` (deformation grid), ``_jacobian.png`` (folds marked); ``report.md`` showing the
+table and the pictures; a line per pair in ``summary.csv`` and on the console: folding % and SDlogJ of φ on the model grid (the metrics of
 :mod:`gemini_pl.metrics.jacobian`, as in ``test/folding_percent``), Dice of the warped moving
 label against the fixed label (with both labels; the mean over the fixed label's foreground
 values, with the Dice before registration beside it).
@@ -257,7 +257,24 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    _report(out, results, pictures_on)
     return results
+
+
+def _report(out: Path, results: list[PairResult], pictures_on: bool) -> Path:
+    """The ``register`` section of ``<out>/report.md``: the summary table and each pair's pictures."""
+    from ..report import REPORT_NAME, image_link, write_section
+
+    report = out / REPORT_NAME
+    lines = ["## Registration", "", "| pair | folding % | SDlogJ | Dice % | Dice before % |", "|---|---|---|---|---|"]
+    for r in results:
+        dice = ("–", "–") if r.dice is None else (f"{100 * r.dice:.2f}", f"{100 * r.dice_unwarped:.2f}")
+        lines.append(f"| {r.name} | {r.folding_percent:.3f} | {r.sdlogj:.4f} | {dice[0]} | {dice[1]} |")
+    if pictures_on:
+        for r in results:
+            lines += ["", f"**{r.name}**", "", " ".join(
+                image_link(report, out / f"{r.name}_{k}.png", f"{r.name} {k}") for k in ("overview", "grid", "jacobian"))]
+    return write_section(report, "register", "\n".join(lines), title="gemini-pl register")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ grid is decided directly (no interpolation).
 Files written in ``DIR`` per image ``<name>``: ``<name>_seg<suffix>`` (class indices, or with
 ``--label-values file`` the training dataset's own label values, e.g. FreeSurfer codes; multilabel:
 ``<name>_seg_<channel><suffix>`` per channel, 0/1), ``<name>_overlay.png`` (the image and its
-labels); and ``volumes.csv``: one row per image, one column per foreground class, the volume in
+labels); ``report.md`` showing the volumes and the overlays; and ``volumes.csv``: one row per image, one column per foreground class, the volume in
 mm³ (area in mm² for 2D images) of the voxels of that class.
 """
 
@@ -175,7 +175,23 @@ def segment_files(ckpt: str | Path, inputs, out: str | Path, device: str = "auto
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    _report(out, rows, names, unit, pictures_on)
     return results
+
+
+def _report(out: Path, rows: list[dict], names: list[str], unit: str, pictures_on: bool) -> Path:
+    """The ``segment`` section of ``<out>/report.md``: the volumes table and each overlay."""
+    from ..report import REPORT_NAME, image_link, write_section
+
+    report = out / REPORT_NAME
+    shown = unit.replace("mm3", "mm³").replace("mm2", "mm²")
+    lines = ["## Segmentation", "", f"Volumes ({shown}) per class:", "",
+             "| case | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for row in rows:
+        lines.append(f"| {row['case']} | " + " | ".join(f"{row[f'{n}_{unit}']:.1f}" for n in names) + " |")
+    if pictures_on:
+        lines += [""] + [image_link(report, out / f"{row['case']}_overlay.png", row["case"]) for row in rows]
+    return write_section(report, "segment", "\n".join(lines), title="gemini-pl segment")
 
 
 def build_parser() -> argparse.ArgumentParser:
