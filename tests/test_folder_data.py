@@ -150,3 +150,20 @@ def test_check_data_on_a_folder_of_scans(tmp_path, capsys):
     assert status == 0, out
     assert "3D, labels" in out and "OK: no problems found" in out
     assert "train_unlabeled: 3 image(s)" in out
+
+
+def test_a_spec_dataset_of_mixed_shapes_names_the_settings(tmp_path):
+    """A dataset with a spec (no automatic grid) whose images differ: the error names the settings,
+    and data.preprocessing.shape then serves it."""
+    from gemini_pl.errors import DataError
+
+    folder = tmp_path / "brain"  # PPMI's folder: a flat folder of unlabeled scans
+    write_scans(folder, [(f"s{i}.nii.gz", shape, (1.0, 1.0, 1.0)) for i, shape in
+                         enumerate([(10, 12, 14), (12, 12, 12)])])
+    dm = GeminiDataModule(root=str(tmp_path), dataset="ppmi", spatial_dims=3)  # cached: every file checked
+    with pytest.raises(DataError, match="data.preprocessing.shape"):
+        dm.setup("fit")
+    dm = GeminiDataModule(root=str(tmp_path), dataset="ppmi", cache="none", spatial_dims=3,
+                          preprocessing={"shape": [12, 12, 12]})
+    dm.setup("fit")
+    assert tuple(dm.train_set[0]["image_a"].shape) == (1, 12, 12, 12)

@@ -173,8 +173,8 @@ def check_items(items: Dataset, count: int, *, patch_size: Sequence[int] | None,
             elif shape != shape0[1]:
                 raise DataError(
                     f"{path} has shape {shape} but {shape0[0]} has {shape0[1]}: images of "
-                    f"one split must share one shape ({role}); resample/crop them to a common "
-                    "shape or set data.patch_size"
+                    f"one split must share one shape ({role}); set data.preprocessing.shape (pad/crop, "
+                    "with spacing: resample first) or data.patch_size (random patches)"
                 )
     return dims
 
