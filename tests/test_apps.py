@@ -369,7 +369,9 @@ def test_segment_writes_the_datasets_file_values(tmp_path, pair3d, monkeypatch):
         out[:, 1:2], out[:, 7:8] = 10 * bright, 10 * (1 - bright)
         return out
 
-    monkeypatch.setattr(Segmentation, "segment_logits", logits)
+    from gemini_pl.modules.seg_eval import SegmentationEvaluation
+
+    monkeypatch.setattr(SegmentationEvaluation, "segment_logits", logits)  # (the head every segmenter shares)
     assert seg_app.main(["--ckpt", ckpt, "--input", str(root / "fixed.nii.gz"), "--out", str(tmp_path / "o"),
                          "--label-values", "file", "--no-pictures", "--device", "cpu"]) == 0
     values = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "o" / "fixed_seg.nii.gz")))).tolist())
