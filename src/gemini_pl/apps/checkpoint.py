@@ -158,7 +158,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", need: str =
         what = "a deformer (registration)" if need == "deformer" else "a segmentation head"
         raise CheckpointError(f"{path} holds a {cls.__name__}, which has no {what}; use a checkpoint of "
                               + ("GeminiPretrain, GeminiSemi or Registration" if need == "deformer" else "Segmentation or GeminiSemi"))
-    if need == "head" and ("head" not in cls.network_parts or cls.segment_logits is not SegmentationEvaluation.segment_logits):
+    if need == "head" and "head" not in cls.network_parts:
         raise CheckpointError(f"{path} holds a {cls.__name__}, which segments without a segmentation head (e.g. by "
                               "registering atlases of its training data); evaluate it with gemini-pl test")
     names = _init_names(cls)
