@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import lightning as L
 import numpy as np
-import torch
 from PIL import Image
 
 from conftest import SMALL_DEFORMER, SMALL_WIDTHS
