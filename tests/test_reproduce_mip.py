@@ -332,3 +332,18 @@ def test_label_efficiency_wandb_line_plot(monkeypatch):
     assert calls["log"]["label_efficiency/points"].data == [("Scratch", 1, 55.0, pytest.approx(math.sqrt(500 / 3))),
                                                             ("Scratch", 20, 80.0, 0.0), ("GEMINI-MIP", 1, 72.0, pytest.approx(math.sqrt(8)))]
     assert calls["init"]["project"] == "proj" and calls["finished"]
+
+
+def test_row_notes_are_numbered_footnotes():
+    rows = [{"row": "Scratch (3D U-Net)", "pretrain": None}, {"row": "Denoising", "type": "GRL", "pretrain": "denoising"},
+            {"row": "VADeR", "type": "DCRL", "pretrain": "vader"}, {"row": "PixPro", "type": "DCRL", "pretrain": "pixpro"}]
+    static = {"Denoising": NOT_IMPLEMENTED}
+    md = render_mip_markdown("VI", rows, [], {"T2": "", "T3": ""}, static, {},
+                             notes={"Denoising": "d", "VADeR": "v", "PixPro": "p"})
+    # rows that cannot run get no footnote; the others are numbered in the rows' order
+    assert "| DCRL | VADeR [1] |" in md and "| DCRL | PixPro [2] |" in md and "| GRL | Denoising |" in md
+    assert "- [1] VADeR: v\n- [2] PixPro: p" in md
+    from gemini_pl.reproduce.mip_table import row_notes
+    from gemini_pl.reproduce.paper import NOTES
+
+    assert row_notes([{"row": "VADeR", "pretrain": "vader"}]) == {"VADeR": NOTES["VADeR"]}

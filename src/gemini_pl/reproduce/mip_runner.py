@@ -19,7 +19,7 @@ from typing import Any
 from .cell import write_json_atomic
 from .matrix import Cell
 from .mip import MipMatrix, load_mip_matrix
-from .mip_table import render_mip_csv, render_mip_markdown
+from .mip_table import render_mip_csv, render_mip_markdown, row_notes
 from .runner import _run_one, _selection_line, _span, _write_cell, collect, prepare_splits
 
 __all__ = ["execute", "prepare_phantoms", "run_mip", "static_statuses", "table_file"]
@@ -170,7 +170,7 @@ def run_mip(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int 
     static = static_statuses(matrix)
     titles = {t: v.get("title", "") for t, v in matrix.tasks.items()}
     md = render_mip_markdown(matrix.table, matrix.rows, results, titles, static, header,
-                             reference_only=matrix.mode == "phantom")
+                             reference_only=matrix.mode == "phantom", notes=row_notes(matrix.rows))
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(md)
     (out / f"{name}.csv").write_text(render_mip_csv(matrix.table, matrix.rows, results, list(matrix.tasks), static))

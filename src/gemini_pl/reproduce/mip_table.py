@@ -29,7 +29,7 @@ from typing import Any
 from .paper_mip import MIP_TABLES, SCENES, TABLE9_DOWNSTREAM, TABLE9_FLOPS
 from .table import _cell_status, _pm, aggregate
 
-__all__ = ["gap_coefficient", "mip_records", "render_mip_markdown", "render_mip_csv", "SCRATCH"]
+__all__ = ["gap_coefficient", "mip_records", "render_mip_markdown", "render_mip_csv", "row_notes", "SCRATCH"]
 
 #: the Scratch row's name starts with this (Table III "Scratch (2D U-Net)", Table VI "Scratch (3D U-Net)")
 SCRATCH = "Scratch"
@@ -147,9 +147,32 @@ def _gflops(v: float | None) -> str:
     return "-" if v is None else f"{v / 1e9:.3g}"
 
 
+def row_notes(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Row → what it keeps simplified relative to its own paper: the method module's "Simplified
+    here" paragraph (:func:`gemini_pl.modules.mip.simplified`), or Table II's note of the dense rows."""
+    from .paper import NOTES
+
+    try:
+        from ..modules.mip import METHODS, simplified
+    except ImportError:  # pragma: no cover - the pre-training modules are optional here
+        METHODS, simplified = {}, None
+    out = {}
+    for spec in rows:
+        key = spec.get("pretrain")
+        text = ""
+        if key and key in METHODS and simplified is not None:
+            text = simplified(key)
+        text = text or NOTES.get(spec["row"], "")
+        if text:
+            out[spec["row"]] = text
+    return out
+
+
 def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[dict[str, Any]], tasks: dict[str, str],
-                        static: dict[str, str | None], header: dict[str, str], reference_only: bool = False) -> str:
-    """The Markdown table. ``tasks``: task → title (in the table's order)."""
+                        static: dict[str, str | None], header: dict[str, str], reference_only: bool = False,
+                        notes: dict[str, str] | None = None) -> str:
+    """The Markdown table. ``tasks``: task → title (in the table's order); ``notes``: row → footnote
+    (numbered after the row's name) for the rows that run."""
     names = list(tasks)
     recs = mip_records(table, rows, results, names, static)
     scenes = SCENES[table]
@@ -169,8 +192,9 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
     head += " AVG DSC | paper | gap G | paper | pre-training GFLOPs/step | Table IX | pre-training time |"
     lines += [head, "|" + "---|" * (2 + 6 * len(names) + 7)]
     errors = []
+    marks = {row: i + 1 for i, row in enumerate(r for r in (notes or {}) if not static.get(r))}
     for rec in recs:
-        cells = [rec["type"], rec["row"]]
+        cells = [rec["type"], rec["row"] + (f" [{marks[rec['row']]}]" if rec["row"] in marks else "")]
         for t in names:
             tr = rec["tasks"][t]
             for metric, digits in (("DSC", 1), ("AVD", 2)):
@@ -190,6 +214,9 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
     lines += ["", "Fine-tuning GFLOPs per step (counted, first row that ran): "
               + ", ".join(f"{t} {_gflops(v)}" for t, v in down.items())
               + (f"; paper (Table IX, 2D): {TABLE9_DOWNSTREAM:.2f}" if table == "III" else "") + "."]
+    if marks:
+        lines += ["", "Notes (what each row keeps simplified relative to its own paper):", ""]
+        lines += [f"- [{i}] {row}: {notes[row]}" for row, i in marks.items()]
     if errors:
         lines += ["", "Failed cells:", *errors]
     return "\n".join(lines) + "\n"
