@@ -7,8 +7,10 @@ Two levels are offered:
 
 * ``"encoder"`` (default): the bottleneck ``x5 = down4(…inc(x))`` (widths[4] channels, 1/16 of the
   input size per axis), the encoder alone as the papers' ResNet C5 — the pre-training cost of
-  Table IX (Rotation 5.99 G, BYOL 11.98 G per step against 20.15 G for the whole 2D U-Net) is that
-  of encoder-only passes; the decoder keeps its initial weights;
+  Table IX (Rotation 5.99 G, BYOL 11.98 G per step against 20.15 G for the whole 2D U-Net: ratios
+  0.297 and 0.595) is that of encoder-only passes — with the published widths the encoder's forward
+  FLOPs are 0.299 of the U-Net's with its head (counted by ``FlopCounterMode``; one pass per image
+  for Rotation, two views for BYOL); the decoder keeps its initial weights;
 * ``"decoder"``: the backbone's output (widths[8] channels, full resolution), which also trains the
   decoder.
 
