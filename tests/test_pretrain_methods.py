@@ -106,8 +106,15 @@ def test_kmeans_on_separable_points_and_whitening():
 def test_deepcluster_pseudo_labels_are_the_kmeans_labels():
     m = DeepCluster(spatial_dims=2, widths=SMALL_WIDTHS, num_clusters=3, pca_dim=4)
     images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    top = m.classifier.weight.clone()
     labels = m.recluster(images)
     assert torch.equal(m.pseudo_labels(images), labels)
+    assert not torch.equal(m.classifier.weight, top)   # the top layer is re-initialised
+    # the same clusters on every rank: the draws depend on aug_seed and the epoch, not on the rank's stream
+    other = DeepCluster(spatial_dims=2, widths=SMALL_WIDTHS, num_clusters=3, pca_dim=4)
+    other.load_state_dict(m.state_dict())
+    other.aug_generator.manual_seed(1234)
+    assert torch.equal(other.recluster(images), labels)
     (name, terms), = list(m.training_losses({"image": images, "label": labels}))
     logits = m.classifier(m.embed(images))
     w = balanced_weights(torch.bincount(labels, minlength=3))

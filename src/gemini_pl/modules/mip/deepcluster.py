@@ -9,6 +9,9 @@ At the start of every ``recluster_every``-th epoch:
    k-means into ``num_clusters`` clusters (:mod:`.kmeans`);
 3. the classifier (the top linear layer) is re-initialised and its optimiser state dropped.
 
+The random draws of a clustering (image subset, k-means start) depend on ``aug_seed`` and the epoch
+only, so every DDP rank computes the same clusters from the same (synchronised) weights.
+
 During the epoch each training image's pseudo-label is its cluster: the nearest centroid of the
 snapshot's whitened embedding of the un-augmented image — for the clustered images exactly their
 k-means label. The online network classifies the augmented image (the core's random affine) with
@@ -84,7 +87,7 @@ class DeepCluster(GeminiModule):
         if images is None:
             raise ConfigError("DeepCluster clusters the data module's unlabeled training images: use data.train_mode: pairs")
         n = len(images)
-        order = torch.randperm(n, generator=self.aug_generator)[: self.hparams.max_cluster_images].sort().values
+        order = torch.randperm(n, generator=self.cluster_generator())[: self.hparams.max_cluster_images].sort().values
         patch = getattr(ds, "patch_size", None)
         out = []
         for i in order.tolist():
@@ -93,6 +96,11 @@ class DeepCluster(GeminiModule):
                 x = x[(slice(None),) + tuple(slice((s - p) // 2, (s - p) // 2 + p) for s, p in zip(x.shape[1:], patch))]
             out.append(x.as_subclass(torch.Tensor))
         return torch.stack(out)
+
+    def cluster_generator(self) -> torch.Generator:
+        """The draws of an epoch's clustering (image subset, k-means start): seeded by ``aug_seed`` and the
+        epoch, the same on every DDP rank, so that all ranks hold the same clusters."""
+        return torch.Generator().manual_seed(int(self.hparams.aug_seed) * 1000003 + int(self.current_epoch))
 
     @torch.no_grad()
     def recluster(self, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
@@ -103,7 +111,7 @@ class DeepCluster(GeminiModule):
                            for i in range(0, images.shape[0], batch_size)])
         mean, proj = fit_whitening(feats.cpu(), self.hparams.pca_dim)
         k = min(self.hparams.num_clusters, images.shape[0])
-        centroids, labels = kmeans(whiten(feats.cpu(), mean, proj), k, self.hparams.kmeans_iters, self.aug_generator)
+        centroids, labels = kmeans(whiten(feats.cpu(), mean, proj), k, self.hparams.kmeans_iters, self.cluster_generator())
         counts = torch.bincount(labels, minlength=self.hparams.num_clusters)
         self.clusters = {"centroids": centroids.to(self.device), "mean": mean.to(self.device),
                          "proj": proj.to(self.device), "weights": balanced_weights(counts).to(self.device)}
