@@ -55,8 +55,10 @@ def test_train_and_val_batches(dm_root, dims, size):
     val = list(dm.val_dataloader())
     assert sum(len(b["name_a"]) for b in val) == 3
     b = val[0]
-    assert set(b) == {"image_a", "image_b", "label_a", "label_b", "name_a", "name_b", "spacing_a", "spacing_b"}
+    assert set(b) == {"image_a", "image_b", "label_a", "label_b", "name_a", "name_b", "spacing_a", "spacing_b", "meta_a", "meta_b"}
     assert b["image_a"].shape == (2, 1, *shape) and b["image_a"].dtype == torch.float32
+    # each image's geometry travels with the pair (predictions are written on its grid)
+    assert torch.equal(b["meta_a"]["spacing"].float(), b["spacing_a"]) and b["meta_b"]["affine"].shape[0] == 2
     for key in ("label_a", "label_b"):
         assert b[key].shape == (2, 1, *shape) and b[key].dtype == torch.int64
         assert b[key].min() >= 0 and b[key].max() <= 5

@@ -198,13 +198,13 @@ def test_pairs_batches(roots, name):
         return
     dm.setup("test")
     v = next(iter(dm.test_dataloader()))
-    assert set(v) == {"image_a", "image_b", "label_a", "label_b", "name_a", "name_b", "spacing_a", "spacing_b"}
+    assert set(v) == {"image_a", "image_b", "label_a", "label_b", "name_a", "name_b", "spacing_a", "spacing_b", "meta_a", "meta_b"}
     test = {case_name(n) for n in dm.split["test"]}
     if name == "whs_ct":  # 7 labeled training cases: the last 2 of the seeded order validate, 5 train
         assert len(dm.split["val"]) == 2 and len(dm.split["train_labeled"]) == 5
         names = [n for b in val for n in b["name_a"] + b["name_b"]]
         v = next(iter(val))
-        assert set(v) == {"image_a", "image_b", "label_a", "label_b", "name_a", "name_b", "spacing_a", "spacing_b"}
+        assert set(v) == {"image_a", "image_b", "label_a", "label_b", "name_a", "name_b", "spacing_a", "spacing_b", "meta_a", "meta_b"}
         assert set(names) == {case_name(n) for n in dm.split["val"]} and not set(names) & test
     else:  # too few labeled training cases to hold some out: no validation (never the test cases)
         assert "val" not in dm.split and val == []

@@ -158,7 +158,9 @@ class PairsWithLabeled(_Random, Dataset):
 
 class LabeledPairDataset(Dataset):
     """Fixed pairs of labeled items (registration evaluation), with each image's voxel spacing
-    (``spacing_a``, ``spacing_b``: (ndim,) float32, tensor-axis order) when the items carry it.
+    (``spacing_a``, ``spacing_b``: (ndim,) float32, tensor-axis order) and geometry (``meta_a``,
+    ``meta_b``: the items' ``meta`` dicts, so that predictions are written on each image's grid)
+    when the items carry them.
 
     Default order: pair ``k`` is ``(k mod n) -> (k mod n + 1 + k // n) mod n``: the first ``n``
     pairs are ``i -> (i + 1) mod n``, more pairs use larger offsets, up to all ``n * (n - 1)``
@@ -199,10 +201,12 @@ class LabeledPairDataset(Dataset):
             "name_a": ia["name"],
             "name_b": ib["name"],
         }
-        for key, item in (("spacing_a", ia), ("spacing_b", ib)):  # physical units for HD95 (and the augmentation)
+        for side, item in (("a", ia), ("b", ib)):  # physical units for HD95 (and the augmentation), geometry for files
             meta = item.get("meta") if isinstance(item, dict) else None
-            if isinstance(meta, dict) and meta.get("spacing") is not None:
-                out[key] = torch.as_tensor(meta["spacing"], dtype=torch.float32)
+            if isinstance(meta, dict):
+                out[f"meta_{side}"] = dict(meta)
+                if meta.get("spacing") is not None:
+                    out[f"spacing_{side}"] = torch.as_tensor(meta["spacing"], dtype=torch.float32)
         return out
 
 
