@@ -273,7 +273,12 @@ def test_cli_table_dispatch_renders_the_phantom_tables(tmp_path):
         main(["--table", table, "--data", "phantom", "--render-only", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)])
         md = (tmp_path / f"{name}.md").read_text()
         assert "| Ours | GEMINI-MIP |" in md and "0 ok, 0 failed" in md
-    assert SLICEWISE in (tmp_path / "table3.md").read_text() and SLICEWISE not in (tmp_path / "table6.md").read_text()
+    # Table III's 3D tasks run slice by slice (the slice-wise fine-tuning file), its 2D task as Table VI's tasks
+    matrix = load_mip_matrix(REPO / "experiments/mip/table3/phantom.yaml")
+    assert matrix.task_status("T2") is None and matrix.finetune_file("T2").name == "finetune_slicewise.yaml"
+    assert matrix.finetune_file("T1").name == "finetune.yaml"
+    matrix.slicewise_finetune = None   # a mode without one: the cells are shown not run
+    assert matrix.task_status("T2") == SLICEWISE and not [c for c in matrix.cells(tmp_path) if c.task == "T2"]
 
 
 def _le_results():
@@ -347,3 +352,33 @@ def test_row_notes_are_numbered_footnotes():
     from gemini_pl.reproduce.paper import NOTES
 
     assert row_notes([{"row": "VADeR", "pretrain": "vader"}]) == {"VADeR": NOTES["VADeR"]}
+
+
+def test_slicewise_segmentation_is_the_2d_network_slice_by_slice():
+    """The volume's logits are the 2D network's logits of each slice, stacked back (computed here by
+    a plain loop over the slices); training sees the slices of the batch as one 2D batch."""
+    import torch
+
+    from gemini_pl.modules.slicewise import SliceWiseSegmentation, from_slices, to_slices
+
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 1, 3, 4, 5)
+    assert to_slices(x, 2).shape == (10, 1, 3, 4) and torch.equal(to_slices(x, 2)[6, 0], x[1, 0, :, :, 1])
+    for axis in (0, 1, 2):
+        assert torch.equal(from_slices(to_slices(x, axis), 2, axis), x)
+    torch.manual_seed(0)
+    m = SliceWiseSegmentation(spatial_dims=3, num_classes=3, widths=[8] * 9, slice_chunk=3).eval()
+    assert m.net.spatial_dims == 2
+    vol = torch.rand(2, 1, 16, 16, 8)
+    with torch.no_grad():
+        got = m.segment_logits(vol)
+        want = torch.stack([torch.stack([m.net(vol[n:n + 1, :, :, :, k])[0] for k in range(8)], dim=-1) for n in range(2)])
+    assert got.shape == (2, 3, 16, 16, 8) and torch.allclose(got, want, atol=1e-5)
+    label = torch.randint(0, 3, (2, 1, 16, 16, 8))
+    (name, losses), = list(m.training_losses({"image": vol, "label": label}))
+    with torch.no_grad():
+        ref = m.seg_loss(m.net(vol.permute(0, 4, 1, 2, 3).reshape(16, 1, 16, 16)), label.permute(0, 4, 1, 2, 3).reshape(16, 1, 16, 16))
+    assert name == "seg" and torch.allclose(losses["total"].detach(), ref, atol=1e-5)
+    from gemini_pl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="3D data"):
+        SliceWiseSegmentation(spatial_dims=2, num_classes=3)

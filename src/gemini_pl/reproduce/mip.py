@@ -27,9 +27,11 @@ Cells (each one process, resumable: :mod:`gemini_pl.reproduce.cell`):
   pre-training (random initialisation), a ``Sup`` row needs external weights (``external_weights:
   {row: file}`` in the mode file, else shown "needs external weights").
 
-A row whose ``methods/<key>.yaml`` does not exist is shown "not implemented"; a task marked
-``slicewise`` (a 2D network on a 3D task, which the paper runs slice by slice) is shown
-"not run: 2D→3D slice-wise transfer" — slice-wise fine-tuning and evaluation are not implemented.
+A row whose ``methods/<key>.yaml`` does not exist is shown "not implemented". A task marked
+``slicewise`` (a 2D network on a 3D task, which the paper runs slice by slice) is fine-tuned with the
+mode's ``slicewise_finetune`` file (``experiments/mip/finetune_slicewise.yaml``:
+:class:`~gemini_pl.modules.slicewise.SliceWiseSegmentation`) instead of ``finetune``; a mode without
+one shows such cells "not run: 2D→3D slice-wise transfer".
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class MipMatrix(Matrix):
     external_weights: dict[str, str] = field(default_factory=dict)
     methods_dir: Path | None = None    # the pre-training method files: <methods_dir>/<key>.yaml
     select: str = "final"              # the selection policy when the command line names none
+    slicewise_finetune: Path | None = None   # the fine-tuning of a 2D network on a 3D task (slice by slice)
 
     # ---------------------------------------------------------------- rows
     def method_file(self, key: str) -> Path:
@@ -70,7 +73,12 @@ class MipMatrix(Matrix):
         return row_status(spec, Path(self.methods_dir), self.external_weights)
 
     def task_status(self, task: str) -> str | None:
-        return SLICEWISE if self.tasks[task].get("slicewise") else None
+        """``None`` when the task's cells run; SLICEWISE for a 2D→3D task without ``slicewise_finetune``."""
+        return SLICEWISE if self.tasks[task].get("slicewise") and self.slicewise_finetune is None else None
+
+    def finetune_file(self, task: str) -> Path:
+        """``slicewise_finetune`` for a task marked ``slicewise``, else ``finetune``."""
+        return Path(self.slicewise_finetune if self.tasks[task].get("slicewise") else self.finetune)
 
     # ---------------------------------------------------------------- stages
     def _overrides(self, seed: int, root: Path, phantom: bool) -> list[str]:
@@ -117,7 +125,7 @@ class MipMatrix(Matrix):
             for seed in self.seeds:
                 cell = Cell(spec["row"], task, seed, [], table=self.table, key="", select=select)
                 cdir = Path(out) / "cells" / cell.name
-                configs = [str(self.tasks[task]["config"]), str(self.finetune), str(self.budget)]
+                configs = [str(self.tasks[task]["config"]), str(self.finetune_file(task)), str(self.budget)]
                 overrides = self._overrides(seed, cdir / "main", bool(self.tasks[task].get("phantom")))
                 overrides += [f"--{k}={_cli_value(v)}" for k, v in (self.tasks[task].get("set") or {}).items()]
                 main = {"name": "main", "configs": configs, "overrides": overrides}
@@ -188,4 +196,5 @@ def load_mip_matrix(mode_file: str | Path, data_root: str | None = None,
         table=str(mode["table"]), pretrain_data=pre, finetune=base / mode["finetune"],
         pretrain_seed=int(mode.get("pretrain_seed", seeds[0])), external_weights=weights,
         methods_dir=base / mode["methods"], select=str(mode.get("select", "final")),
+        slicewise_finetune=base / mode["slicewise_finetune"] if mode.get("slicewise_finetune") else None,
     )
