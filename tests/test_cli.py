@@ -121,7 +121,7 @@ def test_experiment_composed_of_presets(capsys):
     assert (t["accelerator"], t["devices"], t["precision"], t["log_every_n_steps"]) == ("auto", 1, "32-true", 50)  # trainer/default
     assert (t["max_steps"], t["val_check_interval"], t["default_root_dir"]) == (40000, 200, "runs/gemini_seg")     # its own
     assert _classes(t["logger"]) == ["GeminiWandbLogger", "CSVLogger"]                                             # logger/wandb
-    assert _classes(t["callbacks"]) == ["LastCheckpoint", "ModelCheckpoint", "ResultsWriter"]                      # callbacks/*
+    assert _classes(t["callbacks"]) == ["LastCheckpoint", "ModelCheckpoint", "ResultsWriter", "TestPictures"]      # callbacks/*
     assert t["callbacks"][0]["init_args"]["every_n_train_steps"] == 2000
     assert t["callbacks"][1]["init_args"]["monitor"] == "val/seg_dice" and t["callbacks"][1]["init_args"]["mode"] == "max"
     # output folders: the configs leave them unset, they follow trainer.default_root_dir
@@ -137,7 +137,7 @@ def test_experiment_composed_of_presets(capsys):
                          "--config", str(REPO / "experiments" / "trainer" / "gpu.yaml")], capsys)
     t = cfg["trainer"]
     assert (t["accelerator"], t["precision"], t["max_steps"]) == ("gpu", "bf16-mixed", 40000)
-    assert _classes(t["callbacks"]) == ["LastCheckpoint", "ModelCheckpoint", "ResultsWriter"]
+    assert _classes(t["callbacks"]) == ["LastCheckpoint", "ModelCheckpoint", "ResultsWriter", "TestPictures"]
 
     cfg = print_config(["--config", str(REPO / "experiments" / "demo_pretrain.yaml")], capsys)
     t = cfg["trainer"]
