@@ -3,7 +3,9 @@
 Semi-supervised (on :class:`~.common.SemiSegmentation`, i.e. ``Segmentation`` + an unlabeled loss):
 :class:`UAMT`, :class:`CPS`, :class:`DeepAtlas`, :class:`MASSL`; DPA-DBN as :class:`DPAPrior`
 (autoencoder pre-training) then :class:`DPADBN` (``Segmentation`` with the frozen prior). Atlas: :class:`VMAtlas` (``Registration`` +
-multi-atlas label propagation). Dense contrastive pre-training (on :class:`DensePretrainBase`),
+multi-atlas label propagation), :class:`LCVMAtlas` (+ the label Dice term), :class:`LTNet` (forward–backward
+correspondence cycle). Learning registration to learn segmentation (on :class:`RegSegBase`: a segmenter + a separate
+registration network, stepped in turn): :class:`DataAug`, :class:`DeepRS`, :class:`PCRegRT`, :class:`BRBS`. Dense contrastive pre-training (on :class:`DensePretrainBase`),
 fine-tuned by ``Segmentation(init_from=...)``: :class:`DenseCL`, :class:`PixPro`, :class:`VADeR`,
 :class:`SetSim`, :class:`DSCPM`, :class:`GLCL` (momentum encoder, queues of negatives as buffers, two random-resized-crop views: :mod:`.views`).
 Each module's docstring lists its paper's weights (with the source line) and what stays simplified;
