@@ -8,6 +8,7 @@ import math
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import SMALL_DEFORMER, SMALL_WIDTHS
 from gemini_pl.data import PhantomDataModule
@@ -67,6 +68,27 @@ def test_ltnet_cycle_terms_by_hand():
     assert float(t["cyc_image"]) == pytest.approx(0.25, rel=1e-5)
     assert float(t["cyc_flow"]) == pytest.approx(1 / 8, rel=1e-5)
     assert float(t["cyc_label"]) == pytest.approx(2 / 3, rel=1e-5)
+
+
+def test_ltnet_loss_is_forward_similarity_smoothness_and_cycles():
+    """LT-Net's loss: forward LNCC + 0.4·(S(φ) + S(φ')) + image + label cycles + 0.1·correspondence
+    cycle — no second LNCC between x'' and the atlas (it held both fields at the identity)."""
+    from gemini_pl.losses import registration_terms, smoothness
+
+    m = LTNet(spatial_dims=2, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER, num_classes=3)
+    m.label_kind = "multiclass"
+    g = torch.Generator().manual_seed(1)
+    fwd, bwd = torch.randn(1, 2, 16, 16, generator=g), torch.randn(1, 2, 16, 16, generator=g)
+    flows = iter([fwd, bwd])
+    m.net.flow = lambda f_m, f_f: next(flows)
+    batch = {"image": torch.rand(1, 1, 16, 16, generator=g), "label": torch.randint(0, 3, (1, 1, 16, 16), generator=g),
+             "image_a": torch.rand(1, 1, 16, 16, generator=g)}
+    (name, terms), = list(m.training_losses(batch))
+    y = F.one_hot(batch["label"][:, 0], 3).movedim(-1, 1).float()
+    cyc = cycle_terms(batch["image"], y, fwd, bwd)
+    ncc = registration_terms(batch["image"], batch["image_a"], fwd)["ncc"]
+    expect = ncc + 0.4 * (smoothness(fwd) + smoothness(bwd)) + cyc["cyc_image"] + cyc["cyc_label"] + 0.1 * cyc["cyc_flow"]
+    assert name == "reg" and float(terms["total"]) == pytest.approx(float(expect), rel=1e-5)
 
 
 def test_dataaug_appearance_and_synthesis_by_hand():
