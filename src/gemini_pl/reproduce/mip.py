@@ -36,6 +36,7 @@ one shows such cells "not run: 2D→3D slice-wise transfer".
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,25 +177,28 @@ def load_mip_matrix(mode_file: str | Path, data_root: str | None = None,
     for key in ("table", "seeds", "rows", "pretrain_data", "tasks", "finetune", "budget", "pretrain_budget", "methods"):
         if key not in mode:
             raise ConfigError(f"{mode_file}: missing '{key}:' (see gemini_pl.reproduce.mip)")
-    rows = _load(base / mode["rows"])["rows"]
+    def at(rel: str) -> Path:  # a path of the mode file, normalised (table6/../methods -> methods)
+        return Path(os.path.normpath(base / rel))
+
+    rows = _load(at(mode["rows"]))["rows"]
     tasks = {}
     for name, spec in mode["tasks"].items():
         spec = dict(spec)
-        spec["config"] = base / spec["config"]
+        spec["config"] = at(spec["config"])
         tasks[name] = spec
     pre = dict(mode["pretrain_data"])
-    pre["config"] = base / pre["config"]
+    pre["config"] = at(pre["config"])
     presets = mode.get("method_presets")
     weights = {**(mode.get("external_weights") or {}), **(external_weights or {})}
     seeds = list(mode["seeds"])
     return MipMatrix(
         mode=mode.get("mode", mode_file.stem), mode_file=mode_file, seeds=seeds, tasks=tasks, rows=rows, ablations=[],
-        budget=base / mode["budget"], pretrain_budget=base / mode["pretrain_budget"], config_dir=base,
+        budget=at(mode["budget"]), pretrain_budget=at(mode["pretrain_budget"]), config_dir=base,
         data_root=data_root or mode.get("data_root"), notes=list(mode.get("notes", [])),
-        method_presets=base / presets if presets else None,
+        method_presets=at(presets) if presets else None,
         best_checkpoint=Path(__file__).resolve().parents[3] / "experiments" / "callbacks" / "best_seg.yaml",
-        table=str(mode["table"]), pretrain_data=pre, finetune=base / mode["finetune"],
+        table=str(mode["table"]), pretrain_data=pre, finetune=at(mode["finetune"]),
         pretrain_seed=int(mode.get("pretrain_seed", seeds[0])), external_weights=weights,
-        methods_dir=base / mode["methods"], select=str(mode.get("select", "final")),
-        slicewise_finetune=base / mode["slicewise_finetune"] if mode.get("slicewise_finetune") else None,
+        methods_dir=at(mode["methods"]), select=str(mode.get("select", "final")),
+        slicewise_finetune=at(mode["slicewise_finetune"]) if mode.get("slicewise_finetune") else None,
     )

@@ -98,7 +98,7 @@ def mip_records(table: str, rows: list[dict[str, Any]], results: list[dict[str, 
         rec["pretrain"] = {
             "status": "none" if not spec.get("pretrain") else (static.get(name) or _cell_status(pre) or "ok"),
             "flops": _fin(st.get("flops_per_step")), "seconds": _fin(st.get("fit_seconds")),
-            "steps": st.get("optimizer_steps"), "paper_gflops": TABLE9_FLOPS.get(name) if table == "III" else None,
+            "steps": st.get("optimizer_steps"), "iterations": st.get("iterations"), "paper_gflops": TABLE9_FLOPS.get(name) if table == "III" else None,
             "errors": [r.get("error", "") for r in pre if r.get("status") != "ok"]}
         recs.append(rec)
     scratch = next((r for r in recs if r["row"].startswith(SCRATCH)), None)
@@ -184,7 +184,7 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
               "per-seed means; Δ = ours − paper; AVG = mean DSC over the tasks (ours: over the tasks that ran, "
               "their number in brackets when fewer); gap = gap coefficient G (inner-scene gain over Scratch − "
               "inter-scene gain, DSC points; definition in gemini_pl.reproduce.mip_table, the paper column computed "
-              "from the paper's DSCs by the same formula); pre-training GFLOPs = one counted training step of the "
+              "from the paper's DSCs by the same formula); pre-training GFLOPs = one counted training step (iteration) of the "
               "row's own pre-training run (its input size, batch and widths), paper = Table IX (2D, paper scale)."
               + (" **Phantom data: the paper columns are a reference, not a target.**" if reference_only else ""), ""]
     head = "| Type | Pre-training |" + "".join(
@@ -203,7 +203,9 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
         avg = rec["avg"]
         ours_avg = _num(avg["ours"], 1) + (f" ({avg['tasks']} of {len(names)})" if avg["ours"] is not None and avg["tasks"] < len(names) else "")
         pre = rec["pretrain"]
-        ptime = (f"{pre['seconds']:.0f} s, {pre['steps']} steps" if pre["seconds"] is not None else
+        its = pre.get("iterations") or pre["steps"]
+        opt = f" ({pre['steps']} optimizer steps)" if pre.get("iterations") and pre["steps"] != pre["iterations"] else ""
+        ptime = (f"{pre['seconds']:.0f} s, {its} iterations{opt}" if pre["seconds"] is not None else
                  ("-" if pre["status"] == "none" else pre["status"]))
         cells += [ours_avg, _num(avg["paper"], 1), _num(rec["gap"]["ours"], 1, True), _num(rec["gap"]["paper"], 1, True),
                   _gflops(pre["flops"]) if pre["status"] != "none" else "-",
