@@ -67,7 +67,7 @@ def test_render_table6_hand_made():
         _res("Scratch (3D U-Net)", "T3", 0, [80.0, 80.0]),
         _res("VADeR", "T2", 0, [70.0, 70.0]), _res("VADeR", "T3", 0, [90.0, 92.0]),
         {"row": "VADeR", "task": "pretrain", "seed": 0, "status": "ok",
-         "stages": [{"name": "pretrain", "flops_per_step": 1.5e9, "fit_seconds": 12.4, "optimizer_steps": 20}]},
+         "stages": [{"name": "pretrain", "flops_per_step": 1.5e9, "fit_seconds": 12.4, "optimizer_steps": 40, "iterations": 20}]},
         {"row": "GEMINI-MIP", "task": "pretrain", "seed": 0, "status": "failed", "error": "RuntimeError: boom"},
         _res("GEMINI-MIP", "T2", 0, [], status="failed", error="pre-training failed: RuntimeError: boom"),
     ]
@@ -89,7 +89,7 @@ def test_render_table6_hand_made():
     v = cells("VADeR")
     # VADeR: T2 70 (inter gain -5), T3 91 (inner gain +11): G = 11 - (-5) = 16; paper 87.4-84.0 - (72.1-72.4) = 3.7
     assert v[2] == "70.0±0.0" and v[8] == "91.0±1.4"
-    assert v[14:21] == ["80.5", "79.8", "+16.0", "+3.7", "1.5", "-", "12 s, 20 steps"]
+    assert v[14:21] == ["80.5", "79.8", "+16.0", "+3.7", "1.5", "-", "12 s, 20 iterations (40 optimizer steps)"]
     assert cells("Med3D")[2] == NEEDS_WEIGHTS and cells("Denoising")[2] == NOT_IMPLEMENTED
     g = cells("GEMINI-MIP")
     assert g[2] == "failed" and g[8] == "not run" and g[20] == "failed"
