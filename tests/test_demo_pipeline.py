@@ -131,3 +131,43 @@ def test_render_table_summarises_seeds_and_reuses_the_deterministic_anchor():
     # registration vs demons: −5 and −3 (demons reused for seed 1) -> reversed
     assert "beats SimpleITK demons (B): 71.0 vs 75.0 % (-4.0); per seed -5.00, -3.00" in table
     assert "reversed" in table.split("beats SimpleITK demons (B)")[1].splitlines()[0]
+
+
+def test_a_failed_stage_is_reported_its_dependants_skipped_and_the_rest_run(monkeypatch, tmp_path):
+    """One failing pre-training (a CLI error is a SystemExit): its fine-tuning is skipped, the other
+    seed and the independent stages still run, and the table lists what did not finish."""
+    from gemini_pl import demo
+
+    ran = []
+
+    def fake_stage(name, config, out, overrides, test=True, fit=True, threads=0):
+        if name == "pretrain" and "seed0" in str(out):
+            raise SystemExit("error: Parser key 'trainer.callbacks': no attribute 'X'")
+        ran.append((str(out.name), name))
+        return demo.StageResult(name, 1.0, rows=[{"case": "a", "dice": "80"}], steps=1, iterations=1)
+
+    monkeypatch.setattr(demo, "_stage", fake_stage)
+    tasks = [demo._Task(s, n, tmp_path / "c.yaml", [], tmp_path / f"seed{s}") for s in (0, 1)
+             for n in ("pretrain", "seg_scratch", "seg_gemini")]
+    results, failures = demo._execute(tasks, jobs=1, threads=1)
+    assert ("seed0", "seg_scratch") in ran and ("seed1", "seg_gemini") in ran and ("seed0", "seg_gemini") not in ran
+    assert failures == ["seed 0 pretrain: SystemExit: error: Parser key 'trainer.callbacks': no attribute 'X'",
+                        "seed 0 seg_gemini: skipped (its pre-training failed)"]
+    table = demo.render_table(results, 1.0, 1, data="mni", failures=failures)
+    assert "Stages that did not finish" in table and "seed 0 seg_gemini: skipped" in table
+
+
+@pytest.mark.slow
+def test_demo_resumes_from_finished_stages(tmp_path, monkeypatch):
+    """A rerun reuses a finished stage (its stage.json) instead of training it again."""
+    from gemini_pl.demo import STAGE_RECORD, run_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    first = run_pipeline(tmp_path / "runs", quick=True, data="phantom", stages=["seg_scratch"])
+    record = tmp_path / "runs" / "seg_scratch" / STAGE_RECORD
+    csv_file = tmp_path / "runs" / "seg_scratch" / "results" / "test_cases.csv"
+    stamp = (record.stat().st_mtime_ns, csv_file.stat().st_mtime_ns)
+    second = run_pipeline(tmp_path / "runs", quick=True, data="phantom", stages=["seg_scratch"])
+    assert (record.stat().st_mtime_ns, csv_file.stat().st_mtime_ns) == stamp  # nothing trained or tested again
+    row = [line for line in first.splitlines() if line.startswith("| U-Net Five (scratch)")]
+    assert row and row == [line for line in second.splitlines() if line.startswith("| U-Net Five (scratch)")]

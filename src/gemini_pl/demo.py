@@ -21,7 +21,9 @@ Seeds (``--seeds``; MNI default 0 1 2): each seed changes the network initialisa
 sampling (``data.seed``); the data and the test cases stay the same, so that every claim is a
 paired per-case difference, computed per seed and summarised over seeds. ``--jobs 2`` runs two
 stages at a time (one torch thread each). The compared rows share the data, the number of
-iterations and the labeled batch size; every row is tested on its final weights. The table states
+iterations and the labeled batch size; every row is tested on its final weights. A finished stage
+leaves ``stage.json`` in its folder: rerunning the same command resumes (finished stages are
+reused), and a stage that fails is listed under the table while the others go on. The table states
 the selection policy and the split; it is printed and written to ``<out>/results.md``; per-case
 CSVs are under ``<out>/[seed<N>/]<stage>/results/``.
 """
@@ -36,7 +38,8 @@ import statistics
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,8 @@ DEFAULT_STAGES = {"mni": ["pretrain", "seg_scratch", "seg_gemini", "semi", "reg_
                   "phantom": ["pretrain", "seg_scratch", "seg_scratch_2x", "seg_gemini", "semi", "reg_gemini"]}
 ALL_STAGES = ["pretrain", "seg_scratch", "seg_scratch_2x", "seg_gemini", "semi", "reg_gemini", "reg_scratch",
               "reg_gemini_svf", "demons"]
+#: written into a stage's folder when it has finished (the demo resumes from it)
+STAGE_RECORD = "stage.json"
 #: stages that start from the pre-training checkpoint
 NEEDS_PRETRAIN = ("seg_gemini", "reg_gemini", "reg_gemini_svf")
 
@@ -106,6 +111,10 @@ def _stage(name: str, config: Path, out: Path, overrides: list[str], test: bool 
     from .data.splits import describe_split
 
     run_dir = out / name
+    done = run_dir / STAGE_RECORD
+    if done.is_file():  # finished by an earlier run of the demo: reuse it (the demo resumes)
+        rank_zero_info(f"\n=== demo stage {name}: done before, reusing {done}")
+        return StageResult(**json.loads(done.read_text()))
     args = [
         "--config", str(config),
         "--trainer.default_root_dir", str(run_dir),
@@ -137,6 +146,7 @@ def _stage(name: str, config: Path, out: Path, overrides: list[str], test: bool 
             with open(writer.csv_path) as f:
                 result.rows = list(csv.DictReader(f))
     result.seconds = time.perf_counter() - t0
+    done.write_text(json.dumps(asdict(result)))
     return result
 
 
@@ -223,7 +233,7 @@ REG_ROWS = [("reg_scratch", "Registration (scratch)", "random"),
 
 
 def render_table(results: dict[int, dict[str, StageResult]], total_seconds: float, threads: int,
-                 data: str = "phantom", commit: str | None = None, jobs: int = 1) -> str:
+                 data: str = "phantom", commit: str | None = None, jobs: int = 1, failures: list[str] | None = None) -> str:
     """The one results table of the demo, plus the claims it checks (measured, not assumed).
 
     ``results[seed][stage]``; a stage run once for every seed (``demons``: deterministic) may be
@@ -316,6 +326,9 @@ def render_table(results: dict[int, dict[str, StageResult]], total_seconds: floa
         rs = runs(key)
         if rs:
             lines.append(f"- folding of {label}: {_over_seeds(rs, 'folding', 3)} % of pixels")
+    if failures:
+        lines += ["", "Stages that did not finish (rerun the same command to resume; finished stages are reused):"]
+        lines += [f"- {f}" for f in failures]
     lines += [
         "",
         "A claim holds only when it holds in every seed and its mean over seeds exceeds two standard errors "
@@ -382,33 +395,57 @@ def _plan(data: str, seeds: list[int], wanted: list[str], out: Path, fit_common:
     return tasks
 
 
-def _execute(tasks: list[_Task], jobs: int, threads: int) -> dict[int, dict[str, StageResult]]:
+def _execute(tasks: list[_Task], jobs: int, threads: int) -> tuple[dict[int, dict[str, StageResult]], list[str]]:
     """Run the tasks, ``jobs`` at a time (``jobs`` 1: in this process, in order); a fine-tuning stage
-    starts after its seed's pre-training."""
+    starts after its seed's pre-training. A stage that fails is reported (``failures``), its
+    dependants are skipped, and the others go on; finished stages are kept for a rerun."""
     results: dict[int, dict[str, StageResult]] = {t.seed: {} for t in tasks}
+    failures: list[str] = []
+    failed_pretrain: set[int] = set()
+
+    def record(t: _Task, run) -> None:
+        try:
+            results[t.seed][t.name] = run()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a CLI error is a SystemExit; report it and go on
+            failures.append(f"seed {t.seed} {t.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            if t.name == "pretrain":
+                failed_pretrain.add(t.seed)
+
+    def blocked(t: _Task) -> bool:
+        if t.name in NEEDS_PRETRAIN and t.seed in failed_pretrain:
+            failures.append(f"seed {t.seed} {t.name}: skipped (its pre-training failed)")
+            return True
+        return False
+
     if jobs <= 1:
         for t in tasks:
-            results[t.seed][t.name] = _stage(t.name, t.config, t.out, t.overrides, test=True, fit=t.fit)
-        return results
+            if not blocked(t):
+                record(t, lambda t=t: _stage(t.name, t.config, t.out, t.overrides, test=True, fit=t.fit))
+        return results, failures
     import multiprocessing as mp
 
     pending = list(tasks)
     running: dict[Any, _Task] = {}
 
     def ready(t: _Task) -> bool:
-        return t.name not in NEEDS_PRETRAIN or "pretrain" in results[t.seed] or not any(
+        return t.name not in NEEDS_PRETRAIN or "pretrain" in results[t.seed] or t.seed in failed_pretrain or not any(
             x.seed == t.seed and x.name == "pretrain" for x in tasks)
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
         while pending or running:
             for t in [t for t in pending if ready(t)][: max(0, jobs - len(running))]:
                 pending.remove(t)
-                running[pool.submit(_run_task, t, threads)] = t
+                if not blocked(t):
+                    running[pool.submit(_run_task, t, threads)] = t
+            if not running:
+                continue
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in done:
                 t = running.pop(fut)
-                results[t.seed][t.name] = fut.result()
-    return results
+                record(t, fut.result)
+    return results, failures
 
 
 def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, threads: int = 1, stages: list[str] | None = None,
@@ -445,11 +482,11 @@ def run_pipeline(out: str | Path = "runs/demo", quick: bool = False, threads: in
     wanted = stages or DEFAULT_STAGES[data]
     t0 = time.perf_counter()
     tasks = _plan(data, seeds, wanted, out, common, test_common, quick)
-    results = _execute(tasks, jobs, threads)
+    results, failures = _execute(tasks, jobs, threads)
     from .callbacks.results import git_commit
 
     table = render_table(results, time.perf_counter() - t0, threads if threads > 0 else torch.get_num_threads(),
-                         data=data, commit=git_commit(), jobs=max(1, jobs))
+                         data=data, commit=git_commit(), jobs=max(1, jobs), failures=failures)
     (out / "results.md").write_text(table)
     print("\n" + table, flush=True)
     return table
