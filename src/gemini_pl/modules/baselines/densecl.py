@@ -77,17 +77,28 @@ class DenseCL(DensePretrainBase):
     def online_parts(self) -> dict[str, torch.nn.Module]:
         return {**super().online_parts(), "global_projector": self.global_projector}
 
-    def training_losses(self, batch: dict[str, Any]) -> Losses:
-        hp = self.hparams
+    def embed_views(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Both views through the online (view1) and key (view2, no gradient) encoders.
+
+        Returns ``b1``/``b2`` the pooled backbone grids (N, C, *g); ``q_grid`` the normalised dense
+        queries (N, D, G) and ``z2`` the key projections (N, D, G), G = prod(g); ``q``/``k`` the
+        normalised global embeddings (N, D).
+        """
         f1 = self.net.features(batch["view1"])
         b1 = self.pool(f1)
-        q_grid = F.normalize(self.projector(b1).flatten(2), dim=1)
-        q = F.normalize(self.global_projector(_global_pool(f1)).flatten(1), dim=1)
+        out = {"b1": b1, "q_grid": F.normalize(self.projector(b1).flatten(2), dim=1),
+               "q": F.normalize(self.global_projector(_global_pool(f1)).flatten(1), dim=1)}
         with torch.no_grad():
             f2 = self.key("backbone", batch["view2"])
-            b2 = self.pool(f2)
-            z2 = self.key("projector", b2).flatten(2)
-            k = F.normalize(self.key("global_projector", _global_pool(f2)).flatten(1), dim=1)
+            out["b2"] = self.pool(f2)
+            out["z2"] = self.key("projector", out["b2"]).flatten(2)
+            out["k"] = F.normalize(self.key("global_projector", _global_pool(f2)).flatten(1), dim=1)
+        return out
+
+    def training_losses(self, batch: dict[str, Any]) -> Losses:
+        hp = self.hparams
+        e = self.embed_views(batch)
+        b1, q_grid, q, b2, z2, k = e["b1"], e["q_grid"], e["q"], e["b2"], e["z2"], e["k"]
         glob = info_nce(q, k, hp.temperature, self.queue.negatives())
         dense = dense_nce(q_grid, F.normalize(z2, dim=1), b1.detach().flatten(2), b2.flatten(2),
                           self.queue_dense.negatives(), hp.temperature)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Losses
-from .densecl import DenseCL, _global_pool
+from .densecl import DenseCL
 from .dcrl import info_nce
 from .pixpro import positive_pairs
 
@@ -97,15 +97,9 @@ class SetSim(DenseCL):
 
     def training_losses(self, batch: dict[str, Any]) -> Losses:
         hp = self.hparams
-        f1 = self.net.features(batch["view1"])
-        b1 = self.pool(f1)
-        q_grid = F.normalize(self.projector(b1).flatten(2), dim=1)
-        q = F.normalize(self.global_projector(_global_pool(f1)).flatten(1), dim=1)
+        e = self.embed_views(batch)
+        b1, q_grid, q, b2, z2, k = e["b1"], e["q_grid"], e["q"], e["b2"], e["z2"], e["k"]
         with torch.no_grad():
-            f2 = self.key("backbone", batch["view2"])
-            b2 = self.pool(f2)
-            z2 = self.key("projector", b2).flatten(2)
-            k = F.normalize(self.key("global_projector", _global_pool(f2)).flatten(1), dim=1)
             geo = None
             if hp.geo_threshold is not None:
                 geo = positive_pairs(batch["theta1"], batch["theta2"], b1.shape[2:], hp.geo_threshold).to(b1.device)
