@@ -27,7 +27,7 @@ import math
 from typing import Any
 
 from .paper_mip import MIP_TABLES, SCENES, TABLE9_DOWNSTREAM, TABLE9_FLOPS
-from .table import _cell_status, _pm, aggregate
+from .table import _cell_status, _pm, aggregate, format_ours
 
 __all__ = ["gap_coefficient", "mip_records", "render_mip_markdown", "render_mip_csv", "row_notes", "SCRATCH"]
 
@@ -119,18 +119,6 @@ def _num(v: float | None, digits: int, sign: bool = False) -> str:
     return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
 
 
-def _ours(t: dict[str, Any], metric: str, digits: int) -> str:
-    if t["status"] != "ok":
-        return t["status"]
-    m = t[metric]
-    text = _pm(m["ours_mean"], m["ours_std"], digits)
-    if m["seeds"] > 1 and m["seed_std"] is not None and math.isfinite(m["seed_std"]):
-        text += f" (s {m['seed_std']:.{digits}f})"
-    if m["unable"] and metric == "AVD":
-        text += f" [{m['unable']} unable]"
-    return text
-
-
 def _paper(t: dict[str, Any], metric: str, digits: int) -> str:
     m = t[metric]
     return "-" if m["paper_mean"] is None else _pm(m["paper_mean"], m["paper_std"], digits)
@@ -198,7 +186,7 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
         for t in names:
             tr = rec["tasks"][t]
             for metric, digits in (("DSC", 1), ("AVD", 2)):
-                cells += [_ours(tr, metric, digits), _paper(tr, metric, digits), _delta(tr, metric, digits)]
+                cells += [format_ours(tr, metric, digits), _paper(tr, metric, digits), _delta(tr, metric, digits)]
             errors += [f"- {rec['row']} / {t}: {e}" for e in tr["errors"]]
         avg = rec["avg"]
         ours_avg = _num(avg["ours"], 1) + (f" ({avg['tasks']} of {len(names)})" if avg["ours"] is not None and avg["tasks"] < len(names) else "")

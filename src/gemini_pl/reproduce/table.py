@@ -100,7 +100,9 @@ def table2_rows(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> li
     return out
 
 
-def _fmt_ours(rec: dict[str, Any], metric: str, digits: int) -> str:
+def format_ours(rec: dict[str, Any], metric: str, digits: int) -> str:
+    """One "ours" cell of a rendered table: mean±std over test cases, the std of the per-seed means
+    with several seeds, the count of unable cases for AVD; the status when the cell did not run."""
     if rec["status"] != "ok":
         return rec["status"]
     m = rec[metric]
@@ -152,7 +154,7 @@ def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], h
         for rec in per_task:
             for metric, digits in (("DSC", 1), ("AVD", 2)):
                 m = rec[metric]
-                cells += [_fmt_ours(rec, metric, digits), _fmt_paper(rec, metric, digits),
+                cells += [format_ours(rec, metric, digits), _fmt_paper(rec, metric, digits),
                           _diff(m["ours_mean"], m["paper_mean"], digits) if rec["status"] == "ok" else ""]
         cells.append(f"[{marks[name][0]}]" if name in marks else "")
         lines.append("| " + " | ".join(cells) + " |")
