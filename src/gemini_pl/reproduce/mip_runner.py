@@ -20,7 +20,7 @@ from .cell import write_json_atomic
 from .matrix import Cell
 from .mip import MipMatrix, load_mip_matrix
 from .mip_table import render_mip_csv, render_mip_markdown, row_notes
-from .runner import _run_one, _selection_line, _span, _write_cell, collect, prepare_splits
+from .runner import _selection_line, cell_runner, _span, _write_cell, collect, prepare_splits
 
 __all__ = ["execute", "prepare_phantoms", "run_mip", "static_statuses", "table_file"]
 
@@ -82,22 +82,7 @@ def execute(matrix: MipMatrix, runs: Path, rows: list[str] | None = None, tasks:
             if c.name in todo:
                 _write_cell(c, runs / "cells" / c.name)
 
-        import queue
-
-        free: queue.Queue = queue.Queue()
-        for g in gpus or []:
-            free.put(g)
-
-        def run(c: Cell) -> dict[str, Any]:
-            gpu = free.get() if gpus else None
-            try:
-                r = _run_one(c, runs / "cells" / c.name, threads, timeout, gpu)
-            finally:
-                if gpus:
-                    free.put(gpu)
-            msg = f"{r.get('seconds', 0):.0f} s" if r["status"] == "ok" else f"FAILED: {r.get('error', '')[:200]}"
-            print(f"  {c.name}: {msg}", flush=True)
-            return r
+        run = cell_runner(runs, threads, timeout, gpus)
 
         def row(item: tuple[Cell | None, list[Cell]]) -> None:
             pre, down = item

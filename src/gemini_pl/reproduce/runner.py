@@ -88,6 +88,30 @@ def _write_cell(cell: Cell, cdir: Path) -> None:
     (cdir / "cell.json").write_text(json.dumps(spec, indent=1))
 
 
+def cell_runner(runs: Path, threads: int, timeout: float | None, gpus: list[str] | None):
+    """A function running one cell (in ``<runs>/cells/<name>``) on a free GPU of ``gpus`` (each
+    GPU one cell at a time; none: CPU), printing one line per finished cell; returns its result.
+    Safe to call from several threads."""
+    import queue
+
+    free: queue.Queue = queue.Queue()
+    for g in gpus or []:
+        free.put(g)
+
+    def run(c: Cell) -> dict[str, Any]:
+        gpu = free.get() if gpus else None
+        try:
+            r = _run_one(c, runs / "cells" / c.name, threads, timeout, gpu)
+        finally:
+            if gpus:
+                free.put(gpu)
+        msg = f"{r.get('seconds', 0):.0f} s" if r["status"] == "ok" else f"FAILED: {r.get('error', '')[:200]}"
+        print(f"  {c.name}: {msg}", flush=True)
+        return r
+
+    return run
+
+
 def _run_one(cell: Cell, cdir: Path, threads: int, timeout: float | None, gpu: str | None = None) -> dict[str, Any]:
     result_path = cdir / "result.json"
     env = dict(os.environ, GEMINI_THREADS=str(threads), WANDB_SILENT="true")
@@ -161,22 +185,7 @@ def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: i
         for c in todo:
             _write_cell(c, runs / "cells" / c.name)
 
-        import queue
-
-        free: queue.Queue = queue.Queue()
-        for g in gpus or []:
-            free.put(g)
-
-        def go(c: Cell) -> None:
-            gpu = free.get() if gpus else None
-            try:
-                r = _run_one(c, runs / "cells" / c.name, threads, timeout, gpu)
-            finally:
-                if gpus:
-                    free.put(gpu)
-            msg = f"{r.get('seconds', 0):.0f} s" if r["status"] == "ok" else f"FAILED: {r.get('error', '')[:200]}"
-            print(f"  {c.name}: {msg}", flush=True)
-
+        go = cell_runner(runs, threads, timeout, gpus)
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             list(pool.map(go, todo))
     results = collect(runs, cells)
