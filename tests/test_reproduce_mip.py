@@ -382,3 +382,74 @@ def test_slicewise_segmentation_is_the_2d_network_slice_by_slice():
 
     with pytest.raises(ConfigError, match="3D data"):
         SliceWiseSegmentation(spatial_dims=2, num_classes=3)
+
+
+def test_pretrain_per_seed_gives_each_seed_its_own_backbone(tmp_path):
+    """pretrain_per_seed: one pre-training per row and seed; each downstream cell loads its seed's."""
+    rows = [{"row": "Scratch (3D U-Net)", "pretrain": None}, {"row": "GEMINI-MIP", "pretrain": "gemini_mip"}]
+    mode = _mini_mode(tmp_path, rows)
+    body = yaml.safe_load(mode.read_text())
+    body.update(pretrain_per_seed=True, seeds=[0, 1, 2])
+    mode.write_text(yaml.safe_dump(body))
+    matrix = load_mip_matrix(mode)
+    runs = tmp_path / "runs"
+    cells = matrix.cells(runs)
+    pre = [c for c in cells if c.task == "pretrain"]
+    assert [c.seed for c in pre] == [0, 1, 2] and len({c.name for c in pre}) == 3
+    for c in pre:   # the pre-training itself is seeded with its seed
+        assert f"--seed_everything={c.seed}" in c.stages[0]["overrides"]
+        assert f"--model.init_args.aug_seed={c.seed}" in c.stages[0]["overrides"]
+    for c in cells:
+        if c.row == "GEMINI-MIP" and c.task != "pretrain":
+            assert c.stages[0]["init_from"] == str(runs / "cells" / pre[c.seed].name / "pretrain" / "checkpoints" / "last.ckpt")
+    # without the key: one pre-training (seed 0) for every seed, as before
+    body["pretrain_per_seed"] = False
+    mode.write_text(yaml.safe_dump(body))
+    assert [c.seed for c in load_mip_matrix(mode).cells(runs) if c.task == "pretrain"] == [0]
+
+
+def test_paired_column_against_scratch_by_hand():
+    """Per seed: the per-case differences row − Scratch (cases matched by name), then over seeds."""
+    rows = [{"row": "Scratch (2D U-Net)", "pretrain": None}, {"row": "GEMINI-MIP", "type": "Ours", "pretrain": "gemini_mip"},
+            {"row": "Rotation", "type": "GRL", "pretrain": "rotation"}]
+    results = [_res("Scratch (2D U-Net)", "L5", s, d) for s, d in ((0, [50.0, 60.0]), (1, [50.0, 70.0]), (2, [40.0, 40.0]))]
+    # GEMINI-MIP: seed diffs (+2, +4) -> 3, (+1, +1) -> 1, (+2, +2) -> 2: mean 2, sd 1, s.e. 0.577 -> holds
+    results += [_res("GEMINI-MIP", "L5", s, d) for s, d in ((0, [52.0, 64.0]), (1, [51.0, 71.0]), (2, [42.0, 42.0]))]
+    # Rotation: -1, +3, -2 -> mean 0, not significant; 2 of 6 pairs higher (the +3 seed's two cases)
+    results += [_res("Rotation", "L5", s, d) for s, d in ((0, [49.0, 59.0]), (1, [53.0, 73.0]), (2, [38.0, 38.0]))]
+    for r in results:
+        r["table"] = "III"
+    md = render_mip_markdown("III", rows, results, {"L5": "five labels"}, {}, {}, paired=True, scenes={"L5": "inner"})
+    line = lambda name: [c.strip() for c in next(ln for ln in md.splitlines() if f"| {name} |" in ln).strip("|").split("|")]  # noqa: E731
+    assert "L5 (inner) DSC | L5 vs Scratch (paired) |" in md
+    assert line("GEMINI-MIP")[3] == "+2.00 ± 1.00 (holds; higher on 6/6)"
+    assert line("Rotation")[3] == "+0.00 ± 2.65 (not significant; higher on 2/6)"
+    assert line("Scratch (2D U-Net)")[3] == "-"
+    csv_rows = [ln.split(",") for ln in render_mip_csv("III", rows, results, ["L5"], {}).splitlines()]
+    g = next(r for r in csv_rows if r[1] == "GEMINI-MIP" and r[4] == "DSC_VS_SCRATCH_PAIRED")
+    assert float(g[5]) == pytest.approx(2.0) and float(g[6]) == pytest.approx(1.0) and g[8] == "3" and g[14] == "holds"
+    # all lower in every seed -> reversed
+    worse = [_res("GEMINI-MIP", "L5", s, [c["dice"] - 3.0 for c in r["stages"][0]["cases"]]) for s, r in enumerate(results[:3])]
+    md = render_mip_markdown("III", rows[:2], results[:3] + worse, {"L5": "five labels"}, {}, {}, paired=True)
+    assert "-3.00 ± 0.00 (reversed; higher on 0/6)" in md
+    # without paired=True the column is absent
+    assert "vs Scratch (paired)" not in render_mip_markdown("III", rows, results, {"L5": "x"}, {}, {})
+
+
+def test_mni_mode_and_label_efficiency_share_their_cells(tmp_path):
+    """The real-anatomy Table III mode and the label-efficiency curve: the same pre-training cells and
+    the same five-label cells, so that each runs once; --data mni is refused for table 6."""
+    from gemini_pl.reproduce.runner import main
+
+    runs = tmp_path / "runs"
+    t3 = load_mip_matrix(REPO / "experiments/mip/table3/mni.yaml")
+    le = load_mip_matrix(REPO / "experiments/mip/label_efficiency/mni.yaml")
+    assert t3.pretrain_per_seed and t3.paired_vs_scratch and t3.seeds == [0, 1, 2] and t3.mni["num_labeled"] == 20
+    c3 = {c.name: c for c in t3.cells(runs)}
+    shared = [c for c in le.cells(runs) if c.name in c3]
+    assert {c.row for c in shared} == {"Scratch (2D U-Net)", "Models Genesis", "GEMINI-MIP"}
+    assert sorted({c.task for c in shared}) == ["L5", "pretrain"] and len(shared) == 3 * 3 + 2 * 3
+    for c in shared:   # identical runs, not only identical names
+        assert c.stages == c3[c.name].stages
+    with pytest.raises(SystemExit):
+        main(["--table", "6", "--data", "mni", "--render-only", "--runs", str(runs), "--out", str(tmp_path)])

@@ -45,6 +45,8 @@ from typing import Any
 
 import yaml
 
+from .claims import claim_verdict, paired_differences as _paired
+
 __all__ = ["main", "run_pipeline"]
 
 #: the demo's data choices: configs folder, title, seeds by default, the data seed as a sampling seed
@@ -161,53 +163,8 @@ def _sd(values: list[float]) -> float:
 
 
 def paired_differences(ra: StageResult, rb: StageResult, col_a: str, col_b: str) -> list[float]:
-    """Per-case ``a[col_a] − b[col_b]`` over the cases both rows scored (matched by case name)."""
-    b_by_case = {r["case"]: r for r in rb.rows}
-    diffs = []
-    for r in ra.rows:
-        other = b_by_case.get(r["case"])
-        if other is None:
-            continue
-        x, y = float(r.get(col_a, "nan") or "nan"), float(other.get(col_b, "nan") or "nan")
-        if not (math.isnan(x) or math.isnan(y)):
-            diffs.append(x - y)
-    return diffs
-
-
-def claim_verdict(per_seed: list[list[float]]) -> str:
-    """The paired per-case differences of each seed → one line: per-seed means, their mean ± std
-    over seeds, the cases where A scored higher, and the verdict.
-
-    With several seeds the claim "A beats B" **holds** when every seed's mean difference is
-    positive and the mean over seeds exceeds two standard errors over seeds; it is **reversed**
-    when the same holds with the sign flipped; otherwise it does not hold (within seed-to-seed
-    variation). With one seed the standard error is over cases, and the line says that seeds were
-    not varied.
-    """
-    per_seed = [d for d in per_seed if d]
-    if not per_seed:
-        return "no paired cases"
-    means = [sum(d) / len(d) for d in per_seed]
-    pairs = sum(len(d) for d in per_seed)
-    wins = sum(x > 0 for d in per_seed for x in d)
-    if len(means) > 1:
-        mean, sd = statistics.fmean(means), _sd(means)
-        se = sd / math.sqrt(len(means))
-        spread = f"per seed {', '.join(f'{m:+.2f}' for m in means)}; over {len(means)} seeds {mean:+.2f} ± {sd:.2f} (s.e. {se:.2f})"
-        if all(m > 0 for m in means) and mean > 2 * se:
-            verdict = "holds"
-        elif all(m < 0 for m in means) and mean < -2 * se:
-            verdict = "does NOT hold: reversed (B is better in every seed)"
-        else:
-            verdict = "does NOT hold: within seed-to-seed variation"
-    else:
-        d = per_seed[0]
-        mean, sd = means[0], _sd(d)
-        se = sd / math.sqrt(len(d)) if len(d) > 1 else float("inf")
-        spread = f"per case {mean:+.2f} ± {sd:.2f} (s.e. {se:.2f}), one seed"
-        verdict = ("holds for this seed" if mean > 2 * se else
-                   "does NOT hold" + (" (reversed for this seed)" if mean < -2 * se else ": within case-to-case noise"))
-    return f"{spread}; A higher on {wins}/{pairs} paired cases — {verdict}"
+    """Per-case ``a[col_a] − b[col_b]`` over the cases both stages scored (matched by case name)."""
+    return _paired(ra.rows, rb.rows, col_a, col_b)
 
 
 def _over_seeds(per_seed: list[StageResult], column: str, digits: int = 1) -> str:

@@ -15,7 +15,9 @@ tables are, and writes
   (``wandb.plot.line_series``).
 
 The mode file's ``mni:`` entry writes the demo subjects (:func:`gemini_pl.data.generate_mni_dataset`)
-before any cell runs.
+before any cell runs. Its cells are those of the real-anatomy Table III mode
+(``experiments/mip/table3/mni.yaml``, same cell folder ``runs/table3_mni``): the pre-trainings and
+the five-label fine-tunings of Scratch, Models Genesis and GEMINI-MIP run once for both.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .table import aggregate
 
@@ -186,12 +187,6 @@ def run_label_efficiency(mode_file: str | Path, runs: str | Path, out: str | Pat
     matrix = load_mip_matrix(mode_file)
     if seeds:
         matrix.seeds = list(seeds)
-    mni = (yaml.safe_load(Path(mode_file).read_text()) or {}).get("mni")
-    if mni and not render_only:
-        from ..data.anatomy import generate_mni_dataset
-
-        mni = dict(mni)
-        generate_mni_dataset(mni.pop("root"), spatial_dims=2, **mni)
     runs, out = Path(runs), Path(out)
     _, results, _ = execute(matrix, runs, rows, None, jobs, threads, retry_failed, timeout, render_only,
                             select=matrix.select, label="label efficiency")
@@ -212,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     here = Path("experiments/mip/label_efficiency/mni.yaml")
     default = here if here.is_file() else Path(__file__).resolve().parents[3] / here
     p.add_argument("--mode-file", default=str(default), help="the curve's mode file (default %(default)s)")
-    p.add_argument("--runs", default="runs/label_efficiency", help="cell folders")
+    p.add_argument("--runs", default="runs/table3_mni", help="cell folders (shared with make reproduce TABLE=3 DATA=mni)")
     p.add_argument("--out", default="results", help="folder of label_efficiency.{png,csv}")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads per cell (0: torch's default)")

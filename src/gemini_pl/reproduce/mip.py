@@ -12,7 +12,8 @@ method file (``finetune``: the same Segmentation for every row), and the two bud
 Cells (each one process, resumable: :mod:`gemini_pl.reproduce.cell`):
 
 * one **pre-training cell per row** (``<table>__<row>__pretrain``), seed ``pretrain_seed`` (default:
-  the first seed)::
+  the first seed) — or, with ``pretrain_per_seed: true`` in the mode file, one per row and seed, each
+  fine-tuned only by the downstream cells of its seed, so that a seed varies the whole pipeline::
 
       --config <pretrain_data> --config methods/<key>.yaml --config <pretrain_budget> [--config <presets>/<key>.yaml]
 
@@ -64,6 +65,13 @@ class MipMatrix(Matrix):
     methods_dir: Path | None = None    # the pre-training method files: <methods_dir>/<key>.yaml
     select: str = "final"              # the selection policy when the command line names none
     slicewise_finetune: Path | None = None   # the fine-tuning of a 2D network on a 3D task (slice by slice)
+    pretrain_per_seed: bool = False    # one pre-training per row and seed (else one per row)
+    mni: dict[str, Any] | None = None  # MNI152-derived subjects to write before any cell runs
+    paired_vs_scratch: bool = False    # render the paired difference against Scratch per task
+
+    def pretrain_seeds(self) -> list[int]:
+        """The seeds of a row's pre-training cells."""
+        return list(self.seeds) if self.pretrain_per_seed else [self.pretrain_seed]
 
     # ---------------------------------------------------------------- rows
     def method_file(self, key: str) -> Path:
@@ -89,21 +97,32 @@ class MipMatrix(Matrix):
             out.append(f"--data.init_args.root={self.data_root}")
         return out
 
-    def pretrain_dir(self, out: Path, row: str) -> Path:
-        """The folder of the row's pre-training cell (its weights: ``pretrain/checkpoints/last.ckpt``)."""
-        return Path(out) / "cells" / Cell(row, "pretrain", self.pretrain_seed, [], table=self.table).name
+    def pretrain_dir(self, out: Path, row: str, seed: int | None = None) -> Path:
+        """The folder of the row's pre-training cell for downstream ``seed`` (its weights:
+        ``pretrain/checkpoints/last.ckpt``)."""
+        seed = seed if self.pretrain_per_seed and seed is not None else self.pretrain_seed
+        return Path(out) / "cells" / Cell(row, "pretrain", seed, [], table=self.table).name
 
-    def pretrain_cell(self, out: Path, spec: dict[str, Any]) -> Cell | None:
-        """The row's one pre-training cell (``None``: Scratch, external weights, not implemented)."""
+    def pretrain_cells(self, out: Path, spec: dict[str, Any]) -> list[Cell]:
+        """The row's pre-training cells, one per :meth:`pretrain_seeds` (none: Scratch, external
+        weights, not implemented)."""
+        if not spec.get("pretrain") or self.row_status(spec):
+            return []
+        return [self.pretrain_cell(out, spec, seed) for seed in self.pretrain_seeds()]
+
+    def pretrain_cell(self, out: Path, spec: dict[str, Any], seed: int | None = None) -> Cell | None:
+        """The row's pre-training cell of ``seed`` (default ``pretrain_seed``; ``None``: Scratch,
+        external weights, not implemented)."""
         if not spec.get("pretrain") or self.row_status(spec):
             return None
+        seed = self.pretrain_seed if seed is None else seed
         key = spec["pretrain"]
         configs = [str(self.pretrain_data["config"]), str(self.method_file(key)), str(self.pretrain_budget)]
         if self.method_presets is not None and (self.method_presets / f"{key}.yaml").is_file():
             configs.append(str(self.method_presets / f"{key}.yaml"))
-        cell = Cell(spec["row"], "pretrain", self.pretrain_seed, [], table=self.table, key="pretrain")
-        cdir = self.pretrain_dir(out, spec["row"])
-        overrides = self._overrides(self.pretrain_seed, cdir / "pretrain", bool(self.pretrain_data.get("phantom")))
+        cell = Cell(spec["row"], "pretrain", seed, [], table=self.table, key="pretrain")
+        cdir = self.pretrain_dir(out, spec["row"], seed)
+        overrides = self._overrides(seed, cdir / "pretrain", bool(self.pretrain_data.get("phantom")))
         overrides += [f"--{k}={_cli_value(v)}" for k, v in (spec.get("pretrain_set") or {}).items()]
         cell.stages.append({"name": "pretrain", "configs": configs, "overrides": overrides, "test": False,
                             "init_from_stage": None, "count_flops": True})
@@ -114,16 +133,16 @@ class MipMatrix(Matrix):
         """The row's fine-tuning cells (task × seed) that can run (not slice-wise, row runnable)."""
         if self.row_status(spec):
             return []
-        init = None
-        if spec.get("external"):
-            init = self.external_weights[spec["row"]]
-        elif spec.get("pretrain"):
-            init = str(self.pretrain_dir(out, spec["row"]) / "pretrain" / "checkpoints" / "last.ckpt")
         cells = []
         for task in self.tasks:
             if (tasks and task not in tasks) or self.task_status(task):
                 continue
             for seed in self.seeds:
+                init = None
+                if spec.get("external"):
+                    init = self.external_weights[spec["row"]]
+                elif spec.get("pretrain"):
+                    init = str(self.pretrain_dir(out, spec["row"], seed) / "pretrain" / "checkpoints" / "last.ckpt")
                 cell = Cell(spec["row"], task, seed, [], table=self.table, key="", select=select)
                 cdir = Path(out) / "cells" / cell.name
                 configs = [str(self.tasks[task]["config"]), str(self.finetune_file(task)), str(self.budget)]
@@ -146,7 +165,7 @@ class MipMatrix(Matrix):
 
             raise ConfigError(f"select={select!r} is not one of {', '.join(SELECT)}")
         specs = [s for s in self.rows if not rows or s["row"] in rows]
-        pre = [c for s in specs if (c := self.pretrain_cell(out, s)) is not None]
+        pre = [c for s in specs for c in self.pretrain_cells(out, s)]
         down = [c for s in specs for c in self.downstream_cells(out, s, tasks, select)]
         return pre + down
 
@@ -201,4 +220,6 @@ def load_mip_matrix(mode_file: str | Path, data_root: str | None = None,
         pretrain_seed=int(mode.get("pretrain_seed", seeds[0])), external_weights=weights,
         methods_dir=at(mode["methods"]), select=str(mode.get("select", "final")),
         slicewise_finetune=at(mode["slicewise_finetune"]) if mode.get("slicewise_finetune") else None,
+        pretrain_per_seed=bool(mode.get("pretrain_per_seed", False)), mni=mode.get("mni"),
+        paired_vs_scratch=bool(mode.get("paired_vs_scratch", False)),
     )

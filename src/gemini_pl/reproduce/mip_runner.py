@@ -1,7 +1,8 @@
 """Run a pre-training table (``python -m gemini_pl.reproduce --table 3|6``, ``make reproduce TABLE=3``).
 
-Each row is pre-trained once (its pre-training cell), then its backbone is fine-tuned on every task
-and seed (its downstream cells); rows run ``--jobs`` at a time, each row's cells one after the other.
+Each row is pre-trained once (its pre-training cell; with ``pretrain_per_seed`` once per seed), then
+its backbone is fine-tuned on every task and seed (its downstream cells); chains — a pre-training
+and the downstream cells that use it — run ``--jobs`` at a time, each chain's cells one after the other.
 Cells are resumable as in Table II (:mod:`gemini_pl.reproduce.runner`): a cell with a
 ``result.json`` is not run again (``--retry-failed`` reruns failed ones); a row whose pre-training
 failed gets its downstream cells written as failed, naming that error. Renders
@@ -22,7 +23,7 @@ from .mip import MipMatrix, load_mip_matrix
 from .mip_table import render_mip_csv, render_mip_markdown, row_notes
 from .runner import _selection_line, cell_runner, _span, _write_cell, collect, prepare_splits
 
-__all__ = ["execute", "prepare_phantoms", "run_mip", "static_statuses", "table_file"]
+__all__ = ["execute", "prepare_data", "run_mip", "static_statuses", "table_file"]
 
 
 def table_file(table: str) -> str:
@@ -40,9 +41,16 @@ def static_statuses(matrix: MipMatrix) -> dict[str, str | None]:
     return out
 
 
-def prepare_phantoms(matrix: MipMatrix) -> None:
-    """Write the phantom datasets of the pre-training data and of the tasks (before any cell runs)."""
+def prepare_data(matrix: MipMatrix) -> None:
+    """Write the generated data of the mode before any cell runs: the MNI152-derived subjects of its
+    ``mni:`` entry and the phantom datasets of the pre-training data and of the tasks."""
     from ..data import generate_phantom_dataset
+
+    if matrix.mni:
+        from ..data.anatomy import generate_mni_dataset
+
+        mni = dict(matrix.mni)
+        generate_mni_dataset(mni.pop("root"), spatial_dims=2, **mni)
 
     specs = [(matrix.pretrain_data, matrix.pretrain_data["config"]), *((s, s["config"]) for s in matrix.tasks.values())]
     import yaml
@@ -69,14 +77,21 @@ def execute(matrix: MipMatrix, runs: Path, rows: list[str] | None = None, tasks:
     """Run the cells of ``matrix`` that have no result yet (only ``rows`` when given): each row's
     pre-training, then its downstream cells. Returns (every row's cells, their results, the number
     of rows with a pre-training)."""
-    everything = [(spec["row"], matrix.pretrain_cell(runs, spec), matrix.downstream_cells(runs, spec, tasks, select))
-                  for spec in matrix.rows]
+    everything = []   # (row, pre-training cell or None, the downstream cells that use it)
+    for spec in matrix.rows:
+        down = matrix.downstream_cells(runs, spec, tasks, select)
+        pres = matrix.pretrain_cells(runs, spec)
+        if not pres:
+            everything.append((spec["row"], None, down))
+        for pre in pres:
+            uses = [c for c in down if not matrix.pretrain_per_seed or c.seed == pre.seed]
+            everything.append((spec["row"], pre, uses))
     plan = [(pre, down) for row, pre, down in everything if not rows or row in rows]
     cells = [c for _, pre, down in everything for c in ([pre] if pre else []) + down]   # rendered
     todo = {c.name for pre, down in plan for c in ([pre] if pre else []) + down if _todo(runs, c, retry_failed)}
     print(f"{label} ({matrix.mode}): {len(cells)} cells, {len(cells) - len(todo)} done before, {len(todo)} to run", flush=True)
     if todo and not render_only:
-        prepare_phantoms(matrix)
+        prepare_data(matrix)
         prepare_splits(matrix, sorted({c.task for c in cells if c.name in todo and c.task != "pretrain"}), select)
         for c in cells:
             if c.name in todo:
@@ -101,7 +116,7 @@ def execute(matrix: MipMatrix, runs: Path, rows: list[str] | None = None, tasks:
 
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             list(pool.map(row, plan))
-    return cells, collect(runs, cells), sum(1 for _, pre, _ in everything if pre)
+    return cells, collect(runs, cells), len({row for row, pre, _ in everything if pre})
 
 
 def run_mip(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int = 1, threads: int = 1,
@@ -139,8 +154,10 @@ def run_mip(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int 
                    + (f" (+ scale presets {matrix.method_presets})" if matrix.method_presets else "")
                    + f"; fine-tuning {matrix.finetune}; budgets {matrix.pretrain_budget}, {matrix.budget} "
                      f"(files and overrides per cell: {runs}/cells/<cell>/cell.json)",
-        "pre-training data": f"{matrix.pretrain_data['config']} ({matrix.pretrain_data.get('title', '')}), seed {matrix.pretrain_seed}; "
-                             f"one pre-training per row ({n_pre} rows), its last weights fine-tuned on every task and seed",
+        "pre-training data": f"{matrix.pretrain_data['config']} ({matrix.pretrain_data.get('title', '')}); "
+                             + (f"one pre-training per row and seed ({n_pre} rows × {len(matrix.seeds)} seeds), its last weights "
+                                f"fine-tuned on every task with the same seed" if matrix.pretrain_per_seed else
+                                f"one pre-training per row ({n_pre} rows, seed {matrix.pretrain_seed}), its last weights fine-tuned on every task and seed"),
         "tasks": ", ".join(f"{t}: {v.get('title', '')} ({v.get('scene', '?')}-scene)" for t, v in matrix.tasks.items()),
         "selection": _selection_line(select, selections),
         "splits (per task: sha256, train/val/test cases)": "; ".join(
@@ -154,10 +171,12 @@ def run_mip(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int 
     }
     static = static_statuses(matrix)
     titles = {t: v.get("title", "") for t, v in matrix.tasks.items()}
+    scenes = {t: v.get("scene") for t, v in matrix.tasks.items()}
     md = render_mip_markdown(matrix.table, matrix.rows, results, titles, static, header,
-                             reference_only=matrix.mode == "phantom", notes=row_notes(matrix.rows))
+                             reference_only=matrix.mode != "paper", notes=row_notes(matrix.rows),
+                             paired=matrix.paired_vs_scratch, scenes=scenes)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(md)
-    (out / f"{name}.csv").write_text(render_mip_csv(matrix.table, matrix.rows, results, list(matrix.tasks), static))
+    (out / f"{name}.csv").write_text(render_mip_csv(matrix.table, matrix.rows, results, list(matrix.tasks), static, scenes))
     print("\n" + md, flush=True)
     return md

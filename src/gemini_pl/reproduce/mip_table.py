@@ -15,6 +15,12 @@ pre-training gains over Scratch on the inner-scene tasks and on the inter-scene 
 (DSC in %; ``None`` unless both kinds of task have a number; 0 for Scratch). G > 0: the
 pre-training helps more on the pre-training data's own scene than across scenes.
 
+Paired column (mode files with ``paired_vs_scratch: true``): per row and task, the per-case Dice
+difference row − Scratch within each seed (the same test cases, matched by name), summarised over
+seeds by :func:`gemini_pl.claims.seed_summary` — mean ± std of the per-seed means, the verdict
+("holds": better in every seed and mean > 2 s.e.; "reversed"; "not significant") and how many
+seed × case pairs the row scored higher on.
+
 Statuses: "not implemented" (no method file), "needs external weights" (Sup rows), "not run: 2D→3D
 slice-wise transfer", "not run" (no result yet), "failed" (the errors are listed under the table).
 """
@@ -26,6 +32,7 @@ import io
 import math
 from typing import Any
 
+from ..claims import paired_differences, seed_summary
 from .paper_mip import MIP_TABLES, SCENES, TABLE9_DOWNSTREAM, TABLE9_FLOPS
 from .table import _cell_status, _pm, aggregate, format_ours
 
@@ -58,12 +65,13 @@ def _fin(v: Any) -> float | None:
 
 
 def mip_records(table: str, rows: list[dict[str, Any]], results: list[dict[str, Any]], tasks: list[str],
-                static: dict[str, str | None]) -> list[dict[str, Any]]:
+                static: dict[str, str | None], scenes: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One record per row: ``{row, type, status, tasks: {task: {status, DSC, AVD, errors}}, avg, gap,
     pretrain: {...}}``. ``static``: ``"<row>|<task>"`` or ``"<row>"`` → a status fixed before any run
-    (not implemented, needs external weights, slice-wise), ``None`` for cells that run."""
+    (not implemented, needs external weights, slice-wise), ``None`` for cells that run; ``scenes``:
+    task → inner/inter (default: the paper's, ``SCENES``)."""
     paper = MIP_TABLES[table]
-    scenes = {t: s for t, s in SCENES[table].items() if t in tasks}
+    scenes = {t: s for t, s in {**SCENES[table], **(scenes or {})}.items() if t in tasks and s}
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
         by.setdefault((r["row"], r["task"]), []).append(r)
@@ -103,6 +111,9 @@ def mip_records(table: str, rows: list[dict[str, Any]], results: list[dict[str, 
         recs.append(rec)
     scratch = next((r for r in recs if r["row"].startswith(SCRATCH)), None)
     for rec in recs:
+        for task, t in rec["tasks"].items():
+            t["paired"] = None if scratch is None or rec is scratch else _paired_vs(by, rec["row"], scratch["row"], task)
+    for rec in recs:
         if scratch is None:
             rec["gap"] = {"ours": None, "paper": None}
             continue
@@ -111,6 +122,23 @@ def mip_records(table: str, rows: list[dict[str, Any]], results: list[dict[str, 
     for rec in recs:
         del rec["_dsc"]
     return recs
+
+
+def _paired_vs(by: dict[tuple[str, str], list[dict[str, Any]]], row: str, base: str, task: str) -> dict[str, Any]:
+    """:func:`gemini_pl.claims.seed_summary` of the per-case Dice differences ``row − base`` on
+    ``task``, paired within each seed that both finished."""
+    ok = lambda name: {r["seed"]: r for r in by.get((name, task), []) if r.get("status") == "ok"}  # noqa: E731
+    a, b = ok(row), ok(base)
+    cases = lambda r: r.get("stages", [{}])[-1].get("cases", []) or []  # noqa: E731
+    return seed_summary([paired_differences(cases(a[s]), cases(b[s]), "dice") for s in sorted(a) if s in b])
+
+
+def _paired_cell(t: dict[str, Any]) -> str:
+    p = t.get("paired")
+    if not p or not p["seeds"]:
+        return "-"
+    spread = f"{p['mean']:+.2f} ± {p['sd']:.2f}" if p["seeds"] > 1 else f"{p['mean']:+.2f}"
+    return f"{spread} ({p['verdict']}; higher on {p['wins']}/{p['pairs']})"
 
 
 def _num(v: float | None, digits: int, sign: bool = False) -> str:
@@ -158,12 +186,14 @@ def row_notes(rows: list[dict[str, Any]]) -> dict[str, str]:
 
 def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[dict[str, Any]], tasks: dict[str, str],
                         static: dict[str, str | None], header: dict[str, str], reference_only: bool = False,
-                        notes: dict[str, str] | None = None) -> str:
+                        notes: dict[str, str] | None = None, paired: bool = False,
+                        scenes: dict[str, str] | None = None) -> str:
     """The Markdown table. ``tasks``: task → title (in the table's order); ``notes``: row → footnote
-    (numbered after the row's name) for the rows that run."""
+    (numbered after the row's name) for the rows that run; ``paired``: add each task's paired
+    difference against Scratch (module doc); ``scenes``: task → inner/inter (default the paper's)."""
     names = list(tasks)
-    recs = mip_records(table, rows, results, names, static)
-    scenes = SCENES[table]
+    scenes = {**SCENES[table], **{k: v for k, v in (scenes or {}).items() if v}}
+    recs = mip_records(table, rows, results, names, static, scenes)
     title = {"III": "Table III — pre-training on 2D chest X-rays (ChestX-ray8), fine-tuned on every task",
              "VI": "Table VI — pre-training on 3D brain MRI (PPMI), fine-tuned on every task"}[table]
     lines = [f"# {title}: ours vs the paper", ""]
@@ -174,11 +204,16 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
               "inter-scene gain, DSC points; definition in gemini_pl.reproduce.mip_table, the paper column computed "
               "from the paper's DSCs by the same formula); pre-training GFLOPs = one counted training step (iteration) of the "
               "row's own pre-training run (its input size, batch and widths), paper = Table IX (2D, paper scale)."
-              + (" **Phantom data: the paper columns are a reference, not a target.**" if reference_only else ""), ""]
+              + (" **Not the paper's data: the paper columns are a reference, not a target.**" if reference_only else "")
+              + (" vs Scratch (paired) = per-case DSC difference row − Scratch within each seed, mean ± std of the "
+                 "per-seed means over seeds, the verdict (holds: higher in every seed and mean > 2 s.e. over seeds; "
+                 "reversed: the same, lower; otherwise not significant) and the seed × case pairs where the row is higher."
+                 if paired else ""), ""]
     head = "| Type | Pre-training |" + "".join(
-        f" {t} ({scenes.get(t, '?')}) DSC | paper | Δ | {t} AVD | paper | Δ |" for t in names)
+        f" {t} ({scenes.get(t, '?')}) DSC |" + (f" {t} vs Scratch (paired) |" if paired else "")
+        + f" paper | Δ | {t} AVD | paper | Δ |" for t in names)
     head += " AVG DSC | paper | gap G | paper | pre-training GFLOPs/step | Table IX | pre-training time |"
-    lines += [head, "|" + "---|" * (2 + 6 * len(names) + 7)]
+    lines += [head, "|" + "---|" * (2 + (6 + paired) * len(names) + 7)]
     errors = []
     marks = {row: i + 1 for i, row in enumerate(r for r in (notes or {}) if not static.get(r))}
     for rec in recs:
@@ -186,7 +221,8 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
         for t in names:
             tr = rec["tasks"][t]
             for metric, digits in (("DSC", 1), ("AVD", 2)):
-                cells += [format_ours(tr, metric, digits), _paper(tr, metric, digits), _delta(tr, metric, digits)]
+                cells += [format_ours(tr, metric, digits)] + ([_paired_cell(tr)] if paired and metric == "DSC" else [])
+                cells += [_paper(tr, metric, digits), _delta(tr, metric, digits)]
             errors += [f"- {rec['row']} / {t}: {e}" for e in tr["errors"]]
         avg = rec["avg"]
         ours_avg = _num(avg["ours"], 1) + (f" ({avg['tasks']} of {len(names)})" if avg["ours"] is not None and avg["tasks"] < len(names) else "")
@@ -213,7 +249,7 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
 
 
 def render_mip_csv(table: str, rows: list[dict[str, Any]], results: list[dict[str, Any]], tasks: list[str],
-                   static: dict[str, str | None]) -> str:
+                   static: dict[str, str | None], scenes: dict[str, str] | None = None) -> str:
     """Long format: per row, task and metric (DSC, AVD), then per row ``all`` × (AVG_DSC, GAP,
     PRETRAIN_GFLOPS) and per row and task FINETUNE_GFLOPS."""
     buf = io.StringIO()
@@ -221,7 +257,7 @@ def render_mip_csv(table: str, rows: list[dict[str, Any]], results: list[dict[st
     w.writerow(["table", "row", "type", "task", "metric", "ours_mean", "ours_std", "seed_std", "seeds", "cases", "unable",
                 "paper_mean", "paper_std", "diff", "status", "error"])
     f = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
-    for rec in mip_records(table, rows, results, list(tasks), static):
+    for rec in mip_records(table, rows, results, list(tasks), static, scenes):
         for t, tr in rec["tasks"].items():
             for metric in ("DSC", "AVD"):
                 m = tr[metric]
@@ -230,6 +266,10 @@ def render_mip_csv(table: str, rows: list[dict[str, Any]], results: list[dict[st
                 w.writerow([table, rec["row"], rec["type"], t, metric, f(m["ours_mean"]), f(m["ours_std"]), f(m["seed_std"]),
                             m["seeds"], m["cases"], m["unable"], f(m["paper_mean"]), f(m["paper_std"]), f(diff),
                             tr["status"], " | ".join(tr["errors"])[:500]])
+            if tr.get("paired") and tr["paired"]["seeds"]:
+                p = tr["paired"]
+                w.writerow([table, rec["row"], rec["type"], t, "DSC_VS_SCRATCH_PAIRED", f(p["mean"]), f(p["sd"]), "", p["seeds"],
+                            p["pairs"], "", "", "", "", p["verdict"], ""])
             w.writerow([table, rec["row"], rec["type"], t, "FINETUNE_GFLOPS", f(None if tr["flops"] is None else tr["flops"] / 1e9),
                         "", "", "", "", "", f(TABLE9_DOWNSTREAM if table == "III" else None), "", "", tr["status"], ""])
         a, g, p = rec["avg"], rec["gap"], rec["pretrain"]

@@ -241,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
                         "(each row pre-trained once, fine-tuned on every task: gemini_pl.reproduce.mip)")
     p.add_argument("--init-from", nargs="*", default=None, metavar="ROW=FILE",
                    help="tables 3/6: weights of a row that needs external ones (e.g. ImageNet=/path/weights.pth)")
-    p.add_argument("--data", choices=["real", "phantom"], default="real", help="real data (paper scale) or phantoms (small budgets)")
+    p.add_argument("--data", choices=["real", "phantom", "mni"], default="real",
+                   help="real data (paper scale), phantoms (small budgets) or, for table 3, the MNI152-derived "
+                        "real-anatomy mode (three seeds, paired differences against Scratch; results/mni)")
     p.add_argument("--mode-file", default=None, help="a mode file (default experiments/table2/{paper,phantom}.yaml)")
     p.add_argument("--runs", default=None, help="cell folders (default runs/table2 or runs/table2_phantom)")
     p.add_argument("--out", default=None, help="table folder (default results or results/phantom)")
@@ -262,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
                         "cells <cell>__best)")
     a = p.parse_args(argv)
     phantom = a.data == "phantom"
+    if a.data == "mni" and a.table != "3":
+        p.error(f"--data mni: only table 3 has a real-anatomy mode (experiments/mip/table3/mni.yaml), not table {a.table}")
     if a.table != "2":
         from .mip_runner import run_mip
 
@@ -272,9 +276,10 @@ def main(argv: list[str] | None = None) -> None:
                 p.error(f"--init-from {item}: expected ROW=FILE")
             weights[row] = path
         tag = f"table{a.table}"
-        mode_file = a.mode_file or str(_experiments_dir().parent / "mip" / tag / ("phantom.yaml" if phantom else "paper.yaml"))
-        run_mip(mode_file, a.runs or (f"runs/{tag}_phantom" if phantom else f"runs/{tag}"),
-                a.out or ("results/phantom" if phantom else "results"), jobs=a.jobs, threads=a.threads, rows=a.rows,
+        mode = {"real": "paper"}.get(a.data, a.data)
+        mode_file = a.mode_file or str(_experiments_dir().parent / "mip" / tag / f"{mode}.yaml")
+        run_mip(mode_file, a.runs or (f"runs/{tag}_{a.data}" if a.data != "real" else f"runs/{tag}"),
+                a.out or (f"results/{a.data}" if a.data != "real" else "results"), jobs=a.jobs, threads=a.threads, rows=a.rows,
                 tasks=a.tasks, seeds=a.seeds, retry_failed=a.retry_failed, timeout=a.timeout, data_root=a.data_root,
                 render_only=a.render_only, gpus=a.gpus, select=a.select, external_weights=weights)
         return
