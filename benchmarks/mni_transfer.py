@@ -1,24 +1,30 @@
-"""Why does GEMINI-MIP fine-tuning not beat training from scratch on real anatomy? Variants, paired over seeds.
+"""What changes GEMINI's effect on segmentation of real anatomy? Variants of the demo, paired over seeds.
 
 Works on the folder of a real-anatomy demo run (``python -m gemini_pl.demo --out runs/demo_mni``:
 MNI152-derived 2D slices, 40 unlabeled / 5 labeled / 20 test subjects, ``experiments/demo_mni/``
 budgets, seeds 0 1 2) and reuses its stages: per seed the pre-training (``pretrain``), U-Net Five
-from scratch (``seg_scratch``) and the plain fine-tuning (``seg_gemini``). Each variant adds what
-it needs (``--variants``):
+from scratch (``seg_scratch``), the plain fine-tuning (``seg_gemini``) and GEMINI-Semi (``semi``).
+Each variant adds the stages it needs (``--variants``; ``--list`` prints them):
 
-- ``encoder``: fine-tune with the encoder only transferred (``init_exclude: [backbone.up]``);
-- ``ft_lr1e-4``: fine-tune with learning rate 1e-4 instead of 1e-3;
-- ``nopos``: pre-train without the GSS positive-pair term (``lambda_pos: 0``), then fine-tune;
-- ``long``: pre-train three times as long, then fine-tune;
-- ``published_flow``: pre-train with the published (Kaiming-random) flow initialisation, then fine-tune.
+- fine-tuning after GEMINI-MIP, compared with scratch and with the plain fine-tuning:
+  ``encoder`` (encoder only transferred: ``init_exclude: [backbone.up]``), ``ft_lr1e-4`` (fine-tuning
+  lr 1e-4 instead of 1e-3), ``nopos`` (pre-trained without the GSS positive term), ``long`` (pre-trained
+  three times as long), ``published_flow`` (pre-trained with the published Kaiming-random flow init);
+- the topology switches of the DHL (``experiments/homeomorphic/``), each alone, in the pre-training
+  before fine-tuning (``mip_velocity``, ``mip_inverse``, ``mip_jacobian``, ``mip_bending``,
+  ``mip_homeomorphic`` = velocity + inverse + Jacobian) and in GEMINI-Semi, compared with the
+  published Semi (``semi_velocity``, ``semi_inverse``, ``semi_jacobian``, ``semi_bending``).
 
-A seed sets ``seed_everything``, the data sampling and the augmentation, as in the demo. Prints per
-variant the paired per-case Dice difference (fine-tuned − scratch, Dice points): per seed the mean
-over the 20 test subjects, then mean ± std over seeds, and how many seed × subject pairs are
-worse; plus each pre-training's last ``feature_similarity`` (near 1: collapsed features).
+A seed sets ``seed_everything``, the data sampling and the augmentation, as in the demo. Stages run
+``--jobs`` chains at a time (a chain = one seed of one variant: its pre-training, then its
+fine-tuning). Prints per variant and comparison the paired per-case Dice difference (Dice points):
+per seed the mean over the 20 test subjects, then mean ± std over seeds with the verdict of
+:func:`gemini_pl.claims.seed_summary` (holds only when it holds in every seed and the mean exceeds
+two standard errors over seeds), plus each pre-training's last ``feature_similarity`` (near 1:
+collapsed features).
 
-    python benchmarks/mni_transfer.py --runs runs/demo_mni --variants plain encoder ft_lr1e-4 nopos
-    python benchmarks/mni_transfer.py --runs runs/demo_mni --analyse-only
+    python benchmarks/mni_transfer.py --runs runs/demo_mni --variants encoder long published_flow --jobs 2
+    python benchmarks/mni_transfer.py --runs runs/demo_mni --variants mip_velocity semi_velocity --analyse-only
 """
 
 from __future__ import annotations
@@ -26,58 +32,100 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "demo_mni"
-#: variant -> (pre-training stage name, its extra overrides or None = the demo's, fine-tuning stage, its overrides)
-VARIANTS = {
-    "plain": ("pretrain", None, "seg_gemini", []),
-    "encoder": ("pretrain", None, "seg_gemini_encoder", ["--model.init_args.init_exclude", "[backbone.up]"]),
-    "ft_lr1e-4": ("pretrain", None, "seg_gemini_lr1e-4", ["--model.init_args.lr", "0.0001"]),
-    "nopos": ("pretrain_nopos", ["--model.init_args.lambda_pos", "0"], "seg_nopos", []),
-    "long": ("pretrain_long", ["--trainer.max_epochs", "15"], "seg_long", []),
-    "published_flow": ("pretrain_pubflow", ["--model.init_args.flow_init", "published"], "seg_pubflow", []),
+HOMEO = REPO / "experiments" / "homeomorphic"
+SWITCHES = {   # switch -> the pre-training / Semi overrides that turn it on (alone)
+    "velocity": ["--config", str(HOMEO / "velocity.yaml")],
+    "inverse": ["--model.init_args.lambda_inverse", "0.1"],
+    "jacobian": ["--model.init_args.lambda_jacobian", "1.0"],
+    "bending": ["--config", str(HOMEO / "bending.yaml")],
+    "homeomorphic": ["--config", str(HOMEO / "homeomorphic.yaml")],
 }
 
 
-def _cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "gemini_pl.cli", *args], check=True, cwd=REPO)
+@dataclass
+class Variant:
+    """A stage to add per seed (``stage``, from ``config`` with ``extra`` overrides), optionally after
+    its own pre-training (``pretrain``: stage name, overrides; ``None`` = the demo's ``pretrain``,
+    ``False`` = no pre-training), compared with the stages of ``against``."""
+
+    stage: str
+    config: str = "seg"
+    extra: list[str] = field(default_factory=list)
+    pretrain: tuple[str, list[str]] | None | bool = None
+    against: tuple[str, ...] = ("seg_scratch", "seg_gemini")
+    doc: str = ""
+
+
+VARIANTS: dict[str, Variant] = {
+    "plain": Variant("seg_gemini", against=("seg_scratch",), doc="the demo's fine-tuning (whole U-Net)"),
+    "encoder": Variant("seg_gemini_encoder", extra=["--model.init_args.init_exclude", "[backbone.up]"],
+                       doc="encoder only transferred"),
+    "ft_lr1e-4": Variant("seg_gemini_lr1e-4", extra=["--model.init_args.lr", "0.0001"], doc="fine-tuning lr 1e-4"),
+    "nopos": Variant("seg_nopos", pretrain=("pretrain_nopos", ["--model.init_args.lambda_pos", "0"]),
+                     doc="pre-trained without the GSS positive term"),
+    "long": Variant("seg_long", pretrain=("pretrain_long", ["--trainer.max_epochs", "15"]), doc="pre-trained 3x as long"),
+    "published_flow": Variant("seg_pubflow", pretrain=("pretrain_pubflow", ["--model.init_args.flow_init", "published"]),
+                              doc="pre-trained with the published flow init"),
+}
+for _s, _o in SWITCHES.items():
+    VARIANTS[f"mip_{_s}"] = Variant(f"seg_{_s}", pretrain=(f"pretrain_{_s}", _o), doc=f"pre-trained with the {_s} switch")
+    if _s != "homeomorphic":
+        VARIANTS[f"semi_{_s}"] = Variant(f"semi_{_s}", config="semi", extra=_o, pretrain=False, against=("semi", "seg_scratch"),
+                                         doc=f"GEMINI-Semi with the {_s} switch")
+
+
+def _cli(*args: str, threads: int = 1) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    subprocess.run([sys.executable, "-m", "gemini_pl.cli", *args], check=True, cwd=REPO, env=env)
 
 
 def _seeded(s: int) -> list[str]:
     return ["--seed_everything", str(s), "--model.init_args.aug_seed", str(s), "--data.init_args.seed", str(s)]
 
 
-def run(runs: Path, data_root: Path, seeds: list[int], variants: list[str]) -> None:
+def _chain(base: Path, data: list[str], s: int, v: Variant, threads: int) -> None:
+    """One seed of one variant: its pre-training (if any, unless done), then its stage (unless done)."""
+    pre = base / "pretrain"
+    if isinstance(v.pretrain, tuple):
+        pre = base / v.pretrain[0]
+        if not (pre / "checkpoints" / "last.ckpt").exists():
+            _cli("fit", "--config", str(CONFIGS / "pretrain.yaml"), *data, *_seeded(s),
+                 "--trainer.default_root_dir", str(pre), *v.pretrain[1], threads=threads)
+    out = base / v.stage
+    if (out / "results" / "test_cases.csv").exists():
+        return
+    cfg = ["--config", str(CONFIGS / f"{v.config}.yaml"), *data]
+    init = [] if v.pretrain is False else ["--model.init_args.init_from", str(pre / "checkpoints" / "last.ckpt")]
+    _cli("fit", *cfg, *_seeded(s), "--trainer.default_root_dir", str(out), *init, *v.extra, threads=threads)
+    _cli("test", *cfg, *v.extra, "--seed_everything", str(s), "--trainer.default_root_dir", str(out),
+         "--ckpt_path", str(out / "checkpoints" / "last.ckpt"), threads=threads)
+
+
+def run(runs: Path, data_root: Path, seeds: list[int], variants: list[str], jobs: int = 1, threads: int = 1) -> None:
     from gemini_pl.data.anatomy import generate_mni_dataset
     from gemini_pl.demo import MNI_COUNTS
 
     generate_mni_dataset(data_root, spatial_dims=2, **MNI_COUNTS)
     data = ["--data.init_args.root", str(data_root)]
-    for s in seeds:
-        base = runs / f"seed{s}"
-        for v in variants:
-            pre_name, pre_extra, seg_name, seg_extra = VARIANTS[v]
-            pre = base / pre_name
-            if not (pre / "checkpoints" / "last.ckpt").exists():
-                _cli("fit", "--config", str(CONFIGS / "pretrain.yaml"), *data, *_seeded(s),
-                     "--trainer.default_root_dir", str(pre), *(pre_extra or []))
-            out = base / seg_name
-            if not (out / "results" / "test_cases.csv").exists():
-                cfg = ["--config", str(CONFIGS / "seg.yaml"), *data]
-                _cli("fit", *cfg, *_seeded(s), "--trainer.default_root_dir", str(out),
-                     "--model.init_args.init_from", str(pre / "checkpoints" / "last.ckpt"), *seg_extra)
-                _cli("test", *cfg, "--seed_everything", str(s), "--trainer.default_root_dir", str(out),
-                     "--ckpt_path", str(out / "checkpoints" / "last.ckpt"))
+    chains = [(runs / f"seed{s}", s, VARIANTS[v]) for v in variants for s in seeds]
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for f in [pool.submit(_chain, base, data, s, v, threads) for base, s, v in chains]:
+            f.result()
 
 
-def _dice(path: Path) -> dict[str, float]:
+def _rows(path: Path) -> list[dict[str, str]]:
     with open(path) as f:
-        return {r["case"]: float(r["dice"]) for r in csv.DictReader(f)}
+        return list(csv.DictReader(f))
 
 
 def _last(path: Path, column: str) -> float:
@@ -89,35 +137,45 @@ def _last(path: Path, column: str) -> float:
     return float(vals[-1]) if vals else math.nan
 
 
+def _mean_dice(rows: list[dict[str, str]]) -> float:
+    return statistics.fmean(float(r["dice"]) for r in rows)
+
+
 def analyse(runs: Path, seeds: list[int], variants: list[str]) -> str:
+    from gemini_pl.claims import seed_summary
+
     lines = [
-        "| variant | seeds | scratch Dice | fine-tuned Dice | Δ per seed (points) | Δ mean ± std over seeds | worse pairs | pre-training feature_similarity (last) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | A − B | seeds | B Dice | A Dice | Δ per seed (points) | Δ mean ± std over seeds | verdict | A higher on | pre-training feature_similarity (last) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for v in variants:
-        pre_name, _, seg_name, _ = VARIANTS[v]
-        per_seed, worse, total, scratch_means, tuned_means, sims = [], 0, 0, [], [], []
-        for s in seeds:
-            a = runs / f"seed{s}" / "seg_scratch" / "results" / "test_cases.csv"
-            b = runs / f"seed{s}" / seg_name / "results" / "test_cases.csv"
-            if not (a.exists() and b.exists()):
+    from gemini_pl.claims import paired_differences
+
+    for name in variants:
+        v = VARIANTS[name]
+        for b in v.against:
+            if b == v.stage:
                 continue
-            da, db = _dice(a), _dice(b)
-            diffs = [db[c] - da[c] for c in da if c in db]
-            per_seed.append(statistics.mean(diffs))
-            worse += sum(d < 0 for d in diffs)
-            total += len(diffs)
-            scratch_means.append(statistics.mean(da.values()))
-            tuned_means.append(statistics.mean(db.values()))
-            sims.append(_last(runs / f"seed{s}" / pre_name, "train/gemini/feature_similarity"))
-        if not per_seed:
-            continue
-        spread = statistics.stdev(per_seed) if len(per_seed) > 1 else math.nan
-        lines.append(
-            f"| {v} | {len(per_seed)} | {statistics.mean(scratch_means):.1f} | {statistics.mean(tuned_means):.1f} | "
-            f"{', '.join(f'{d:+.2f}' for d in per_seed)} | {statistics.mean(per_seed):+.2f} ± {spread:.2f} | "
-            f"{worse}/{total} | {', '.join('n/a' if math.isnan(x) else f'{x:.3f}' for x in sims)} |"
-        )
+            per_seed, a_means, b_means, sims = [], [], [], []
+            for s in seeds:
+                fa = runs / f"seed{s}" / v.stage / "results" / "test_cases.csv"
+                fb = runs / f"seed{s}" / b / "results" / "test_cases.csv"
+                if not (fa.exists() and fb.exists()):
+                    continue
+                ra, rb = _rows(fa), _rows(fb)
+                per_seed.append(paired_differences(ra, rb, "dice"))
+                a_means.append(_mean_dice(ra))
+                b_means.append(_mean_dice(rb))
+                pre = v.pretrain[0] if isinstance(v.pretrain, tuple) else "pretrain" if v.pretrain is None else None
+                if pre:
+                    sims.append(_last(runs / f"seed{s}" / pre, "train/gemini/feature_similarity"))
+            if not per_seed:
+                continue
+            p = seed_summary(per_seed)
+            spread = f"{p['mean']:+.2f} ± {p['sd']:.2f}" if p["seeds"] > 1 else f"{p['mean']:+.2f} (1 seed)"
+            lines.append(
+                f"| {name} | {v.stage} − {b} | {p['seeds']} | {statistics.fmean(b_means):.1f} | {statistics.fmean(a_means):.1f} | "
+                f"{', '.join(f'{m:+.2f}' for m in p['means'])} | {spread} | {p['verdict']} | {p['wins']}/{p['pairs']} | "
+                f"{', '.join('n/a' if math.isnan(x) else f'{x:.3f}' for x in sims) or '-'} |")
     return "\n".join(lines)
 
 
@@ -127,10 +185,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-root", type=Path, default=REPO / "data")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=["plain", "encoder", "ft_lr1e-4", "nopos"], choices=list(VARIANTS))
+    p.add_argument("--jobs", type=int, default=1, help="chains (seed × variant) run at the same time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per stage")
     p.add_argument("--analyse-only", action="store_true", help="only read the runs folder and print the table")
+    p.add_argument("--list", action="store_true", help="list the variants and exit")
     args = p.parse_args(argv)
+    if args.list:
+        for k, v in VARIANTS.items():
+            print(f"{k:18s} {v.doc} (stage {v.stage}; compared with {', '.join(v.against)})")
+        return
     if not args.analyse_only:
-        run(args.runs, args.data_root, args.seeds, args.variants)
+        run(args.runs, args.data_root, args.seeds, args.variants, args.jobs, args.threads)
     print(analyse(args.runs, args.seeds, args.variants))
 
 
