@@ -137,12 +137,23 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
             )
         return {"pairs": [self.augment(p, [PAIR_KEYS]) for p in pairs]}
 
-    def _label_onehot(self, label: torch.Tensor) -> torch.Tensor:
+    def label_classes(self, *labels: torch.Tensor) -> int:
+        """The number of label channels: ``model.num_classes``, else the data module's (both known
+        without reading a tensor), else one more than the largest value among ``labels`` (a host
+        read, the same count for every label given, so that a pair's one-hot maps match)."""
+        k = self.hparams.num_classes
+        if k is None and self.datamodule is not None:
+            k = getattr(self.datamodule, "num_classes", None)
+        if k is None:
+            k = int(torch.stack([t.max() for t in labels]).max()) + 1
+        return max(int(k), 2)
+
+    def _label_onehot(self, label: torch.Tensor, classes: int | None = None) -> torch.Tensor:
+        """``(B, 1, *S)`` integer labels → ``(B, K, *S)`` one-hot (multilabel: the channels as floats);
+        ``classes``: K (default :meth:`label_classes` of this label alone)."""
         if self.label_kind == "multilabel":
             return label.float()
-        k = self.hparams.num_classes
-        k = int(k) if k is not None else int(label.max()) + 1
-        return one_hot_labels(label, max(k, 2))
+        return one_hot_labels(label, classes if classes is not None else self.label_classes(label))
 
     def pair_loss(self, moving, fixed, label_m=None, label_f=None) -> dict[str, torch.Tensor]:
         """``{"ncc", "smooth", ["dice"], ["inverse"], ["neg_jacobian"], "total"}`` of one pair, summed over both directions."""
@@ -163,7 +174,8 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
             terms["ncc"] = terms["ncc"] + one["ncc"]
             terms["smooth"] = terms["smooth"] + one["smooth"]
             if use_dice:
-                wm, yf = warp(self._label_onehot(lm), flow, sampling=hp.sampling), self._label_onehot(lf)
+                k = self.label_classes(lm, lf)
+                wm, yf = warp(self._label_onehot(lm, k), flow, sampling=hp.sampling), self._label_onehot(lf, k)
                 sl = slice(1, None) if self.label_kind == "multiclass" else slice(None)
                 terms["dice"] = terms["dice"] + soft_dice_loss(wm[:, sl], yf[:, sl])
         total = terms["ncc"] + hp.lambda_smooth * terms["smooth"]
