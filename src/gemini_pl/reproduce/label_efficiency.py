@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     default = here if here.is_file() else Path(__file__).resolve().parents[3] / here
     p.add_argument("--mode-file", default=str(default), help="the curve's mode file (default %(default)s)")
     p.add_argument("--runs", default="runs/table3_mni", help="cell folders (shared with make reproduce TABLE=3 DATA=mni)")
-    p.add_argument("--out", default="results", help="folder of label_efficiency.{png,csv}")
+    p.add_argument("--out", default="results/mni", help="folder of label_efficiency.{png,csv}")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads per cell (0: torch's default)")
     p.add_argument("--seeds", nargs="*", type=int, default=None, help="override the mode file's seeds")
