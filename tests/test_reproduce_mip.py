@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from gemini_pl.reproduce.label_efficiency import curve_points, draw_curve_png, log_wandb, render_curve_csv
+from gemini_pl.reproduce.label_efficiency import curve_points, draw_curve_png, log_wandb, render_curve_csv, render_curve_markdown
 from gemini_pl.reproduce.mip import NEEDS_WEIGHTS, NOT_IMPLEMENTED, SLICEWISE, load_mip_matrix
 from gemini_pl.reproduce.mip_runner import run_mip
 from gemini_pl.reproduce.mip_table import gap_coefficient, mip_records, render_mip_csv, render_mip_markdown
@@ -306,6 +306,14 @@ def test_label_efficiency_points_csv_and_png(tmp_path):
     img = Image.open(png).convert("RGB")
     colours = set(img.getdata())
     assert img.size[0] >= 600 and (31, 119, 180) in colours and (255, 127, 14) in colours  # one line per row that ran
+    # paired against Scratch: GEMINI-MIP has seed 0 only on L1: differences +30, +24 -> +27 per case, one seed
+    q = pts["GEMINI-MIP"][0]["paired"]
+    assert q["seeds"] == 1 and q["mean"] == pytest.approx(27.0) and q["verdict"] == "holds (1 seed)" and q["wins"] == 2
+    assert pts["Scratch"][0]["paired"] is None and pts["GEMINI-MIP"][1]["paired"]["seeds"] == 0
+    gem = next(ln for ln in lines if ln.startswith("GEMINI-MIP,L1"))
+    assert gem.split(",")[9:13] == ["27.0000", "4.2426", "1", "holds (1 seed)"]
+    md = render_curve_markdown(pts, {"seeds": "0, 1"})
+    assert "| GEMINI-MIP | 72.0 ± 2.8 | +27.00 ± 4.24 (holds (1 seed); higher on 2/2) | failed | - |" in md
 
 
 def test_label_efficiency_wandb_line_plot(monkeypatch):

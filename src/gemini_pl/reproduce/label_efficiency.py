@@ -8,7 +8,10 @@ one label count, ``labels: k`` with ``set: {data.init_args.num_labeled: k}``), r
 tables are, and writes
 
 * ``<out>/label_efficiency.csv``: per row and label count, the test Dice (%) as mean ± std over
-  the test cases pooled over the seeds, the std of the per-seed means, the counts and the status;
+  the test cases pooled over the seeds, the std of the per-seed means, the counts and the status,
+  and the paired difference against Scratch (per seed the mean per-case difference, then mean ±
+  std over seeds and the verdict of :func:`gemini_pl.claims.seed_summary`);
+* ``<out>/label_efficiency.md``: the same as a table, with the verdicts in words;
 * ``<out>/label_efficiency.png``: Dice (y) versus labeled images (x, log scale), one line per row
   with ± std bars (matplotlib when installed, else drawn with PIL);
 * with ``--wandb PROJECT``: a W&B run holding the same points as a table and a line plot
@@ -30,21 +33,25 @@ from pathlib import Path
 from typing import Any
 
 
+from .mip_table import SCRATCH, paired_vs
 from .table import aggregate
 
-__all__ = ["curve_points", "render_curve_csv", "draw_curve_png", "log_wandb", "run_label_efficiency", "main"]
+__all__ = ["curve_points", "render_curve_csv", "render_curve_markdown", "draw_curve_png", "log_wandb", "run_label_efficiency", "main"]
 
 _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
 def curve_points(rows: list[dict[str, Any]], results: list[dict[str, Any]], tasks: dict[str, dict[str, Any]],
                  static: dict[str, str | None] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Row → points ``{task, labels, dice, dice_std, seed_std, seeds, cases, status}`` in the tasks'
-    order (``labels`` from each task's ``labels:``; Dice in %, as the cells' per-case results)."""
+    """Row → points ``{task, labels, dice, dice_std, seed_std, seeds, cases, status, paired}`` in the
+    tasks' order (``labels`` from each task's ``labels:``; Dice in %, as the cells' per-case results;
+    ``paired``: :func:`~gemini_pl.claims.seed_summary` of the row − Scratch differences, ``None``
+    for Scratch itself or without a Scratch row)."""
     static = static or {}
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
         by.setdefault((r["row"], r["task"]), []).append(r)
+    scratch = next((s["row"] for s in rows if s["row"].startswith(SCRATCH)), None)
     out: dict[str, list[dict[str, Any]]] = {}
     for spec in rows:
         pts = []
@@ -56,6 +63,7 @@ def curve_points(rows: list[dict[str, Any]], results: list[dict[str, Any]], task
             pts.append({"task": task, "labels": int(t["labels"]), "dice": agg.get("mean"), "dice_std": agg.get("std"),
                         "seed_std": agg.get("seed_std"),
                         "seeds": agg.get("seeds", 0), "cases": agg.get("n", 0), "status": status,
+                        "paired": None if scratch in (None, spec["row"]) else paired_vs(by, spec["row"], scratch, task),
                         "errors": [r.get("error", "") for r in runs if r.get("status") != "ok"]})
         out[spec["row"]] = pts
     return out
@@ -64,13 +72,42 @@ def curve_points(rows: list[dict[str, Any]], results: list[dict[str, Any]], task
 def render_curve_csv(points: dict[str, list[dict[str, Any]]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["row", "task", "labeled_images", "dice_mean", "dice_std", "seed_std", "seeds", "cases", "status", "error"])
+    w.writerow(["row", "task", "labeled_images", "dice_mean", "dice_std", "seed_std", "seeds", "cases", "status",
+                "vs_scratch_mean", "vs_scratch_sd", "vs_scratch_seeds", "vs_scratch_verdict", "error"])
     f = lambda v: "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4f}"  # noqa: E731
     for row, pts in points.items():
         for p in pts:
+            q = p.get("paired") or {}
             w.writerow([row, p["task"], p["labels"], f(p["dice"]), f(p["dice_std"]), f(p["seed_std"]), p["seeds"], p["cases"],
-                        p["status"], " | ".join(p["errors"])[:300]])
+                        p["status"], f(q.get("mean")), f(q.get("sd")), q.get("seeds", ""), q.get("verdict", ""),
+                        " | ".join(p["errors"])[:300]])
     return buf.getvalue()
+
+
+def render_curve_markdown(points: dict[str, list[dict[str, Any]]], header: dict[str, str]) -> str:
+    """The points as a Markdown table: per row and label count the Dice and, for the pre-trained
+    rows, the paired difference against Scratch with its verdict."""
+    counts = sorted({p["labels"] for pts in points.values() for p in pts})
+    lines = ["# Label efficiency: test Dice vs labeled images", ""] + [f"- {k}: {v}" for k, v in header.items()]
+    lines += ["", "Dice in %: mean ± std over the test cases pooled over the seeds. vs Scratch: per seed the mean of "
+              "the per-case differences (row − Scratch, same test cases), then mean ± std over seeds; holds = higher "
+              "in every seed and mean > 2 s.e. over seeds; reversed = the same, lower; else not significant.", ""]
+    lines += ["| row | " + " | ".join(f"{n} labeled: Dice | vs Scratch" for n in counts) + " |",
+              "|---|" + "---|---|" * len(counts)]
+    for row, pts in points.items():
+        by = {p["labels"]: p for p in pts}
+        cells = []
+        for n in counts:
+            p = by.get(n)
+            if p is None or not _finite(p):
+                cells += [p["status"] if p else "-", "-"]
+                continue
+            cells.append(f"{p['dice']:.1f} ± {p['dice_std']:.1f}")
+            q = p.get("paired")
+            cells.append("-" if not q or not q["seeds"] else
+                         f"{q['mean']:+.2f} ± {q['sd']:.2f} ({q['verdict']}; higher on {q['wins']}/{q['pairs']})")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _finite(p: dict[str, Any]) -> bool:
@@ -193,6 +230,13 @@ def run_label_efficiency(mode_file: str | Path, runs: str | Path, out: str | Pat
     points = curve_points(matrix.rows, results, matrix.tasks, static_statuses(matrix))
     out.mkdir(parents=True, exist_ok=True)
     (out / "label_efficiency.csv").write_text(render_curve_csv(points))
+    from ..callbacks.results import git_commit
+
+    (out / "label_efficiency.md").write_text(render_curve_markdown(points, {
+        "data": f"{matrix.pretrain_data.get('title', '')}; test subjects and labeled pool: {matrix.tasks[next(iter(matrix.tasks))]['config']}",
+        "mode file": str(mode_file), "commit": git_commit(), "seeds": ", ".join(map(str, matrix.seeds))
+        + (" (pre-training per seed)" if matrix.pretrain_per_seed else ""),
+        "cells": f"{runs}/cells", "selection": "final weights" if matrix.select == "final" else matrix.select}))
     draw_curve_png(points, out / "label_efficiency.png",
                    f"test Dice vs labeled images ({matrix.mode}, seeds {', '.join(map(str, matrix.seeds))})")
     if wandb_project:

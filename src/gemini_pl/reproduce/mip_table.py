@@ -36,7 +36,7 @@ from ..claims import paired_differences, seed_summary
 from .paper_mip import MIP_TABLES, SCENES, TABLE9_DOWNSTREAM, TABLE9_FLOPS
 from .table import _cell_status, _pm, aggregate, format_ours
 
-__all__ = ["gap_coefficient", "mip_records", "render_mip_markdown", "render_mip_csv", "row_notes", "SCRATCH"]
+__all__ = ["gap_coefficient", "paired_vs", "mip_records", "render_mip_markdown", "render_mip_csv", "row_notes", "SCRATCH"]
 
 #: the Scratch row's name starts with this (Table III "Scratch (2D U-Net)", Table VI "Scratch (3D U-Net)")
 SCRATCH = "Scratch"
@@ -112,7 +112,7 @@ def mip_records(table: str, rows: list[dict[str, Any]], results: list[dict[str, 
     scratch = next((r for r in recs if r["row"].startswith(SCRATCH)), None)
     for rec in recs:
         for task, t in rec["tasks"].items():
-            t["paired"] = None if scratch is None or rec is scratch else _paired_vs(by, rec["row"], scratch["row"], task)
+            t["paired"] = None if scratch is None or rec is scratch else paired_vs(by, rec["row"], scratch["row"], task)
     for rec in recs:
         if scratch is None:
             rec["gap"] = {"ours": None, "paper": None}
@@ -124,7 +124,7 @@ def mip_records(table: str, rows: list[dict[str, Any]], results: list[dict[str, 
     return recs
 
 
-def _paired_vs(by: dict[tuple[str, str], list[dict[str, Any]]], row: str, base: str, task: str) -> dict[str, Any]:
+def paired_vs(by: dict[tuple[str, str], list[dict[str, Any]]], row: str, base: str, task: str) -> dict[str, Any]:
     """:func:`gemini_pl.claims.seed_summary` of the per-case Dice differences ``row − base`` on
     ``task``, paired within each seed that both finished."""
     ok = lambda name: {r["seed"]: r for r in by.get((name, task), []) if r.get("status") == "ok"}  # noqa: E731
