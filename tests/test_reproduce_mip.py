@@ -429,7 +429,9 @@ def test_paired_column_against_scratch_by_hand():
         r["table"] = "III"
     md = render_mip_markdown("III", rows, results, {"L5": "five labels"}, {}, {}, paired=True, scenes={"L5": "inner"})
     line = lambda name: [c.strip() for c in next(ln for ln in md.splitlines() if f"| {name} |" in ln).strip("|").split("|")]  # noqa: E731
-    assert "L5 (inner) DSC | L5 vs Scratch (paired) |" in md
+    assert "L5 (inner) DSC | L5 vs Scratch (paired) |" in md and md.startswith("# Table III — pre-training on 2D chest X-rays")
+    assert render_mip_markdown("III", rows, results, {"L5": "five labels"}, {}, {}, data_title="MNI slices").startswith(
+        "# Table III's rows — here pre-trained on MNI slices, fine-tuned on five labels: ours\n")
     assert line("GEMINI-MIP")[3] == "+2.00 ± 1.00 (holds; higher on 6/6)"
     assert line("Rotation")[3] == "+0.00 ± 2.65 (not significant; higher on 2/6)"
     assert line("Scratch (2D U-Net)")[3] == "-"

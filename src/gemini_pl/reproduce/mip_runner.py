@@ -174,7 +174,8 @@ def run_mip(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int 
     scenes = {t: v.get("scene") for t, v in matrix.tasks.items()}
     md = render_mip_markdown(matrix.table, matrix.rows, results, titles, static, header,
                              reference_only=matrix.mode != "paper", notes=row_notes(matrix.rows),
-                             paired=matrix.paired_vs_scratch, scenes=scenes)
+                             paired=matrix.paired_vs_scratch, scenes=scenes,
+                             data_title=None if matrix.mode in ("paper", "phantom") else matrix.pretrain_data.get("title"))
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(md)
     (out / f"{name}.csv").write_text(render_mip_csv(matrix.table, matrix.rows, results, list(matrix.tasks), static, scenes))

@@ -187,16 +187,19 @@ def row_notes(rows: list[dict[str, Any]]) -> dict[str, str]:
 def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[dict[str, Any]], tasks: dict[str, str],
                         static: dict[str, str | None], header: dict[str, str], reference_only: bool = False,
                         notes: dict[str, str] | None = None, paired: bool = False,
-                        scenes: dict[str, str] | None = None) -> str:
+                        scenes: dict[str, str] | None = None, data_title: str | None = None) -> str:
     """The Markdown table. ``tasks``: task → title (in the table's order); ``notes``: row → footnote
     (numbered after the row's name) for the rows that run; ``paired``: add each task's paired
-    difference against Scratch (module doc); ``scenes``: task → inner/inter (default the paper's)."""
+    difference against Scratch (module doc); ``scenes``: task → inner/inter (default the paper's);
+    ``data_title``: the pre-training data of a mode that is not the paper's (named in the title)."""
     names = list(tasks)
     scenes = {**SCENES[table], **{k: v for k, v in (scenes or {}).items() if v}}
     recs = mip_records(table, rows, results, names, static, scenes)
     title = {"III": "Table III — pre-training on 2D chest X-rays (ChestX-ray8), fine-tuned on every task",
              "VI": "Table VI — pre-training on 3D brain MRI (PPMI), fine-tuned on every task"}[table]
-    lines = [f"# {title}: ours vs the paper", ""]
+    if data_title:
+        title = f"Table {table}'s rows — here pre-trained on {data_title}, fine-tuned on {', '.join(tasks.values())}"
+    lines = [f"# {title}: ours" + ("" if data_title else " vs the paper"), ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
     lines += ["", "DSC in %, AVD in physical units; ours = mean±std over test cases pooled over seeds, (s …) = std of the "
               "per-seed means; Δ = ours − paper; AVG = mean DSC over the tasks (ours: over the tasks that ran, "
