@@ -8,7 +8,8 @@ Each variant adds the stages it needs (``--variants``; ``--list`` prints them):
 
 - fine-tuning after GEMINI-MIP, compared with scratch and with the plain fine-tuning:
   ``encoder`` (encoder only transferred: ``init_exclude: [backbone.up]``), ``ft_lr1e-4`` (fine-tuning
-  lr 1e-4 instead of 1e-3), ``nopos`` (pre-trained without the GSS positive term), ``long`` (pre-trained
+  lr 1e-4 instead of 1e-3), ``nopos`` (pre-trained without the GSS positive term), ``pre_lr1e-4``
+  (pre-trained with the paper's lr 1e-4 instead of the demo's 1e-3), ``long`` (pre-trained
   three times as long), ``published_flow`` (pre-trained with the published Kaiming-random flow init);
 - the topology switches of the DHL (``experiments/homeomorphic/``), each alone, in the pre-training
   before fine-tuning (``mip_velocity``, ``mip_inverse``, ``mip_jacobian``, ``mip_bending``,
@@ -73,6 +74,8 @@ VARIANTS: dict[str, Variant] = {
     "ft_lr1e-4": Variant("seg_gemini_lr1e-4", extra=["--model.init_args.lr", "0.0001"], doc="fine-tuning lr 1e-4"),
     "nopos": Variant("seg_nopos", pretrain=("pretrain_nopos", ["--model.init_args.lambda_pos", "0"]),
                      doc="pre-trained without the GSS positive term"),
+    "pre_lr1e-4": Variant("seg_prelr1e-4", pretrain=("pretrain_lr1e-4", ["--model.init_args.lr", "0.0001"]),
+                          doc="pre-trained with lr 1e-4 (the paper's) instead of 1e-3"),
     "long": Variant("seg_long", pretrain=("pretrain_long", ["--trainer.max_epochs", "15"]), doc="pre-trained 3x as long"),
     "published_flow": Variant("seg_pubflow", pretrain=("pretrain_pubflow", ["--model.init_args.flow_init", "published"]),
                               doc="pre-trained with the published flow init"),
