@@ -66,5 +66,5 @@ reproduce-table2: $(STAMP) ## Table II matrix (resumable) -> results/table2.{md,
 TABLE      ?= 2
 REPRODUCE_ARGS ?=
 
-reproduce: $(STAMP) ## TABLE=2|3|6 (resumable) -> results/table<N>.{md,csv}; 3/6: each row pre-trained once, fine-tuned on every task; DATA=phantom: <20 min on 2 cores
+reproduce: $(STAMP) ## TABLE=2|3|6 (resumable) -> results/table<N>.{md,csv}; 3/6: each row pre-trained once, fine-tuned on every task; DATA=phantom: <20 min on 2 cores; TABLE=3 DATA=mni: real anatomy, 3 seeds (~1 h)
 	$(PY) -m gemini_pl.reproduce --table $(TABLE) --data $(DATA) --jobs $(JOBS) $(if $(filter phantom mni,$(DATA)),--threads 1,) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(REPRODUCE_ARGS)
