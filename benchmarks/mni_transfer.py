@@ -66,6 +66,13 @@ class Variant:
     against: tuple[str, ...] = ("seg_scratch", "seg_gemini")
     doc: str = ""
 
+    @property
+    def pretrain_stage(self) -> str | None:
+        """The folder of the pre-training this variant starts from (``None``: none)."""
+        if self.pretrain is False:
+            return None
+        return self.pretrain[0] if isinstance(self.pretrain, tuple) else "pretrain"
+
 
 VARIANTS: dict[str, Variant] = {
     "plain": Variant("seg_gemini", against=("seg_scratch",), doc="the demo's fine-tuning (whole U-Net)"),
@@ -98,17 +105,15 @@ def _seeded(s: int) -> list[str]:
 
 def _chain(base: Path, data: list[str], s: int, v: Variant, threads: int) -> None:
     """One seed of one variant: its pre-training (if any, unless done), then its stage (unless done)."""
-    pre = base / "pretrain"
-    if isinstance(v.pretrain, tuple):
-        pre = base / v.pretrain[0]
-        if not (pre / "checkpoints" / "last.ckpt").exists():
-            _cli("fit", "--config", str(CONFIGS / "pretrain.yaml"), *data, *_seeded(s),
-                 "--trainer.default_root_dir", str(pre), *v.pretrain[1], threads=threads)
+    pre = base / v.pretrain_stage if v.pretrain_stage else None
+    if isinstance(v.pretrain, tuple) and not (pre / "checkpoints" / "last.ckpt").exists():
+        _cli("fit", "--config", str(CONFIGS / "pretrain.yaml"), *data, *_seeded(s),
+             "--trainer.default_root_dir", str(pre), *v.pretrain[1], threads=threads)
     out = base / v.stage
     if (out / "results" / "test_cases.csv").exists():
         return
     cfg = ["--config", str(CONFIGS / f"{v.config}.yaml"), *data]
-    init = [] if v.pretrain is False else ["--model.init_args.init_from", str(pre / "checkpoints" / "last.ckpt")]
+    init = [] if pre is None else ["--model.init_args.init_from", str(pre / "checkpoints" / "last.ckpt")]
     _cli("fit", *cfg, *_seeded(s), "--trainer.default_root_dir", str(out), *init, *v.extra, threads=threads)
     _cli("test", *cfg, *v.extra, "--seed_everything", str(s), "--trainer.default_root_dir", str(out),
          "--ckpt_path", str(out / "checkpoints" / "last.ckpt"), threads=threads)
@@ -145,16 +150,16 @@ def _mean_dice(rows: list[dict[str, str]]) -> float:
 
 
 def analyse(runs: Path, seeds: list[int], variants: list[str]) -> str:
-    from gemini_pl.claims import seed_summary
+    from gemini_pl.claims import paired_differences, seed_summary
 
     lines = [
         "| variant | A − B | seeds | B Dice | A Dice | Δ per seed (points) | Δ mean ± std over seeds | verdict | A higher on | pre-training feature_similarity (last) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    from gemini_pl.claims import paired_differences
-
     for name in variants:
         v = VARIANTS[name]
+        sim = {s: _last(runs / f"seed{s}" / v.pretrain_stage, "train/gemini/feature_similarity")
+               for s in seeds} if v.pretrain_stage else {}
         for b in v.against:
             if b == v.stage:
                 continue
@@ -168,9 +173,8 @@ def analyse(runs: Path, seeds: list[int], variants: list[str]) -> str:
                 per_seed.append(paired_differences(ra, rb, "dice"))
                 a_means.append(_mean_dice(ra))
                 b_means.append(_mean_dice(rb))
-                pre = v.pretrain[0] if isinstance(v.pretrain, tuple) else "pretrain" if v.pretrain is None else None
-                if pre:
-                    sims.append(_last(runs / f"seed{s}" / pre, "train/gemini/feature_similarity"))
+                if s in sim:
+                    sims.append(sim[s])
             if not per_seed:
                 continue
             p = seed_summary(per_seed)

@@ -32,7 +32,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-
 from .mip_table import SCRATCH, paired_vs
 from .table import aggregate
 

@@ -56,6 +56,11 @@ def gap_coefficient(dsc: dict[str, float | None], scratch: dict[str, float | Non
     return sum(gains["inner"]) / len(gains["inner"]) - sum(gains["inter"]) / len(gains["inter"])
 
 
+def task_scenes(table: str, scenes: dict[str, str | None] | None = None) -> dict[str, str]:
+    """Task → inner/inter: the paper's (``SCENES``), overridden by the mode's own where it names one."""
+    return {**SCENES[table], **{t: s for t, s in (scenes or {}).items() if s}}
+
+
 def _fin(v: Any) -> float | None:
     try:
         v = float(v)
@@ -71,7 +76,7 @@ def mip_records(table: str, rows: list[dict[str, Any]], results: list[dict[str, 
     (not implemented, needs external weights, slice-wise), ``None`` for cells that run; ``scenes``:
     task → inner/inter (default: the paper's, ``SCENES``)."""
     paper = MIP_TABLES[table]
-    scenes = {t: s for t, s in {**SCENES[table], **(scenes or {})}.items() if t in tasks and s}
+    scenes = {t: s for t, s in task_scenes(table, scenes).items() if t in tasks}
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
         by.setdefault((r["row"], r["task"]), []).append(r)
@@ -193,7 +198,7 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
     difference against Scratch (module doc); ``scenes``: task → inner/inter (default the paper's);
     ``data_title``: the pre-training data of a mode that is not the paper's (named in the title)."""
     names = list(tasks)
-    scenes = {**SCENES[table], **{k: v for k, v in (scenes or {}).items() if v}}
+    scenes = task_scenes(table, scenes)
     recs = mip_records(table, rows, results, names, static, scenes)
     title = {"III": "Table III — pre-training on 2D chest X-rays (ChestX-ray8), fine-tuned on every task",
              "VI": "Table VI — pre-training on 3D brain MRI (PPMI), fine-tuned on every task"}[table]
