@@ -20,12 +20,24 @@ evaluation pairs of the test subjects (``eval_mode: pairs``, i → i+1 mod n: th
 Prints one row per method: warped-label Dice (foreground classes, %), HD95 (mm when the data carry
 the spacing, else voxels), folding % and SDlogJ of the field — means ± standard deviations over
 the pairs — and the wall time per pair of the registration itself (field + warps; after one
-warm-up pair, CUDA synchronised).
+warm-up pair, CUDA synchronised). ``--json FILE`` also writes every pair's values per method.
+
+Over training seeds (one ``--json`` file per seed; a deterministic method such as demons may sit in
+a file of its own)::
+
+    python benchmarks/registration.py --summary seed0.json seed1.json seed2.json demons.json \
+        --reference "demons (SimpleITK, symmetric forces)"
+
+prints, per method, the per-seed mean Dice and folding and — against the reference — the paired
+per-pair Dice difference within each seed, summarised over seeds with the verdict of
+:func:`gemini_pl.claims.seed_summary` (holds only when it is positive in every seed and over two
+standard errors over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +46,7 @@ from typing import Any
 import torch
 
 from gemini_pl.apps.checkpoint import load_model
+from gemini_pl.claims import paired_differences, seed_summary
 from gemini_pl.data import GeminiDataModule
 from gemini_pl.errors import ConfigError
 from gemini_pl.metrics import DiceScore, HausdorffDistance95, folding_percent, sdlogj
@@ -61,11 +74,12 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 @torch.no_grad()
 def evaluate(module: torch.nn.Module, pairs: list[dict[str, Any]], num_classes: int, label_kind: str,
              device: torch.device) -> dict[str, list[float]]:
-    """Per-pair ``dice`` (%), ``hd95``, ``folding`` (%), ``sdlogj`` and ``seconds`` of one method."""
+    """Per-pair ``dice`` (%), ``hd95``, ``folding`` (%), ``sdlogj``, ``seconds`` and ``pair``
+    (``"<moving>_to_<fixed>"``) of one method."""
     module = module.to(device)
     dice = DiceScore(num_classes=num_classes, label_kind=label_kind).to(device)
     hd95 = HausdorffDistance95(num_classes=num_classes, label_kind=label_kind).to(device)
-    rows: dict[str, list[float]] = {"dice": [], "hd95": [], "folding": [], "sdlogj": [], "seconds": []}
+    rows: dict[str, list[Any]] = {"dice": [], "hd95": [], "folding": [], "sdlogj": [], "seconds": [], "pair": []}
     module.register_pair(_to(pairs[0], device))  # warm-up (kernels, caches)
     for batch in pairs:
         batch = _to(batch, device)
@@ -82,7 +96,50 @@ def evaluate(module: torch.nn.Module, pairs: list[dict[str, Any]], num_classes: 
         rows["hd95"].append(nanmean(hd95.last[0].cpu()))
         rows["folding"].append(float(folding_percent(out["flow"])[0]))
         rows["sdlogj"].append(float(sdlogj(out["flow"])[0]))
+        rows["pair"].append(f"{_name(batch, 'name_a')}_to_{_name(batch, 'name_b')}")
     return rows
+
+
+def _name(batch: dict[str, Any], key: str) -> str:
+    v = batch.get(key, "?")
+    return str(v[0] if isinstance(v, (list, tuple)) else v)
+
+
+def _cases(rows: dict[str, list]) -> list[dict[str, Any]]:
+    return [{"case": p, "dice": d} for p, d in zip(rows["pair"], rows["dice"])]
+
+
+def summary(files: list[Path], reference: str | None) -> str:
+    """The multi-seed table of ``--summary``: one ``--json`` file per seed. A method is compared
+    with the reference of its own file, or with the one reference of the only file that holds it
+    (a deterministic method run once)."""
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    by_method: dict[str, list[tuple[int, dict[str, list]]]] = {}
+    for i, run in enumerate(runs):
+        for name, rows in run.items():
+            by_method.setdefault(name, []).append((i, rows))
+    if reference is not None and reference not in by_method:
+        raise ConfigError(f"--reference {reference!r} is in none of the --summary files")
+    lines = ["| method | seeds | Dice (%) per seed | folding (%) per seed | SDlogJ per seed |"
+             + (f" Δ Dice vs {reference} (points): per seed; mean ± std over seeds | verdict | pairs higher |"
+                if reference else ""),
+             "|---|---:|---|---|---|" + ("---|---|---:|" if reference else "")]
+    for name, entries in by_method.items():
+        cells = [", ".join(f"{statistics.fmean(rows[k]):.{d}f}" for _, rows in entries)
+                 for k, d in (("dice", 2), ("folding", 3), ("sdlogj", 2))]
+        line = f"| {name} | {len(entries)} | " + " | ".join(cells) + " |"
+        if reference and name == reference:
+            line += " – | – | – |"
+        elif reference:
+            diffs = []
+            for i, rows in entries:
+                ref = runs[i].get(reference) or by_method[reference][0][1]
+                diffs.append(paired_differences(_cases(rows), _cases(ref), "dice"))
+            sm = seed_summary(diffs)
+            line += (f" {', '.join(f'{m:+.2f}' for m in sm['means'])}; {sm['mean']:+.2f} ± {sm['sd']:.2f} |"
+                     f" {sm['verdict']} | {sm['wins']}/{sm['pairs']} |")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _fmt(values: list[float], digits: int) -> str:
@@ -119,7 +176,17 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--no-demons", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
+    ap.add_argument("--json", type=Path, default=None, help="also write every pair's values per method here")
+    ap.add_argument("--summary", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="only summarise --json files of several seeds (see the module doc)")
+    ap.add_argument("--reference", default=None, help="with --summary: the method every other one is compared with")
     args = ap.parse_args(argv)
+    if args.summary:
+        text = summary(args.summary, args.reference)
+        print(text)
+        if args.out is not None:
+            args.out.write_text(text + "\n")
+        return text
     models = parse_models(args.model)
     if args.no_demons and not models:
         raise ConfigError("nothing to benchmark: give --model NAME=CHECKPOINT or drop --no-demons")
@@ -139,10 +206,14 @@ def main(argv: list[str] | None = None) -> str:
     for name, make in methods.items():
         results[name] = evaluate(make(), pairs, num_classes, label_kind, device)
         print(f"  {name}: done", flush=True)
+        if args.json is not None:  # after every method: a run cut short keeps what it finished
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
     text = table(results, hd_unit)
     print(text)
     if args.out is not None:
         args.out.write_text(text + "\n")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
     return text
 
 

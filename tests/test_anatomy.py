@@ -60,3 +60,40 @@ def test_dataset_on_disk_is_read_like_real_data(tmp_path):
     assert case["spacing"].tolist() == [[2.0, 2.0]]
     expected = make_subject(np.random.default_rng([3, 5]), 2)[1]  # case 5: after 3 unlabeled and 2 labeled
     assert np.array_equal(case["label"][0, 0].numpy(), expected)
+
+
+def test_atlas_file_gives_the_same_files_as_nilearn(tmp_path):
+    """--save-atlas / --atlas (machines without nilearn): the same template, the same subjects and
+    the same files byte for byte."""
+    import hashlib
+
+    from gemini_pl.data.anatomy import main
+
+    main(["--save-atlas", str(tmp_path / "atlas.npz")])
+    image, label, origin = mni_atlas(str(tmp_path / "atlas.npz"))
+    ref = mni_atlas()
+    assert np.array_equal(image, ref[0]) and np.array_equal(label, ref[1]) and origin == ref[2]
+    assert image.dtype == np.float32 and label.dtype == np.uint8
+    a, b = make_subject(np.random.default_rng([0, 4]), 2), make_subject(np.random.default_rng([0, 4]), 2,
+                                                                        str(tmp_path / "atlas.npz"))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    kw = dict(spatial_dims=2, num_unlabeled=1, num_labeled=1, num_test=0, num_val=0, seed=1)
+    one = generate_mni_dataset(tmp_path / "nilearn", **kw)
+    two = generate_mni_dataset(tmp_path / "file", atlas=tmp_path / "atlas.npz", **kw)
+    files = sorted(p.relative_to(one) for p in one.rglob("*.nii.gz"))
+    assert len(files) == 3  # 1 unlabeled image, 1 labeled image + label
+    for rel in files:
+        assert hashlib.md5((one / rel).read_bytes()).digest() == hashlib.md5((two / rel).read_bytes()).digest()
+    assert (one / "manifest.json").read_text() == (two / "manifest.json").read_text()
+
+
+def test_a_file_that_is_not_an_atlas_is_named_in_the_error(tmp_path):
+    from gemini_pl.errors import ConfigError
+
+    bad = tmp_path / "notes.npz"
+    bad.write_text("not numpy")
+    with pytest.raises(ConfigError, match="notes.npz: not an atlas file"):
+        mni_atlas(str(bad))
+    np.savez(tmp_path / "other.npz", image=np.zeros(3))
+    with pytest.raises(ConfigError, match="other.npz: not an atlas file"):
+        mni_atlas(str(tmp_path / "other.npz"))

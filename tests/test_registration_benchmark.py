@@ -88,3 +88,46 @@ def test_bad_model_argument_is_a_config_error(tmp_path):
     torch.save({"hyper_parameters": {"_class_path": "gemini_pl.modules.Segmentation"}, "state_dict": {"net.x": torch.zeros(1)}}, path)
     with pytest.raises(CheckpointError, match="Segmentation, which has no a deformer"):
         _bench().load_module(path)
+
+
+def test_json_holds_every_pair_and_the_table_its_means(svf_checkpoint, tmp_path):
+    import json
+    import statistics
+
+    root, ckpt = svf_checkpoint
+    js = tmp_path / "seed0.json"
+    text = _bench().main(["--root", str(root / "data"), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "2",
+                          "--model", f"svf={ckpt}", "--device", "cpu", "--no-demons", "--json", str(js)])
+    rows = json.loads(js.read_text())["svf"]
+    assert len(rows["dice"]) == len(rows["pair"]) == 2 and rows["pair"][0] != rows["pair"][1]
+    assert all("_to_" in p for p in rows["pair"])
+    assert f"{statistics.fmean(rows['dice']):.2f} ±" in text.splitlines()[2]
+
+
+def test_summary_pairs_each_seed_with_the_reference(tmp_path):
+    """Hand-made files: demons once (shared), a method over three seeds; the paired differences and
+    the verdict by hand."""
+    import json
+
+    pairs = ["a_to_b", "b_to_c"]
+    demons = {"demons": {"pair": pairs, "dice": [80.0, 70.0], "folding": [0.1, 0.3], "sdlogj": [1.0, 1.0]}}
+    (tmp_path / "demons.json").write_text(json.dumps(demons))
+    # per seed, Dice minus demons: (+2, +4) -> +3; (+1, +1) -> +1; (+3, +1) -> +2: mean 2, sd 1, s.e. 0.577
+    for s, dice in enumerate([[82.0, 74.0], [81.0, 71.0], [83.0, 71.0]]):
+        # the pairs in another order in seed 2: matched by name
+        order = [1, 0] if s == 2 else [0, 1]
+        (tmp_path / f"seed{s}.json").write_text(json.dumps({"net": {
+            "pair": [pairs[i] for i in order], "dice": [dice[i] for i in order], "folding": [0.0, 0.0],
+            "sdlogj": [0.5, 0.5]}}))
+    files = [tmp_path / f for f in ("demons.json", "seed0.json", "seed1.json", "seed2.json")]
+    text = _bench().main(["--summary", *map(str, files), "--reference", "demons"])
+    lines = text.splitlines()
+    assert lines[2] == "| demons | 1 | 75.00 | 0.200 | 1.00 | – | – | – |"
+    assert lines[3] == "| net | 3 | 78.00, 76.00, 77.00 | 0.000, 0.000, 0.000 | 0.50, 0.50, 0.50 | +3.00, +1.00, +2.00; +2.00 ± 1.00 | holds | 6/6 |"
+    # a worse method in one seed: not significant
+    (tmp_path / "seed2.json").write_text(json.dumps({"net": {"pair": pairs, "dice": [78.0, 70.0], "folding": [0, 0],
+                                                             "sdlogj": [0, 0]}}))
+    assert "+3.00, +1.00, -1.00; +1.00 ± 2.00 | not significant | 4/6 |" in _bench().main(
+        ["--summary", *map(str, files), "--reference", "demons"])
+    with pytest.raises(ConfigError, match="'nope' is in none"):
+        _bench().main(["--summary", *map(str, files), "--reference", "nope"])

@@ -2,6 +2,9 @@
 
 The template (T1, 2 mm, 99×117×95) and its grey- and white-matter probability maps ship inside
 the ``nilearn`` wheel (``pip install "gemini-pl[anatomy]"``; read from local files, no download).
+On a machine without nilearn (an offline GPU node), write the atlas once where nilearn is
+(``python -m gemini_pl.data.anatomy --save-atlas mni_atlas.npz``) and generate from that file
+(``--atlas mni_atlas.npz``): the same subjects, file for file.
 Labels: 0 background (and CSF), 1 grey matter, 2 white matter (the more probable tissue where its
 probability exceeds 0.5). Each subject is the template (an axial slice near the lateral ventricles
 in 2D, the whole volume in 3D) under
@@ -28,7 +31,7 @@ import numpy as np
 from gemini_pl.data.synthetic import write_generated_dataset
 from gemini_pl.errors import ConfigError
 
-__all__ = ["ANATOMY_VERSION", "LABEL_NAMES", "generate_mni_dataset", "make_subject", "mni_atlas"]
+__all__ = ["ANATOMY_VERSION", "LABEL_NAMES", "generate_mni_dataset", "make_subject", "mni_atlas", "save_atlas"]
 
 ANATOMY_VERSION = 1
 LABEL_NAMES = {0: "background", 1: "grey matter", 2: "white matter"}
@@ -37,9 +40,18 @@ SLICE_INDEX = 45
 SPACING_MM = 2.0
 
 
-@functools.lru_cache(maxsize=1)
-def mni_atlas() -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """(image (99, 117, 95) float32 in [0, 1], label uint8 {0, 1, 2}, origin in mm) of the MNI152 2009 template."""
+@functools.lru_cache(maxsize=2)
+def mni_atlas(path: str | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """(image (99, 117, 95) float32 in [0, 1], label uint8 {0, 1, 2}, origin in mm) of the MNI152 2009 template.
+
+    ``path``: an ``.npz`` written by :func:`save_atlas` instead of nilearn's files."""
+    if path is not None:
+        try:
+            with np.load(path) as f:
+                return (f["image"].astype(np.float32), f["label"].astype(np.uint8),
+                        tuple(float(v) for v in f["origin"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ConfigError(f"{path}: not an atlas file written by --save-atlas ({exc})") from exc
     try:
         from nilearn import datasets
     except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -53,6 +65,16 @@ def mni_atlas() -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     label[(gm > 0.5) & (gm >= wm)] = 1
     label[(wm > 0.5) & (wm > gm)] = 2
     return image, label, tuple(float(v) for v in t1.affine[:3, 3])
+
+
+def save_atlas(path: str | os.PathLike) -> Path:
+    """Write nilearn's template as read by :func:`mni_atlas` to the ``.npz`` ``path`` (about 1.6 MB)."""
+    image, label, origin = mni_atlas()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # a file object: numpy would append ".npz" to another suffix
+        np.savez_compressed(f, image=image, label=label, origin=np.asarray(origin, np.float64))
+    return path
 
 
 def _transforms(spatial_dims: int):
@@ -75,11 +97,12 @@ def _transforms(spatial_dims: int):
     ])
 
 
-def make_subject(rng: np.random.Generator, spatial_dims: int) -> tuple[np.ndarray, np.ndarray]:
-    """One subject: (image float32 in [0, 1], label uint8) of shape (99, 117) in 2D or (99, 117, 95) in 3D."""
+def make_subject(rng: np.random.Generator, spatial_dims: int, atlas: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One subject: (image float32 in [0, 1], label uint8) of shape (99, 117) in 2D or (99, 117, 95) in 3D
+    (``atlas``: see :func:`mni_atlas`)."""
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-    image, label, _ = mni_atlas()
+    image, label, _ = mni_atlas(atlas)
     if spatial_dims == 2:
         z = SLICE_INDEX + int(rng.integers(-2, 3))
         image, label = image[..., z], label[..., z]
@@ -101,12 +124,14 @@ def generate_mni_dataset(
     num_val: int = 4,
     seed: int = 0,
     overwrite: bool = False,
+    atlas: str | os.PathLike | None = None,
 ) -> Path:
     """Write MNI152-derived subjects in the canonical layout under ``<root>/<name>`` (default
     ``mni2d`` / ``mni3d``) and return that path; a no-op when they are there with these parameters.
 
     Counts: ``num_unlabeled`` in ``train/unlabeled``, ``num_labeled`` labeled training subjects,
     ``num_test`` in ``test/labeled`` and ``num_val`` in ``val/labeled`` (validation, never test).
+    ``atlas``: the template from a :func:`save_atlas` file instead of nilearn (same subjects).
     """
     for arg, value in (("num_unlabeled", num_unlabeled), ("num_labeled", num_labeled), ("num_test", num_test),
                        ("num_val", num_val)):
@@ -118,10 +143,11 @@ def generate_mni_dataset(
     manifest = {"generator": "gemini_pl.data.anatomy", "version": ANATOMY_VERSION, "params": params,
                 "labels": {str(k): v for k, v in LABEL_NAMES.items()},
                 "source": "MNI152 2009 template (nilearn), 2 mm"}
-    origin = mni_atlas()[2][:spatial_dims]
+    atlas = None if atlas is None else str(atlas)
+    origin = mni_atlas(atlas)[2][:spatial_dims]
 
     def make_case(index: int) -> tuple[np.ndarray, np.ndarray]:
-        return make_subject(np.random.default_rng([int(seed), index]), spatial_dims)
+        return make_subject(np.random.default_rng([int(seed), index]), spatial_dims, atlas)
 
     return write_generated_dataset(root, name, manifest, make_case, [SPACING_MM] * spatial_dims, origin,
                                    prefix="mni", overwrite=overwrite)
@@ -139,9 +165,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test", type=int, default=20)
     p.add_argument("--val", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--atlas", default=None, help="read the template from this .npz (written by --save-atlas) instead of nilearn")
+    p.add_argument("--save-atlas", default=None, metavar="NPZ", help="only write nilearn's template to NPZ and exit")
     a = p.parse_args(argv)
+    if a.save_atlas:
+        print(save_atlas(a.save_atlas))
+        return
     path = generate_mni_dataset(a.root, spatial_dims=a.dims, num_unlabeled=a.unlabeled, num_labeled=a.labeled,
-                                num_test=a.test, num_val=a.val, seed=a.seed)
+                                num_test=a.test, num_val=a.val, seed=a.seed, atlas=a.atlas)
     print(path)
 
 
