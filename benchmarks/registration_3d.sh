@@ -100,4 +100,4 @@ seed_chain() {
 for s in $SEEDS; do seed_chain "$s" & done
 wait
 say "all done"
-$PY benchmarks/registration.py --summary "$OUT"/*.json --reference "$DEMONS" | tee -a "$LOG"
+$PY benchmarks/registration.py --summary "$OUT"/demons.json "$OUT"/seed*.json "$OUT"/long*.json --reference "$DEMONS" | tee -a "$LOG"
