@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT")
     ap.add_argument("--pairs", type=int, default=None, help="only the first N test pairs (default all)")
     ap.add_argument("--num-val-pairs", type=int, default=20, help="evaluation pairs the data module builds (as experiments/demo_mni)")
+    ap.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
+                    help="resample the pairs to this voxel spacing first (data.preprocessing.spacing; default the files')")
     ap.add_argument("--no-demons", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> str:
     models = parse_models(args.model)
     if args.no_demons and not models:
         raise ConfigError("nothing to benchmark: give --model NAME=CHECKPOINT or drop --no-demons")
-    dm = GeminiDataModule(root=args.root, dataset=args.dataset, eval_mode="pairs", num_val_pairs=args.num_val_pairs)
+    dm = GeminiDataModule(root=args.root, dataset=args.dataset, eval_mode="pairs", num_val_pairs=args.num_val_pairs,
+                          preprocessing={"spacing": args.spacing} if args.spacing else None)
     dm.setup("test")
     pairs = [b for b in dm.test_dataloader()]
     pairs = [{k: (v[i:i + 1] if torch.is_tensor(v) else v) for k, v in b.items()} for b in pairs for i in range(b["image_a"].shape[0])]

@@ -22,7 +22,9 @@
 # Settings (environment): PY, OUT (benchmarks/gpu-results/reg3d), RUNS (runs/reg3d), SEEDS ("0 1 2"),
 # EPOCHS (5) and LONG_EPOCHS (25) of LIMIT (40) iterations, BATCH (2 pairs; the 2D demo uses 4),
 # ACCEL (gpu), PAIRS (20), ATLAS (the template .npz of `python -m gemini_pl.data.anatomy --save-atlas`,
-# for a machine without nilearn), THREADS (CPU threads per training process, 2).
+# for a machine without nilearn), THREADS (CPU threads per training process, 2), SPACING (mm: every
+# method trains and is scored on the volumes resampled to this spacing, e.g. 4 for 50 x 59 x 48;
+# default the files' 2 mm).
 set -uo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-benchmarks/gpu-results/reg3d}
@@ -35,6 +37,9 @@ BATCH=${BATCH:-2}
 ACCEL=${ACCEL:-gpu}
 PAIRS=${PAIRS:-20}
 THREADS=${THREADS:-2}
+SPACING=${SPACING:-}
+PREP=(); SPC=()
+if [ -n "$SPACING" ]; then PREP=(--data.init_args.preprocessing "{spacing: [$SPACING, $SPACING, $SPACING]}"); SPC=(--spacing "$SPACING" "$SPACING" "$SPACING"); fi
 DEMONS="demons (SimpleITK, symmetric forces)"
 mkdir -p "$OUT" "$RUNS"
 LOG="$OUT/log.txt"
@@ -43,20 +48,20 @@ say() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$LOG"; }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi";
   $PY -c "import torch, lightning, monai; print('torch', torch.__version__, 'lightning', lightning.__version__, 'monai', monai.__version__)"; } >>"$LOG" 2>&1
-say "data: mni3d (40 unlabeled, 5 labeled, 20 test, seed 0)"
+say "data: mni3d (40 unlabeled, 5 labeled, 20 test, seed 0)${SPACING:+, resampled to $SPACING mm}"
 $PY -m gemini_pl.data.anatomy --root data --dims 3 ${ATLAS:+--atlas "$ATLAS"} >>"$LOG" 2>&1 || { say "data generation failed"; exit 1; }
 ( cd data/mni3d && md5sum train/unlabeled/image/mni_0000.nii.gz test/labeled/image/mni_0045.nii.gz test/labeled/label/mni_0064.nii.gz ) >>"$LOG"
 say "data ready"
 
 # demons: deterministic, on the CPU, beside the training
-( $PY benchmarks/registration.py --root data --dataset mni3d --device cpu --pairs "$PAIRS" --json "$OUT/demons.json" \
+( $PY benchmarks/registration.py --root data --dataset mni3d "${SPC[@]}" --device cpu --pairs "$PAIRS" --json "$OUT/demons.json" \
     >"$RUNS/demons.log" 2>&1 && say "demons done" || { say "demons FAILED"; tail -20 "$RUNS/demons.log" >>"$LOG"; } ) &
 
 fit() {  # fit <seed> <stage> <args...>
   local s=$1 stage=$2; shift 2
   local dir="$RUNS/seed$s/$stage" start=$(date +%s)
   mkdir -p "$dir"
-  if OMP_NUM_THREADS=$THREADS $PY -m gemini_pl.cli fit "$@" --data.init_args.dataset mni3d \
+  if OMP_NUM_THREADS=$THREADS $PY -m gemini_pl.cli fit "$@" --data.init_args.dataset mni3d "${PREP[@]}" \
       --data.init_args.batch_size "$BATCH" --trainer.accelerator "$ACCEL" --trainer.precision 32-true \
       --trainer.limit_train_batches "$LIMIT" --trainer.default_root_dir "$dir" \
       --seed_everything "$s" --model.init_args.aug_seed "$s" --data.init_args.seed "$s" >"$dir/fit.log" 2>&1; then
@@ -71,7 +76,7 @@ evaluate() {  # evaluate <json> <NAME=CKPT>...
   local args=()
   for m in "$@"; do [ -f "${m#*=}" ] && args+=(--model "$m"); done  # a failed stage leaves no checkpoint
   [ ${#args[@]} -gt 0 ] || { say "nothing to evaluate for $(basename "$json")"; return 1; }
-  $PY benchmarks/registration.py --root data --dataset mni3d --no-demons --device "$([ "$ACCEL" = gpu ] && echo cuda || echo cpu)" \
+  $PY benchmarks/registration.py --root data --dataset mni3d "${SPC[@]}" --no-demons --device "$([ "$ACCEL" = gpu ] && echo cuda || echo cpu)" \
       --pairs "$PAIRS" --json "$json" "${args[@]}" >>"$RUNS/eval.log" 2>&1 && say "evaluated $(basename "$json")" \
       || { say "evaluation FAILED ($json)"; tail -20 "$RUNS/eval.log" >>"$LOG"; }
 }
