@@ -198,3 +198,23 @@ def test_default_root_dir_moves_checkpoints_logs_and_results(tmp_path, monkeypat
     assert list((out / "csv").glob("version_*/metrics.csv"))
     assert (out / "results" / "test_cases.csv").is_file() and (out / "results" / "test_summary.md").is_file()
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_batch_limit_of_one_is_one_batch(tmp_path, monkeypatch):
+    """``--trainer.limit_train_batches 1`` trains one batch per epoch (Lightning's int), not 100 % of
+    them: Lightning annotates the limits float-first, and the command line used to read 1 as 1.0.
+    Two batches per epoch here (4 samples, batch 2)."""
+    from gemini_pl.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    small = ["--config", str(REPO / "experiments" / "demo" / "seg.yaml"), "--trainer.default_root_dir", str(tmp_path / "run"),
+             "--data.init_args.size", "32", "--data.init_args.num_unlabeled", "4", "--data.init_args.num_test", "2",
+             "--data.init_args.labeled_batch_size", "2", "--data.init_args.samples_per_epoch", "4",
+             "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0", "--trainer.logger", "false"]
+    cli = cli_main(["fit", *small, "--trainer.limit_train_batches", "1"])
+    assert cli.trainer.limit_train_batches == 1 and isinstance(cli.trainer.limit_train_batches, int)
+    assert cli.trainer.global_step == 1
+    cli = cli_main(["fit", *small, "--trainer.limit_train_batches", "1.0"])  # a fraction: all of them
+    assert cli.trainer.global_step == 2
+    cli = cli_main([*small, "--trainer.limit_train_batches", "0.5", "--trainer.limit_test_batches", "3"], run=False)
+    assert cli.trainer.limit_train_batches == 0.5 and cli.trainer.limit_test_batches == 3

@@ -34,6 +34,7 @@ from .configs import resolve_config
 from .errors import ConfigError, GeminiError
 from .runtime import keep_freed_memory
 from .safe_load import safe_torch_load
+from .trainer import Trainer
 
 
 class GeminiCLI(LightningCLI):
@@ -149,6 +150,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
         return GeminiCLI(
             model_class=L.LightningModule,
             datamodule_class=L.LightningDataModule,
+            trainer_class=Trainer,
             subclass_mode_model=True,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
