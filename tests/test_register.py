@@ -135,3 +135,29 @@ def test_test_pairs_of_files_give_hd95_in_physical_units(tmp_path, phantom_root)
     trainer = _trainer(tmp_path, limit_test_batches=2)
     out = trainer.test(_reg(2), datamodule=dm)[0]
     assert "test/reg_hd95" in out and "test/reg_hd95_vox" not in out
+
+
+def test_init_from_a_deformer_of_the_other_deformation_model_warns(tmp_path):
+    """A deformer pre-trained as a velocity field (integration_steps 7) fine-tuned as a displacement
+    (the default 0) changes the meaning of its output: said once, naming both settings; the same
+    setting on both sides says nothing."""
+    import warnings
+
+    pre = GeminiPretrain(spatial_dims=2, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER, integration_steps=7)
+    trainer = _trainer(tmp_path, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(pre, datamodule=MemoryDataModule(2, 32, train_mode="pairs", eval_mode="pairs"))
+    path = tmp_path / "pre_svf.ckpt"
+    trainer.save_checkpoint(path)
+
+    def fit(**kw):
+        model = _reg(2, init_from=str(path), **kw)
+        _trainer(tmp_path, max_steps=0, limit_val_batches=0).fit(model, datamodule=MemoryDataModule(2, 32, train_mode="pairs"))
+
+    with pytest.warns(UserWarning, match=r"integration_steps=7 \(output = a velocity field integrated in 7 steps\), "
+                                         r"this model reads it with integration_steps=0 \(a displacement\); "
+                                         r"set model.init_args.integration_steps=7"):
+        fit()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(integration_steps=7)
+    assert not [w for w in caught if "integration_steps" in str(w.message)]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import nn
 
 from ..errors import CheckpointError
@@ -211,7 +211,29 @@ class InitFromCheckpoint:
         self.transfer_report = load_pretrained(self.net, path, parts=self.init_parts, optional_parts=self.init_optional_parts(),
                                                exclude=tuple(self.hparams.get("init_exclude") or ()))
         self._init_done = True
+        self._check_deformation_model(path)
         return self.transfer_report
+
+    def _check_deformation_model(self, path: str) -> None:
+        """Warn when a transferred deformer was trained with another ``integration_steps``: its
+        output meant a velocity field there and a displacement here, or the other way round (allowed —
+        the fine-tuning adapts it — but rarely what a user means)."""
+        ours = self.hparams.get("integration_steps")
+        if ours is None or not any(k.startswith("deformer.") for k in self.transfer_report.loaded):
+            return
+        from ..safe_load import safe_torch_load
+
+        ckpt = safe_torch_load(path)
+        theirs = (ckpt.get("hyper_parameters") or {}).get("integration_steps", 0) if isinstance(ckpt, dict) else None
+        if theirs is None or "hyper_parameters" not in ckpt or int(theirs) == int(ours):
+            return
+
+        def meaning(n: int) -> str:
+            return f"a velocity field integrated in {n} steps" if n else "a displacement"
+
+        rank_zero_warn(f"init_from {path}: its deformer was trained with integration_steps={int(theirs)} "
+                       f"(output = {meaning(int(theirs))}), this model reads it with integration_steps={int(ours)} "
+                       f"({meaning(int(ours))}); set model.init_args.integration_steps={int(theirs)} to keep its meaning")
 
     def on_fit_start(self) -> None:
         self.init_from_checkpoint()
