@@ -24,7 +24,8 @@
 # ACCEL (gpu), PAIRS (20), ATLAS (the template .npz of `python -m gemini_pl.data.anatomy --save-atlas`,
 # for a machine without nilearn), THREADS (CPU threads per training process, 2), SPACING (mm: every
 # method trains and is scored on the volumes resampled to this spacing, e.g. 4 for 50 x 59 x 48;
-# default the files' 2 mm).
+# default the files' 2 mm), SKIP (stages not to run, e.g. "pretrain_svf reg_svf_long"; their rows
+# are left out).
 set -uo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-benchmarks/gpu-results/reg3d}
@@ -38,6 +39,7 @@ ACCEL=${ACCEL:-gpu}
 PAIRS=${PAIRS:-20}
 THREADS=${THREADS:-2}
 SPACING=${SPACING:-}
+SKIP=" ${SKIP:-} "
 PREP=(); SPC=()
 if [ -n "$SPACING" ]; then PREP=(--data.init_args.preprocessing "{spacing: [$SPACING, $SPACING, $SPACING]}"); SPC=(--spacing "$SPACING" "$SPACING" "$SPACING"); fi
 DEMONS="demons (SimpleITK, symmetric forces)"
@@ -60,6 +62,7 @@ say "data ready"
 fit() {  # fit <seed> <stage> <args...>
   local s=$1 stage=$2; shift 2
   local dir="$RUNS/seed$s/$stage" start=$(date +%s)
+  [[ "$SKIP" == *" $stage "* ]] && return 0
   mkdir -p "$dir"
   if OMP_NUM_THREADS=$THREADS $PY -m gemini_pl.cli fit "$@" --data.init_args.dataset mni3d "${PREP[@]}" \
       --data.init_args.batch_size "$BATCH" --trainer.accelerator "$ACCEL" --trainer.precision 32-true \

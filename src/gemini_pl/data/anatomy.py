@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from gemini_pl.data.specs.mni import LABEL_NAMES
 from gemini_pl.data.synthetic import write_generated_dataset
 from gemini_pl.errors import ConfigError
 
 __all__ = ["ANATOMY_VERSION", "LABEL_NAMES", "generate_mni_dataset", "make_subject", "mni_atlas", "save_atlas"]
 
 ANATOMY_VERSION = 1
-LABEL_NAMES = {0: "background", 1: "grey matter", 2: "white matter"}
 #: the axial slice of the 2D subjects (z = +18 mm: the bodies of the lateral ventricles)
 SLICE_INDEX = 45
 SPACING_MM = 2.0
