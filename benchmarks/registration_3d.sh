@@ -19,6 +19,10 @@
 #   python benchmarks/registration.py --summary $OUT/*.json --reference "demons (SimpleITK, symmetric forces)"
 #
 # Usage (repository root, after `make install`):  bash benchmarks/registration_3d.sh
+# Measured on one H100 (benchmarks/RESULTS.md): at 2 mm a training process holds about 9.7 GiB (batch 2,
+# fp32) and six 200-iteration pre-trainings side by side took 276-285 s; the nine processes of three
+# seeds' registrations ran out of the 80 GB, so there give SEEDS one at a time. At SPACING=4 the six
+# pre-trainings took 70-74 s and the six 200-iteration registrations 60-76 s.
 # Settings (environment): PY, OUT (benchmarks/gpu-results/reg3d), RUNS (runs/reg3d), SEEDS ("0 1 2"),
 # EPOCHS (5) and LONG_EPOCHS (25) of LIMIT (40) iterations, BATCH (2 pairs; the 2D demo uses 4),
 # ACCEL (gpu), PAIRS (20), ATLAS (the template .npz of `python -m gemini_pl.data.anatomy --save-atlas`,
