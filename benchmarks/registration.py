@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from gemini_pl.apps.checkpoint import load_model
-from gemini_pl.claims import paired_differences, seed_summary
+from gemini_pl.claims import paired_differences, sample_sd, seed_summary
 from gemini_pl.data import GeminiDataModule
 from gemini_pl.errors import ConfigError
 from gemini_pl.metrics import DiceScore, HausdorffDistance95, folding_percent, sdlogj
@@ -143,8 +143,7 @@ def summary(files: list[Path], reference: str | None) -> str:
 
 
 def _fmt(values: list[float], digits: int) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {sample_sd(values):.{digits}f}"
 
 
 def table(results: dict[str, dict[str, list[float]]], hd_unit: str) -> str:

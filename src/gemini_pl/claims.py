@@ -12,7 +12,7 @@ import math
 import statistics
 from typing import Any, Iterable
 
-__all__ = ["paired_differences", "seed_summary", "claim_verdict"]
+__all__ = ["paired_differences", "sample_sd", "seed_summary", "claim_verdict"]
 
 
 def _num(v: Any) -> float:
@@ -39,7 +39,8 @@ def paired_differences(rows_a: Iterable[dict[str, Any]], rows_b: Iterable[dict[s
     return out
 
 
-def _sd(values: list[float]) -> float:
+def sample_sd(values: list[float]) -> float:
+    """The sample standard deviation (n − 1); 0 for fewer than two values."""
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -60,14 +61,14 @@ def seed_summary(per_seed: list[list[float]]) -> dict[str, Any]:
     out = {"means": means, "seeds": len(means), "pairs": sum(len(d) for d in per_seed),
            "wins": sum(x > 0 for d in per_seed for x in d)}
     if len(means) > 1:
-        mean, sd = statistics.fmean(means), _sd(means)
+        mean, sd = statistics.fmean(means), sample_sd(means)
         se = sd / math.sqrt(len(means))
         up = all(m > 0 for m in means) and mean > 2 * se
         down = all(m < 0 for m in means) and mean < -2 * se
         verdict = "holds" if up else "reversed" if down else "not significant"
     else:
         d = per_seed[0]
-        mean, sd = means[0], _sd(d)
+        mean, sd = means[0], sample_sd(d)
         se = sd / math.sqrt(len(d)) if len(d) > 1 else math.inf
         verdict = ("holds" if mean > 2 * se else "reversed" if mean < -2 * se else "not significant") + " (1 seed)"
     return {**out, "mean": mean, "sd": sd, "se": se, "verdict": verdict}

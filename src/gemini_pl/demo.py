@@ -45,7 +45,7 @@ from typing import Any
 
 import yaml
 
-from .claims import claim_verdict, paired_differences as _paired
+from .claims import claim_verdict, paired_differences as _paired, sample_sd
 
 __all__ = ["main", "run_pipeline"]
 
@@ -158,10 +158,6 @@ def _fmt(mean: float, std: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _sd(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def paired_differences(ra: StageResult, rb: StageResult, col_a: str, col_b: str) -> list[float]:
     """Per-case ``a[col_a] − b[col_b]`` over the cases both stages scored (matched by case name)."""
     return _paired(ra.rows, rb.rows, col_a, col_b)
@@ -176,7 +172,7 @@ def _over_seeds(per_seed: list[StageResult], column: str, digits: int = 1) -> st
     if len(per_seed) == 1:
         return _fmt(stats[0][0], stats[0][1], digits)
     means = [s[0] for s in stats]
-    return _fmt(statistics.fmean(means), _sd(means), digits)
+    return _fmt(statistics.fmean(means), sample_sd(means), digits)
 
 
 SEG_ROWS = [("U-Net Five (scratch)", "seg_scratch", "random", "5"),
