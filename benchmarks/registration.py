@@ -214,8 +214,6 @@ def main(argv: list[str] | None = None) -> str:
     print(text)
     if args.out is not None:
         args.out.write_text(text + "\n")
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
     return text
 
 

@@ -224,16 +224,19 @@ class InitFromCheckpoint:
         from ..safe_load import safe_torch_load
 
         ckpt = safe_torch_load(path)
-        theirs = (ckpt.get("hyper_parameters") or {}).get("integration_steps", 0) if isinstance(ckpt, dict) else None
-        if theirs is None or "hyper_parameters" not in ckpt or int(theirs) == int(ours):
+        hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+        if not isinstance(hparams, dict):  # a plain state_dict: nothing says how it was trained
+            return
+        theirs = int(hparams.get("integration_steps", 0))
+        if theirs == int(ours):
             return
 
         def meaning(n: int) -> str:
             return f"a velocity field integrated in {n} steps" if n else "a displacement"
 
-        rank_zero_warn(f"init_from {path}: its deformer was trained with integration_steps={int(theirs)} "
-                       f"(output = {meaning(int(theirs))}), this model reads it with integration_steps={int(ours)} "
-                       f"({meaning(int(ours))}); set model.init_args.integration_steps={int(theirs)} to keep its meaning")
+        rank_zero_warn(f"init_from {path}: its deformer was trained with integration_steps={theirs} "
+                       f"(output = {meaning(theirs)}), this model reads it with integration_steps={int(ours)} "
+                       f"({meaning(int(ours))}); set model.init_args.integration_steps={theirs} to keep its meaning")
 
     def on_fit_start(self) -> None:
         self.init_from_checkpoint()
