@@ -59,6 +59,13 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
             (logged ``train/gemini/inverse`` when > 0).
         lambda_jacobian: weight of the penalty mean(max(0, −det J)) on both fields (logged
             ``train/gemini/neg_jacobian`` when > 0).
+        pyramid_levels: 1 = the published single-level deformer; n > 1 = the same deformer run
+            coarse to fine on n resolutions of the features, each level refining the field of the
+            coarser one (:mod:`gemini_pl.spatial.pyramid`): a capture range that grows with the image.
+        refine_steps: 0 = off; n > 0 = every evaluation (val, test, predict, ``gemini-pl register``)
+            refines the network's field per pair with n Adam steps on the training objective
+            (:mod:`gemini_pl.refinement`); ``refine_lr`` (voxels of the coarse grid per step) and
+            ``refine_grid`` (the residual velocity's grid is this many times coarser per axis).
     """
 
     #: the name under which the head loss is stepped and logged (``train/<name>/...``)
@@ -80,11 +87,16 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
         smoother: Literal["gradient", "bending"] = "gradient",
         lambda_inverse: float = 0.0,
         lambda_jacobian: float = 0.0,
+        pyramid_levels: int = 1,
+        refine_steps: int = 0,
+        refine_lr: float = 0.1,
+        refine_grid: int = 2,
         **kwargs: Any,
     ):
         if schedule not in ("alternate", "joint"):
             raise ConfigError(f"model.schedule must be 'alternate' or 'joint', got {schedule!r}")
-        check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian)
+        check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian, pyramid_levels,
+                                refine_steps, refine_lr, refine_grid)
         super().__init__(*args, **kwargs)
         self.weights = GeminiWeights(lambda_smooth, lambda_gss, lambda_gvs, lambda_pos, lambda_inverse, lambda_jacobian)
 
@@ -92,7 +104,7 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
     def gemini_terms(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """All GEMINI loss terms for a batch of pairs (one backbone and one deformer call)."""
         f_a, f_b = self.net.features(torch.cat([x_a, x_b], 0)).chunk(2, 0)
-        flow_ab, flow_ba = (self.to_displacement(out) for out in self.net.flows_both_ways(f_a, f_b))
+        flow_ab, flow_ba = self.displacements(f_a, f_b, both_ways=True)
         terms = gemini_loss(
             x_a, x_b, f_a, f_b, flow_ab, flow_ba, self.weights, window=self.hparams.ncc_window,
             sampling=self.hparams.sampling, eps_per_voxel=self.hparams.ncc_eps_per_voxel,

@@ -30,7 +30,9 @@ from ..errors import ConfigError
 from ..inference import register_windows
 from ..losses import SMOOTHERS
 from ..metrics import DiceScore, FoldingPercent, HausdorffDistance95, SDLogJ
+from ..refinement import RefineObjective, check_refinement, refine_flow
 from ..spatial import integrate_velocity, warp
+from ..spatial.pyramid import coarse_to_fine
 from .batches import case_names, case_spacing
 from .seg_eval import nanmean
 
@@ -43,8 +45,12 @@ _FIELD_METRICS = ("folding_percent", "sdlogj")
 
 
 def check_deformation_model(integration_steps: int = 0, smoother: str = "gradient", lambda_inverse: float = 0.0,
-                            lambda_jacobian: float = 0.0) -> None:
+                            lambda_jacobian: float = 0.0, pyramid_levels: int = 1, refine_steps: int = 0,
+                            refine_lr: float = 0.1, refine_grid: int = 2) -> None:
     """One-line :class:`ConfigError` naming the setting when a deformation-model switch is invalid."""
+    if int(pyramid_levels) != pyramid_levels or pyramid_levels < 1:
+        raise ConfigError(f"model.pyramid_levels must be an integer >= 1 (1 = the published single level), got {pyramid_levels}")
+    check_refinement(refine_steps, refine_lr, refine_grid)
     if int(integration_steps) != integration_steps or integration_steps < 0:
         raise ConfigError(f"model.integration_steps must be an integer >= 0, got {integration_steps}")
     if smoother not in SMOOTHERS:
@@ -65,16 +71,56 @@ class RegistrationEvaluation:
         steps = int(self.hparams.get("integration_steps", 0))
         return integrate_velocity(out, steps, sampling=self.hparams.sampling) if steps else out
 
+    def deformer_outputs(self, f_moving: torch.Tensor, f_fixed: torch.Tensor,
+                         both_ways: bool = False) -> tuple[torch.Tensor, ...]:
+        """The deformer's outputs (velocity or displacement) for features (N, C, *S) of the moving and
+        fixed images: ``(out_mf,)``, or ``(out_mf, out_fm)`` with ``both_ways`` (one deformer call on
+        both orders). With the hyper-parameter ``pyramid_levels > 1``, coarse to fine
+        (:func:`~gemini_pl.spatial.pyramid.coarse_to_fine`)."""
+        levels = int(self.hparams.get("pyramid_levels", 1))
+        if levels == 1:
+            return self.net.flows_both_ways(f_moving, f_fixed) if both_ways else (self.net.flow(f_moving, f_fixed),)
+        a, b = (torch.cat([f_moving, f_fixed], 0), torch.cat([f_fixed, f_moving], 0)) if both_ways else (f_moving, f_fixed)
+        out = coarse_to_fine(self.net.deformer, a, b, levels, self.to_displacement,
+                             velocity=int(self.hparams.get("integration_steps", 0)) > 0, sampling=self.hparams.sampling)
+        return out.chunk(2, 0) if both_ways else (out,)
+
+    def displacements(self, f_moving: torch.Tensor, f_fixed: torch.Tensor,
+                      both_ways: bool = False) -> tuple[torch.Tensor, ...]:
+        """:meth:`deformer_outputs` as displacements: ``(φ_mf,)`` or ``(φ_mf, φ_fm)``."""
+        return tuple(self.to_displacement(out) for out in self.deformer_outputs(f_moving, f_fixed, both_ways))
+
     def flow(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """φ warping ``moving`` onto ``fixed`` (N, ndim, *S): one backbone call on both images."""
         f_m, f_f = self.net.features(torch.cat([moving, fixed], 0)).chunk(2, 0)
-        return self.to_displacement(self.net.flow(f_m, f_f))
+        return self.displacements(f_m, f_f)[0]
+
+    def refine_objective(self) -> RefineObjective:
+        """The training objective of one direction as configured (the instance optimisation's)."""
+        hp = self.hparams
+        return RefineObjective(window=hp.get("ncc_window", 9), lambda_smooth=hp.get("lambda_smooth", 0.4),
+                               smoother=hp.get("smoother", "gradient"), lambda_jacobian=hp.get("lambda_jacobian", 0.0),
+                               sampling=hp.get("sampling", "exact"), eps_per_voxel=hp.get("ncc_eps_per_voxel", True))
+
+    def set_refinement(self, steps: int, lr: float | None = None, grid: int | None = None) -> None:
+        """Switch the test-time instance optimisation of :meth:`register` on (``steps > 0``) or off."""
+        hp = self.hparams
+        lr = hp.get("refine_lr", 0.1) if lr is None else lr
+        grid = hp.get("refine_grid", 2) if grid is None else grid
+        check_refinement(steps, lr, grid)
+        hp["refine_steps"], hp["refine_lr"], hp["refine_grid"] = int(steps), float(lr), int(grid)
 
     def register(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        """φ for whole images, by sliding windows when they exceed ``roi_size``."""
+        """φ for whole images, by sliding windows when they exceed ``roi_size``; then, with the
+        hyper-parameter ``refine_steps > 0``, refined for this pair (:func:`~gemini_pl.refinement.refine_flow`)."""
         hp = self.hparams
-        return register_windows(self.flow, moving, fixed, getattr(self, "roi_size", None),
+        flow = register_windows(self.flow, moving, fixed, getattr(self, "roi_size", None),
                                 hp.get("sw_batch_size", 1), hp.get("sw_overlap", 0.5))
+        steps = int(hp.get("refine_steps", 0))
+        if steps > 0:
+            flow = refine_flow(moving, fixed, flow, steps, hp.get("refine_lr", 0.1), hp.get("refine_grid", 2),
+                               self.refine_objective())
+        return flow
 
     def register_pair(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Register A (moving) onto B (fixed): flow, warped image and (with labels) warped label."""

@@ -65,6 +65,13 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         smoother: ``"gradient"`` (published) or ``"bending"`` (bending energy) as ``smooth``.
         lambda_inverse: weight of the inverse-consistency term (needs ``bidirectional``).
         lambda_jacobian: weight of the penalty on non-positive Jacobian determinants.
+        pyramid_levels: 1 = the published single-level deformer; n > 1 = the same deformer run
+            coarse to fine on n resolutions of the features, each level refining the field of the
+            coarser one (:mod:`gemini_pl.spatial.pyramid`): a capture range that grows with the image.
+        refine_steps: 0 = off; n > 0 = every evaluation (val, test, predict, ``gemini-pl register``)
+            refines the network's field per pair with n Adam steps on the training objective
+            (:mod:`gemini_pl.refinement`); ``refine_lr`` (voxels of the coarse grid per step) and
+            ``refine_grid`` (the residual velocity's grid is this many times coarser per axis).
         spatial_augment: one random affine per iteration for every image and label of a pair (it
             does not change the pair's relative deformation; off by default).
         roi_size, sw_batch_size, sw_overlap: sliding-window evaluation of large volumes (default
@@ -92,13 +99,18 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         smoother: Literal["gradient", "bending"] = "gradient",
         lambda_inverse: float = 0.0,
         lambda_jacobian: float = 0.0,
+        pyramid_levels: int = 1,
+        refine_steps: int = 0,
+        refine_lr: float = 0.1,
+        refine_grid: int = 2,
         spatial_augment: bool = False,
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.5,
         **kwargs: Any,
     ):
-        check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian)
+        check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian, pyramid_levels,
+                                refine_steps, refine_lr, refine_grid)
         if lambda_inverse > 0 and not bidirectional:
             raise ConfigError("model.lambda_inverse > 0 needs model.bidirectional: true (the term compares both directions)")
         kind = check_label_kind(label_kind)
@@ -159,12 +171,10 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         """``{"ncc", "smooth", ["dice"], ["inverse"], ["neg_jacobian"], "total"}`` of one pair, summed over both directions."""
         hp = self.hparams
         f_m, f_f = self.net.features(torch.cat([moving, fixed], 0)).chunk(2, 0)
+        flows = self.displacements(f_m, f_f, both_ways=hp.bidirectional)
+        sets = [(moving, fixed, label_m, label_f, flows[0])]
         if hp.bidirectional:
-            out_mf, out_fm = self.net.flows_both_ways(f_m, f_f)
-            sets = [(moving, fixed, label_m, label_f, self.to_displacement(out_mf)),
-                    (fixed, moving, label_f, label_m, self.to_displacement(out_fm))]
-        else:
-            sets = [(moving, fixed, label_m, label_f, self.to_displacement(self.net.flow(f_m, f_f)))]
+            sets.append((fixed, moving, label_f, label_m, flows[1]))
         terms = {"ncc": moving.new_zeros(()), "smooth": moving.new_zeros(())}
         use_dice = hp.lambda_dice > 0 and label_m is not None and label_f is not None
         if use_dice:
