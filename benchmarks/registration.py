@@ -19,7 +19,9 @@ evaluation pairs of the test subjects (``eval_mode: pairs``, i → i+1 mod n: th
 
 Prints one row per method: warped-label Dice (foreground classes, %), HD95 (mm when the data carry
 the spacing, else voxels), folding % and SDlogJ of the field — means ± standard deviations over
-the pairs — and the wall time per pair of the registration itself (field + warps; after one
+the pairs — and the wall time per pair of the registration itself (instance optimisation included:
+``--refine 50`` adds a row ``NAME + refine 50`` per model, ``--refine-identity`` the refinement
+alone from a zero field) (field + warps; after one
 warm-up pair, CUDA synchronised). ``--json FILE`` also writes every pair's values per method.
 
 Over training seeds (one ``--json`` file per seed; a deterministic method such as demons may sit in
@@ -59,6 +61,22 @@ def load_module(path: str | Path) -> torch.nn.Module:
     ``Registration``, ...), in eval mode on the CPU, by :func:`gemini_pl.apps.checkpoint.load_model`
     (weights with ``weights_only=True``; in 3D the training patch as the sliding window)."""
     return load_model(path, "cpu", need="deformer").model
+
+
+def refined(module: torch.nn.Module, steps: int, lr: float | None = None) -> torch.nn.Module:
+    """``module`` with its test-time instance optimisation switched on (``steps`` Adam steps per pair)."""
+    module.set_refinement(steps, lr)
+    return module
+
+
+def identity_module(spatial_dims: int) -> torch.nn.Module:
+    """A ``Registration`` whose deformer outputs zero (a velocity field, as the refinement's residual):
+    with refinement on, the instance optimisation alone."""
+    from gemini_pl.modules import Registration
+
+    module = Registration(spatial_dims=spatial_dims, integration_steps=7, widths=[8] * 9, deformer_widths=[8] * 5)
+    torch.nn.init.zeros_(module.net.deformer.flow.weight)
+    return module.eval()
 
 
 def demons_module(spatial_dims: int) -> torch.nn.Module:
@@ -175,6 +193,11 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
                     help="resample the pairs to this voxel spacing first (data.preprocessing.spacing; default the files')")
     ap.add_argument("--no-demons", action="store_true")
+    ap.add_argument("--refine", type=int, nargs="+", default=[], metavar="STEPS",
+                    help="also each --model with test-time instance optimisation of STEPS steps (one row per value)")
+    ap.add_argument("--refine-lr", type=float, default=None, help="refinement step size (default the checkpoint's, else 0.1)")
+    ap.add_argument("--refine-identity", action="store_true",
+                    help="also the refinement alone, from the identity (no network): the instance optimisation's own share")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     ap.add_argument("--json", type=Path, default=None, help="also write every pair's values per method here")
@@ -203,6 +226,11 @@ def main(argv: list[str] | None = None) -> str:
     methods: dict[str, Any] = {} if args.no_demons else {"demons (SimpleITK, symmetric forces)": lambda: demons_module(dm.spatial_dims)}
     for name, path in models.items():
         methods[name] = lambda path=path: load_module(path)
+        for steps in args.refine:
+            methods[f"{name} + refine {steps}"] = lambda path=path, steps=steps: refined(load_module(path), steps, args.refine_lr)
+    for steps in args.refine if args.refine_identity else []:
+        methods[f"refinement alone (from the identity), {steps} steps"] = (
+            lambda steps=steps: refined(identity_module(dm.spatial_dims), steps, args.refine_lr))
     print(f"{len(pairs)} test pairs of {args.root}/{args.dataset} on {device}", flush=True)
     results = {}
     for name, make in methods.items():

@@ -131,3 +131,33 @@ def test_summary_pairs_each_seed_with_the_reference(tmp_path):
         ["--summary", *map(str, files), "--reference", "demons"])
     with pytest.raises(ConfigError, match="'nope' is in none"):
         _bench().main(["--summary", *map(str, files), "--reference", "nope"])
+
+
+def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_path):
+    """``--refine 5 --refine-identity``: one refined row per model and the refinement alone; the
+    refined row's Dice is that of :func:`~gemini_pl.refinement.refine_flow` on the model's own field."""
+    import json
+
+    from gemini_pl.data import GeminiDataModule
+    from gemini_pl.refinement import refine_flow
+
+    root, ckpt = svf_checkpoint
+    js = tmp_path / "r.json"
+    text = _bench().main(["--root", str(root / "data"), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "1",
+                          "--model", f"svf={ckpt}", "--device", "cpu", "--no-demons", "--refine", "5",
+                          "--refine-identity", "--json", str(js)])
+    assert [line.split("|")[1].strip() for line in text.splitlines()[2:]] == [
+        "svf", "svf + refine 5", "refinement alone (from the identity), 5 steps"]
+    rows = json.loads(js.read_text())
+    dm = GeminiDataModule(root=str(root / "data"), dataset="phantom2d", eval_mode="pairs", num_val_pairs=3)
+    dm.setup("test")
+    p = next(iter(dm.test_dataloader()))
+    a, b, la, lb = (p[k][:1] for k in ("image_a", "image_b", "label_a", "label_b"))
+    module = _bench().load_module(ckpt)
+    with torch.no_grad():
+        flow = refine_flow(a, b, module.flow(a, b), 5, 0.1, 2, module.refine_objective())
+        zero = refine_flow(a, b, torch.zeros_like(flow), 5, 0.1, 2, module.refine_objective())
+    k = int(dm.num_classes)
+    assert rows["svf + refine 5"]["dice"][0] == pytest.approx(100 * float(mean_dice(warp(la, flow, mode="nearest"), lb, k)[0]), abs=1e-3)
+    alone = rows["refinement alone (from the identity), 5 steps"]["dice"][0]
+    assert alone == pytest.approx(100 * float(mean_dice(warp(la, zero, mode="nearest"), lb, k)[0]), abs=1e-3)

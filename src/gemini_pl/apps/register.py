@@ -222,12 +222,15 @@ def _labels_of(images: list[Path], labels: str | Path | None, what: str) -> list
 def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out: str | Path,
                    moving_label: str | Path | None = None, fixed_label: str | Path | None = None,
                    device: str = "auto", model_class: str | None = None, suffix: str = ".nii.gz",
-                   pictures_on: bool = True, echo=print) -> list[PairResult]:
+                   pictures_on: bool = True, echo=print, refine: int = 0, refine_lr: float | None = None) -> list[PairResult]:
     """Register files or folders of pairs (see the module docstring); returns the results and
-    writes everything under ``out``."""
+    writes everything under ``out``. ``refine > 0``: that many instance-optimisation steps per pair
+    on top of the network's field (:mod:`gemini_pl.refinement`), their time echoed per pair."""
     loaded = load_model(ckpt, device_of(device), need="deformer", model_class=model_class)
     for note in loaded.notes:
         echo(f"note: {note}")
+    if refine:
+        loaded.model.set_refinement(refine, refine_lr)
     pairs = _pairs(list_inputs(fixed, "fixed"), list_inputs(moving, "moving"), ("fixed images", "moving images"))
     m_labels = _labels_of([p[1] for p in pairs], moving_label, "moving")
     f_labels = _labels_of([p[0] for p in pairs], fixed_label, "fixed")
@@ -249,6 +252,8 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
         res = register_pair(loaded, f_img, m_img, ml, fl if ml is not None else None, name=name)
         write_pair(res, m_img, f_img, out, suffix, pictures_on, fixed_path=f_path)
         echo(res.summary())
+        if refine:
+            echo(f"  refinement: {refine} steps, {loaded.model.last_refine_seconds:.2f} s")
         results.append(res)
         rows.append({"pair": name, "moving": str(m_path), "fixed": str(f_path), "folding_percent": res.folding_percent,
                      "sdlogj": res.sdlogj, "dice": "" if res.dice is None else 100 * res.dice,
@@ -292,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-class", help="module class when the checkpoint does not name it")
     parser.add_argument("--suffix", default=".nii.gz", help="file type of the written images (.nii.gz, .nii, .nrrd, .mha)")
     parser.add_argument("--no-pictures", action="store_true", help="write no PNG")
+    parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                        help="instance optimisation: refine the network's field of each pair with STEPS Adam steps on the "
+                             "training objective (e.g. 50; 0 = off, the default); the time it takes is printed per pair")
+    parser.add_argument("--refine-lr", type=float, default=None, metavar="VOXELS",
+                        help="step size of the refinement (default the checkpoint's refine_lr, else 0.1)")
     return parser
 
 
@@ -300,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         register_files(args.ckpt, args.fixed, args.moving, args.out, args.moving_label, args.fixed_label,
-                       args.device, args.model_class, args.suffix, not args.no_pictures)
+                       args.device, args.model_class, args.suffix, not args.no_pictures, refine=args.refine,
+                       refine_lr=args.refine_lr)
     except GeminiError as exc:
         print(f"gemini-pl register: error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ without either, from the largest label of the first evaluation batch (the maximu
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import torch
@@ -118,8 +119,10 @@ class RegistrationEvaluation:
                                 hp.get("sw_batch_size", 1), hp.get("sw_overlap", 0.5))
         steps = int(hp.get("refine_steps", 0))
         if steps > 0:
+            start = time.perf_counter()
             flow = refine_flow(moving, fixed, flow, steps, hp.get("refine_lr", 0.1), hp.get("refine_grid", 2),
                                self.refine_objective())
+            self.last_refine_seconds = time.perf_counter() - start  # what the refinement of this call cost
         return flow
 
     def register_pair(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
