@@ -110,3 +110,39 @@ def test_probe_catches_a_host_read(tmp_path):
 
     probe = _run(Reads(spatial_dims=2, widths=SMALL_WIDTHS, num_classes=6), MemoryDataModule(2, 32, train_mode="labeled"), tmp_path)
     assert any(k[0] == "__float__" and "test_step_sync.py" in k[1] for k in probe.offending())
+
+
+def test_diagnostics_and_logging_run_only_at_the_logging_cadence(tmp_path, monkeypatch):
+    """4 GeminiPretrain iterations, ``log_every_n_steps`` 2: the feature-similarity diagnostic is
+    computed, and the step's values handed to ``log_dict``, on iterations 2 and 4 only (every
+    iteration before: per-step work the loggers never wrote)."""
+    import gemini_pl.modules.gemini as gemini_mod
+
+    calls = {"feature_similarity": 0, "log_dict": 0}
+    real = gemini_mod.feature_similarity
+
+    def counted(f):
+        calls["feature_similarity"] += 1
+        return real(f)
+
+    monkeypatch.setattr(gemini_mod, "feature_similarity", counted)
+    model = GeminiPretrain(spatial_dims=2, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER)
+    real_log_dict = model.log_dict
+
+    def log_dict(*args, **kwargs):
+        calls["log_dict"] += 1
+        return real_log_dict(*args, **kwargs)
+
+    model.log_dict = log_dict
+    logger = L.pytorch.loggers.CSVLogger(tmp_path)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=4, limit_val_batches=0, logger=logger,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        log_every_n_steps=2, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=MemoryDataModule(2, 32, train_mode="pairs", eval_mode="pairs"))
+    assert trainer.fit_loop.epoch_loop._batches_that_stepped == 4
+    assert calls == {"feature_similarity": 2, "log_dict": 2}
+    import csv
+
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/gemini/feature_similarity")]
+    assert len(rows) == 2  # what the loggers write is unchanged: one row per logging step

@@ -110,7 +110,8 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
             sampling=self.hparams.sampling, eps_per_voxel=self.hparams.ncc_eps_per_voxel,
             smoother=self.hparams.smoother,
         )
-        terms["feature_similarity"] = feature_similarity(f_a.detach())  # a diagnostic, not a loss term
+        if self.logging_step:  # a diagnostic, not a loss term: computed when the loggers write
+            terms["feature_similarity"] = feature_similarity(f_a.detach())
         return terms
 
     def head_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
