@@ -96,7 +96,7 @@ def test_refinement_recovers_a_known_smooth_field_from_the_identity():
     φ* to within 0.1 voxel (mean end-point error in the interior; the identity's error is 2.2)."""
     moving, phi = _textured(), _smooth_field()
     fixed = warp(moving, phi)
-    out = refine_flow(moving, fixed, torch.zeros_like(phi), steps=100, lr=0.1, grid=2)
+    out = refine_flow(moving, fixed, torch.zeros_like(phi), steps=100, lr=0.1, grid=2, sigma=0.0)
     epe = (out - phi)[INNER].norm(dim=1).mean()
     assert phi[INNER].norm(dim=1).mean() > 2.0
     assert epe < 0.1, float(epe)
@@ -110,7 +110,7 @@ def test_refinement_starts_from_the_network_field_and_composes_after_it():
     fixed = warp(moving, phi)
     start = 0.5 * phi
     assert refine_flow(moving, fixed, start, steps=0) is start
-    out = refine_flow(moving, fixed, start, steps=60, lr=0.1, grid=2)
+    out = refine_flow(moving, fixed, start, steps=60, lr=0.1, grid=2, sigma=0.0)
     assert (out - phi)[INNER].norm(dim=1).mean() < 0.25 * (start - phi)[INNER].norm(dim=1).mean()
 
 
@@ -119,7 +119,7 @@ def test_refinement_runs_under_inference_mode_and_leaves_its_inputs_alone():
     fixed = warp(moving, phi)
     with torch.inference_mode():
         m, f, start = moving.clone(), fixed.clone(), torch.zeros_like(phi)
-        out = refine_flow(m, f, start, steps=20, lr=0.1, grid=2)
+        out = refine_flow(m, f, start, steps=20, lr=0.1, grid=2, sigma=0.0)
     assert torch.equal(start, torch.zeros_like(phi)) and not out.requires_grad
     assert (out - phi)[INNER].norm(dim=1).mean() < (start - phi)[INNER].norm(dim=1).mean()
 
@@ -132,16 +132,21 @@ def test_refinement_keeps_the_diffeomorphic_residual_fold_free():
 
     moving, phi = _textured(seed=3), _smooth_field()
     fixed = warp(moving, phi)
-    out = refine_flow(moving, fixed, torch.zeros_like(phi), steps=100, lr=0.5, grid=2)
+    out = refine_flow(moving, fixed, torch.zeros_like(phi), steps=100, lr=0.5, grid=2, sigma=0.0)
     assert float(folding_percent(out)[0]) == 0.0
-    rough = refine_flow(moving, fixed, torch.zeros_like(phi), steps=100, lr=0.5, grid=2,
+    rough = refine_flow(moving, fixed, torch.zeros_like(phi), steps=100, lr=0.5, grid=2, sigma=0.0,
                         objective=RefineObjective(lambda_smooth=0.0))
+    # the Gaussian preconditioner (the default, 1 coarse voxel) keeps even that run fold-free
+    smoothed = refine_flow(moving, fixed, torch.zeros_like(phi), steps=100, lr=0.5, grid=2, sigma=1.0,
+                           objective=RefineObjective(lambda_smooth=0.0))
+    assert float(folding_percent(smoothed)[0]) == 0.0
     assert float(folding_percent(rough)[0]) > 0.1
 
 
-@pytest.mark.parametrize("kwargs, key", [({"steps": -1}, "refine_steps"), ({"lr": 0.0}, "refine_lr"), ({"grid": 3}, "refine_grid")])
+@pytest.mark.parametrize("kwargs, key", [({"steps": -1}, "refine_steps"), ({"lr": 0.0}, "refine_lr"), ({"grid": 3}, "refine_grid"),
+                                         ({"sigma": -1.0}, "refine_sigma")])
 def test_refinement_settings_are_checked(kwargs, key):
-    args = {"steps": 1, "lr": 0.1, "grid": 2} | kwargs
+    args = {"steps": 1, "lr": 0.1, "grid": 2, "sigma": 1.0} | kwargs
     with pytest.raises(ConfigError, match=key):
         refine_flow(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), torch.zeros(1, 2, 8, 8), **args)
 
@@ -182,7 +187,7 @@ def test_module_refinement_follows_the_hyper_parameters_and_set_refinement():
         plain = m.register(moving, fixed)
         m.set_refinement(40, lr=0.1)
         refined = m.register(moving, fixed)
-    assert m.hparams.refine_steps == 40
+    assert (m.hparams.refine_steps, m.hparams.refine_lr, m.hparams.refine_grid, m.hparams.refine_sigma) == (40, 0.1, 2, 1.0)
     assert registration_terms(moving, fixed, refined)["ncc"] < registration_terms(moving, fixed, plain)["ncc"]
     with pytest.raises(ConfigError, match="refine_grid"):
         m.set_refinement(10, grid=6)

@@ -155,8 +155,10 @@ def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_pa
     a, b, la, lb = (p[k][:1] for k in ("image_a", "image_b", "label_a", "label_b"))
     module = _bench().load_module(ckpt)
     with torch.no_grad():
-        flow = refine_flow(a, b, module.flow(a, b), 5, 0.1, 2, module.refine_objective())
-        zero = refine_flow(a, b, torch.zeros_like(flow), 5, 0.1, 2, module.refine_objective())
+        hp = module.hparams
+        assert (hp.refine_lr, hp.refine_grid, hp.refine_sigma) == (0.5, 2, 1.0)  # the defaults
+        flow = refine_flow(a, b, module.flow(a, b), 5, 0.5, 2, module.refine_objective(), sigma=1.0)
+        zero = refine_flow(a, b, torch.zeros_like(flow), 5, 0.5, 2, module.refine_objective(), sigma=1.0)
     k = int(dm.num_classes)
     assert rows["svf + refine 5"]["dice"][0] == pytest.approx(100 * float(mean_dice(warp(la, flow, mode="nearest"), lb, k)[0]), abs=1e-3)
     alone = rows["refinement alone (from the identity), 5 steps"]["dice"][0]

@@ -65,7 +65,8 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
         refine_steps: 0 = off; n > 0 = every evaluation (val, test, predict, ``gemini-pl register``)
             refines the network's field per pair with n Adam steps on the training objective
             (:mod:`gemini_pl.refinement`); ``refine_lr`` (voxels of the coarse grid per step) and
-            ``refine_grid`` (the residual velocity's grid is this many times coarser per axis).
+            ``refine_grid`` (the residual velocity's grid is this many times coarser per axis),
+            ``refine_sigma`` (its Gaussian smoothing, in voxels of that grid).
     """
 
     #: the name under which the head loss is stepped and logged (``train/<name>/...``)
@@ -89,14 +90,15 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
         lambda_jacobian: float = 0.0,
         pyramid_levels: int = 1,
         refine_steps: int = 0,
-        refine_lr: float = 0.1,
+        refine_lr: float = 0.5,
         refine_grid: int = 2,
+        refine_sigma: float = 1.0,
         **kwargs: Any,
     ):
         if schedule not in ("alternate", "joint"):
             raise ConfigError(f"model.schedule must be 'alternate' or 'joint', got {schedule!r}")
         check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian, pyramid_levels,
-                                refine_steps, refine_lr, refine_grid)
+                                refine_steps, refine_lr, refine_grid, refine_sigma)
         super().__init__(*args, **kwargs)
         self.weights = GeminiWeights(lambda_smooth, lambda_gss, lambda_gvs, lambda_pos, lambda_inverse, lambda_jacobian)
 

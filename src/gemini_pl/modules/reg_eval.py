@@ -47,11 +47,11 @@ _FIELD_METRICS = ("folding_percent", "sdlogj")
 
 def check_deformation_model(integration_steps: int = 0, smoother: str = "gradient", lambda_inverse: float = 0.0,
                             lambda_jacobian: float = 0.0, pyramid_levels: int = 1, refine_steps: int = 0,
-                            refine_lr: float = 0.1, refine_grid: int = 2) -> None:
+                            refine_lr: float = 0.5, refine_grid: int = 2, refine_sigma: float = 1.0) -> None:
     """One-line :class:`ConfigError` naming the setting when a deformation-model switch is invalid."""
     if int(pyramid_levels) != pyramid_levels or pyramid_levels < 1:
         raise ConfigError(f"model.pyramid_levels must be an integer >= 1 (1 = the published single level), got {pyramid_levels}")
-    check_refinement(refine_steps, refine_lr, refine_grid)
+    check_refinement(refine_steps, refine_lr, refine_grid, refine_sigma)
     if int(integration_steps) != integration_steps or integration_steps < 0:
         raise ConfigError(f"model.integration_steps must be an integer >= 0, got {integration_steps}")
     if smoother not in SMOOTHERS:
@@ -103,13 +103,16 @@ class RegistrationEvaluation:
                                smoother=hp.get("smoother", "gradient"), lambda_jacobian=hp.get("lambda_jacobian", 0.0),
                                sampling=hp.get("sampling", "exact"), eps_per_voxel=hp.get("ncc_eps_per_voxel", True))
 
-    def set_refinement(self, steps: int, lr: float | None = None, grid: int | None = None) -> None:
-        """Switch the test-time instance optimisation of :meth:`register` on (``steps > 0``) or off."""
+    def set_refinement(self, steps: int, lr: float | None = None, grid: int | None = None,
+                       sigma: float | None = None) -> None:
+        """Switch the test-time instance optimisation of :meth:`register` on (``steps > 0``) or off;
+        the settings not given keep the module's."""
         hp = self.hparams
-        lr = hp.get("refine_lr", 0.1) if lr is None else lr
+        lr = hp.get("refine_lr", 0.5) if lr is None else lr
         grid = hp.get("refine_grid", 2) if grid is None else grid
-        check_refinement(steps, lr, grid)
-        hp["refine_steps"], hp["refine_lr"], hp["refine_grid"] = int(steps), float(lr), int(grid)
+        sigma = hp.get("refine_sigma", 1.0) if sigma is None else sigma
+        check_refinement(steps, lr, grid, sigma)
+        hp["refine_steps"], hp["refine_lr"], hp["refine_grid"], hp["refine_sigma"] = int(steps), float(lr), int(grid), float(sigma)
 
     def register(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """φ for whole images, by sliding windows when they exceed ``roi_size``; then, with the
@@ -120,8 +123,8 @@ class RegistrationEvaluation:
         steps = int(hp.get("refine_steps", 0))
         if steps > 0:
             start = time.perf_counter()
-            flow = refine_flow(moving, fixed, flow, steps, hp.get("refine_lr", 0.1), hp.get("refine_grid", 2),
-                               self.refine_objective())
+            flow = refine_flow(moving, fixed, flow, steps, hp.get("refine_lr", 0.5), hp.get("refine_grid", 2),
+                               self.refine_objective(), sigma=hp.get("refine_sigma", 1.0))
             self.last_refine_seconds = time.perf_counter() - start  # what the refinement of this call cost
         return flow
 

@@ -71,7 +71,8 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         refine_steps: 0 = off; n > 0 = every evaluation (val, test, predict, ``gemini-pl register``)
             refines the network's field per pair with n Adam steps on the training objective
             (:mod:`gemini_pl.refinement`); ``refine_lr`` (voxels of the coarse grid per step) and
-            ``refine_grid`` (the residual velocity's grid is this many times coarser per axis).
+            ``refine_grid`` (the residual velocity's grid is this many times coarser per axis),
+            ``refine_sigma`` (its Gaussian smoothing, in voxels of that grid).
         spatial_augment: one random affine per iteration for every image and label of a pair (it
             does not change the pair's relative deformation; off by default).
         roi_size, sw_batch_size, sw_overlap: sliding-window evaluation of large volumes (default
@@ -101,8 +102,9 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         lambda_jacobian: float = 0.0,
         pyramid_levels: int = 1,
         refine_steps: int = 0,
-        refine_lr: float = 0.1,
+        refine_lr: float = 0.5,
         refine_grid: int = 2,
+        refine_sigma: float = 1.0,
         spatial_augment: bool = False,
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
@@ -110,7 +112,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         **kwargs: Any,
     ):
         check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian, pyramid_levels,
-                                refine_steps, refine_lr, refine_grid)
+                                refine_steps, refine_lr, refine_grid, refine_sigma)
         if lambda_inverse > 0 and not bidirectional:
             raise ConfigError("model.lambda_inverse > 0 needs model.bidirectional: true (the term compares both directions)")
         kind = check_label_kind(label_kind)
