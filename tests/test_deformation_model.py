@@ -161,3 +161,24 @@ def test_homeomorphic_presets_compose_with_full_configs(capsys, base):
     assert args["lr"] == 0.001  # the base config's settings stay
     plain = print_config(["--config", str(exp / base)], capsys)["model"]["init_args"]
     assert (plain["integration_steps"], plain["smoother"], plain["lambda_inverse"], plain["lambda_jacobian"]) == (0, "gradient", 0.0, 0.0)
+
+
+@pytest.mark.parametrize("base", ["demo_mni/pretrain.yaml", "demo_mni/semi.yaml", "demo_mni/reg.yaml"])
+def test_pyramid_and_refine_fragments_compose_with_full_configs(capsys, base):
+    exp = REPO / "experiments"
+    cfg = print_config(["--config", str(exp / base), "--config", str(exp / "homeomorphic/pyramid.yaml"),
+                        "--config", str(exp / "homeomorphic/refine.yaml")], capsys)
+    args = cfg["model"]["init_args"]
+    assert (args["pyramid_levels"], args["refine_steps"], args["refine_lr"], args["refine_grid"], args["refine_sigma"]) == (3, 50, 0.5, 2, 1.0)
+    assert args["lr"] == 0.001
+    plain = print_config(["--config", str(exp / base)], capsys)["model"]["init_args"]
+    assert (plain["pyramid_levels"], plain["refine_steps"]) == (1, 0)
+
+
+def test_weak_label_registration_config_states_only_what_differs(capsys):
+    exp = REPO / "experiments" / "demo_mni"
+    weak = print_config(["--config", str(exp / "reg_weak.yaml")], capsys)
+    plain = print_config(["--config", str(exp / "reg.yaml")], capsys)
+    assert (weak["model"]["init_args"]["lambda_dice"], weak["data"]["init_args"]["train_mode"]) == (1.0, "pairs+labeled")
+    assert (plain["model"]["init_args"]["lambda_dice"], plain["data"]["init_args"]["train_mode"]) == (0.0, "pairs")
+    assert weak["model"]["init_args"]["lr"] == plain["model"]["init_args"]["lr"]
