@@ -59,14 +59,9 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
             (logged ``train/gemini/inverse`` when > 0).
         lambda_jacobian: weight of the penalty mean(max(0, −det J)) on both fields (logged
             ``train/gemini/neg_jacobian`` when > 0).
-        pyramid_levels: 1 = the published single-level deformer; n > 1 = the same deformer run
-            coarse to fine on n resolutions of the features, each level refining the field of the
-            coarser one (:mod:`gemini_pl.spatial.pyramid`): a capture range that grows with the image.
-        refine_steps: 0 = off; n > 0 = every evaluation (val, test, predict, ``gemini-pl register``)
-            refines the network's field per pair with n Adam steps on the training objective
-            (:mod:`gemini_pl.refinement`); ``refine_lr`` (voxels of the coarse grid per step) and
-            ``refine_grid`` (the residual velocity's grid is this many times coarser per axis),
-            ``refine_sigma`` (its Gaussian smoothing, in voxels of that grid).
+        pyramid_levels, refine_steps, refine_lr, refine_grid, refine_sigma: coarse-to-fine
+            deformation and test-time instance optimisation, see
+            :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
     """
 
     #: the name under which the head loss is stepped and logged (``train/<name>/...``)

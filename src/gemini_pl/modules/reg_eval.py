@@ -62,7 +62,23 @@ def check_deformation_model(integration_steps: int = 0, smoother: str = "gradien
 
 
 class RegistrationEvaluation:
-    """Mixin: registration of whole images, warped labels, and the registration metric objects."""
+    """Mixin: registration of whole images, warped labels, and the registration metric objects.
+
+    Hyper-parameters it reads (declared by the modules with a deformer, ``GeminiBase`` and
+    ``Registration``; defaults in brackets):
+
+        integration_steps [0]: 0 = the deformer outputs a displacement; n > 0 = a velocity
+            integrated by n scaling-and-squaring steps.
+        pyramid_levels [1]: 1 = the published single-level deformer; n > 1 = the same deformer run
+            coarse to fine on n resolutions of the features, each level refining the field of the
+            coarser one (:mod:`gemini_pl.spatial.pyramid`): a capture range that grows with the image.
+        refine_steps [0]: 0 = off; n > 0 = every evaluation (val, test, predict,
+            ``gemini-pl register``) refines the network's field per pair with n Adam steps on the
+            training objective (:mod:`gemini_pl.refinement`), with ``refine_lr`` [0.5] (voxels of
+            the coarse grid per step), ``refine_grid`` [2] (the residual velocity's grid is this
+            many times coarser per axis) and ``refine_sigma`` [1.0] (its Gaussian smoothing, in
+            voxels of that grid).
+    """
 
     result_units = {"dice": "%", "dice_unwarped": "%", "folding": "%", "sdlogj": "", "hd95": "mm", "hd95_vox": "voxels"}
 

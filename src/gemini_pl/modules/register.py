@@ -65,14 +65,9 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         smoother: ``"gradient"`` (published) or ``"bending"`` (bending energy) as ``smooth``.
         lambda_inverse: weight of the inverse-consistency term (needs ``bidirectional``).
         lambda_jacobian: weight of the penalty on non-positive Jacobian determinants.
-        pyramid_levels: 1 = the published single-level deformer; n > 1 = the same deformer run
-            coarse to fine on n resolutions of the features, each level refining the field of the
-            coarser one (:mod:`gemini_pl.spatial.pyramid`): a capture range that grows with the image.
-        refine_steps: 0 = off; n > 0 = every evaluation (val, test, predict, ``gemini-pl register``)
-            refines the network's field per pair with n Adam steps on the training objective
-            (:mod:`gemini_pl.refinement`); ``refine_lr`` (voxels of the coarse grid per step) and
-            ``refine_grid`` (the residual velocity's grid is this many times coarser per axis),
-            ``refine_sigma`` (its Gaussian smoothing, in voxels of that grid).
+        pyramid_levels, refine_steps, refine_lr, refine_grid, refine_sigma: coarse-to-fine
+            deformation and test-time instance optimisation, see
+            :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
         spatial_augment: one random affine per iteration for every image and label of a pair (it
             does not change the pair's relative deformation; off by default).
         roi_size, sw_batch_size, sw_overlap: sliding-window evaluation of large volumes (default
