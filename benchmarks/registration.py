@@ -1,16 +1,22 @@
-"""Registration on held-out pairs: SimpleITK demons and GEMINI's registration variants, same pairs.
+"""Registration on held-out pairs: classical anchors and GEMINI's registration variants, same pairs.
 
 Usage::
 
-    python benchmarks/registration.py --root data --dataset mni2d \\
+    python benchmarks/registration.py --root data --dataset mni2d [--anchors demons,greedy,syn] \\
         --model "published=runs/demo/pretrain/checkpoints/last.ckpt" \\
         --model "velocity=runs/demo/pretrain_svf/checkpoints/last.ckpt" \\
         --model "reg=runs/demo/reg/checkpoints/last.ckpt" [--pairs 20] [--device cuda] [--out table.md]
 
 Every method is a module with the one registration path of the project
-(:class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`): ``DemonsRegistration`` (SimpleITK
-symmetric-forces demons, histogram matched, the settings of ``gemini_pl.classical.DEMONS_DEFAULTS``;
-``--no-demons`` leaves it out) and each ``--model NAME=CHECKPOINT`` (a ``GeminiPretrain``,
+(:class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`): the classical anchors of
+``--anchors`` (``ClassicalRegistration``, each scored from the tool's own field: the label warped
+by it, folding and SDlogJ computed from it) — ``demons`` (SimpleITK symmetric-forces demons,
+histogram matched, ``gemini_pl.classical.DEMONS_DEFAULTS``), ``greedy`` (Greedy, NCC radius 2,
+100x50x20 iterations, smoothing 1.5 / 0.5 voxels, no affine stage) and ``syn`` (ANTs
+``SyNCC``: rigid, affine, then SyN with CC; the whole transform composed into one field) — by
+default demons and those of the ``bench`` extra that are installed (``pip install
+"gemini-pl[bench]"``), each on ``--threads`` CPU threads (default 1); ``--no-demons`` leaves
+demons out — and each ``--model NAME=CHECKPOINT`` (a ``GeminiPretrain``,
 ``GeminiSemi`` or ``Registration`` checkpoint written by ``gemini-pl fit``; rebuilt from its
 hyper-parameters by ``gemini_pl.apps.checkpoint.load_model``; its deformation model —
 ``integration_steps`` etc. — is the one it was trained with). The pairs are the data module's
@@ -61,10 +67,44 @@ def load_module(path: str | Path) -> torch.nn.Module:
     return load_model(path, "cpu", need="deformer").model
 
 
-def demons_module(spatial_dims: int) -> torch.nn.Module:
+#: the table's row of each classical anchor (``--anchors``)
+ANCHOR_NAMES = {
+    "demons": "demons (SimpleITK, symmetric forces)",
+    "greedy": "Greedy (NCC r2, 100x50x20, no affine)",
+    "syn": "ANTs SyN (CC, SyNCC: rigid + affine + SyN)",
+}
+
+
+def demons_module(spatial_dims: int, threads: int | None = None) -> torch.nn.Module:
     from gemini_pl.modules import DemonsRegistration
 
-    return DemonsRegistration(spatial_dims=spatial_dims).eval()
+    return DemonsRegistration(spatial_dims=spatial_dims, threads=threads).eval()
+
+
+def anchor_module(method: str, spatial_dims: int, threads: int | None = None) -> torch.nn.Module:
+    """The ``ClassicalRegistration`` of one anchor with its default settings (demons: ``DemonsRegistration``)."""
+    from gemini_pl.modules import ClassicalRegistration
+
+    if method == "demons":
+        return demons_module(spatial_dims, threads)
+    return ClassicalRegistration(spatial_dims=spatial_dims, method=method, threads=threads).eval()
+
+
+def parse_anchors(spec: str | None, no_demons: bool = False) -> list[str]:
+    """The anchors to run: ``spec`` ("demons,greedy,syn"), or demons and every installed tool of
+    the ``bench`` extra; ``no_demons`` drops demons. A named tool that is missing is a ConfigError."""
+    from gemini_pl.classical import BENCH_EXTRA, method_installed
+
+    if spec is None:
+        anchors = [m for m in ANCHOR_NAMES if m == "demons" or method_installed(m)]
+    else:
+        anchors = [m.strip() for m in spec.split(",") if m.strip()]
+        for m in anchors:
+            if m not in ANCHOR_NAMES:
+                raise ConfigError(f"--anchors: unknown anchor {m!r}, expected a subset of {','.join(ANCHOR_NAMES)}")
+            if not method_installed(m):
+                raise ConfigError(f"--anchors: {m} is not installed: {BENCH_EXTRA}")
+    return [m for m in dict.fromkeys(anchors) if not (no_demons and m == "demons")]
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -174,7 +214,10 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--num-val-pairs", type=int, default=20, help="evaluation pairs the data module builds (as experiments/demo_mni)")
     ap.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
                     help="resample the pairs to this voxel spacing first (data.preprocessing.spacing; default the files')")
-    ap.add_argument("--no-demons", action="store_true")
+    ap.add_argument("--anchors", default=None, metavar="LIST",
+                    help="classical anchors, comma separated, of demons,greedy,syn (default: demons and the installed ones)")
+    ap.add_argument("--no-demons", action="store_true", help="leave demons out of the anchors")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of each classical anchor (0: the tools' default)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     ap.add_argument("--json", type=Path, default=None, help="also write every pair's values per method here")
@@ -189,8 +232,9 @@ def main(argv: list[str] | None = None) -> str:
             args.out.write_text(text + "\n")
         return text
     models = parse_models(args.model)
-    if args.no_demons and not models:
-        raise ConfigError("nothing to benchmark: give --model NAME=CHECKPOINT or drop --no-demons")
+    anchors = parse_anchors(args.anchors, args.no_demons)
+    if not anchors and not models:
+        raise ConfigError("nothing to benchmark: give --model NAME=CHECKPOINT, --anchors, or drop --no-demons")
     dm = GeminiDataModule(root=args.root, dataset=args.dataset, eval_mode="pairs", num_val_pairs=args.num_val_pairs,
                           preprocessing={"spacing": args.spacing} if args.spacing else None)
     dm.setup("test")
@@ -200,7 +244,8 @@ def main(argv: list[str] | None = None) -> str:
     num_classes, label_kind = int(dm.num_classes), dm.label_kind or "multiclass"
     hd_unit = "mm" if case_spacing(pairs[0], ("spacing_b", "spacing"), ("meta_b", "meta")) is not None else "voxels"
     device = torch.device(args.device)
-    methods: dict[str, Any] = {} if args.no_demons else {"demons (SimpleITK, symmetric forces)": lambda: demons_module(dm.spatial_dims)}
+    threads = args.threads or None
+    methods: dict[str, Any] = {ANCHOR_NAMES[m]: (lambda m=m: anchor_module(m, dm.spatial_dims, threads)) for m in anchors}
     for name, path in models.items():
         methods[name] = lambda path=path: load_module(path)
     print(f"{len(pairs)} test pairs of {args.root}/{args.dataset} on {device}", flush=True)

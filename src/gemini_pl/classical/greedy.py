@@ -1,0 +1,65 @@
+"""Greedy (``picsl-greedy``, the PICSL greedy diffeomorphic registration): a classical anchor.
+
+:func:`greedy_displacement` registers ``moving`` onto ``fixed`` (2D or 3D arrays of one shape, on
+one voxel grid) with Greedy's deformable mode only — no affine stage: the pairs this project
+registers are already in one template space — and returns the displacement in this project's
+convention (:mod:`gemini_pl.classical.fields`). The images are handed to Greedy as SimpleITK
+images of unit spacing, so that its physical units are voxels; its warp maps each fixed point to
+its moving point with components in (x, y[, z]) order, the reverse of the array axes.
+
+The settings (:data:`GREEDY_DEFAULTS`): normalised cross-correlation over a (2r+1)^ndim window of
+radius ``radius`` voxels, three levels of ``iterations``, Gaussian smoothing of the gradient
+(``smooth_pre``) and of the field (``smooth_post``) in voxels — ``-m NCC 2x2 -n 100x50x20
+-s 1.5vox 0.5vox`` in 2D.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+from .fields import check_pair, physical_to_voxels, require
+
+__all__ = ["GREEDY_DEFAULTS", "greedy_command", "greedy_displacement"]
+
+GREEDY_DEFAULTS = {"metric": "NCC", "radius": 2, "iterations": (100, 50, 20), "smooth_pre": 1.5, "smooth_post": 0.5}
+
+
+def greedy_command(ndim: int, metric: str = GREEDY_DEFAULTS["metric"], radius: int = GREEDY_DEFAULTS["radius"],
+                   iterations: Sequence[int] = GREEDY_DEFAULTS["iterations"],
+                   smooth_pre: float = GREEDY_DEFAULTS["smooth_pre"], smooth_post: float = GREEDY_DEFAULTS["smooth_post"],
+                   threads: int | None = None) -> str:
+    """The greedy command line of one deformable registration of the images ``fixed``, ``moving``
+    into the warp ``warp`` (the names of the Python API's keyword images)."""
+    if ndim not in (2, 3):
+        raise ValueError(f"greedy registers 2D or 3D images, got ndim={ndim}")
+    metric = metric.upper()
+    if metric not in ("NCC", "SSD", "MI", "NMI", "WNCC"):
+        raise ValueError(f"unknown greedy metric {metric!r}")
+    m = f"{metric} {'x'.join([str(int(radius))] * ndim)}" if metric in ("NCC", "WNCC") else metric
+    cmd = (f"-d {ndim} -V 0 -i fixed moving -o warp -m {m} -n {'x'.join(str(int(i)) for i in iterations)} "
+           f"-s {float(smooth_pre):g}vox {float(smooth_post):g}vox")
+    return cmd + (f" -threads {int(threads)}" if threads else "")
+
+
+def greedy_displacement(fixed: np.ndarray, moving: np.ndarray, metric: str = GREEDY_DEFAULTS["metric"],
+                        radius: int = GREEDY_DEFAULTS["radius"], iterations: Sequence[int] = GREEDY_DEFAULTS["iterations"],
+                        smooth_pre: float = GREEDY_DEFAULTS["smooth_pre"], smooth_post: float = GREEDY_DEFAULTS["smooth_post"],
+                        threads: int | None = None, return_tool: bool = False):
+    """Greedy's field warping ``moving`` onto ``fixed``: (*S), (*S) → (ndim, *S) voxels.
+
+    ``return_tool``: also return the Greedy object, which still holds ``fixed``, ``moving`` and
+    ``warp`` (for reslicing with Greedy itself, e.g. ``-rf fixed -rm moving out -r warp``).
+    """
+    fixed, moving = check_pair(fixed, moving, "greedy")
+    sitk = require("SimpleITK", "SimpleITK", "greedy")
+    picsl_greedy = require("picsl_greedy", "picsl-greedy", "greedy")
+    tool = (picsl_greedy.Greedy2D if fixed.ndim == 2 else picsl_greedy.Greedy3D)()
+    log = io.StringIO()  # greedy prints every iteration's energy
+    tool.execute(greedy_command(fixed.ndim, metric, radius, iterations, smooth_pre, smooth_post, threads),
+                 out=log, err=log, fixed=sitk.GetImageFromArray(fixed), moving=sitk.GetImageFromArray(moving), warp=None)
+    warp = tool["warp"]
+    phi = physical_to_voxels(sitk.GetArrayFromImage(warp), warp.GetSpacing(), reversed_axes=True)
+    return (phi, tool) if return_tool else phi
