@@ -73,7 +73,7 @@ def test_command_line_prints_one_row_per_method(svf_checkpoint, tmp_path, capsys
     root, ckpt = svf_checkpoint
     out = tmp_path / "table.md"
     text = _bench().main(["--root", str(root / "data"), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "2",
-                          "--model", f"svf={ckpt}", "--device", "cpu", "--out", str(out)])
+                          "--model", f"svf={ckpt}", "--device", "cpu", "--anchors", "demons", "--out", str(out)])
     lines = text.splitlines()
     assert lines[0].startswith("| method | warped-label Dice (%) | HD95 (mm) | folding (%) | SDlogJ | s / pair |")
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["demons (SimpleITK, symmetric forces)", "svf"]
@@ -131,3 +131,48 @@ def test_summary_pairs_each_seed_with_the_reference(tmp_path):
         ["--summary", *map(str, files), "--reference", "demons"])
     with pytest.raises(ConfigError, match="'nope' is in none"):
         _bench().main(["--summary", *map(str, files), "--reference", "nope"])
+
+
+def test_anchors_default_to_demons_and_the_installed_tools(monkeypatch):
+    """--anchors: the named ones in order; by default demons and each installed tool of the bench
+    extra; --no-demons drops demons; an unknown or missing tool is a one-line ConfigError."""
+    import gemini_pl.classical as classical
+
+    bench = _bench()
+    monkeypatch.setattr(classical, "method_installed", lambda m: m in ("demons", "syn"))
+    assert bench.parse_anchors(None) == ["demons", "syn"]
+    assert bench.parse_anchors(None, no_demons=True) == ["syn"]
+    assert bench.parse_anchors("syn, demons,syn") == ["syn", "demons"]
+    assert bench.parse_anchors("demons", no_demons=True) == []
+    with pytest.raises(ConfigError, match=r'greedy is not installed: pip install "gemini-pl\[bench\]"'):
+        bench.parse_anchors("demons,greedy")
+    with pytest.raises(ConfigError, match="unknown anchor 'elastix'"):
+        bench.parse_anchors("elastix")
+    monkeypatch.setattr(classical, "method_installed", lambda m: True)
+    assert bench.parse_anchors(None) == ["demons", "greedy", "syn"]
+    assert [bench.ANCHOR_NAMES[m] for m in ("demons", "greedy", "syn")] == [
+        "demons (SimpleITK, symmetric forces)", "Greedy (NCC r2, 100x50x20, no affine)", "ANTs SyN (CC, SyNCC: rigid + affine + SyN)"]
+    with pytest.raises(ConfigError, match="nothing to benchmark"):
+        bench.main(["--anchors", "demons", "--no-demons"])
+
+
+def test_an_anchor_row_is_scored_from_the_tools_own_field(phantom_root):
+    """Greedy on two phantom pairs (one thread): Dice of the label warped by Greedy's field and
+    folding / SDlogJ of that field, computed here independently, equal the benchmark's row."""
+    pytest.importorskip("picsl_greedy")
+    from gemini_pl.classical import greedy_displacement
+    from gemini_pl.data import GeminiDataModule
+
+    bench = _bench()
+    dm = GeminiDataModule(root=str(phantom_root), dataset="phantom2d", eval_mode="pairs", num_val_pairs=3)
+    dm.setup("test")
+    pairs = [{k: (v[i:i + 1] if torch.is_tensor(v) else v) for k, v in b.items()} for b in dm.test_dataloader()
+             for i in range(b["image_a"].shape[0])][:2]
+    k = int(dm.num_classes)
+    rows = bench.evaluate(bench.anchor_module("greedy", 2, threads=1), pairs, k, "multiclass", torch.device("cpu"))
+    for i, p in enumerate(pairs):
+        phi = torch.from_numpy(greedy_displacement(p["image_b"][0, 0].numpy(), p["image_a"][0, 0].numpy(), threads=1))[None]
+        dice = 100 * float(mean_dice(warp(p["label_a"], phi, mode="nearest"), p["label_b"], k)[0])
+        assert rows["dice"][i] == pytest.approx(dice, abs=1e-3)
+        assert rows["folding"][i] == pytest.approx(float(folding_percent(phi)[0]), abs=1e-4)
+        assert rows["sdlogj"][i] == pytest.approx(float(sdlogj(phi)[0]), rel=1e-4)
