@@ -59,9 +59,12 @@ def test_physical_field_to_voxels_by_hand():
 
 
 def test_greedy_command_is_the_issue_setting():
-    assert greedy_command(2, threads=1) == "-d 2 -V 0 -i fixed moving -o warp -m NCC 2x2 -n 100x50x20 -s 1.5vox 0.5vox -threads 1"
-    assert greedy_command(3, radius=3, iterations=(10, 5), smooth_pre=2, smooth_post=1) == (
-        "-d 3 -V 0 -i fixed moving -o warp -m NCC 3x3x3 -n 10x5 -s 2vox 1vox")
+    """The issue's setting, with a fixed seed (Greedy's default 0 seeds from the clock) and the warp
+    kept at full precision (Greedy's default rounds it to 0.1 voxel)."""
+    assert greedy_command(2, threads=1) == (
+        "-d 2 -V 0 -i fixed moving -o warp -m NCC 2x2 -n 100x50x20 -s 1.5vox 0.5vox -seed 1 -wp 0 -threads 1")
+    assert greedy_command(3, radius=3, iterations=(10, 5), smooth_pre=2, smooth_post=1, seed=7, warp_precision=0.1) == (
+        "-d 3 -V 0 -i fixed moving -o warp -m NCC 3x3x3 -n 10x5 -s 2vox 1vox -seed 7 -wp 0.1")
     assert greedy_command(2, metric="ssd").split("-m ")[1].startswith("SSD -n")
     with pytest.raises(ValueError, match="metric"):
         greedy_command(2, metric="cc")
@@ -144,6 +147,19 @@ def test_greedy_recovers_a_translation_and_matches_its_own_reslicing(shape, shif
     assert np.abs(_warp(moving, phi) - own).max() < 0.01  # the same sampling points, two linear interpolators
     own_label = sitk.GetArrayFromImage(tool["resliced_label"])
     assert (np.rint(_warp(label, phi, "nearest")) != own_label).mean() < 0.005  # ties of nearest only
+
+
+def test_greedy_is_deterministic_and_not_rounded():
+    """Greedy's NCC adds noise from a generator seeded by the clock unless given a seed, and rounds
+    its warp to 0.1 voxel unless told otherwise: with the defaults here, the same pair gives the
+    same field, and the field is not on a 0.1-voxel grid."""
+    pytest.importorskip("picsl_greedy")
+    rng = np.random.default_rng(0)
+    fixed, moving, _ = _translated_pair((40, 36), (2.0, 1.0))
+    fixed = fixed + 0.05 * rng.random(fixed.shape, dtype=np.float32)
+    phi = greedy_displacement(fixed, moving, threads=1)
+    assert np.array_equal(greedy_displacement(fixed, moving, threads=1), phi)
+    assert np.abs(phi * 10 - np.rint(phi * 10)).max() > 0.01
 
 
 def test_syn_recovers_a_translation_and_matches_its_own_warped_image():

@@ -97,7 +97,7 @@ def test_json_holds_every_pair_and_the_table_its_means(svf_checkpoint, tmp_path)
     root, ckpt = svf_checkpoint
     js = tmp_path / "seed0.json"
     text = _bench().main(["--root", str(root / "data"), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "2",
-                          "--model", f"svf={ckpt}", "--device", "cpu", "--no-demons", "--json", str(js)])
+                          "--model", f"svf={ckpt}", "--device", "cpu", "--anchors", "demons", "--no-demons", "--json", str(js)])
     rows = json.loads(js.read_text())["svf"]
     assert len(rows["dice"]) == len(rows["pair"]) == 2 and rows["pair"][0] != rows["pair"][1]
     assert all("_to_" in p for p in rows["pair"])

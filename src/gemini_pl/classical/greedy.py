@@ -10,7 +10,10 @@ its moving point with components in (x, y[, z]) order, the reverse of the array 
 The settings (:data:`GREEDY_DEFAULTS`): normalised cross-correlation over a (2r+1)^ndim window of
 radius ``radius`` voxels, three levels of ``iterations``, Gaussian smoothing of the gradient
 (``smooth_pre``) and of the field (``smooth_post``) in voxels — ``-m NCC 2x2 -n 100x50x20
--s 1.5vox 0.5vox`` in 2D.
+-s 1.5vox 0.5vox`` in 2D. Two of Greedy's own defaults are changed: it adds white noise to the
+images for NCC from a clock-seeded generator (``-seed 0``), so a fixed ``seed`` makes a pair
+register the same way every time; and it rounds the warp it writes to 0.1 voxel (``-wp 0.1``), so
+``warp_precision=0`` keeps the field it computed.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from .fields import check_pair, physical_to_voxels, require
 
 __all__ = ["GREEDY_DEFAULTS", "greedy_command", "greedy_displacement"]
 
-GREEDY_DEFAULTS = {"metric": "NCC", "radius": 2, "iterations": (100, 50, 20), "smooth_pre": 1.5, "smooth_post": 0.5}
+GREEDY_DEFAULTS = {"metric": "NCC", "radius": 2, "iterations": (100, 50, 20), "smooth_pre": 1.5, "smooth_post": 0.5,
+                   "seed": 1, "warp_precision": 0.0}
 
 
 def greedy_command(ndim: int, metric: str = GREEDY_DEFAULTS["metric"], radius: int = GREEDY_DEFAULTS["radius"],
                    iterations: Sequence[int] = GREEDY_DEFAULTS["iterations"],
                    smooth_pre: float = GREEDY_DEFAULTS["smooth_pre"], smooth_post: float = GREEDY_DEFAULTS["smooth_post"],
+                   seed: int = GREEDY_DEFAULTS["seed"], warp_precision: float = GREEDY_DEFAULTS["warp_precision"],
                    threads: int | None = None) -> str:
     """The greedy command line of one deformable registration of the images ``fixed``, ``moving``
     into the warp ``warp`` (the names of the Python API's keyword images)."""
@@ -40,16 +45,18 @@ def greedy_command(ndim: int, metric: str = GREEDY_DEFAULTS["metric"], radius: i
         raise ValueError(f"unknown greedy metric {metric!r}")
     m = f"{metric} {'x'.join([str(int(radius))] * ndim)}" if metric in ("NCC", "WNCC") else metric
     cmd = (f"-d {ndim} -V 0 -i fixed moving -o warp -m {m} -n {'x'.join(str(int(i)) for i in iterations)} "
-           f"-s {float(smooth_pre):g}vox {float(smooth_post):g}vox")
+           f"-s {float(smooth_pre):g}vox {float(smooth_post):g}vox -seed {int(seed)} -wp {float(warp_precision):g}")
     return cmd + (f" -threads {int(threads)}" if threads else "")
 
 
 def greedy_displacement(fixed: np.ndarray, moving: np.ndarray, metric: str = GREEDY_DEFAULTS["metric"],
                         radius: int = GREEDY_DEFAULTS["radius"], iterations: Sequence[int] = GREEDY_DEFAULTS["iterations"],
                         smooth_pre: float = GREEDY_DEFAULTS["smooth_pre"], smooth_post: float = GREEDY_DEFAULTS["smooth_post"],
+                        seed: int = GREEDY_DEFAULTS["seed"], warp_precision: float = GREEDY_DEFAULTS["warp_precision"],
                         threads: int | None = None, return_tool: bool = False):
     """Greedy's field warping ``moving`` onto ``fixed``: (*S), (*S) → (ndim, *S) voxels.
 
+    ``seed``: Greedy's random seed (0: from the clock, a different field every call).
     ``return_tool``: also return the Greedy object, which still holds ``fixed``, ``moving`` and
     ``warp`` (for reslicing with Greedy itself, e.g. ``-rf fixed -rm moving out -r warp``).
     """
@@ -58,7 +65,7 @@ def greedy_displacement(fixed: np.ndarray, moving: np.ndarray, metric: str = GRE
     picsl_greedy = require("picsl_greedy", "picsl-greedy", "greedy")
     tool = (picsl_greedy.Greedy2D if fixed.ndim == 2 else picsl_greedy.Greedy3D)()
     log = io.StringIO()  # greedy prints every iteration's energy
-    tool.execute(greedy_command(fixed.ndim, metric, radius, iterations, smooth_pre, smooth_post, threads),
+    tool.execute(greedy_command(fixed.ndim, metric, radius, iterations, smooth_pre, smooth_post, seed, warp_precision, threads),
                  out=log, err=log, fixed=sitk.GetImageFromArray(fixed), moving=sitk.GetImageFromArray(moving), warp=None)
     warp = tool["warp"]
     phi = physical_to_voxels(sitk.GetArrayFromImage(warp), warp.GetSpacing(), reversed_axes=True)
