@@ -127,6 +127,20 @@ def test_demons_registration_is_the_classical_module_with_demons_options():
     assert model.hparams.iterations == 7  # the config's init_args stay its hyper-parameters
 
 
+@pytest.mark.parametrize("method", ["greedy", "syn"])
+def test_demo_configs_build_the_classical_module(method):
+    """experiments/demo_mni/<method>.yaml: the classical module with that method, on one thread."""
+    import yaml
+
+    from conftest import REPO
+    from gemini_pl.modules import ClassicalRegistration
+
+    cfg = yaml.safe_load((REPO / "experiments" / "demo_mni" / f"{method}.yaml").read_text())
+    assert cfg["model"]["class_path"] == "gemini_pl.modules.ClassicalRegistration"
+    model = ClassicalRegistration(**cfg["model"]["init_args"])
+    assert model.method == method and model.options == {"threads": 1}
+
+
 # ------------------------------------------------------------------ with the tools (the bench extra)
 @pytest.mark.parametrize("shape, shift", [((48, 40), (3.0, -2.0)), ((24, 28, 20), (0.0, 2.0, -1.5))])
 def test_greedy_recovers_a_translation_and_matches_its_own_reslicing(shape, shift):
