@@ -65,7 +65,11 @@ def test_greedy_command_is_the_issue_setting():
         "-d 2 -V 0 -i fixed moving -o warp -m NCC 2x2 -n 100x50x20 -s 1.5vox 0.5vox -seed 1 -wp 0 -threads 1")
     assert greedy_command(3, radius=3, iterations=(10, 5), smooth_pre=2, smooth_post=1, seed=7, warp_precision=0.1) == (
         "-d 3 -V 0 -i fixed moving -o warp -m NCC 3x3x3 -n 10x5 -s 2vox 1vox -seed 7 -wp 0.1")
+    assert greedy_command(2, threads=1, stage="affine") == (
+        "-d 2 -V 0 -a -dof 12 -i fixed moving -o affine -m NCC 2x2 -n 100x50x20 -seed 1 -threads 1")
     assert greedy_command(2, metric="ssd").split("-m ")[1].startswith("SSD -n")
+    with pytest.raises(ValueError, match="stage"):
+        greedy_command(2, stage="rigid")
     with pytest.raises(ValueError, match="metric"):
         greedy_command(2, metric="cc")
 
@@ -161,6 +165,19 @@ def test_greedy_recovers_a_translation_and_matches_its_own_reslicing(shape, shif
     assert np.abs(_warp(moving, phi) - own).max() < 0.01  # the same sampling points, two linear interpolators
     own_label = sitk.GetArrayFromImage(tool["resliced_label"])
     assert (np.rint(_warp(label, phi, "nearest")) != own_label).mean() < 0.005  # ties of nearest only
+
+
+def test_greedy_affine_then_deformable_is_one_composed_field():
+    """With the affine stage, the field returned is the whole map: warping with it gives Greedy's
+    own reslicing through the warp and then the affine map, and it recovers the translation."""
+    pytest.importorskip("picsl_greedy")
+    sitk = pytest.importorskip("SimpleITK")
+    fixed, moving, centre = _translated_pair((48, 40), (3.0, -2.0))
+    phi, tool = greedy_displacement(fixed, moving, threads=1, affine=True, return_tool=True)
+    core = tuple(slice(int(c) - 2, int(c) + 2) for c in centre)
+    assert phi[0][core].mean() == pytest.approx(3.0, abs=0.5) and phi[1][core].mean() == pytest.approx(-2.0, abs=0.5)
+    tool.execute("-d 2 -V 0 -rf fixed -rm moving resliced -r warp affine", resliced=None)
+    assert np.abs(_warp(moving, phi) - sitk.GetArrayFromImage(tool["resliced"])).max() < 0.01
 
 
 def test_greedy_is_deterministic_and_not_rounded():
