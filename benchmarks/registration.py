@@ -12,7 +12,8 @@ Every method is a module with the one registration path of the project
 ``--anchors`` (``ClassicalRegistration``, each scored from the tool's own field: the label warped
 by it, folding and SDlogJ computed from it) — ``demons`` (SimpleITK symmetric-forces demons,
 histogram matched, ``gemini_pl.classical.DEMONS_DEFAULTS``), ``greedy`` (Greedy, NCC radius 2,
-100x50x20 iterations, smoothing 1.5 / 0.5 voxels, no affine stage) and ``syn`` (ANTs
+100x50x20 iterations, smoothing 1.5 / 0.5 voxels, no affine stage; ``greedy_affine``: Greedy's
+affine stage first, not run by default) and ``syn`` (ANTs
 ``SyNCC``: rigid, affine, then SyN with CC; the whole transform composed into one field) — by
 default demons and those of the ``bench`` extra that are installed (``pip install
 "gemini-pl[bench]"``), each on ``--threads`` CPU threads (default 1); ``--no-demons`` leaves
@@ -72,7 +73,10 @@ ANCHOR_NAMES = {
     "demons": "demons (SimpleITK, symmetric forces)",
     "greedy": "Greedy (NCC r2, 100x50x20, no affine)",
     "syn": "ANTs SyN (CC, SyNCC: rigid + affine + SyN)",
+    "greedy_affine": "Greedy (NCC r2, 100x50x20, affine first)",
 }
+#: anchor → (classical method, its options); run by default: demons and the installed methods without options
+ANCHORS = {"demons": ("demons", {}), "greedy": ("greedy", {}), "syn": ("syn", {}), "greedy_affine": ("greedy", {"affine": True})}
 
 
 def demons_module(spatial_dims: int, threads: int | None = None) -> torch.nn.Module:
@@ -82,12 +86,13 @@ def demons_module(spatial_dims: int, threads: int | None = None) -> torch.nn.Mod
 
 
 def anchor_module(method: str, spatial_dims: int, threads: int | None = None) -> torch.nn.Module:
-    """The ``ClassicalRegistration`` of one anchor with its default settings (demons: ``DemonsRegistration``)."""
+    """The ``ClassicalRegistration`` of one anchor of :data:`ANCHORS` (demons: ``DemonsRegistration``)."""
     from gemini_pl.modules import ClassicalRegistration
 
     if method == "demons":
         return demons_module(spatial_dims, threads)
-    return ClassicalRegistration(spatial_dims=spatial_dims, method=method, threads=threads).eval()
+    method, options = ANCHORS[method]
+    return ClassicalRegistration(spatial_dims=spatial_dims, method=method, options=options, threads=threads).eval()
 
 
 def parse_anchors(spec: str | None, no_demons: bool = False) -> list[str]:
@@ -96,13 +101,13 @@ def parse_anchors(spec: str | None, no_demons: bool = False) -> list[str]:
     from gemini_pl.classical import BENCH_EXTRA, method_installed
 
     if spec is None:
-        anchors = [m for m in ANCHOR_NAMES if m == "demons" or method_installed(m)]
+        anchors = [m for m, (method, options) in ANCHORS.items() if not options and method_installed(method)]
     else:
         anchors = [m.strip() for m in spec.split(",") if m.strip()]
         for m in anchors:
             if m not in ANCHOR_NAMES:
                 raise ConfigError(f"--anchors: unknown anchor {m!r}, expected a subset of {','.join(ANCHOR_NAMES)}")
-            if not method_installed(m):
+            if not method_installed(ANCHORS[m][0]):
                 raise ConfigError(f"--anchors: {m} is not installed: {BENCH_EXTRA}")
     return [m for m in dict.fromkeys(anchors) if not (no_demons and m == "demons")]
 
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
                     help="resample the pairs to this voxel spacing first (data.preprocessing.spacing; default the files')")
     ap.add_argument("--anchors", default=None, metavar="LIST",
-                    help="classical anchors, comma separated, of demons,greedy,syn (default: demons and the installed ones)")
+                    help="classical anchors, comma separated, of demons,greedy,syn,greedy_affine (default: demons and the installed ones of demons,greedy,syn)")
     ap.add_argument("--no-demons", action="store_true", help="leave demons out of the anchors")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of each classical anchor (0: the tools' default)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

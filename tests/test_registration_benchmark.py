@@ -141,6 +141,8 @@ def test_anchors_default_to_demons_and_the_installed_tools(monkeypatch):
     bench = _bench()
     monkeypatch.setattr(classical, "method_installed", lambda m: m in ("demons", "syn"))
     assert bench.parse_anchors(None) == ["demons", "syn"]
+    with pytest.raises(ConfigError, match="greedy_affine is not installed"):
+        bench.parse_anchors("greedy_affine")
     assert bench.parse_anchors(None, no_demons=True) == ["syn"]
     assert bench.parse_anchors("syn, demons,syn") == ["syn", "demons"]
     assert bench.parse_anchors("demons", no_demons=True) == []
@@ -149,7 +151,9 @@ def test_anchors_default_to_demons_and_the_installed_tools(monkeypatch):
     with pytest.raises(ConfigError, match="unknown anchor 'elastix'"):
         bench.parse_anchors("elastix")
     monkeypatch.setattr(classical, "method_installed", lambda m: True)
-    assert bench.parse_anchors(None) == ["demons", "greedy", "syn"]
+    assert bench.parse_anchors(None) == ["demons", "greedy", "syn"]  # greedy_affine only when named
+    assert bench.parse_anchors("greedy_affine,greedy") == ["greedy_affine", "greedy"]
+    assert bench.anchor_module("greedy_affine", 2, threads=1).options == {"affine": True, "threads": 1}
     assert [bench.ANCHOR_NAMES[m] for m in ("demons", "greedy", "syn")] == [
         "demons (SimpleITK, symmetric forces)", "Greedy (NCC r2, 100x50x20, no affine)", "ANTs SyN (CC, SyNCC: rigid + affine + SyN)"]
     with pytest.raises(ConfigError, match="nothing to benchmark"):
