@@ -180,3 +180,25 @@ def test_an_anchor_row_is_scored_from_the_tools_own_field(phantom_root):
         assert rows["dice"][i] == pytest.approx(dice, abs=1e-3)
         assert rows["folding"][i] == pytest.approx(float(folding_percent(phi)[0]), abs=1e-4)
         assert rows["sdlogj"][i] == pytest.approx(float(sdlogj(phi)[0]), rel=1e-4)
+
+
+def test_anchors_are_timed_without_a_warm_up_pair():
+    """evaluate(warmup=False) registers each pair once (a classical tool has no kernels to warm up,
+    and a 3D SyN pair takes minutes); the networks keep the untimed warm-up pair. A stub that
+    does not warp: Dice of two 4x4 squares overlapping on 4x3 is 2·12/32 = 75 %."""
+    bench = _bench()
+
+    class Stub(torch.nn.Module):
+        calls = 0
+
+        def register_pair(self, batch):
+            Stub.calls += 1
+            return {"flow": torch.zeros(1, 2, 8, 8), "warped_label": batch["label_a"]}
+
+    a, b = torch.zeros(1, 1, 8, 8, dtype=torch.long), torch.zeros(1, 1, 8, 8, dtype=torch.long)
+    a[..., 2:6, 2:6], b[..., 2:6, 3:7] = 1, 1
+    pairs = [{"image_a": a.float(), "image_b": b.float(), "label_a": a, "label_b": b, "name_a": ["a"], "name_b": ["b"]}] * 3
+    rows = bench.evaluate(Stub(), pairs, 2, "multiclass", torch.device("cpu"), warmup=False)
+    assert Stub.calls == 3 and rows["dice"] == pytest.approx([75.0] * 3) and rows["folding"] == [0.0] * 3
+    bench.evaluate(Stub(), pairs, 2, "multiclass", torch.device("cpu"))
+    assert Stub.calls == 3 + 4
