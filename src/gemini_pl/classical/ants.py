@@ -9,8 +9,11 @@ project's convention (:mod:`gemini_pl.classical.fields`): the images are handed 
 spacing (physical units are voxels) and ANTsPy keeps the array axes in order (component ``k`` along
 array axis ``k``).
 
-The affine stages sample the images at random: ``random_seed`` fixes ANTs' seed, so that a pair
-registers the same way every time.
+The affine stages sample the images at random: ``random_seed`` fixes ANTs' seed (ANTsPy passes
+``ants.config._random_seed`` on as ``antsRegistration --random-seed``; it is set for the call and
+restored), so that a pair registers the same way every time. ``threads`` sets ITK's
+``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` for the call: ITK reads it when ANTs first runs in the
+process, so the first call's value holds for the process.
 """
 
 from __future__ import annotations

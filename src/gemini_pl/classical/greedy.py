@@ -1,7 +1,7 @@
 """Greedy (``picsl-greedy``, the PICSL greedy diffeomorphic registration): a classical anchor.
 
 :func:`greedy_displacement` registers ``moving`` onto ``fixed`` (2D or 3D arrays of one shape, on
-one voxel grid) with Greedy's deformable mode only — no affine stage: the pairs this project
+one voxel grid) with Greedy's deformable mode — by default no affine stage: the pairs this project
 registers are already in one template space — and returns the displacement in this project's
 convention (:mod:`gemini_pl.classical.fields`). The images are handed to Greedy as SimpleITK
 images of unit spacing, so that its physical units are voxels; its warp maps each fixed point to
