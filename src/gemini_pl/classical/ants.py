@@ -12,8 +12,8 @@ array axis ``k``).
 The affine stages sample the images at random: ``random_seed`` fixes ANTs' seed (ANTsPy passes
 ``ants.config._random_seed`` on as ``antsRegistration --random-seed``; it is set for the call and
 restored), so that a pair registers the same way every time. ``threads`` sets ITK's
-``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` for the call: ITK reads it when ANTs first runs in the
-process, so the first call's value holds for the process.
+``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` for the call (ITK may read it only once per process: the
+benchmark sets it on the first call; one worker thread was observed there).
 """
 
 from __future__ import annotations
