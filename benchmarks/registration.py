@@ -1,16 +1,23 @@
-"""Registration on held-out pairs: SimpleITK demons and GEMINI's registration variants, same pairs.
+"""Registration on held-out pairs: classical anchors and GEMINI's registration variants, same pairs.
 
 Usage::
 
-    python benchmarks/registration.py --root data --dataset mni2d \\
+    python benchmarks/registration.py --root data --dataset mni2d [--anchors demons,greedy,syn] \\
         --model "published=runs/demo/pretrain/checkpoints/last.ckpt" \\
         --model "velocity=runs/demo/pretrain_svf/checkpoints/last.ckpt" \\
         --model "reg=runs/demo/reg/checkpoints/last.ckpt" [--pairs 20] [--device cuda] [--out table.md]
 
 Every method is a module with the one registration path of the project
-(:class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`): ``DemonsRegistration`` (SimpleITK
-symmetric-forces demons, histogram matched, the settings of ``gemini_pl.classical.DEMONS_DEFAULTS``;
-``--no-demons`` leaves it out) and each ``--model NAME=CHECKPOINT`` (a ``GeminiPretrain``,
+(:class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`): the classical anchors of
+``--anchors`` (``ClassicalRegistration``, each scored from the tool's own field: the label warped
+by it, folding and SDlogJ computed from it) — ``demons`` (SimpleITK symmetric-forces demons,
+histogram matched, ``gemini_pl.classical.DEMONS_DEFAULTS``), ``greedy`` (Greedy, NCC radius 2,
+100x50x20 iterations, smoothing 1.5 / 0.5 voxels, no affine stage; ``greedy_affine``: Greedy's
+affine stage first, not run by default) and ``syn`` (ANTs
+``SyNCC``: rigid, affine, then SyN with CC; the whole transform composed into one field) — by
+default demons and those of the ``bench`` extra that are installed (``pip install
+"gemini-pl[bench]"``), each on ``--threads`` CPU threads (default 1); ``--no-demons`` leaves
+demons out — and each ``--model NAME=CHECKPOINT`` (a ``GeminiPretrain``,
 ``GeminiSemi`` or ``Registration`` checkpoint written by ``gemini-pl fit``; rebuilt from its
 hyper-parameters by ``gemini_pl.apps.checkpoint.load_model``; its deformation model —
 ``integration_steps`` etc. — is the one it was trained with). The pairs are the data module's
@@ -19,10 +26,10 @@ evaluation pairs of the test subjects (``eval_mode: pairs``, i → i+1 mod n: th
 
 Prints one row per method: warped-label Dice (foreground classes, %), HD95 (mm when the data carry
 the spacing, else voxels), folding % and SDlogJ of the field — means ± standard deviations over
-the pairs — and the wall time per pair of the registration itself (instance optimisation included:
-``--refine 50`` adds a row ``NAME + refine 50`` per model, ``--refine-identity`` the refinement
-alone from a zero field) (field + warps; after one
-warm-up pair, CUDA synchronised). ``--json FILE`` also writes every pair's values per method.
+the pairs — and the wall time per pair of the registration itself (field + warps, instance
+optimisation included: ``--refine 50`` adds a row ``NAME + refine 50`` per model,
+``--refine-identity`` the refinement alone from a zero field; for the networks after one warm-up
+pair, CUDA synchronised). ``--json FILE`` also writes every pair's values per method.
 
 Over training seeds (one ``--json`` file per seed; a deterministic method such as demons may sit in
 a file of its own)::
@@ -79,10 +86,48 @@ def identity_module(spatial_dims: int) -> torch.nn.Module:
     return module.eval()
 
 
-def demons_module(spatial_dims: int) -> torch.nn.Module:
+#: the table's row of each classical anchor (``--anchors``)
+ANCHOR_NAMES = {
+    "demons": "demons (SimpleITK, symmetric forces)",
+    "greedy": "Greedy (NCC r2, 100x50x20, no affine)",
+    "syn": "ANTs SyN (CC, SyNCC: rigid + affine + SyN)",
+    "greedy_affine": "Greedy (NCC r2, 100x50x20, affine first)",
+}
+#: anchor → (classical method, its options); run by default: demons and the installed methods without options
+ANCHORS = {"demons": ("demons", {}), "greedy": ("greedy", {}), "syn": ("syn", {}), "greedy_affine": ("greedy", {"affine": True})}
+
+
+def demons_module(spatial_dims: int, threads: int | None = None) -> torch.nn.Module:
     from gemini_pl.modules import DemonsRegistration
 
-    return DemonsRegistration(spatial_dims=spatial_dims).eval()
+    return DemonsRegistration(spatial_dims=spatial_dims, threads=threads).eval()
+
+
+def anchor_module(method: str, spatial_dims: int, threads: int | None = None) -> torch.nn.Module:
+    """The ``ClassicalRegistration`` of one anchor of :data:`ANCHORS` (demons: ``DemonsRegistration``)."""
+    from gemini_pl.modules import ClassicalRegistration
+
+    if method == "demons":
+        return demons_module(spatial_dims, threads)
+    method, options = ANCHORS[method]
+    return ClassicalRegistration(spatial_dims=spatial_dims, method=method, options=options, threads=threads).eval()
+
+
+def parse_anchors(spec: str | None, no_demons: bool = False) -> list[str]:
+    """The anchors to run: ``spec`` ("demons,greedy,syn"), or demons and every installed tool of
+    the ``bench`` extra; ``no_demons`` drops demons. A named tool that is missing is a ConfigError."""
+    from gemini_pl.classical import BENCH_EXTRA, method_installed
+
+    if spec is None:
+        anchors = [m for m, (method, options) in ANCHORS.items() if not options and method_installed(method)]
+    else:
+        anchors = [m.strip() for m in spec.split(",") if m.strip()]
+        for m in anchors:
+            if m not in ANCHOR_NAMES:
+                raise ConfigError(f"--anchors: unknown anchor {m!r}, expected a subset of {','.join(ANCHOR_NAMES)}")
+            if not method_installed(ANCHORS[m][0]):
+                raise ConfigError(f"--anchors: {m} is not installed: {BENCH_EXTRA}")
+    return [m for m in dict.fromkeys(anchors) if not (no_demons and m == "demons")]
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -91,14 +136,16 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 @torch.no_grad()
 def evaluate(module: torch.nn.Module, pairs: list[dict[str, Any]], num_classes: int, label_kind: str,
-             device: torch.device) -> dict[str, list[float]]:
+             device: torch.device, warmup: bool = True) -> dict[str, list[float]]:
     """Per-pair ``dice`` (%), ``hd95``, ``folding`` (%), ``sdlogj``, ``seconds`` and ``pair``
-    (``"<moving>_to_<fixed>"``) of one method."""
+    (``"<moving>_to_<fixed>"``) of one method; ``warmup``: register the first pair once, untimed,
+    before the timed pairs (the classical anchors, CPU tools without kernels to load, skip it)."""
     module = module.to(device)
     dice = DiceScore(num_classes=num_classes, label_kind=label_kind).to(device)
     hd95 = HausdorffDistance95(num_classes=num_classes, label_kind=label_kind).to(device)
     rows: dict[str, list[Any]] = {"dice": [], "hd95": [], "folding": [], "sdlogj": [], "seconds": [], "pair": []}
-    module.register_pair(_to(pairs[0], device))  # warm-up (kernels, caches)
+    if warmup:
+        module.register_pair(_to(pairs[0], device))  # warm-up (kernels, caches)
     for batch in pairs:
         batch = _to(batch, device)
         if device.type == "cuda":
@@ -192,10 +239,13 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--num-val-pairs", type=int, default=20, help="evaluation pairs the data module builds (as experiments/demo_mni)")
     ap.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
                     help="resample the pairs to this voxel spacing first (data.preprocessing.spacing; default the files')")
-    ap.add_argument("--no-demons", action="store_true")
+    ap.add_argument("--anchors", default=None, metavar="LIST",
+                    help="classical anchors, comma separated, of demons,greedy,syn,greedy_affine (default: demons and the installed ones of demons,greedy,syn)")
+    ap.add_argument("--no-demons", action="store_true", help="leave demons out of the anchors")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of each classical anchor (0: the tools' default)")
     ap.add_argument("--refine", type=int, nargs="+", default=[], metavar="STEPS",
                     help="also each --model with test-time instance optimisation of STEPS steps (one row per value)")
-    ap.add_argument("--refine-lr", type=float, default=None, help="refinement step size (default the checkpoint's, else 0.1)")
+    ap.add_argument("--refine-lr", type=float, default=None, help="refinement step size (default the checkpoint's, else 0.5)")
     ap.add_argument("--refine-identity", action="store_true",
                     help="also the refinement alone, from the identity (no network): the instance optimisation's own share")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -212,8 +262,9 @@ def main(argv: list[str] | None = None) -> str:
             args.out.write_text(text + "\n")
         return text
     models = parse_models(args.model)
-    if args.no_demons and not models:
-        raise ConfigError("nothing to benchmark: give --model NAME=CHECKPOINT or drop --no-demons")
+    anchors = parse_anchors(args.anchors, args.no_demons)
+    if not anchors and not models:
+        raise ConfigError("nothing to benchmark: give --model NAME=CHECKPOINT, --anchors, or drop --no-demons")
     dm = GeminiDataModule(root=args.root, dataset=args.dataset, eval_mode="pairs", num_val_pairs=args.num_val_pairs,
                           preprocessing={"spacing": args.spacing} if args.spacing else None)
     dm.setup("test")
@@ -223,7 +274,9 @@ def main(argv: list[str] | None = None) -> str:
     num_classes, label_kind = int(dm.num_classes), dm.label_kind or "multiclass"
     hd_unit = "mm" if case_spacing(pairs[0], ("spacing_b", "spacing"), ("meta_b", "meta")) is not None else "voxels"
     device = torch.device(args.device)
-    methods: dict[str, Any] = {} if args.no_demons else {"demons (SimpleITK, symmetric forces)": lambda: demons_module(dm.spatial_dims)}
+    threads = args.threads or None
+    methods: dict[str, Any] = {ANCHOR_NAMES[m]: (lambda m=m: anchor_module(m, dm.spatial_dims, threads)) for m in anchors}
+    no_warmup = set(methods)
     for name, path in models.items():
         methods[name] = lambda path=path: load_module(path)
         for steps in args.refine:
@@ -234,7 +287,7 @@ def main(argv: list[str] | None = None) -> str:
     print(f"{len(pairs)} test pairs of {args.root}/{args.dataset} on {device}", flush=True)
     results = {}
     for name, make in methods.items():
-        results[name] = evaluate(make(), pairs, num_classes, label_kind, device)
+        results[name] = evaluate(make(), pairs, num_classes, label_kind, device, warmup=name not in no_warmup)
         print(f"  {name}: done", flush=True)
         if args.json is not None:  # after every method: a run cut short keeps what it finished
             args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -73,7 +73,7 @@ def test_command_line_prints_one_row_per_method(svf_checkpoint, tmp_path, capsys
     root, ckpt = svf_checkpoint
     out = tmp_path / "table.md"
     text = _bench().main(["--root", str(root / "data"), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "2",
-                          "--model", f"svf={ckpt}", "--device", "cpu", "--out", str(out)])
+                          "--model", f"svf={ckpt}", "--device", "cpu", "--anchors", "demons", "--out", str(out)])
     lines = text.splitlines()
     assert lines[0].startswith("| method | warped-label Dice (%) | HD95 (mm) | folding (%) | SDlogJ | s / pair |")
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["demons (SimpleITK, symmetric forces)", "svf"]
@@ -97,7 +97,7 @@ def test_json_holds_every_pair_and_the_table_its_means(svf_checkpoint, tmp_path)
     root, ckpt = svf_checkpoint
     js = tmp_path / "seed0.json"
     text = _bench().main(["--root", str(root / "data"), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "2",
-                          "--model", f"svf={ckpt}", "--device", "cpu", "--no-demons", "--json", str(js)])
+                          "--model", f"svf={ckpt}", "--device", "cpu", "--anchors", "demons", "--no-demons", "--json", str(js)])
     rows = json.loads(js.read_text())["svf"]
     assert len(rows["dice"]) == len(rows["pair"]) == 2 and rows["pair"][0] != rows["pair"][1]
     assert all("_to_" in p for p in rows["pair"])
@@ -144,7 +144,7 @@ def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_pa
     root, ckpt = svf_checkpoint
     js = tmp_path / "r.json"
     text = _bench().main(["--root", str(root / "data"), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "1",
-                          "--model", f"svf={ckpt}", "--device", "cpu", "--no-demons", "--refine", "5",
+                          "--model", f"svf={ckpt}", "--device", "cpu", "--anchors", "demons", "--no-demons", "--refine", "5",
                           "--refine-identity", "--json", str(js)])
     assert [line.split("|")[1].strip() for line in text.splitlines()[2:]] == [
         "svf", "svf + refine 5", "refinement alone (from the identity), 5 steps"]
@@ -163,3 +163,74 @@ def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_pa
     assert rows["svf + refine 5"]["dice"][0] == pytest.approx(100 * float(mean_dice(warp(la, flow, mode="nearest"), lb, k)[0]), abs=1e-3)
     alone = rows["refinement alone (from the identity), 5 steps"]["dice"][0]
     assert alone == pytest.approx(100 * float(mean_dice(warp(la, zero, mode="nearest"), lb, k)[0]), abs=1e-3)
+
+
+def test_anchors_default_to_demons_and_the_installed_tools(monkeypatch):
+    """--anchors: the named ones in order; by default demons and each installed tool of the bench
+    extra; --no-demons drops demons; an unknown or missing tool is a one-line ConfigError."""
+    import gemini_pl.classical as classical
+
+    bench = _bench()
+    monkeypatch.setattr(classical, "method_installed", lambda m: m in ("demons", "syn"))
+    assert bench.parse_anchors(None) == ["demons", "syn"]
+    with pytest.raises(ConfigError, match="greedy_affine is not installed"):
+        bench.parse_anchors("greedy_affine")
+    assert bench.parse_anchors(None, no_demons=True) == ["syn"]
+    assert bench.parse_anchors("syn, demons,syn") == ["syn", "demons"]
+    assert bench.parse_anchors("demons", no_demons=True) == []
+    with pytest.raises(ConfigError, match=r'greedy is not installed: pip install "gemini-pl\[bench\]"'):
+        bench.parse_anchors("demons,greedy")
+    with pytest.raises(ConfigError, match="unknown anchor 'elastix'"):
+        bench.parse_anchors("elastix")
+    monkeypatch.setattr(classical, "method_installed", lambda m: True)
+    assert bench.parse_anchors(None) == ["demons", "greedy", "syn"]  # greedy_affine only when named
+    assert bench.parse_anchors("greedy_affine,greedy") == ["greedy_affine", "greedy"]
+    assert bench.anchor_module("greedy_affine", 2, threads=1).options == {"affine": True, "threads": 1}
+    assert [bench.ANCHOR_NAMES[m] for m in ("demons", "greedy", "syn")] == [
+        "demons (SimpleITK, symmetric forces)", "Greedy (NCC r2, 100x50x20, no affine)", "ANTs SyN (CC, SyNCC: rigid + affine + SyN)"]
+    with pytest.raises(ConfigError, match="nothing to benchmark"):
+        bench.main(["--anchors", "demons", "--no-demons"])
+
+
+def test_an_anchor_row_is_scored_from_the_tools_own_field(phantom_root):
+    """Greedy on two phantom pairs (one thread): Dice of the label warped by Greedy's field and
+    folding / SDlogJ of that field, computed here independently, equal the benchmark's row."""
+    pytest.importorskip("picsl_greedy")
+    from gemini_pl.classical import greedy_displacement
+    from gemini_pl.data import GeminiDataModule
+
+    bench = _bench()
+    dm = GeminiDataModule(root=str(phantom_root), dataset="phantom2d", eval_mode="pairs", num_val_pairs=3)
+    dm.setup("test")
+    pairs = [{k: (v[i:i + 1] if torch.is_tensor(v) else v) for k, v in b.items()} for b in dm.test_dataloader()
+             for i in range(b["image_a"].shape[0])][:2]
+    k = int(dm.num_classes)
+    rows = bench.evaluate(bench.anchor_module("greedy", 2, threads=1), pairs, k, "multiclass", torch.device("cpu"))
+    for i, p in enumerate(pairs):
+        phi = torch.from_numpy(greedy_displacement(p["image_b"][0, 0].numpy(), p["image_a"][0, 0].numpy(), threads=1))[None]
+        dice = 100 * float(mean_dice(warp(p["label_a"], phi, mode="nearest"), p["label_b"], k)[0])
+        assert rows["dice"][i] == pytest.approx(dice, abs=1e-3)
+        assert rows["folding"][i] == pytest.approx(float(folding_percent(phi)[0]), abs=1e-4)
+        assert rows["sdlogj"][i] == pytest.approx(float(sdlogj(phi)[0]), rel=1e-4)
+
+
+def test_anchors_are_timed_without_a_warm_up_pair():
+    """evaluate(warmup=False) registers each pair once (a classical tool has no kernels to warm up,
+    and a 3D SyN pair takes minutes); the networks keep the untimed warm-up pair. A stub that
+    does not warp: Dice of two 4x4 squares overlapping on 4x3 is 2·12/32 = 75 %."""
+    bench = _bench()
+
+    class Stub(torch.nn.Module):
+        calls = 0
+
+        def register_pair(self, batch):
+            Stub.calls += 1
+            return {"flow": torch.zeros(1, 2, 8, 8), "warped_label": batch["label_a"]}
+
+    a, b = torch.zeros(1, 1, 8, 8, dtype=torch.long), torch.zeros(1, 1, 8, 8, dtype=torch.long)
+    a[..., 2:6, 2:6], b[..., 2:6, 3:7] = 1, 1
+    pairs = [{"image_a": a.float(), "image_b": b.float(), "label_a": a, "label_b": b, "name_a": ["a"], "name_b": ["b"]}] * 3
+    rows = bench.evaluate(Stub(), pairs, 2, "multiclass", torch.device("cpu"), warmup=False)
+    assert Stub.calls == 3 and rows["dice"] == pytest.approx([75.0] * 3) and rows["folding"] == [0.0] * 3
+    bench.evaluate(Stub(), pairs, 2, "multiclass", torch.device("cpu"))
+    assert Stub.calls == 3 + 4

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fields import check_pair, physical_to_voxels
+
 __all__ = ["DEMONS_DEFAULTS", "demons_displacement"]
 
 #: iterations, Gaussian smoothing of the field and of each update (voxels), histogram levels / match
@@ -31,22 +33,29 @@ def demons_displacement(
     histogram_levels: int = DEMONS_DEFAULTS["histogram_levels"],
     match_points: int = DEMONS_DEFAULTS["match_points"],
     update_sigma: float = DEMONS_DEFAULTS["update_sigma"],
+    threads: int | None = None,
 ) -> np.ndarray:
     """Symmetric-forces demons field warping ``moving`` onto ``fixed``: (*S), (*S) → (ndim, *S) voxels.
 
     ``smoothing_sigma``: Gaussian smoothing (voxels) of the whole field after each iteration (the
     elastic-like regulariser); ``update_sigma`` > 0 also smooths each iteration's update (fluid-like).
+    ``threads``: ITK threads of the filters (default: SimpleITK's global default).
     """
     import SimpleITK as sitk
 
-    fixed, moving = np.asarray(fixed, np.float32), np.asarray(moving, np.float32)
-    if fixed.shape != moving.shape or fixed.ndim not in (2, 3):
-        raise ValueError(f"demons needs two 2D or 3D images of one shape, got {fixed.shape} and {moving.shape}")
+    fixed, moving = check_pair(fixed, moving, "demons")
     f, m = sitk.GetImageFromArray(fixed), sitk.GetImageFromArray(moving)  # unit spacing: voxel units
     if histogram_match:
-        m = sitk.HistogramMatching(m, f, numberOfHistogramLevels=histogram_levels, numberOfMatchPoints=match_points,
-                                   thresholdAtMeanIntensity=True)
+        matcher = sitk.HistogramMatchingImageFilter()
+        matcher.SetNumberOfHistogramLevels(int(histogram_levels))
+        matcher.SetNumberOfMatchPoints(int(match_points))
+        matcher.SetThresholdAtMeanIntensity(True)
+        if threads:
+            matcher.SetNumberOfThreads(int(threads))
+        m = matcher.Execute(m, f)
     demons = sitk.SymmetricForcesDemonsRegistrationFilter()
+    if threads:
+        demons.SetNumberOfThreads(int(threads))
     demons.SetNumberOfIterations(int(iterations))
     demons.SetSmoothDisplacementField(True)
     demons.SetStandardDeviations(float(smoothing_sigma))
@@ -54,5 +63,5 @@ def demons_displacement(
         demons.SetSmoothUpdateField(True)
         demons.SetUpdateFieldStandardDeviations(float(update_sigma))
     field = demons.Execute(f, m)
-    arr = sitk.GetArrayFromImage(field)  # (*S, ndim), components (x, y[, z]) = array axes reversed
-    return np.ascontiguousarray(np.moveaxis(arr[..., ::-1], -1, 0), dtype=np.float32)
+    # (*S, ndim), components (x, y[, z]) = array axes reversed
+    return physical_to_voxels(sitk.GetArrayFromImage(field), field.GetSpacing(), reversed_axes=True)

@@ -10,7 +10,7 @@ methods of Table II; ``mip/`` the pre-training rows of Tables III/VI (``gemini_p
 from . import baselines, mip
 from .baselines import CPS, UAMT, DeepAtlas, DenseCL, GeminiSemiPosSchedule, PixPro, VADeR, VMAtlas
 from .core import GeminiModule
-from .demons import DemonsRegistration
+from .demons import ClassicalRegistration, DemonsRegistration
 from .gemini import GeminiBase
 from .pretrain import GeminiPretrain
 from .register import Registration
@@ -19,6 +19,6 @@ from .semi import GeminiSemi
 from .transfer import TransferReport, load_pretrained
 
 __all__ = [
-    "CPS", "DeepAtlas", "DemonsRegistration", "DenseCL", "GeminiBase", "GeminiModule", "GeminiPretrain", "GeminiSemi", "GeminiSemiPosSchedule",
+    "CPS", "ClassicalRegistration", "DeepAtlas", "DemonsRegistration", "DenseCL", "GeminiBase", "GeminiModule", "GeminiPretrain", "GeminiSemi", "GeminiSemiPosSchedule",
     "PixPro", "Registration", "Segmentation", "TransferReport", "UAMT", "VADeR", "VMAtlas", "baselines", "load_pretrained", "mip",
 ]
