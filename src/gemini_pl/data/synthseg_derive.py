@@ -14,20 +14,23 @@ What is done to each map:
    (left and right merged); non-brain values (extra-cerebral CSF, the head labels >= 500) -> 0.
 2. **Affine pre-alignment** (SimpleITK, 12 parameters, mean squares between label-derived
    pseudo-T1 images: each class a fixed grey value, smoothed by 1 mm): every subject is first
-   registered to subject 1 (moments initialisation, then affine, three resolutions); the common
-   space is then moved by the inverse of the mean affine of the *training* subjects (so that it has
-   their mean size and pose, not subject 1's); a template is made as the mean of the training
-   subjects' pseudo-T1 images in that space, and every subject (training, validation and test) is
-   registered again to the template, starting from its first transform. Test and validation
-   subjects never shape the common space or the template.
+   registered to subject 1 (moments initialisation, then affine, three resolutions); the space is
+   then moved by the inverse of the mean affine of the *training* subjects (so that it has their
+   mean size and pose, not subject 1's) and turned, rigidly (no scaling), to the orientation of the
+   MNI152 2009 template (nilearn's grey/white-matter labels, correlation): coordinates are close to
+   MNI152 millimetres, sizes are the training subjects' mean. A template is made as the mean of the
+   training subjects' pseudo-T1 images in that space, and every subject (training, validation and
+   test) is registered again to the template, starting from its first transform. Test and
+   validation subjects never shape the common space or the template.
 3. **Resampling to 2 mm**: each class's 1 mm mask is smoothed (Gaussian, sigma 0.85 mm: the
    anti-aliasing of a 2 mm grid), carried into the common 2 mm grid through the subject's transform
    (linear interpolation) and every voxel takes the class of largest fraction (background: one
-   minus the sum). The grid (:data:`SHAPE`, axes towards right, anterior, superior) is centred on
-   the template's brain.
+   minus the sum). The grid (:data:`SHAPE`, array axes towards right, anterior, superior) is
+   centred on the template's brain; ``origin`` is the RAS position (mm) of voxel 0.
 
 The same files (:data:`SOURCE_BLOBS` are their git blob ids in the SynthSeg repository) give the
-same output: the registrations use one thread and seeded metric sampling.
+same output: the registrations use one thread and seeded metric sampling. Needs nilearn (the
+MNI152 template, as for :mod:`gemini_pl.data.anatomy`); about 15 minutes on one CPU core.
 """
 
 from __future__ import annotations
@@ -122,15 +125,52 @@ def _grid(center, shape=SHAPE, spacing=SPACING_MM):
 
 
 def _centroid(cls_img) -> np.ndarray:
-    idx = np.argwhere(np.asarray(__import__("SimpleITK").GetArrayViewFromImage(cls_img)) > 0)[:, ::-1].mean(0)
+    """Physical centre (LPS mm) of the brain (class > 0) of a class map."""
+    import SimpleITK as sitk
+
+    idx = np.argwhere(sitk.GetArrayViewFromImage(cls_img) > 0)[:, ::-1].mean(0)
     return np.asarray(cls_img.TransformContinuousIndexToPhysicalPoint(idx.tolist()))
 
 
-def _register(fixed, moving, initial, seed: int):
+def _mean_image(images, ref, transforms):
+    import SimpleITK as sitk
+
+    out = sitk.GetImageFromArray(np.mean([sitk.GetArrayFromImage(_resample(im, ref, tx))
+                                          for im, tx in zip(images, transforms)], 0).astype(np.float32))
+    out.CopyInformation(ref)
+    return out
+
+
+def _mni_pseudo_t1():
+    """The MNI152 2009 template's tissue labels (nilearn, 2 mm) as a pseudo-T1 image (LPS physical space)."""
+    import SimpleITK as sitk
+
+    from gemini_pl.data.anatomy import mni_atlas
+
+    _, label, origin = mni_atlas()
+    values = np.asarray([0.0, REG_INTENSITY[2], REG_INTENSITY[1]], np.float32)  # background, grey, white matter
+    img = sitk.GetImageFromArray(np.ascontiguousarray(values[label].T))
+    img.SetSpacing([2.0] * 3)
+    img.SetDirection(np.diag([-1.0, -1.0, 1.0]).ravel().tolist())  # array axes towards R, A, S
+    img.SetOrigin([-origin[0], -origin[1], origin[2]])  # RAS -> LPS
+    return sitk.SmoothingRecursiveGaussian(img, 1.0)
+
+
+def _centroid_of(img) -> np.ndarray:
+    import SimpleITK as sitk
+
+    idx = np.argwhere(sitk.GetArrayViewFromImage(img) > 0.3)[:, ::-1].mean(0)
+    return np.asarray(img.TransformContinuousIndexToPhysicalPoint(idx.tolist()))
+
+
+def _register(fixed, moving, initial, seed: int, rigid: bool = False):
     import SimpleITK as sitk
 
     reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMeanSquares()
+    if rigid:
+        reg.SetMetricAsCorrelation()
+    else:
+        reg.SetMetricAsMeanSquares()
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(0.1, seed)
     reg.SetInterpolator(sitk.sitkLinear)
@@ -140,12 +180,11 @@ def _register(fixed, moving, initial, seed: int):
     reg.SetShrinkFactorsPerLevel([4, 2, 1])
     reg.SetSmoothingSigmasPerLevel([4.0, 2.0, 0.0])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    reg.SetInitialTransform(sitk.AffineTransform(initial), inPlace=False)
+    reg.SetInitialTransform(sitk.Euler3DTransform(initial) if rigid else sitk.AffineTransform(initial), inPlace=False)
     out = reg.Execute(fixed, moving)
-    # the result is a composite holding one affine transform
-    tx = sitk.AffineTransform(sitk.CompositeTransform(out).GetNthTransform(0)) if out.GetName() == "CompositeTransform" \
-        else sitk.AffineTransform(out)
-    return tx, reg.GetMetricValue()
+    if out.GetName() == "CompositeTransform":  # the result: a composite holding the one transform
+        out = sitk.CompositeTransform(out).GetNthTransform(0)
+    return (sitk.Euler3DTransform(out) if rigid else sitk.AffineTransform(out)), reg.GetMetricValue()
 
 
 def _matrix(tx) -> np.ndarray:
@@ -211,20 +250,28 @@ def derive(src: str | Path, out: str | Path, log=print) -> Path:
     for s in SUBJECTS:
         init = sitk.CenteredTransformInitializer(fixed0, pseudo[s], sitk.AffineTransform(3),
                                                  sitk.CenteredTransformInitializerFilter.MOMENTS)
-        first[s], metric = _register(fixed0, pseudo[s], sitk.AffineTransform(init), seed=s)
+        first[s], metric = _register(fixed0, pseudo[s], init, seed=s)
         log(f"round 0: subject {s:2d} metric {metric:.4f}")
     # the common space: the inverse mean affine of the training subjects, so that it has their mean size and pose
-    mean = np.mean([_matrix(first[s]) for s in TRAIN_SUBJECTS], axis=0)
-    norm = np.linalg.inv(mean)
-    first = {s: _affine(_matrix(first[s]) @ mean) for s in SUBJECTS}  # q -> mean q -> subject
-    # template: the mean training pseudo-T1 in that space, re-centred on its brain
-    tmp_ref = _grid(norm[:3, :3] @ _centroid(subjects[1]) + norm[:3, 3])
-    template = np.mean([sitk.GetArrayFromImage(_resample(pseudo[s], tmp_ref, first[s])) for s in TRAIN_SUBJECTS], 0)
+    norm = np.linalg.inv(np.mean([_matrix(first[s]) for s in TRAIN_SUBJECTS], axis=0))
+    first = {s: _matrix(first[s]) @ norm for s in SUBJECTS}  # q -> norm q (subject 1's frame) -> subject
+    inv_norm = np.linalg.inv(norm)
+    # oriented like MNI152: a rigid registration of the mean training image to the MNI152 template's
+    # grey/white matter (no scaling: the space keeps the training subjects' mean size)
+    tmp_ref = _grid(inv_norm[:3, :3] @ _centroid(subjects[1]) + inv_norm[:3, 3])
+    mean_img = _mean_image([pseudo[s] for s in TRAIN_SUBJECTS], tmp_ref, [first[s] for s in TRAIN_SUBJECTS])
+    mni = _mni_pseudo_t1()
+    orient, metric = _register(mni, mean_img, sitk.CenteredTransformInitializer(
+        mni, mean_img, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS), seed=0, rigid=True)
+    log(f"oriented like MNI152 (rigid, correlation {metric:.4f})")
+    first = {s: _affine(first[s] @ _matrix(orient)) for s in SUBJECTS}  # MNI-oriented point -> subject
+    # template: the mean training pseudo-T1 in that space, on the final grid centred on its brain
+    tmp_ref = _grid(_centroid_of(mni))
+    template = sitk.GetArrayFromImage(_mean_image([pseudo[s] for s in TRAIN_SUBJECTS], tmp_ref,
+                                                  [first[s] for s in TRAIN_SUBJECTS]))
     idx = np.argwhere(template > 0.3)[:, ::-1].mean(0)
     ref = _grid(tmp_ref.TransformContinuousIndexToPhysicalPoint(idx.tolist()))
-    fixed = sitk.GetImageFromArray(np.mean(
-        [sitk.GetArrayFromImage(_resample(pseudo[s], ref, first[s])) for s in TRAIN_SUBJECTS], 0).astype(np.float32))
-    fixed.CopyInformation(ref)
+    fixed = _mean_image([pseudo[s] for s in TRAIN_SUBJECTS], ref, [first[s] for s in TRAIN_SUBJECTS])
     log(f"template from subjects {TRAIN_SUBJECTS[0]}-{TRAIN_SUBJECTS[-1]} ({time.perf_counter() - t0:.0f} s)")
 
     labels, matrices, metrics = [], [], []
@@ -243,6 +290,7 @@ def derive(src: str | Path, out: str | Path, log=print) -> Path:
     with open(out, "wb") as f:  # a file object: numpy would append ".npz" to another suffix
         np.savez_compressed(
             f, labels=labels, subjects=np.asarray(SUBJECTS, np.int16), spacing=np.float64(SPACING_MM),
+            origin=np.asarray([-ref.GetOrigin()[0], -ref.GetOrigin()[1], ref.GetOrigin()[2]]),  # RAS mm of voxel 0
             class_names=np.asarray(list(LABEL_NAMES.values())), version=np.int16(DERIVE_VERSION),
             affines=np.asarray(matrices), metrics=np.asarray(metrics),
             source_blobs=np.asarray([blobs[s] for s in SUBJECTS]),
