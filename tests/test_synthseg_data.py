@@ -131,3 +131,16 @@ def test_one_3d_subject(tmp_path):
     assert image.shape == label.shape == (96, 112, 88) and set(np.unique(label)) == set(LABEL_NAMES)
     assert np.array_equal(label[..., SLICE_INDEX], subject_labels(17, 2))
     assert image[label == 1].mean() > image[label == 2].mean() > image[label == 3].mean()
+
+
+def test_the_configs_are_the_demo_stages_on_these_data(capsys):
+    from conftest import REPO, print_config
+
+    for stage in ("pretrain", "reg", "seg", "demons"):
+        cfg = print_config(["--config", str(REPO / "experiments" / "synthseg" / f"{stage}.yaml")], capsys)
+        data = cfg["data"]["init_args"]
+        assert (data["dataset"], data["num_val_pairs"], data["num_labeled"]) == ("synthseg2d", None, 5), stage
+        assert cfg["trainer"]["default_root_dir"] == f"runs/synthseg/{stage}"
+    cfg = print_config(["--config", str(REPO / "experiments" / "synthseg" / "reg.yaml"),
+                        "--config", str(REPO / "experiments" / "synthseg" / "data3d.yaml")], capsys)
+    assert cfg["data"]["init_args"]["dataset"] == "synthseg3d"

@@ -69,6 +69,8 @@ SOURCE_BLOBS = {
 }
 #: grey value of each class in the pseudo-T1 images that drive the registration.
 REG_INTENSITY = (0.0, 1.0, 0.55, 0.15, 0.7, 0.8, 0.65, 0.7, 0.55, 0.85, 0.15)
+#: optimiser iterations per resolution level of each registration.
+ITERATIONS = 200
 #: margin (mm) kept around the brain when the 1 mm maps are cropped.
 MARGIN_MM = 8
 
@@ -174,7 +176,7 @@ def _register(fixed, moving, initial, seed: int, rigid: bool = False):
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(0.1, seed)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=200,
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=ITERATIONS,
                                                  relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel([4, 2, 1])
@@ -228,8 +230,9 @@ def _to_classes(cls_img, ref, tx) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 1, 0))
 
 
-def derive(src: str | Path, out: str | Path, log=print) -> Path:
-    """Write the compact copy from the 20 files ``training_seg_<nn>.nii.gz`` in ``src`` to ``out``."""
+def derive(src: str | Path, out: str | Path, log=print, cache: str | Path | None = None) -> Path:
+    """Write the compact copy from the 20 files ``training_seg_<nn>.nii.gz`` in ``src`` to ``out``
+    (``cache``: an ``.npz`` keeping the first round's transforms, reused when it is there)."""
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
@@ -247,11 +250,19 @@ def derive(src: str | Path, out: str | Path, log=print) -> Path:
     ref0 = _grid(_centroid(subjects[1]))
     fixed0 = _resample(pseudo[1], ref0, sitk.Transform(3, sitk.sitkIdentity))
     first = {}
+    if cache is not None and Path(cache).exists():
+        with np.load(cache) as f:
+            first = {int(s): _affine(m) for s, m in zip(f["subjects"], f["matrices"])}
+        log(f"round 0: transforms read from {cache}")
     for s in SUBJECTS:
+        if s in first:
+            continue
         init = sitk.CenteredTransformInitializer(fixed0, pseudo[s], sitk.AffineTransform(3),
                                                  sitk.CenteredTransformInitializerFilter.MOMENTS)
         first[s], metric = _register(fixed0, pseudo[s], init, seed=s)
         log(f"round 0: subject {s:2d} metric {metric:.4f}")
+    if cache is not None:
+        np.savez(cache, subjects=np.asarray(SUBJECTS), matrices=np.asarray([_matrix(first[s]) for s in SUBJECTS]))
     # the common space: the inverse mean affine of the training subjects, so that it has their mean size and pose
     norm = np.linalg.inv(np.mean([_matrix(first[s]) for s in TRAIN_SUBJECTS], axis=0))
     first = {s: _matrix(first[s]) @ norm for s in SUBJECTS}  # q -> norm q (subject 1's frame) -> subject
@@ -259,7 +270,7 @@ def derive(src: str | Path, out: str | Path, log=print) -> Path:
     # oriented like MNI152: a rigid registration of the mean training image to the MNI152 template's
     # grey/white matter (no scaling: the space keeps the training subjects' mean size)
     tmp_ref = _grid(inv_norm[:3, :3] @ _centroid(subjects[1]) + inv_norm[:3, 3])
-    mean_img = _mean_image([pseudo[s] for s in TRAIN_SUBJECTS], tmp_ref, [first[s] for s in TRAIN_SUBJECTS])
+    mean_img = _mean_image([pseudo[s] for s in TRAIN_SUBJECTS], tmp_ref, [_affine(first[s]) for s in TRAIN_SUBJECTS])
     mni = _mni_pseudo_t1()
     orient, metric = _register(mni, mean_img, sitk.CenteredTransformInitializer(
         mni, mean_img, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS), seed=0, rigid=True)
@@ -304,8 +315,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m gemini_pl.data.synthseg_derive", description=__doc__.split("\n\n")[0])
     p.add_argument("--src", required=True, help="folder holding training_seg_01.nii.gz ... training_seg_20.nii.gz")
     p.add_argument("--out", default=str(Path(__file__).parent / "assets" / "synthseg_labels_2mm.npz"))
+    p.add_argument("--cache", default=None, help="an .npz keeping the first round's transforms (reused when there)")
     a = p.parse_args(argv)
-    derive(a.src, a.out)
+    derive(a.src, a.out, cache=a.cache)
 
 
 if __name__ == "__main__":  # pragma: no cover
