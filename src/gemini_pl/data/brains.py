@@ -19,9 +19,10 @@ skull-stripped (zero outside the brain), scaled to [0, 1]. Subject ``s`` of seed
 ``numpy.random.default_rng([k, s, dims])``: the same files every time.
 
 Datasets (canonical layout, :func:`~gemini_pl.data.synthetic.write_generated_dataset`, spacing 2 mm):
-``synthseg3d``, the aligned volumes (96 × 112 × 88), and ``synthseg2d``, the axial slice
-:data:`SLICE_INDEX` of the aligned space (96 × 112; through the thalami, the basal ganglia, the
-3rd ventricle and the hippocampi). The split is by subject (:data:`SPLIT`): 14 training subjects
+``synthseg3d``, the aligned volumes (96 × 112 × 88; array axes towards right, anterior, superior,
+oriented like MNI152), and ``synthseg2d``, the axial slice :data:`SLICE_INDEX` of the aligned space
+(96 × 112, about z = 0 mm in MNI152 terms: the basal ganglia, the thalami, the 3rd ventricle, the
+hippocampi and the top of the cerebellum — all 11 classes in every subject). The split is by subject (:data:`SPLIT`): 14 training subjects
 (``train/unlabeled`` and, the same subjects with their labels, ``train/labeled``), 2 validation
 and 4 test subjects; the common space is built from the training subjects only. Registration pairs
 are between different subjects: ``eval_mode: pairs`` pairs the 4 test subjects (12 ordered pairs
@@ -55,7 +56,7 @@ SPACING_MM = 2.0
 #: the committed derived copy of the label maps.
 ASSET = Path(__file__).parent / "assets" / "synthseg_labels_2mm.npz"
 #: the axial slice of the 2D subjects in the aligned space (z index of the 2 mm grid).
-SLICE_INDEX = 36
+SLICE_INDEX = 38
 #: source subject numbers (training_seg_<nn>) of each split.
 SPLIT = {
     "train": tuple(range(1, 15)),
@@ -74,25 +75,27 @@ NOISE_STD = 0.02
 
 
 @functools.lru_cache(maxsize=2)
-def synthseg_labels(path: str | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
-    """(labels uint8 (20, 96, 112, 88), subject numbers) of the committed derived copy (or ``path``)."""
+def synthseg_labels(path: str | None = None) -> tuple[np.ndarray, tuple[int, ...], tuple[float, ...]]:
+    """(labels uint8 (20, 96, 112, 88), subject numbers, RAS origin in mm of voxel 0) of the committed
+    derived copy (or ``path``)."""
     path = str(ASSET) if path is None else path
     try:
         with np.load(path) as f:
             labels, subjects = f["labels"].astype(np.uint8), tuple(int(s) for s in f["subjects"])
+            origin = tuple(float(v) for v in f["origin"])
     except (OSError, KeyError, ValueError) as exc:
         raise ConfigError(f"{path}: not a label file written by gemini_pl.data.synthseg_derive ({exc})") from exc
     if labels.ndim != 4 or len(labels) != len(subjects) or int(labels.max()) >= len(LABEL_NAMES):
         raise ConfigError(f"{path}: labels of shape {labels.shape} with values up to {labels.max()} do not fit "
                           f"{len(subjects)} subjects and {len(LABEL_NAMES)} classes")
     labels.setflags(write=False)
-    return labels, subjects
+    return labels, subjects, origin
 
 
 def subject_labels(subject: int, spatial_dims: int, path: str | None = None,
                    slice_index: int = SLICE_INDEX) -> np.ndarray:
     """The class map (uint8) of source subject ``subject``: the volume (3D) or its axial slice (2D)."""
-    labels, subjects = synthseg_labels(path)
+    labels, subjects, _ = synthseg_labels(path)
     if subject not in subjects:
         raise ValueError(f"subject {subject} is not one of {subjects}")
     lab = labels[subjects.index(subject)]
@@ -178,7 +181,7 @@ def generate_synthseg_dataset(
     if spatial_dims == 2:
         params["slice_index"] = int(slice_index)
     path = None if labels is None else str(labels)
-    shape = synthseg_labels(path)[0].shape[1:1 + spatial_dims]
+    origin = list(synthseg_labels(path)[2][:spatial_dims])  # as for mni2d/mni3d: the RAS mm of voxel 0
     manifest = {
         "generator": "gemini_pl.data.brains", "version": BRAINS_VERSION, "params": params,
         "labels": {str(k): v for k, v in LABEL_NAMES.items()},
@@ -186,7 +189,6 @@ def generate_synthseg_dataset(
                   "affinely aligned, 2 mm; T1-like intensities synthesised from real label maps",
         "subjects": {k: list(v) for k, v in SPLIT.items()},
     }
-    origin = [-(n - 1) / 2 * SPACING_MM for n in shape]
 
     def make_case(index: int) -> tuple[np.ndarray, np.ndarray]:
         subject = cases[index][1]
