@@ -35,11 +35,13 @@ def test_the_derived_copy_loads_with_its_licence_and_notice():
 
 
 def test_freesurfer_values_are_grouped_left_and_right_merged():
+    from gemini_pl.data import synthseg_derive as _derive
     from gemini_pl.data.synthseg_derive import group_labels
 
     codes = np.array([0, 2, 41, 3, 42, 4, 43, 7, 47, 10, 49, 11, 50, 12, 52, 17, 54, 16, 28, 14, 15, 24, 507, 85])
     expected = [0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 0, 0, 0]
     assert group_labels(codes).tolist() == expected
+    assert _derive.TRAIN_SUBJECTS == SPLIT["train"]  # only training subjects shape the common space
     all_codes = [c for cs in FREESURFER_GROUPS.values() for c in cs]
     assert len(all_codes) == len(set(all_codes))  # each FreeSurfer value in one class
     assert sorted(FREESURFER_GROUPS) == list(range(1, len(LABEL_NAMES)))

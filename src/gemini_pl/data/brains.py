@@ -22,9 +22,10 @@ Datasets (canonical layout, :func:`~gemini_pl.data.synthetic.write_generated_dat
 ``synthseg3d``, the aligned volumes (96 × 112 × 88; array axes towards right, anterior, superior,
 oriented like MNI152), and ``synthseg2d``, the axial slice :data:`SLICE_INDEX` of the aligned space
 (96 × 112, about z = 0 mm in MNI152 terms: the basal ganglia, the thalami, the 3rd ventricle, the
-hippocampi and the top of the cerebellum — all 11 classes in every subject). The split is by subject (:data:`SPLIT`): 14 training subjects
-(``train/unlabeled`` and, the same subjects with their labels, ``train/labeled``), 2 validation
-and 4 test subjects; the common space is built from the training subjects only. Registration pairs
+hippocampi and the top of the cerebellum — all 11 classes in every subject). The split is by
+subject (:data:`SPLIT`, by source number): 14 training subjects (``train/unlabeled`` and, the
+same subjects with their labels, ``train/labeled``), 2 validation and 4 test subjects; the common
+space is built from the training subjects only. Registration pairs
 are between different subjects: ``eval_mode: pairs`` pairs the 4 test subjects (12 ordered pairs
 with ``num_val_pairs: null``). Case names carry the source subject: ``synthseg_s07`` is
 ``training_seg_07.nii.gz``.
