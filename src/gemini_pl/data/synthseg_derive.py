@@ -168,13 +168,16 @@ def _centroid_of(img) -> np.ndarray:
 def _register(fixed, moving, initial, seed: int, rigid: bool = False):
     import SimpleITK as sitk
 
+    if seed <= 0:
+        raise ValueError("the metric sampling seed must be positive (SimpleITK reads 0 as the wall clock)")
+
     reg = sitk.ImageRegistrationMethod()
     if rigid:
         reg.SetMetricAsCorrelation()
     else:
         reg.SetMetricAsMeanSquares()
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.1, seed)
+    reg.SetMetricSamplingPercentage(0.1, seed)  # seed > 0: SimpleITK takes 0 for the wall clock
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=ITERATIONS,
                                                  relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
@@ -273,7 +276,7 @@ def derive(src: str | Path, out: str | Path, log=print, cache: str | Path | None
     mean_img = _mean_image([pseudo[s] for s in TRAIN_SUBJECTS], tmp_ref, [_affine(first[s]) for s in TRAIN_SUBJECTS])
     mni = _mni_pseudo_t1()
     orient, metric = _register(mni, mean_img, sitk.CenteredTransformInitializer(
-        mni, mean_img, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS), seed=0, rigid=True)
+        mni, mean_img, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS), seed=1000, rigid=True)
     log(f"oriented like MNI152 (rigid, correlation {metric:.4f})")
     first = {s: _affine(first[s] @ _matrix(orient)) for s in SUBJECTS}  # MNI-oriented point -> subject
     # template: the mean training pseudo-T1 in that space, on the final grid centred on its brain
