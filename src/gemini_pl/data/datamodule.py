@@ -90,8 +90,9 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
             root: data root folder; the dataset is read from ``<root>/<folder>``.
             dataset: a dataset name of :mod:`gemini_pl.data.specs` (``whs_ct``, ``asoca``,
                 ``cat08``, ``candi``, ``scr``, ``kipa22``, ``chestxray8``, ``ppmi``,
-                ``phantom2d``, ``phantom3d``) or any folder name in the canonical layout (labels
-                then are class indices, intensities min-max scaled).
+                ``phantom2d``, ``phantom3d``, ``mni2d``, ``mni3d``, ``synthseg2d``, ``synthseg3d``) or
+                any folder name in the canonical layout (labels then are class indices, intensities
+                min-max scaled).
             spatial_dims: 2 or 3; ``None``: the spec's, else read from the first file's header
                 when the data module is built. Checked against the files.
             batch_size: items per training batch (pairs, or pairs with a labeled sample).

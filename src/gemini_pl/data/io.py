@@ -41,7 +41,8 @@ __all__ = [
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", *SITK_SUFFIXES)
 
 _HINT = ("see data/README.md, or use generated data: the phantom2d/phantom3d datasets, or the MNI152-derived "
-         "mni2d/mni3d written by `python -m gemini_pl.data.anatomy --root <root>`")
+         "mni2d/mni3d written by `python -m gemini_pl.data.anatomy --root <root>`, or the SynthSeg-derived "
+         "synthseg2d/synthseg3d written by `python -m gemini_pl.data.brains --root <root>`")
 
 
 class DataWarning(UserWarning):

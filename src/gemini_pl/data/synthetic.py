@@ -60,12 +60,15 @@ def read_manifest(path: Path) -> dict | None:
 def write_generated_dataset(
     root: str | os.PathLike, name: str, manifest: Mapping[str, Any], make_case: MakeCase,
     spacing: Sequence[float], origin: Sequence[float], prefix: str, overwrite: bool = False,
+    case_name: Callable[[int], str] | None = None,
 ) -> Path:
     """Write (or find) the dataset ``<root>/<name>`` described by ``manifest``; returns its path.
 
     ``manifest`` holds ``generator``, ``version`` and ``params`` (with the counts ``num_unlabeled``,
     ``num_labeled``, ``num_test`` and optionally ``num_val``); ``make_case(k)`` returns the image
-    and label arrays of case ``k`` (cases are numbered across the splits in :data:`SPLITS` order).
+    and label arrays of case ``k`` (cases are numbered across the splits in :data:`SPLITS` order),
+    written as ``<prefix>_<k:04d>`` or as ``case_name(k)`` (names may repeat across splits: the
+    same subject unlabeled and labeled).
     """
     out = Path(root) / name
     manifest_path = out / "manifest.json"
@@ -99,7 +102,7 @@ def write_generated_dataset(
                 (tmp / split / "label").mkdir(parents=True, exist_ok=True)
             names = []
             for _ in range(count):
-                case = f"{prefix}_{index:04d}"
+                case = f"{prefix}_{index:04d}" if case_name is None else case_name(index)
                 image, label = make_case(index)
                 write_volume(image, tmp / split / "image" / f"{case}.nii.gz", spacing, origin)
                 if labeled:

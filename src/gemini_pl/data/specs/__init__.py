@@ -13,6 +13,7 @@ chestxray8     :mod:`.chestxray8`           ChestX-ray8, pairs within view x sex
 ppmi           :mod:`.ppmi`                 PPMI brain MRI (images only)
 phantom2d/3d   :mod:`.phantom`              the generated phantoms
 mni2d/3d       :mod:`.mni`                  brain subjects generated from the MNI152 template
+synthseg2d/3d  :mod:`.synthseg`             20 real brains (SynthSeg label maps), synthesised T1
 =============  ===========================  ==========================================
 
 Any other ``data.dataset`` name is a folder read with :func:`generic_spec` (labels are class
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gemini_pl.data.specs import asoca, candi, cat08, chestxray8, kipa22, mni, phantom, ppmi, scr, whs_ct
+from gemini_pl.data.specs import asoca, candi, cat08, chestxray8, kipa22, mni, phantom, ppmi, scr, synthseg, whs_ct
 from gemini_pl.data.specs.base import BRAIN_MASK_MODES, INTENSITY_MODES, DatasetSpec, Preprocessing
 
 __all__ = [
@@ -37,7 +38,8 @@ SPECS: dict[str, DatasetSpec] = {
     s.name: s
     for s in (
         whs_ct.SPEC, asoca.SPEC, cat08.SPEC, candi.SPEC, scr.SPEC, kipa22.SPEC, chestxray8.SPEC,
-        ppmi.SPEC, phantom.SPEC_2D, phantom.SPEC_3D, mni.SPEC_2D, mni.SPEC_3D,
+        ppmi.SPEC, phantom.SPEC_2D, phantom.SPEC_3D, mni.SPEC_2D, mni.SPEC_3D, synthseg.SPEC_2D,
+        synthseg.SPEC_3D,
     )
 }
 
