@@ -29,7 +29,7 @@ from .callbacks import ConfigToLoggers, TrainingCurves, WandbResume
 from .callbacks.media_policy import TRAINER_ATTR as MEDIA_ATTR
 from .callbacks.wandb_resume import continue_wandb_run
 from .checkpoint_io import AtomicCheckpointIO
-from .cli_errors import instantiation_error
+from .cli_errors import OneLineErrors, instantiation_error, one_line, traceback_wanted
 from .configs import resolve_config
 from .errors import ConfigError, GeminiError
 from .runtime import keep_freed_memory
@@ -304,7 +304,7 @@ def fill_output_dirs(config) -> str:
     return root
 
 
-class OutputDirsParser(LightningArgumentParser):
+class OutputDirsParser(OneLineErrors, LightningArgumentParser):
     """The parser of :class:`GeminiCLI`: before it checks a parsed config, it fills the output folders
     that the config leaves unset (:func:`fill_output_dirs`), so that e.g. a ``CSVLogger`` needs no
     ``save_dir`` of its own. (``--print_config`` prints the config before this step.)"""
@@ -335,21 +335,32 @@ def check_checkpoint_file(path: str | None) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point."""
+    """Console entry point. An error that is the user's to fix (a gemini-pl error, a config mistake,
+    a full or read-only output folder, a bad file read in a DataLoader worker) is printed as one
+    line ``gemini-pl: error: ...`` and exits non-zero (2; 1 for output-folder errors; 143 after
+    SIGTERM); ``GEMINI_PL_TRACEBACK=1`` keeps the traceback."""
     os.environ.setdefault("WANDB_SILENT", "true")
     keep_freed_memory()  # CPU: reuse freed buffers instead of page-faulting fresh ones (runtime.py)
     argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] in EXTRA_COMMANDS:  # e.g. gemini-pl check-data --config ... (gemini_pl.data.check)
-        import importlib
-
-        module, _, func = EXTRA_COMMANDS[argv[0]][1].partition(":")
-        sys.exit(getattr(importlib.import_module(module), func)(argv[1:]))
+    prog = "gemini-pl"
     try:
-        check_checkpoint_file(_ckpt_path_arg(sys.argv[1:] if args is None else args))
-        cli_main(args)
-    except GeminiError as exc:
-        print(f"gemini-pl: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        if argv and argv[0] in EXTRA_COMMANDS:  # e.g. gemini-pl check-data --config ... (gemini_pl.data.check)
+            import importlib
+
+            prog = f"gemini-pl {argv[0]}"
+            module, _, func = EXTRA_COMMANDS[argv[0]][1].partition(":")
+            code = getattr(importlib.import_module(module), func)(argv[1:])
+        else:
+            check_checkpoint_file(_ckpt_path_arg(argv))
+            cli_main(args)
+            return
+    except Exception as exc:
+        found = None if traceback_wanted() else one_line(exc)
+        if found is None:
+            raise
+        print(f"{prog}: error: {found[0]}", file=sys.stderr)
+        sys.exit(found[1])
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
