@@ -31,7 +31,7 @@ from .callbacks.wandb_resume import continue_wandb_run
 from .checkpoint_io import AtomicCheckpointIO
 from .cli_errors import OneLineErrors, instantiation_error, one_line, traceback_wanted
 from .configs import resolve_config
-from .errors import ConfigError, GeminiError
+from .errors import CheckpointError, ConfigError, GeminiError
 from .runtime import keep_freed_memory
 from .safe_load import safe_torch_load
 from .trainer import Trainer
@@ -50,12 +50,18 @@ class GeminiCLI(LightningCLI):
             argv = sys.argv
             sys.argv = argv[:1]  # parsed as given args below; hidden so that LightningCLI sees one command line
             try:
-                super().parse_arguments(parser, expand_config_args(argv[1:]))
+                expanded = expand_config_args(argv[1:])
+                self._explicit = explicit_model_keys(expanded)
+                super().parse_arguments(parser, expanded)
             finally:
                 sys.argv = argv
         elif isinstance(args, (list, tuple)):
-            super().parse_arguments(parser, expand_config_args(list(args)))
+            expanded = expand_config_args(list(args))
+            self._explicit = explicit_model_keys(expanded)
+            super().parse_arguments(parser, expanded)
         else:
+            self._explicit = set(((args.get(args.get("subcommand") or "", {}) or {}).get("model") or {})
+                                 .get("init_args", {}) or {}) if hasattr(args, "get") else set()
             super().parse_arguments(parser, args)
 
     def init_parser(self, **kwargs):  # noqa: D102 - LightningCLI hook
@@ -85,7 +91,34 @@ class GeminiCLI(LightningCLI):
                 raise
             raise err from exc
         setattr(self.trainer, MEDIA_ATTR, config.get("log_media"))  # see callbacks/media_policy.py
-        check_linked_values(given, type(self.model), self.datamodule)
+        check_linked_values(given, type(self.model), self.datamodule, getattr(self, "_explicit", set()))
+        dims = (getattr(self, "_ckpt_hparams", None) or {}).get("spatial_dims")
+        data_dims = getattr(self.datamodule, "spatial_dims", None)
+        if dims is not None and data_dims is not None and int(dims) != int(data_dims):
+            raise CheckpointError(
+                f"{config.get('ckpt_path')} holds a {dims}D {_short(self._ckpt_hparams.get('_class_path'))} but the "
+                f"config builds a {data_dims}D one (the data is {data_dims}D): use a checkpoint trained on {data_dims}D data"
+            )
+
+    def _parse_ckpt_path(self) -> None:  # noqa: D102 - LightningCLI hook
+        # a checkpoint of another module or dimensionality: one line before Lightning swaps the model for it
+        sub = self.config.get("subcommand")
+        section = self.config.get(sub) if sub else None
+        path = section.get("ckpt_path") if section is not None else None
+        self._ckpt_hparams = checkpoint_fits(path, section) if path and Path(path).is_file() else {}
+        super()._parse_ckpt_path()
+
+    def _run_subcommand(self, subcommand: str) -> None:  # noqa: D102 - LightningCLI hook
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        ckpt_path = self.config_init[subcommand].get("ckpt_path")
+        if subcommand in ("validate", "test", "predict") and ckpt_path in ("last", "best"):
+            require_checkpoint(self.trainer, ckpt_path, subcommand)
+        try:
+            super()._run_subcommand(subcommand)
+        except SIGTERMException:
+            raise Interrupted(f"{subcommand} stopped by SIGTERM at step {self.trainer.global_step}; "
+                              + resume_hint(self.trainer)) from None
 
     def before_fit(self) -> None:  # noqa: D102 - LightningCLI hook
         continue_wandb_run(self.trainer, self.config_init[self.subcommand].get("ckpt_path"))
@@ -124,19 +157,118 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
 LINKED_FROM_DATA = ("spatial_dims", "num_classes", "label_kind")
 
 
-def check_linked_values(given: dict[str, Any], model_class: type, datamodule: Any) -> None:
+def check_linked_values(given: dict[str, Any], model_class: type, datamodule: Any,
+                        explicit: set[str] | frozenset[str] = frozenset()) -> None:
     """Refuse a model value of a linked argument that the config set to something other than the
-    data's (the link would otherwise replace it silently)."""
+    data's (the link would otherwise replace it silently). ``explicit``: the model keys a config
+    file or the command line gave (checked whatever their value; other keys only when they differ
+    from the class default, which the parser fills in)."""
     for key in LINKED_FROM_DATA:
         value = given.get(key)
         data_value = getattr(datamodule, key, None) if datamodule is not None else None
-        if value is None or data_value is None or value == init_defaults(model_class).get(key, inspect.Parameter.empty):
+        if value is None or data_value is None:
+            continue
+        if key not in explicit and value == init_defaults(model_class).get(key, inspect.Parameter.empty):
             continue
         if value != data_value and not (key == "label_kind" and value == "auto"):
             raise ConfigError(
                 f"model.init_args.{key}={value!r} but the data gives {key}={data_value!r}; "
                 f"{key} is taken from the data: drop it from the model's config or set data.init_args.{key}"
             )
+
+
+def explicit_model_keys(args: list[str]) -> set[str]:
+    """The ``model`` init arguments that the command line (``--model.init_args.KEY``,
+    ``--model.KEY``) or a config file (``model: {init_args: {KEY: ...}}``) of ``args`` sets."""
+    keys: set[str] = set()
+    i = 0
+    while i < len(args):
+        arg = str(args[i])
+        if arg in ("-c", "--config") and i + 1 < len(args) or arg.startswith("--config="):
+            path = arg.split("=", 1)[1] if arg.startswith("--config=") else args[i + 1]
+            try:
+                data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+            except (yaml.YAMLError, OSError, UnicodeDecodeError):
+                data = None
+            model = data.get("model") if isinstance(data, dict) else None
+            init = model.get("init_args") if isinstance(model, dict) else None
+            if isinstance(init, dict):
+                keys |= set(init)
+            i += 1 if arg.startswith("--config=") else 2
+            continue
+        if arg.startswith("--model."):
+            name = arg[len("--model."):].split("=", 1)[0]
+            name = name[len("init_args."):] if name.startswith("init_args.") else name
+            if "." not in name:
+                keys.add(name)
+        i += 1
+    return keys
+
+
+class Interrupted(GeminiError):
+    """A run stopped by a signal (exit status 128 + SIGTERM)."""
+
+    exit_code = 143
+
+
+def _short(class_path: Any) -> str:
+    return str(class_path or "module").rpartition(".")[2]
+
+
+def checkpoint_fits(path: str, section: Any) -> dict[str, Any]:
+    """The hyper-parameters of checkpoint ``path``; CheckpointError when it holds another module
+    class or dimensionality than the config ``section`` builds (one line saying both)."""
+    ckpt = safe_torch_load(path, mmap=True)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict): give a .ckpt written by gemini-pl fit")
+    hp = dict(ckpt.get("hyper_parameters") or {})
+    model = section.get("model") if hasattr(section, "get") else None
+    built = model.get("class_path") if hasattr(model, "get") else None
+    held = hp.get("_class_path")
+    dims = hp.get("spatial_dims")
+    held_text = f"a {dims}D {_short(held)}" if dims else f"a {_short(held)}"
+    if held and built and held != built:
+        raise CheckpointError(f"{path} holds {held_text} ({held}) but the config builds a {built}: "
+                              "give a checkpoint of that module or the config it was trained with")
+    data = section.get("data") if hasattr(section, "get") else None
+    init = data.get("init_args") if hasattr(data, "get") else None
+    want = init.get("spatial_dims") if hasattr(init, "get") else None
+    if dims is not None and want is not None and int(dims) != int(want):
+        raise CheckpointError(f"{path} holds {held_text} but the config builds a {want}D one "
+                              f"(data.init_args.spatial_dims={want}): use a checkpoint trained on {want}D data")
+    return hp
+
+
+def require_checkpoint(trainer: Any, which: str, subcommand: str) -> None:
+    """``--ckpt_path last`` (or ``best``) of an evaluation: ConfigError when there is none (Lightning
+    would warn and evaluate the untrained weights)."""
+    found: set = set()
+    dirs = []
+    for cb in trainer.checkpoint_callbacks:
+        dirs.append(str(cb.dirpath))
+        if which == "last":
+            found |= set(cb._find_last_checkpoints(trainer))
+        elif getattr(cb, "best_model_path", ""):
+            found.add(cb.best_model_path)
+    if not found:
+        where = ", ".join(d for d in dirs if d != "None") or "no checkpoint folder (no ModelCheckpoint callback)"
+        raise ConfigError(
+            f"{subcommand} --ckpt_path {which}: no {which} checkpoint in {where}; give the checkpoint file "
+            "(--ckpt_path path/to/file.ckpt)" + (" (best: only known within the fit run)" if which == "best" else "")
+        )
+
+
+def resume_hint(trainer: Any) -> str:
+    """Where a stopped run can resume from (the newest checkpoint written), for its error line."""
+    paths = []
+    for cb in getattr(trainer, "checkpoint_callbacks", []):
+        paths += [p for p in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")) if p]
+        paths += [str(p) for p in cb._find_last_checkpoints(trainer)] if cb.dirpath else []
+    paths = [p for p in dict.fromkeys(paths) if Path(p).is_file()]
+    if not paths:
+        return "no checkpoint was written yet: rerun the same command to start again"
+    newest = max(paths, key=lambda p: Path(p).stat().st_mtime)
+    return f"resume with the same command and --ckpt_path {newest}"
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
