@@ -213,3 +213,156 @@ def test_invalid_learning_rate(good, capsys, value):
     code, err, _ = run(capsys, "fit", "--config", str(cfg), "--model.init_args.lr", value)
     assert code == 2
     one_error(err, "lr")
+
+
+# ================================================================ checkpoints
+def _variant(ckpt: Path, out: Path, **hparams) -> Path:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state["hyper_parameters"].update(hparams)
+    torch.save(state, out)
+    return out
+
+
+def _text(path: Path) -> Path:
+    path.write_text("this is not a checkpoint\n")
+    return path
+
+
+def test_test_with_checkpoint_of_another_module(good, tmp_path, capsys):
+    tmp, _, cfg, ckpt = good
+    other = _variant(ckpt, tmp_path / "pretrain.ckpt", _class_path="gemini_pl.modules.GeminiPretrain")
+    code, err, _ = run(capsys, "test", "--config", str(cfg), "--ckpt_path", str(other))
+    assert code == 2
+    one_error(err, "pretrain.ckpt", "GeminiPretrain", "gemini_pl.modules.Segmentation")
+
+
+def test_test_with_checkpoint_of_another_dimensionality(good, tmp_path, capsys):
+    tmp, _, cfg, ckpt = good
+    other = _variant(ckpt, tmp_path / "3d.ckpt", spatial_dims=3)
+    code, err, _ = run(capsys, "test", "--config", str(cfg), "--ckpt_path", str(other))
+    assert code == 2
+    one_error(err, "3d.ckpt", "3D", "2D")
+
+
+@pytest.mark.parametrize("command", ["fit", "test", "validate", "predict"])
+def test_text_file_as_checkpoint_of_the_cli(good, tmp_path, capsys, command):
+    _, _, cfg, _ = good
+    code, err, _ = run(capsys, command, "--config", str(cfg), "--ckpt_path", str(_text(tmp_path / "notes.ckpt")))
+    assert code == 2
+    one_error(err, "notes.ckpt")
+
+
+def test_text_file_as_init_from(good, tmp_path, capsys):
+    _, _, cfg, _ = good
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--trainer.default_root_dir", str(tmp_path / "r"),
+                       "--model.init_args.init_from", str(_text(tmp_path / "notes.ckpt")))
+    assert code == 2
+    one_error(err, "notes.ckpt")
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("command", ["segment", "register"])
+def test_text_file_as_checkpoint_of_the_apps(good, tmp_path, capsys, command):
+    _, root, _, _ = good
+    img = str(root / "mine/test/labeled/image/c100.png")
+    args = (["--input", img] if command == "segment" else ["--fixed", img, "--moving", img])
+    code, err, _ = run(capsys, command, *args, "--ckpt", str(_text(tmp_path / "notes.ckpt")), "--out", str(tmp_path / "out"))
+    assert code == 2
+    one_error(err, "notes.ckpt", prog=f"gemini-pl {command}")
+    assert not any((tmp_path / "out").glob("**/*.nii*"))
+
+
+@pytest.mark.parametrize("which", ["last", "best"])
+def test_evaluation_with_no_such_checkpoint(good, tmp_path, capsys, which):
+    _, _, cfg, _ = good
+    run_dir = tmp_path / "empty_run"
+    code, err, _ = run(capsys, "test", "--config", str(cfg), "--trainer.default_root_dir", str(run_dir),
+                       "--ckpt_path", which)
+    assert code == 2
+    one_error(err, f"--ckpt_path {which}")
+    assert not (run_dir / "results").exists()
+
+
+def test_sigterm_during_fit_exits_nonzero_naming_the_checkpoint(good, tmp_path, capsys):
+    _, _, cfg, _ = good
+    extra = tmp_path / "term.yaml"
+    extra.write_text(yaml.safe_dump({"trainer": {"max_steps": 6, "max_epochs": 5, "callbacks+": [
+        {"class_path": "test_bad_input.TermAfter", "init_args": {"step": 4}}]}}))
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--config", str(extra),
+                       "--trainer.default_root_dir", str(tmp_path / "r"))
+    assert code == 143
+    line = one_error(err, "SIGTERM", "--ckpt_path")
+    assert str(tmp_path / "r" / "checkpoints" / "last.ckpt") in line
+
+
+def test_last_checkpoint_holds_the_last_step(good, tmp_path):
+    _, _, cfg, _ = good
+    extra = tmp_path / "steps.yaml"
+    extra.write_text(yaml.safe_dump({"trainer": {"max_steps": 5, "max_epochs": 5, "callbacks": [
+        {"class_path": "gemini_pl.callbacks.LastCheckpoint", "init_args": {"every_n_train_steps": 2}}]}}))
+    main(["fit", "--config", str(cfg), "--config", str(extra), "--trainer.default_root_dir", str(tmp_path / "r")])
+    state = torch.load(tmp_path / "r/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 5
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder(good, tmp_path, capsys):
+    _, _, cfg, _ = good
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        code, err, _ = run(capsys, "fit", "--config", str(cfg), "--trainer.default_root_dir", str(out / "run"))
+    finally:
+        out.chmod(0o700)
+    assert code != 0
+    one_error(err, str(out))
+
+
+import lightning as L  # noqa: E402
+
+
+class TermAfter(L.Callback):
+    """Sends SIGTERM to this process after training step ``step`` (as a scheduler would)."""
+
+    def __init__(self, step: int = 1) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_output_folder_is_a_file(good, tmp_path, capsys):
+    _, _, cfg, _ = good
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder\n")
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--trainer.default_root_dir", str(blocker / "run"))
+    assert code != 0
+    one_error(err, str(blocker))
+
+
+def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(good, tmp_path, capsys, monkeypatch):
+    import gemini_pl.checkpoint_io as cio
+
+    _, _, cfg, _ = good
+    real_save, calls = torch.save, []
+
+    def full_disk(obj, f, *a, **k):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4096 vs 3990")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(cio.torch, "save", full_disk)
+    extra = tmp_path / "steps.yaml"
+    extra.write_text(yaml.safe_dump({"trainer": {"max_steps": 4, "max_epochs": 5, "callbacks": [
+        {"class_path": "gemini_pl.callbacks.LastCheckpoint", "init_args": {"every_n_train_steps": 2}}]}}))
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--config", str(extra),
+                       "--trainer.default_root_dir", str(tmp_path / "r"))
+    last = tmp_path / "r/checkpoints/last.ckpt"
+    assert code != 0
+    one_error(err, str(last), "disk full", "previous")
+    monkeypatch.setattr(cio.torch, "save", real_save)
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2
+    assert not list(last.parent.glob("*.tmp-*"))
