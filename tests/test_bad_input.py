@@ -366,3 +366,164 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(good, tmp_pa
     monkeypatch.setattr(cio.torch, "save", real_save)
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2
     assert not list(last.parent.glob("*.tmp-*"))
+
+
+# ================================================================ 2. the files: one read path
+def _nii_case(data: Path, name: str, image: np.ndarray, label: np.ndarray | None = None,
+              split: str = "train/labeled") -> tuple[Path, Path]:
+    img = nifti(data / split / "image" / f"{name}.nii.gz", image)
+    lab = nifti(data / split / "label" / f"{name}.nii.gz", label if label is not None else label_array(1).astype(np.int16))
+    return img, lab
+
+
+def _float_image() -> np.ndarray:
+    return image_array(7).astype(np.float32)
+
+
+def d_nan_image(data):
+    img = _float_image()
+    img[3, 4] = np.nan
+    return _nii_case(data, "nan", img)[0], "NaN"
+
+
+def d_inf_image(data):
+    img = _float_image()
+    img[5, 5] = np.inf
+    return _nii_case(data, "inf", img)[0], "infinite"
+
+
+def d_inf_label(data):
+    lab = label_array(1).astype(np.float32)
+    lab[2, 2] = -np.inf
+    return _nii_case(data, "infl", _float_image(), lab)[1], "infinite"
+
+
+def d_fractional_label(data):
+    lab = label_array(1).astype(np.float32)
+    lab[lab == 1] = 0.5
+    lab[lab == 2] = 2.5
+    return _nii_case(data, "half", _float_image(), lab)[1], "non-integer"
+
+
+def d_negative_label(data):
+    lab = label_array(1).astype(np.int16)
+    lab[0, 0] = -1
+    return _nii_case(data, "neg", _float_image(), lab)[1], "negative"
+
+
+def d_truncated_gz(data):
+    img, _ = _nii_case(data, "cut", _float_image())
+    raw = img.read_bytes()
+    img.write_bytes(raw[: len(raw) // 2])
+    return img, "cut.nii.gz"
+
+
+def d_truncated_nii(data):
+    img = nifti(data / "train/labeled/image/short.nii", _float_image())
+    nifti(data / "train/labeled/label/short.nii", label_array(1).astype(np.int16))
+    raw = img.read_bytes()
+    img.write_bytes(raw[: len(raw) - 500])
+    return img, "corrupt"
+
+
+def d_not_gzip(data):
+    img, _ = _nii_case(data, "plain", _float_image())
+    img.write_bytes(gzip.decompress(img.read_bytes()))
+    return img, "not gzip"
+
+
+def d_empty_png(data):
+    p = data / "train/labeled/image/c000.png"
+    p.write_bytes(b"")
+    return p, "empty"
+
+
+def d_empty_label(data):
+    p = data / "train/labeled/label/c001.png"
+    p.write_bytes(b"")
+    return p, "empty"
+
+
+def d_corrupt_png(data):
+    p = data / "test/labeled/image/c100.png"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    return p, "c100.png"
+
+
+def d_unsupported_suffix(data):
+    p = data / "train/labeled/image/c002.jpg"
+    p.write_bytes(b"jpeg?")
+    return p, "not a supported image file"
+
+
+def d_text_in_image_folder(data):
+    p = data / "test/labeled/image/notes.txt"
+    p.write_text("scanner notes\n")
+    return p, "not a supported image file"
+
+
+def d_dangling_link(data):
+    p = data / "train/labeled/image/c009.png"
+    p.symlink_to(data / "nowhere.png")
+    return p, "dangling link"
+
+
+def d_duplicate_case(data):
+    _nii_case(data, "c000", _float_image())
+    return data / "train/labeled/image/c000.png", "same case"
+
+
+def d_missing_label(data):
+    (data / "train/labeled/label/c002.png").unlink()
+    return data / "train/labeled/label/c002.png", "has no label"
+
+
+def d_label_shape(data):
+    p = data / "train/labeled/label/c001.png"
+    png(p, np.zeros((SIZE, SIZE + 4), np.uint8))
+    return p, "shape"
+
+
+def d_label_beyond(data):
+    p = data / "train/labeled/label/c001.png"
+    lab = label_array(1)
+    lab[0:4, 0:4] = 9
+    png(p, lab)
+    return p, "beyond"
+
+
+FILE_DEFECTS = {f.__name__[2:]: f for f in (
+    d_nan_image, d_inf_image, d_inf_label, d_fractional_label, d_negative_label, d_truncated_gz, d_truncated_nii,
+    d_not_gzip, d_empty_png, d_empty_label, d_corrupt_png, d_unsupported_suffix, d_text_in_image_folder,
+    d_dangling_link, d_duplicate_case, d_missing_label, d_label_shape, d_label_beyond)}
+
+
+@pytest.fixture
+def fresh(good, tmp_path):
+    """A copy of the good dataset to break, and a config reading it."""
+    _, root, _, _ = good
+    shutil.copytree(root / "mine", tmp_path / "data" / "mine", symlinks=True)
+    return tmp_path / "data" / "mine", config(tmp_path, tmp_path / "data")
+
+
+@pytest.mark.parametrize("defect", list(FILE_DEFECTS))
+def test_check_data_names_the_bad_file(fresh, capsys, defect):
+    data, cfg = fresh
+    path, what = FILE_DEFECTS[defect](data)
+    code, err, out = run(capsys, "check-data", "--config", str(cfg))
+    assert code == 1, out + err
+    assert "Traceback" not in out + err
+    problems = [ln for ln in (out + err).splitlines() if ln.startswith("  - ") or "error:" in ln]
+    hits = [ln for ln in problems if path.name in ln and what in ln]
+    assert hits, (path.name, what, out[-3000:], err[-2000:])
+    assert "OK: no problems found" not in out
+
+
+@pytest.mark.parametrize("defect", list(FILE_DEFECTS))
+def test_fit_refuses_the_bad_file_before_training(fresh, capsys, defect):
+    data, cfg = fresh
+    path, what = FILE_DEFECTS[defect](data)
+    code, err, _ = run(capsys, "fit", "--config", str(cfg))
+    assert code == 2
+    one_error(err, path.name, what)
+    assert not (cfg.parent / "run" / "checkpoints").exists()

@@ -279,7 +279,12 @@ def build_parser():
     import lightning as L
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(
+    from gemini_pl.cli_errors import OneLineErrors
+
+    class Parser(OneLineErrors, ArgumentParser):
+        """check-data's parser: one line per parse error (cli_errors.py)."""
+
+    parser = Parser(
         prog="gemini-pl check-data",
         description="Check a dataset: counts, shapes, spacings, label values, problems.",
     )
@@ -306,8 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parser.parse_args(args)
     try:
         init = parser.instantiate_classes(cfg)
-    except GeminiError as exc:
-        print(f"gemini-pl check-data: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # jsonargparse wraps the data module's own error
+        err = find_error(exc)
+        if err is None:
+            raise
+        print(f"gemini-pl check-data: error: {err}", file=sys.stderr)
         return 1
     dm = init.data
     if not isinstance(dm, GeminiDataModule):
