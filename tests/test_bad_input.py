@@ -527,3 +527,119 @@ def test_fit_refuses_the_bad_file_before_training(fresh, capsys, defect):
     assert code == 2
     one_error(err, path.name, what)
     assert not (cfg.parent / "run" / "checkpoints").exists()
+
+
+# ================================================================ segment and register: the same checks
+@pytest.fixture(scope="module")
+def deformer(tmp_path_factory):
+    """A (untrained) GeminiPretrain checkpoint of 2D images, as gemini-pl fit writes it."""
+    from gemini_pl.modules import GeminiPretrain
+
+    tmp = tmp_path_factory.mktemp("deformer")
+    hp = {"spatial_dims": 2, "widths": [8] * 9, "deformer_widths": [8] * 5}
+    model = GeminiPretrain(**hp)
+    path = tmp / "pretrain.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {**hp, "_class_path": "gemini_pl.modules.GeminiPretrain"}}, path)
+    return path
+
+
+APP_DEFECTS = ["nan_image", "inf_image", "truncated_gz", "truncated_nii", "not_gzip", "empty_png", "corrupt_png",
+               "dangling_link", "unsupported_suffix", "duplicate_case"]
+#: defects of one file given on its own (the others are defects of a folder's listing)
+_FOLDER_ONLY = ("unsupported_suffix", "duplicate_case")
+
+
+@pytest.mark.parametrize("command", ["segment", "register"])
+@pytest.mark.parametrize("defect", APP_DEFECTS)
+def test_apps_refuse_the_bad_file_and_write_nothing(good, deformer, fresh, tmp_path, capsys, command, defect):
+    _, _, _, seg_ckpt = good
+    data, _ = fresh
+    folder = data / "train/labeled/image"
+    path, what = FILE_DEFECTS[defect](data)
+    given = str(folder) if defect in _FOLDER_ONLY or defect == "empty_png" else str(path)
+    out = tmp_path / "out"
+    if command == "segment":
+        args = ["segment", "--ckpt", str(seg_ckpt), "--input", given, "--out", str(out)]
+    else:
+        fixed = str(data / "test/labeled/image/c101.png")
+        args = ["register", "--ckpt", str(deformer), "--fixed", fixed, "--moving", given, "--out", str(out)]
+    code, err, _ = run(capsys, *args)
+    assert code == 2
+    what = {"truncated_nii": "truncated", "unsupported_suffix": "cannot read"}.get(defect, what)  # the apps read .jpg
+    one_error(err, path.name, what, prog=f"gemini-pl {command}")
+    assert not out.exists() or not any(out.rglob("*.*")), sorted(out.rglob("*"))
+
+
+def _inverted_palette_png(path: Path, grey: np.ndarray) -> Path:
+    """``grey`` stored as a palette PNG whose index i shows grey 255 - i (indices inverted)."""
+    im = Image.fromarray((255 - grey).astype(np.uint8), mode="L").convert("P")
+    im.putpalette([c for i in range(256) for c in (255 - i,) * 3])
+    im = Image.fromarray((255 - grey).astype(np.uint8), mode="P")
+    im.putpalette([c for i in range(256) for c in (255 - i,) * 3])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return path
+
+
+def test_palette_image_reads_as_shown_by_training_and_inference(tmp_path):
+    from gemini_pl.apps.grid import image_array as sitk_array
+    from gemini_pl.apps.grid import read_image
+    from gemini_pl.data.io import load_image
+
+    grey = image_array(3)
+    path = _inverted_palette_png(tmp_path / "p.png", grey)
+    assert Image.open(path).mode == "P"
+    with pytest.warns(UserWarning, match="palette is applied"):
+        train = load_image(path)[0].numpy()
+    np.testing.assert_allclose(train, grey.T.astype(np.float32), atol=1e-3)  # the picture, not the indices
+    np.testing.assert_allclose(sitk_array(read_image(path, 2)), train, atol=1e-3)
+
+
+def test_palette_label_keeps_its_indices(tmp_path):
+    from gemini_pl.apps.grid import image_array as sitk_array
+    from gemini_pl.apps.grid import read_image
+    from gemini_pl.data.io import load_image
+
+    lab = label_array(0)
+    im = Image.fromarray(lab, mode="P")
+    im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (253 * 3))
+    im.save(tmp_path / "l.png")
+    assert load_image(tmp_path / "l.png", label=True)[0].numpy().T.tolist() == lab.tolist()
+    assert sitk_array(read_image(tmp_path / "l.png", 2, label=True), np.int64).T.tolist() == lab.tolist()
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA", "RGB"])
+def test_grey_alpha_and_colour_read_alike(tmp_path, mode):
+    from gemini_pl.apps.grid import image_array as sitk_array
+    from gemini_pl.apps.grid import read_image
+    from gemini_pl.data.io import load_image
+
+    grey = image_array(4)
+    alpha = np.full_like(grey, 128)
+    arr = {"LA": np.stack([grey, alpha], -1), "RGBA": np.stack([grey, grey, grey, alpha], -1),
+           "RGB": np.stack([grey] * 3, -1)}[mode]
+    path = png(tmp_path / f"{mode}.png", arr, mode)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train = load_image(path)[0].numpy()
+        infer = sitk_array(read_image(path, 2))
+    np.testing.assert_allclose(train, grey.T.astype(np.float32), atol=1e-3)  # alpha never averaged in
+    np.testing.assert_allclose(infer, train, atol=1e-3)
+
+
+def test_constant_image_is_warned_by_check_data(fresh, capsys):
+    data, cfg = fresh
+    png(data / "train/labeled/image/c001.png", np.full((SIZE, SIZE), 7, np.uint8))
+    code, err, out = run(capsys, "check-data", "--config", str(cfg))
+    assert code == 0, out + err
+    assert any("c001.png is constant" in ln for ln in out.splitlines() if ln.startswith("  - "))
+
+
+def test_constant_image_is_warned_by_segment(good, tmp_path, capsys, caplog):
+    _, _, _, seg_ckpt = good
+    img = png(tmp_path / "flat.png", np.zeros((SIZE, SIZE), np.uint8))
+    with pytest.warns(UserWarning, match="flat.png is constant"):
+        code, err, _ = run(capsys, "segment", "--ckpt", str(seg_ckpt), "--input", str(img), "--out", str(tmp_path / "o"))
+    assert code == 0

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SUFFIXES", "Grid", "case_name", "continuous_index", "image_array", "is_nifti", "list_inputs", "model_grid",
-    "read_image", "resample", "sample", "slabs", "to_image", "write_image",
+    "preflight", "read_image", "resample", "sample", "slabs", "to_image", "write_image",
 ]
 
 #: File endings read as images (SimpleITK reads them; checked case-insensitively).
@@ -89,6 +89,27 @@ def list_inputs(items: str | os.PathLike | list, what: str = "input") -> list[Pa
         else:
             raise DataError(f"{what} {p} does not exist")
     return out
+
+
+def preflight(files: list[Path]) -> list[Path]:
+    """``files``, after the file checks of every read (:func:`gemini_pl.data.io.check_file`, with
+    the NIfTI voxel count): an app refuses a bad input before it writes any output."""
+    from ..data.io import _suffix, check_file
+
+    for f in dict.fromkeys(files):
+        if _suffix(f) is not None:
+            check_file(f, deep=True)
+            continue
+        if Path(f).stat().st_size == 0:  # another SimpleITK format (.tif, .jpg, ...): its header must read
+            raise DataError(f"{f} is empty (0 bytes): re-copy or re-generate it")
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(f))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or [""])[-1]
+            raise DataError(f"cannot read {f}: {first.strip()}") from None
+    return files
 
 
 @dataclass(frozen=True)

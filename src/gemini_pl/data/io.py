@@ -187,30 +187,18 @@ def check_file(path: str | os.PathLike, deep: bool = False) -> Path:
 
 
 def _check_nifti_complete(path: Path) -> None:
-    """DataError when the NIfTI ``path`` holds fewer voxel bytes than its header announces (or its
-    gzip stream is cut off)."""
-    import gzip
-    import zlib
-
+    """DataError when the NIfTI ``path`` cannot be decoded whole with nibabel (a cut-off gzip
+    stream, fewer voxel bytes than its header announces) or holds NaN/Inf (SimpleITK reads those
+    as 0, silently)."""
     import nibabel as nib
 
     try:
-        header = nib.load(str(path)).header
-        need = int(header["vox_offset"]) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
-    except Exception as exc:
-        raise DataError(f"cannot read {path}: {type(exc).__name__}: {_first_line(exc)}; the file is corrupt") from None
-    if path.name.lower().endswith(".gz"):
-        got = 0
-        try:
-            with gzip.open(path, "rb") as f:
-                while chunk := f.read(1 << 22):
-                    got += len(chunk)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"{path} is truncated or corrupt ({_first_line(exc)}): re-copy it") from None
-    else:
-        got = path.stat().st_size
-    if got < need:
-        raise DataError(f"{path} is truncated: its header announces {need} bytes, the file holds {got}: re-copy it")
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as exc:  # EOFError, zlib.error, ValueError, ImageFileError, ...
+        raise DataError(f"{path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)}): re-copy it") from None
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise DataError(f"{path} contains NaN or infinite values ({int((~np.isfinite(data)).sum())} voxels); "
+                        "fix or remove the file")
 
 
 #: PIL modes read as one grey channel as they are
