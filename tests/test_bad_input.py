@@ -643,3 +643,77 @@ def test_constant_image_is_warned_by_segment(good, tmp_path, capsys, caplog):
     with pytest.warns(UserWarning, match="flat.png is constant"):
         code, err, _ = run(capsys, "segment", "--ckpt", str(seg_ckpt), "--input", str(img), "--out", str(tmp_path / "o"))
     assert code == 0
+
+
+# ================================================================ 3. split integrity
+def s_test_case_in_training(data):
+    shutil.copy(data / "test/labeled/image/c100.png", data / "train/labeled/image/c100.png")
+    shutil.copy(data / "test/labeled/label/c100.png", data / "train/labeled/label/c100.png")
+    return "c100.png", "share"
+
+
+def s_test_bytes_in_training_renamed(data):
+    shutil.copy(data / "test/labeled/image/c101.png", data / "train/labeled/image/z_copy.png")
+    shutil.copy(data / "test/labeled/label/c101.png", data / "train/labeled/label/z_copy.png")
+    return "z_copy.png", "identical"
+
+
+def s_val_case_in_training(data):
+    for sub in ("image", "label"):
+        (data / "val/labeled" / sub).mkdir(parents=True)
+        shutil.copy(data / f"train/labeled/{sub}/c001.png", data / f"val/labeled/{sub}/c001.png")
+    return "c001.png", "share"
+
+
+def s_val_bytes_in_test(data):
+    for sub in ("image", "label"):
+        (data / "val/labeled" / sub).mkdir(parents=True)
+        shutil.copy(data / f"test/labeled/{sub}/c100.png", data / f"val/labeled/{sub}/v9.png")
+    return "v9.png", "identical"
+
+
+def s_same_case_other_suffix_across_splits(data):
+    _nii_case(data, "c100", _float_image())  # train/labeled c100.nii.gz beside test c100.png
+    return "c100", "share"
+
+
+def s_duplicate_case_in_test(data):
+    _nii_case(data, "c101", _float_image(), split="test/labeled")
+    return "c101", "same case"
+
+
+SPLIT_DEFECTS = {f.__name__[2:]: f for f in (
+    s_test_case_in_training, s_test_bytes_in_training_renamed, s_val_case_in_training, s_val_bytes_in_test,
+    s_same_case_other_suffix_across_splits, s_duplicate_case_in_test)}
+
+
+@pytest.mark.parametrize("defect", list(SPLIT_DEFECTS))
+def test_check_data_finds_the_leak(fresh, capsys, defect):
+    data, cfg = fresh
+    name, what = SPLIT_DEFECTS[defect](data)
+    code, err, out = run(capsys, "check-data", "--config", str(cfg))
+    assert code == 1
+    hits = [ln for ln in (out + err).splitlines() if name in ln and what in ln and (ln.startswith("  - ") or "error:" in ln)]
+    assert hits, out[-3000:] + err[-2000:]
+
+
+@pytest.mark.parametrize("defect", list(SPLIT_DEFECTS))
+def test_fit_refuses_the_leak(fresh, capsys, defect):
+    data, cfg = fresh
+    name, what = SPLIT_DEFECTS[defect](data)
+    code, err, _ = run(capsys, "fit", "--config", str(cfg))
+    assert code == 2
+    one_error(err, name, what)
+    assert not (cfg.parent / "run" / "checkpoints").exists()
+
+
+def test_split_file_with_train_test_overlap_is_refused(fresh, tmp_path, capsys):
+    import json
+
+    data, cfg = fresh
+    split = {"format": "gemini-pl-split", "dataset": "mine", "train_labeled": ["c000.png", "c001.png", "c100.png"],
+             "test": ["c100.png", "c101.png"]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--data.init_args.split_file", str(tmp_path / "split.json"))
+    assert code == 2
+    one_error(err, "split.json", "c100.png", "train_labeled and test")

@@ -690,8 +690,11 @@ def test_split_command_and_val_split(roots, tmp_path):
     _main(["--root", str(roots["whs_ct"]), "--dataset", "whs_ct", "--seed", "3", "--out", str(out), "--num-val", "0"])
     assert "val" not in load_split(out)[0] and len(load_split(out)[0]["train_labeled"]) == 7
     # a hand-made val list: a training case and a case of the test folder taken out of test
+    # (val never shares a case with train_labeled: the training case leaves it)
     split["val"] = ["train005.nii.gz", "test002.nii.gz"]
     split["test"].remove("test002.nii.gz")
+    split["train_labeled"] = [n for n in split["train_labeled"] if n != "train005.nii.gz"]
+    split["few_shot"] = {k: [n for n in v if n != "train005.nii.gz"] for k, v in split["few_shot"].items()}
     out.write_text(json.dumps(split))
     dm = _dm(roots["whs_ct"], "whs_ct", split_file=str(out), num_val_pairs=None)
     dm.setup("fit")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -129,7 +130,41 @@ class SplitRecords:
             else:
                 self.split = make_split(self.spec.name, self.listing(), seed=self.seed)
                 self.split_hash = split_sha256(split_bytes(self.split))
+            self.check_identical_files()
         return self.split
+
+    def check_identical_files(self) -> None:
+        """DataError naming both files when a file of ``test`` or ``val`` has the same bytes as a
+        file of another of ``train_labeled``, ``val``, ``test`` (one case under two names). Only
+        files of equal size are hashed."""
+        import hashlib
+
+        split = self.split or {}
+        by_size: dict[int, list[tuple[str, str]]] = {}
+        for key in ("train_labeled", "val", "test"):
+            if not split.get(key):
+                continue
+            try:
+                records = self.select(key)
+            except DataError:
+                continue  # reported when the role is used
+            for r in records:
+                try:
+                    by_size.setdefault(os.path.getsize(r["image"]), []).append((key, r["image"]))
+                except OSError:
+                    continue  # named when it is read
+        for group in by_size.values():
+            if len({k for k, _ in group}) < 2:
+                continue
+            seen: dict[str, tuple[str, str]] = {}
+            for key, path in group:
+                with open(path, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+                other = seen.get(digest)
+                if other is not None and other[0] != key:
+                    raise DataError(f"{other[1]} ({other[0]}) and {path} ({key}) are identical files: one case in two "
+                                    "splits; remove one of them")
+                seen.setdefault(digest, (key, path))
 
     def select(self, key: str, names: list[str] | None = None) -> list[dict]:
         """Records of split ``key`` restricted to (and ordered as) the split's file names (``val``:
