@@ -717,3 +717,33 @@ def test_split_file_with_train_test_overlap_is_refused(fresh, tmp_path, capsys):
     code, err, _ = run(capsys, "fit", "--config", str(cfg), "--data.init_args.split_file", str(tmp_path / "split.json"))
     assert code == 2
     one_error(err, "split.json", "c100.png", "train_labeled and test")
+
+
+# ================================================================ 4. settings contradicting the data
+@pytest.mark.parametrize("key,value,data_value", [
+    ("num_classes", "2", "3"),      # the class default: was replaced by the data's value silently
+    ("num_classes", "5", "3"),
+    ("spatial_dims", "3", "2"),     # the class default
+])
+def test_explicit_model_setting_contradicting_the_data(good, capsys, key, value, data_value):
+    _, _, cfg, _ = good
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), f"--model.init_args.{key}", value)
+    assert code == 2
+    one_error(err, f"model.init_args.{key}={value}", f"{key}={data_value}")
+
+
+def test_explicit_model_setting_in_a_config_file(good, tmp_path, capsys):
+    _, _, cfg, _ = good
+    extra = tmp_path / "model.yaml"
+    extra.write_text("model:\n  init_args:\n    num_classes: 2\n")
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--config", str(extra))
+    assert code == 2
+    one_error(err, "model.init_args.num_classes=2")
+
+
+def test_agreeing_explicit_setting_is_accepted(good, tmp_path, capsys):
+    _, _, cfg, _ = good
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--model.init_args.num_classes", "3",
+                       "--trainer.default_root_dir", str(tmp_path / "r"))
+    assert code == 0, err[-2000:]
+    assert (tmp_path / "r/checkpoints/last.ckpt").is_file()
