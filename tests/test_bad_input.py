@@ -747,3 +747,34 @@ def test_agreeing_explicit_setting_is_accepted(good, tmp_path, capsys):
                        "--trainer.default_root_dir", str(tmp_path / "r"))
     assert code == 0, err[-2000:]
     assert (tmp_path / "r/checkpoints/last.ckpt").is_file()
+
+
+# ================================================================ 5. the few-shot protocols as written
+@pytest.fixture
+def scr25(tmp_path):
+    """25 labeled training images (the paper's SCR25 protocol) and a test split."""
+    make_pngs(tmp_path / "data", "few", train=25, test=2)
+    return tmp_path, config(tmp_path, tmp_path / "data", "few", num_labeled=25)
+
+
+def test_scr25_budget_is_not_eaten_by_validation(scr25, capsys):
+    tmp, cfg = scr25
+    code, err, out = run(capsys, "check-data", "--config", str(cfg))
+    assert code == 0, out + err
+    assert "train_labeled: 25 image(s)" in out and "25 in the split, few-shot num_labeled=25" in out
+    code, err, _ = run(capsys, "fit", "--config", str(cfg))
+    assert code == 0, err[-2000:]
+    assert (tmp / "run/checkpoints/last.ckpt").is_file()
+
+
+def test_scr25_with_a_split_file_holding_val_out_says_what_to_pass(scr25, capsys):
+    from gemini_pl.data.layout import listing_of
+    from gemini_pl.data.splits import make_split, write_split
+
+    tmp, cfg = scr25
+    split_file = tmp / "few.json"
+    write_split(make_split("few", listing_of(tmp / "data", "few")), split_file)  # the default: 5 held out
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--data.init_args.split_file", str(split_file))
+    assert code == 2
+    one_error(err, "num_labeled=25", "few.json", "--num-val 0", "val/labeled")
+    assert not (tmp / "run/checkpoints").exists()

@@ -130,8 +130,11 @@ def test_missing_root(tmp_path):
 def test_empty_image_folder(tmp_path):
     folder = tmp_path / "ds" / "train" / "unlabeled" / "image"
     folder.mkdir(parents=True)
-    (folder / "notes.txt").write_text("no images here")
     with pytest.raises(DataError, match="no images in") as err:
+        GeminiDataModule(root=str(tmp_path), dataset="ds").setup("fit")
+    assert str(folder) in str(err.value)
+    (folder / "notes.txt").write_text("no images here")  # a file of another type is named, not skipped
+    with pytest.raises(DataError, match="notes.txt is not a supported image file") as err:
         GeminiDataModule(root=str(tmp_path), dataset="ds").setup("fit")
     assert str(folder) in str(err.value)
 

@@ -411,8 +411,12 @@ def test_few_shot_split_file_is_used(roots, tmp_path):
     dm2.setup("fit")
     assert [Path(dm2.train_set.items[i]["meta"]["filename"]).name for i in range(5)] == split["few_shot"]["5"]
     assert dm2.split_hash != dm.split_hash
-    with pytest.raises(ConfigError, match="num_labeled=6 but .* has only 5 labeled training images"):
-        _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=6).setup("fit")
+    # a split built from the listing keeps the budget for training: validation takes what is beyond it
+    six = _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=6)
+    six.setup("fit")
+    assert len(six.train_set) == 6 and len(six.split["val"]) == 1
+    with pytest.raises(ConfigError, match="num_labeled=8 but .* has only 7 labeled training images"):
+        _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=8).setup("fit")
     full = _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=None)
     full.setup("fit")
     assert len(full.train_set) == 5

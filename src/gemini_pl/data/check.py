@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 
-from gemini_pl.data.io import DataWarning, load_image
+from gemini_pl.data.io import DataWarning, label_values, load_image
 from gemini_pl.data.specs import SPECS
 from gemini_pl.data.transforms import case_transforms, check_same_grid
 from gemini_pl.errors import GeminiError, find_error
@@ -173,34 +173,33 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
         shapes: Counter = Counter()
         spacings: Counter = Counter()
         lo, hi = float("inf"), float("-inf")
-        chain = Compose(case_transforms(spec, dm.spatial_dims, labeled, k if labeled else None))
+        steps = case_transforms(spec, dm.spatial_dims, labeled, k if labeled else None)
+        stats = {"lo": float("inf"), "hi": float("-inf")}
+
+        def observe(kind: str, path: Any, x: torch.Tensor, stats=stats, shapes=shapes, spacings=spacings) -> None:
+            if kind == "image":  # each file is read once: the chain reports what it read
+                shapes[tuple(x.shape[1:])] += 1
+                spacings[_spacing(x)] += 1
+                plain = x.as_tensor() if hasattr(x, "as_tensor") else x
+                stats["lo"], stats["hi"] = min(stats["lo"], float(plain.min())), max(stats["hi"], float(plain.max()))
+            elif spec.label_kind is not None:
+                found.update(label_values(x))
+
+        steps[0].observe = observe
+        chain = Compose(steps)
         for rec in todo:
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", DataWarning)
-                    img = load_image(rec["image"])
-                rep.warnings += [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
-                shapes[tuple(img.shape[1:])] += 1
-                spacings[_spacing(img)] += 1
-                lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))
-                if labeled and spec.label_kind == "multiclass":
-                    lab = load_image(rec["label"], label=True)
-                    check_same_grid(img, lab, rec["image"], rec["label"])
-                    found.update(int(v) for v in torch.unique(lab).tolist())
-                elif labeled:
-                    for lp in rec["label"]:
-                        lab = load_image(lp, label=True)
-                        check_same_grid(img, lab, rec["image"], lp)
-                        found.update(int(v) for v in torch.unique(lab).tolist())
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DataWarning)
                     chain(rec)
+                rep.warnings += [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
             except Exception as exc:
                 err = find_error(exc)
                 if err is None:
                     rep.problem(f"{rec['image']}: {type(exc).__name__}: {exc}")
                 else:
                     rep.problem(str(err))
+        lo, hi = stats["lo"], stats["hi"]
         if shapes:
             rep.add(f"  shapes: {_fmt_counter(shapes)}")
             rep.add(f"  spacings: {_fmt_counter(spacings)}")

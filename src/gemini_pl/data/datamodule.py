@@ -179,7 +179,7 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
             label_table=label_table, preprocessing=prep, folder=folder, spatial_dims=spatial_dims,
         )
         self._records = SplitRecords(root, self.spec, datalist=datalist, split_file=split_file,
-                                     seed=seed, on_error=on_error)
+                                     seed=seed, on_error=on_error, num_labeled=num_labeled)
         self._spatial_dims: int | None = self.spec.spatial_dims
         if self._spatial_dims is None and self.phantom is None:
             self._spatial_dims = self._header_dims()
