@@ -172,7 +172,9 @@ def test_io_helpers_and_png(tmp_path):
     Image.fromarray(np.stack([arr] * 3, -1)).save(folder / "a.png")
     (folder / ".hidden.png").write_bytes(b"")
     (folder / "readme.md").write_text("x")
-    files = list_images(folder)
+    with pytest.raises(DataError, match="readme.md is not a supported image file"):
+        list_images(folder)  # an image folder holds images: another file is named, not skipped
+    files = list_images(folder, strict=False)
     assert [f.name for f in files] == ["a.png", "b.png"]
     assert case_name(files[0]) == "a" and case_name("x/y.nii.gz") == "y"
     gray = load_image(folder / "b.png")
