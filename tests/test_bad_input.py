@@ -778,3 +778,35 @@ def test_scr25_with_a_split_file_holding_val_out_says_what_to_pass(scr25, capsys
     assert code == 2
     one_error(err, "num_labeled=25", "few.json", "--num-val 0", "val/labeled")
     assert not (tmp / "run/checkpoints").exists()
+
+
+# ================================================================ devices and workers
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_segment_on_cuda_without_cuda(good, tmp_path, capsys):
+    _, root, _, ckpt = good
+    code, err, _ = run(capsys, "segment", "--ckpt", str(ckpt), "--input", str(root / "mine/test/labeled/image"),
+                       "--out", str(tmp_path / "o"), "--device", "cuda")
+    assert code == 2
+    one_error(err, "--device cuda", prog="gemini-pl segment")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_fit_on_gpu_without_gpu(good, tmp_path, capsys):
+    _, _, cfg, _ = good
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--trainer.accelerator", "gpu",
+                       "--trainer.default_root_dir", str(tmp_path / "r"))
+    assert code == 2
+    one_error(err, "trainer:", "gpu")
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_file_read_in_a_dataloader_worker(fresh, capsys):
+    """Files read at every access (no cache) by a worker process: the worker's own line only."""
+    data, cfg = fresh
+    path, _ = d_nan_image(data)
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--data.init_args.cache", "none",
+                       "--data.init_args.num_workers", "1", "--trainer.max_steps", "4")
+    assert code == 2
+    line = one_error(err, path.name, "NaN")
+    assert "Original Traceback" not in err and "worker process" not in line

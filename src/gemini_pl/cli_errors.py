@@ -212,10 +212,14 @@ def one_line(exc: BaseException) -> tuple[str, int] | None:
     if gem is not None:
         return _worker_line(" ".join(str(gem).split("\n")) if "Original Traceback" not in str(gem) else str(gem)), \
             getattr(gem, "exit_code", 2)
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     e: BaseException | None = exc
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
+        if isinstance(e, MisconfigurationException):  # Lightning's word for a trainer setting it cannot serve
+            return f"trainer: {' '.join(str(e).split())}", 2
         if isinstance(e, OSError) and e.errno is not None:
             name = _errno.errorcode.get(e.errno, "")
             if name in _OS_ERRNOS:
