@@ -162,6 +162,19 @@ MISTYPED = [
 ]
 
 
+@pytest.mark.parametrize("extra,key,suggestion", [
+    (["--trainer.max_step", "3"], "trainer.max_step", "trainer.max_steps"),  # was taken as an abbreviation
+    (["--trainr.max_steps", "3"], "trainr.max_steps", "trainer.max_steps"),
+    (["--ckpt_pth", "x"], "ckpt_pth", "ckpt_path"),
+])
+def test_misspelled_option_is_not_taken_as_another(good, tmp_path, capsys, extra, key, suggestion):
+    _, _, cfg, _ = good
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--trainer.default_root_dir", str(tmp_path / "r"), *extra)
+    assert code == 2
+    assert f"did you mean {suggestion}?" in one_error(err, key)
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("extra,key,value", MISTYPED, ids=[m[1] for m in MISTYPED])
 def test_mistyped_value_one_line(good, capsys, extra, key, value):
     tmp, root, cfg, _ = good

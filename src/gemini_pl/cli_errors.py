@@ -142,7 +142,7 @@ def parse_error_line(message: str, known_keys: Any = ()) -> str:
     if m:
         return f"config file {m.group(2).strip()} does not exist"
     # an option the (sub)command does not have
-    m = re.search(r"does not accept option '([^']+)'", text) or re.search(r"Unrecognized arguments: (\S+)", text)
+    m = re.search(r"does not accept option '([^']+)'", text) or re.search(r"[Uu]nrecognized arguments: (\S+)", text)
     if m:
         key = m.group(1).lstrip("-")
         return f"{key}: no such setting{_suggest(key, known_keys)}"
@@ -169,7 +169,13 @@ def parser_keys(parser: Any) -> list[str]:
 class OneLineErrors:
     """Mixin for a jsonargparse ``ArgumentParser``: a parse error raises a one-line
     :class:`~gemini_pl.errors.ConfigError` (see :func:`parse_error_line`) instead of printing the
-    usage block and the nested message (``GEMINI_PL_TRACEBACK=1``: jsonargparse's own output)."""
+    usage block and the nested message (``GEMINI_PL_TRACEBACK=1``: jsonargparse's own output).
+    Abbreviated options are not accepted: ``--trainer.max_epoch`` is a misspelling, not
+    ``--trainer.max_epochs``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):  # noqa: D102 - jsonargparse
         if not getattr(self, "exit_on_error", True) or traceback_wanted():
@@ -204,14 +210,14 @@ def one_line(exc: BaseException) -> tuple[str, int] | None:
     permission, read-only folder) and a DataLoader worker's error give their own line."""
     import errno as _errno
 
-    err = original_error(exc)
-    gem = None
     from .errors import find_error
 
+    err = original_error(exc)
     gem = find_error(exc) or (err if isinstance(err, GeminiError) else None)
     if gem is not None:
-        return _worker_line(" ".join(str(gem).split("\n")) if "Original Traceback" not in str(gem) else str(gem)), \
-            getattr(gem, "exit_code", 2)
+        text = str(gem)
+        line = _worker_line(text) if "Original Traceback" in text else " ".join(text.split())
+        return line, getattr(gem, "exit_code", 2)
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     e: BaseException | None = exc
