@@ -823,3 +823,33 @@ def test_bad_file_read_in_a_dataloader_worker(fresh, capsys):
     assert code == 2
     line = one_error(err, path.name, "NaN")
     assert "Original Traceback" not in err and "worker process" not in line
+
+
+@pytest.mark.parametrize("errno_name", ["EROFS", "EACCES", "ENOSPC"])
+def test_unwritable_output_folder(good, tmp_path, capsys, monkeypatch, errno_name):
+    """A read-only, forbidden or full output folder (simulated: this suite may run as root)."""
+    import errno
+    import pathlib
+
+    _, _, cfg, _ = good
+    out = tmp_path / "ro"
+    code_of = getattr(errno, errno_name)
+    real_mkdir, real_makedirs, real_open = pathlib.Path.mkdir, os.makedirs, open
+
+    def refuse(p):
+        if str(p).startswith(str(out)):
+            raise OSError(code_of, os.strerror(code_of), str(p))
+
+    def mkdir(self, *a, **k):
+        refuse(self)
+        return real_mkdir(self, *a, **k)
+
+    def makedirs(p, *a, **k):
+        refuse(p)
+        return real_makedirs(p, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--trainer.default_root_dir", str(out / "run"))
+    assert code == 1
+    one_error(err, str(out), os.strerror(code_of))
