@@ -59,9 +59,11 @@ class GeminiCLI(LightningCLI):
             expanded = expand_config_args(list(args))
             self._explicit = explicit_model_keys(expanded)
             super().parse_arguments(parser, expanded)
-        else:
-            self._explicit = set(((args.get(args.get("subcommand") or "", {}) or {}).get("model") or {})
-                                 .get("init_args", {}) or {}) if hasattr(args, "get") else set()
+        else:  # a dict / Namespace of settings: each model init argument in it is explicit
+            section = args.get(args.get("subcommand") or "") if hasattr(args, "get") else None
+            model = section.get("model") if hasattr(section, "get") else None
+            init = model.get("init_args") if hasattr(model, "get") else None
+            self._explicit = set(init.keys()) if hasattr(init, "keys") else set()
             super().parse_arguments(parser, args)
 
     def init_parser(self, **kwargs):  # noqa: D102 - LightningCLI hook
