@@ -853,3 +853,37 @@ def test_unwritable_output_folder(good, tmp_path, capsys, monkeypatch, errno_nam
     code, err, _ = run(capsys, "fit", "--config", str(cfg), "--trainer.default_root_dir", str(out / "run"))
     assert code == 1
     one_error(err, str(out), os.strerror(code_of))
+
+
+# ================================================================ check-data reads each file once
+def test_check_data_reads_each_file_once_per_pass(fresh, capsys, monkeypatch):
+    """The report's pass reads each file once (its statistics come from the same read as the
+    checks), then the data module's setup reads it once: two reads in all (three before)."""
+    from collections import Counter
+
+    import gemini_pl.data.check as check_mod
+    import gemini_pl.data.transforms as tr
+
+    data, cfg = fresh
+    reads: Counter = Counter()
+    real = tr.load_image
+
+    def counting(path, *a, **k):
+        reads[Path(path).name] += 1
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(tr, "load_image", counting)
+    monkeypatch.setattr(check_mod, "load_image", counting, raising=False)
+    code, err, out = run(capsys, "check-data", "--config", str(cfg))
+    assert code == 0, out + err
+    assert reads["c000.png"] == 2 * 2 and reads["c100.png"] == 2 * 2, reads  # image and label, twice each
+
+
+def test_label_values_agree_with_unique():
+    from gemini_pl.data.io import label_values
+
+    rng = np.random.default_rng(0)
+    for values in ([0, 1, 2], [0, 255], [0, 7, 70000], [-3, 0, 4]):
+        lab = torch.as_tensor(rng.choice(values, size=(17, 19)))
+        assert label_values(lab) == sorted(set(torch.unique(lab).tolist()))
+    assert label_values(torch.zeros(0, dtype=torch.int64)) == []

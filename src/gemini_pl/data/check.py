@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 
-from gemini_pl.data.io import DataWarning, label_values, load_image
+from gemini_pl.data.io import DataWarning, label_values
 from gemini_pl.data.specs import SPECS
 from gemini_pl.data.transforms import case_transforms, check_same_grid
 from gemini_pl.errors import GeminiError, find_error
