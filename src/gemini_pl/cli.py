@@ -7,8 +7,11 @@ Examples::
     gemini-pl fit --config experiments/demo_pretrain.yaml --print_config
     gemini-pl fit --config experiments/demo_pretrain.yaml --ckpt_path last
 
-Errors that concern the user's data, config or checkpoints (:class:`~gemini_pl.errors.GeminiError`)
-are printed as one line naming the file, setting or step, with exit status 2.
+Errors that concern the user's data, config or checkpoints (:class:`~gemini_pl.errors.GeminiError`,
+jsonargparse's parse errors, Lightning's misconfigurations) are printed as one line naming the
+file, setting or step, with exit status 2; an unwritable or full output folder: 1; SIGTERM during
+a run: 143, naming the checkpoint to resume from (:func:`main`, :mod:`gemini_pl.cli_errors`).
+``GEMINI_PL_TRACEBACK=1`` keeps the traceback.
 """
 
 from __future__ import annotations

@@ -12,7 +12,11 @@ values found versus the label table (or versus the classes inferred from the tes
 there is no table), and every problem: unreadable files, shape or geometry mismatches between an
 image and its label or mask, label values outside the table or beyond the classes, multilabel
 channels that are not binary, missing labels, missing brain masks (``brain_mask`` ``file``/``label``),
-empty splits, and settings the data cannot serve (e.g. a patch larger than an image). The exit
+empty splits, settings the data cannot serve (e.g. a patch larger than an image), and every check
+of the one read path (:mod:`gemini_pl.data.io`: empty, truncated, non-gzip, unsupported files,
+dangling links, NaN/Inf, non-integer labels; constant images are warnings) and of the split
+(two files of one case, a case or identical bytes in two of train_labeled/val/test). Each file
+is read once for the report (the chain's loader reports what it read). The exit
 status is 0 when there is no problem, 1 otherwise (2 for a usage error).
 """
 
