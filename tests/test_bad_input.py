@@ -887,3 +887,12 @@ def test_label_values_agree_with_unique():
         lab = torch.as_tensor(rng.choice(values, size=(17, 19)))
         assert label_values(lab) == sorted(set(torch.unique(lab).tolist()))
     assert label_values(torch.zeros(0, dtype=torch.int64)) == []
+
+
+def test_config_file_that_is_not_yaml(good, tmp_path, capsys):
+    _, _, cfg, _ = good
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("model:\n  init_args: [1, 2\n")
+    code, err, _ = run(capsys, "fit", "--config", str(cfg), "--config", str(bad))
+    assert code == 2
+    one_error(err, "broken.yaml", "not valid YAML", "line 3")

@@ -319,8 +319,13 @@ def config_presets(path: str | os.PathLike, _seen: frozenset[str] = frozenset())
         return []
     try:
         data = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
-        return []  # the parser reports it
+    except yaml.YAMLError as exc:  # one line naming the file and the place
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
     if not isinstance(data, dict) or not data.get("config"):
         return []
     names = data["config"]
