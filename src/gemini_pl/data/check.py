@@ -34,7 +34,7 @@ from monai.transforms import Compose
 
 from gemini_pl.data.io import DataWarning, label_values
 from gemini_pl.data.specs import SPECS
-from gemini_pl.data.transforms import case_transforms, check_same_grid
+from gemini_pl.data.transforms import case_transforms
 from gemini_pl.errors import GeminiError, find_error
 
 __all__ = ["CheckReport", "check_data", "main"]
