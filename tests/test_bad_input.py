@@ -495,10 +495,36 @@ def d_label_beyond(data):
     return p, "beyond"
 
 
+def d_nan_label(data):
+    lab = label_array(1).astype(np.float32)
+    lab[4, 4] = np.nan
+    return _nii_case(data, "nanl", _float_image(), lab)[1], "NaN"
+
+
+def d_label_not_gzip(data):
+    _, lab = _nii_case(data, "plainl", _float_image())
+    lab.write_bytes(gzip.decompress(lab.read_bytes()))
+    return lab, "not gzip"
+
+
+def d_empty_nifti(data):
+    img, _ = _nii_case(data, "zero", _float_image())
+    img.write_bytes(b"")
+    return img, "empty"
+
+
+def d_dangling_label_link(data):
+    p = data / "train/labeled/label/c002.png"
+    p.unlink()
+    p.symlink_to(data / "gone.png")
+    return p, "dangling link"
+
+
 FILE_DEFECTS = {f.__name__[2:]: f for f in (
     d_nan_image, d_inf_image, d_inf_label, d_fractional_label, d_negative_label, d_truncated_gz, d_truncated_nii,
     d_not_gzip, d_empty_png, d_empty_label, d_corrupt_png, d_unsupported_suffix, d_text_in_image_folder,
-    d_dangling_link, d_duplicate_case, d_missing_label, d_label_shape, d_label_beyond)}
+    d_dangling_link, d_duplicate_case, d_missing_label, d_label_shape, d_label_beyond, d_nan_label, d_label_not_gzip, d_empty_nifti,
+    d_dangling_label_link)}
 
 
 @pytest.fixture

@@ -150,6 +150,9 @@ def pair_with_labels(
     for image in images:
         image = Path(image)
         label = label_folder / image.name
+        if label.is_symlink() and not label.exists():
+            raise DataError(f"label {label} of image {image} is a dangling link (it points to {os.readlink(label)}, "
+                            "which does not exist): fix or remove it")
         if not label.is_file():
             raise DataError(
                 f"image {image} has no label: expected {label} (same file name as the image); "
