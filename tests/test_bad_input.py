@@ -573,7 +573,7 @@ def deformer(tmp_path_factory):
 
 
 APP_DEFECTS = ["nan_image", "inf_image", "truncated_gz", "truncated_nii", "not_gzip", "empty_png", "corrupt_png",
-               "dangling_link", "unsupported_suffix", "duplicate_case"]
+               "dangling_link", "unsupported_suffix", "duplicate_case", "empty_nifti"]
 #: defects of one file given on its own (the others are defects of a folder's listing)
 _FOLDER_ONLY = ("unsupported_suffix", "duplicate_case")
 
@@ -912,3 +912,17 @@ def test_config_file_that_is_not_yaml(good, tmp_path, capsys):
     code, err, _ = run(capsys, "fit", "--config", str(cfg), "--config", str(bad))
     assert code == 2
     one_error(err, "broken.yaml", "not valid YAML", "line 3")
+
+
+@pytest.mark.parametrize("defect", ["fractional_label", "nan_label", "inf_label"])
+def test_register_refuses_a_bad_moving_label(deformer, fresh, tmp_path, capsys, defect):
+    data, _ = fresh
+    label, what = FILE_DEFECTS[defect](data)
+    image = label.parent.parent / "image" / label.name
+    fixed = str(data / "test/labeled/image/c101.png")
+    out = tmp_path / "out"
+    code, err, _ = run(capsys, "register", "--ckpt", str(deformer), "--fixed", fixed, "--moving", str(image),
+                       "--moving-label", str(label), "--out", str(out))
+    assert code == 2
+    one_error(err, label.name, what, prog="gemini-pl register")
+    assert not out.exists() or not any(out.rglob("*.*"))
