@@ -47,6 +47,20 @@ class GeminiCLI(LightningCLI):
     CheckpointIO plugin) and the W&B run id kept in checkpoints
     (:class:`~gemini_pl.callbacks.WandbResume`)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # only the parser of the subcommand given is built in full (the others: listed in --help);
+        # building all four took most of the time of a command that stops at a config error
+        argv = kwargs.get("args")
+        argv = sys.argv[1:] if argv is None else argv
+        self._requested = argv[0] if isinstance(argv, (list, tuple)) and argv and argv[0] in self.subcommands() else None
+        super().__init__(*args, **kwargs)
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):  # noqa: D102 - LightningCLI hook
+        if self._requested is not None and subcommand != self._requested:
+            self._subcommand_method_arguments[subcommand] = []
+            return self.init_parser(**kwargs)
+        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+
     def parse_arguments(self, parser, args) -> None:  # noqa: D102 - LightningCLI hook
         # presets named by a config file's ``config:`` key become --config files before it (see expand_config_args)
         if args is None:
