@@ -130,8 +130,11 @@ def test_missing_root(tmp_path):
 def test_empty_image_folder(tmp_path):
     folder = tmp_path / "ds" / "train" / "unlabeled" / "image"
     folder.mkdir(parents=True)
-    (folder / "notes.txt").write_text("no images here")
     with pytest.raises(DataError, match="no images in") as err:
+        GeminiDataModule(root=str(tmp_path), dataset="ds").setup("fit")
+    assert str(folder) in str(err.value)
+    (folder / "notes.txt").write_text("no images here")  # a file of another type is named, not skipped
+    with pytest.raises(DataError, match="notes.txt is not a supported image file") as err:
         GeminiDataModule(root=str(tmp_path), dataset="ds").setup("fit")
     assert str(folder) in str(err.value)
 
@@ -169,7 +172,9 @@ def test_io_helpers_and_png(tmp_path):
     Image.fromarray(np.stack([arr] * 3, -1)).save(folder / "a.png")
     (folder / ".hidden.png").write_bytes(b"")
     (folder / "readme.md").write_text("x")
-    files = list_images(folder)
+    with pytest.raises(DataError, match="readme.md is not a supported image file"):
+        list_images(folder)  # an image folder holds images: another file is named, not skipped
+    files = list_images(folder, strict=False)
     assert [f.name for f in files] == ["a.png", "b.png"]
     assert case_name(files[0]) == "a" and case_name("x/y.nii.gz") == "y"
     gray = load_image(folder / "b.png")

@@ -411,8 +411,12 @@ def test_few_shot_split_file_is_used(roots, tmp_path):
     dm2.setup("fit")
     assert [Path(dm2.train_set.items[i]["meta"]["filename"]).name for i in range(5)] == split["few_shot"]["5"]
     assert dm2.split_hash != dm.split_hash
-    with pytest.raises(ConfigError, match="num_labeled=6 but .* has only 5 labeled training images"):
-        _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=6).setup("fit")
+    # a split built from the listing keeps the budget for training: validation takes what is beyond it
+    six = _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=6)
+    six.setup("fit")
+    assert len(six.train_set) == 6 and len(six.split["val"]) == 1
+    with pytest.raises(ConfigError, match="num_labeled=8 but .* has only 7 labeled training images"):
+        _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=8).setup("fit")
     full = _dm(roots["whs_ct"], "whs_ct", train_mode="labeled", num_labeled=None)
     full.setup("fit")
     assert len(full.train_set) == 5
@@ -690,8 +694,11 @@ def test_split_command_and_val_split(roots, tmp_path):
     _main(["--root", str(roots["whs_ct"]), "--dataset", "whs_ct", "--seed", "3", "--out", str(out), "--num-val", "0"])
     assert "val" not in load_split(out)[0] and len(load_split(out)[0]["train_labeled"]) == 7
     # a hand-made val list: a training case and a case of the test folder taken out of test
+    # (val never shares a case with train_labeled: the training case leaves it)
     split["val"] = ["train005.nii.gz", "test002.nii.gz"]
     split["test"].remove("test002.nii.gz")
+    split["train_labeled"] = [n for n in split["train_labeled"] if n != "train005.nii.gz"]
+    split["few_shot"] = {k: [n for n in v if n != "train005.nii.gz"] for k, v in split["few_shot"].items()}
     out.write_text(json.dumps(split))
     dm = _dm(roots["whs_ct"], "whs_ct", split_file=str(out), num_val_pairs=None)
     dm.setup("fit")

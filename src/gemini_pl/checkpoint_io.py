@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from .errors import CheckpointError
 from .safe_load import safe_torch_load
 
 
@@ -35,6 +36,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:  # disk full ("unexpected pos"), quota, permissions
+            kept = f"the previous {path} is kept" if path.is_file() else f"no checkpoint is at {path}"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"writing checkpoint {path} failed ({first}; is the disk full?); {kept}") from exc
         finally:
             if tmp.exists():
                 tmp.unlink()

@@ -7,8 +7,11 @@ Examples::
     gemini-pl fit --config experiments/demo_pretrain.yaml --print_config
     gemini-pl fit --config experiments/demo_pretrain.yaml --ckpt_path last
 
-Errors that concern the user's data, config or checkpoints (:class:`~gemini_pl.errors.GeminiError`)
-are printed as one line naming the file, setting or step, with exit status 2.
+Errors that concern the user's data, config or checkpoints (:class:`~gemini_pl.errors.GeminiError`,
+jsonargparse's parse errors, Lightning's misconfigurations) are printed as one line naming the
+file, setting or step, with exit status 2; an unwritable or full output folder: 1; SIGTERM during
+a run: 143, naming the checkpoint to resume from (:func:`main`, :mod:`gemini_pl.cli_errors`).
+``GEMINI_PL_TRACEBACK=1`` keeps the traceback.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from .callbacks import ConfigToLoggers, TrainingCurves, WandbResume
 from .callbacks.media_policy import TRAINER_ATTR as MEDIA_ATTR
 from .callbacks.wandb_resume import continue_wandb_run
 from .checkpoint_io import AtomicCheckpointIO
-from .cli_errors import instantiation_error
+from .cli_errors import OneLineErrors, instantiation_error, one_line, traceback_wanted
 from .configs import resolve_config
-from .errors import ConfigError, GeminiError
+from .errors import CheckpointError, ConfigError, GeminiError
 from .runtime import keep_freed_memory
 from .safe_load import safe_torch_load
 from .trainer import Trainer
@@ -44,18 +47,40 @@ class GeminiCLI(LightningCLI):
     CheckpointIO plugin) and the W&B run id kept in checkpoints
     (:class:`~gemini_pl.callbacks.WandbResume`)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # only the parser of the subcommand given is built in full (the others: listed in --help);
+        # building all four took most of the time of a command that stops at a config error
+        argv = kwargs.get("args")
+        argv = sys.argv[1:] if argv is None else argv
+        self._requested = argv[0] if isinstance(argv, (list, tuple)) and argv and argv[0] in self.subcommands() else None
+        super().__init__(*args, **kwargs)
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):  # noqa: D102 - LightningCLI hook
+        if self._requested is not None and subcommand != self._requested:
+            self._subcommand_method_arguments[subcommand] = []
+            return self.init_parser(**kwargs)
+        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+
     def parse_arguments(self, parser, args) -> None:  # noqa: D102 - LightningCLI hook
         # presets named by a config file's ``config:`` key become --config files before it (see expand_config_args)
         if args is None:
             argv = sys.argv
             sys.argv = argv[:1]  # parsed as given args below; hidden so that LightningCLI sees one command line
             try:
-                super().parse_arguments(parser, expand_config_args(argv[1:]))
+                expanded = expand_config_args(argv[1:])
+                self._explicit = explicit_model_keys(expanded)
+                super().parse_arguments(parser, expanded)
             finally:
                 sys.argv = argv
         elif isinstance(args, (list, tuple)):
-            super().parse_arguments(parser, expand_config_args(list(args)))
-        else:
+            expanded = expand_config_args(list(args))
+            self._explicit = explicit_model_keys(expanded)
+            super().parse_arguments(parser, expanded)
+        else:  # a dict / Namespace of settings: each model init argument in it is explicit
+            section = args.get(args.get("subcommand") or "") if hasattr(args, "get") else None
+            model = section.get("model") if hasattr(section, "get") else None
+            init = model.get("init_args") if hasattr(model, "get") else None
+            self._explicit = set(init.keys()) if hasattr(init, "keys") else set()
             super().parse_arguments(parser, args)
 
     def init_parser(self, **kwargs):  # noqa: D102 - LightningCLI hook
@@ -85,7 +110,34 @@ class GeminiCLI(LightningCLI):
                 raise
             raise err from exc
         setattr(self.trainer, MEDIA_ATTR, config.get("log_media"))  # see callbacks/media_policy.py
-        check_linked_values(given, type(self.model), self.datamodule)
+        check_linked_values(given, type(self.model), self.datamodule, getattr(self, "_explicit", set()))
+        dims = (getattr(self, "_ckpt_hparams", None) or {}).get("spatial_dims")
+        data_dims = getattr(self.datamodule, "spatial_dims", None)
+        if dims is not None and data_dims is not None and int(dims) != int(data_dims):
+            raise CheckpointError(
+                f"{config.get('ckpt_path')} holds a {dims}D {_short(self._ckpt_hparams.get('_class_path'))} but the "
+                f"config builds a {data_dims}D one (the data is {data_dims}D): use a checkpoint trained on {data_dims}D data"
+            )
+
+    def _parse_ckpt_path(self) -> None:  # noqa: D102 - LightningCLI hook
+        # a checkpoint of another module or dimensionality: one line before Lightning swaps the model for it
+        sub = self.config.get("subcommand")
+        section = self.config.get(sub) if sub else None
+        path = section.get("ckpt_path") if section is not None else None
+        self._ckpt_hparams = checkpoint_fits(path, section) if path and Path(path).is_file() else {}
+        super()._parse_ckpt_path()
+
+    def _run_subcommand(self, subcommand: str) -> None:  # noqa: D102 - LightningCLI hook
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        ckpt_path = self.config_init[subcommand].get("ckpt_path")
+        if subcommand in ("validate", "test", "predict") and ckpt_path in ("last", "best"):
+            require_checkpoint(self.trainer, ckpt_path, subcommand)
+        try:
+            super()._run_subcommand(subcommand)
+        except SIGTERMException:
+            raise Interrupted(f"{subcommand} stopped by SIGTERM at step {self.trainer.global_step}; "
+                              + resume_hint(self.trainer)) from None
 
     def before_fit(self) -> None:  # noqa: D102 - LightningCLI hook
         continue_wandb_run(self.trainer, self.config_init[self.subcommand].get("ckpt_path"))
@@ -124,19 +176,118 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
 LINKED_FROM_DATA = ("spatial_dims", "num_classes", "label_kind")
 
 
-def check_linked_values(given: dict[str, Any], model_class: type, datamodule: Any) -> None:
+def check_linked_values(given: dict[str, Any], model_class: type, datamodule: Any,
+                        explicit: set[str] | frozenset[str] = frozenset()) -> None:
     """Refuse a model value of a linked argument that the config set to something other than the
-    data's (the link would otherwise replace it silently)."""
+    data's (the link would otherwise replace it silently). ``explicit``: the model keys a config
+    file or the command line gave (checked whatever their value; other keys only when they differ
+    from the class default, which the parser fills in)."""
     for key in LINKED_FROM_DATA:
         value = given.get(key)
         data_value = getattr(datamodule, key, None) if datamodule is not None else None
-        if value is None or data_value is None or value == init_defaults(model_class).get(key, inspect.Parameter.empty):
+        if value is None or data_value is None:
+            continue
+        if key not in explicit and value == init_defaults(model_class).get(key, inspect.Parameter.empty):
             continue
         if value != data_value and not (key == "label_kind" and value == "auto"):
             raise ConfigError(
                 f"model.init_args.{key}={value!r} but the data gives {key}={data_value!r}; "
                 f"{key} is taken from the data: drop it from the model's config or set data.init_args.{key}"
             )
+
+
+def explicit_model_keys(args: list[str]) -> set[str]:
+    """The ``model`` init arguments that the command line (``--model.init_args.KEY``,
+    ``--model.KEY``) or a config file (``model: {init_args: {KEY: ...}}``) of ``args`` sets."""
+    keys: set[str] = set()
+    i = 0
+    while i < len(args):
+        arg = str(args[i])
+        if arg in ("-c", "--config") and i + 1 < len(args) or arg.startswith("--config="):
+            path = arg.split("=", 1)[1] if arg.startswith("--config=") else args[i + 1]
+            try:
+                data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+            except (yaml.YAMLError, OSError, UnicodeDecodeError):
+                data = None
+            model = data.get("model") if isinstance(data, dict) else None
+            init = model.get("init_args") if isinstance(model, dict) else None
+            if isinstance(init, dict):
+                keys |= set(init)
+            i += 1 if arg.startswith("--config=") else 2
+            continue
+        if arg.startswith("--model."):
+            name = arg[len("--model."):].split("=", 1)[0]
+            name = name[len("init_args."):] if name.startswith("init_args.") else name
+            if "." not in name:
+                keys.add(name)
+        i += 1
+    return keys
+
+
+class Interrupted(GeminiError):
+    """A run stopped by a signal (exit status 128 + SIGTERM)."""
+
+    exit_code = 143
+
+
+def _short(class_path: Any) -> str:
+    return str(class_path or "module").rpartition(".")[2]
+
+
+def checkpoint_fits(path: str, section: Any) -> dict[str, Any]:
+    """The hyper-parameters of checkpoint ``path``; CheckpointError when it holds another module
+    class or dimensionality than the config ``section`` builds (one line saying both)."""
+    ckpt = safe_torch_load(path, mmap=True)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict): give a .ckpt written by gemini-pl fit")
+    hp = dict(ckpt.get("hyper_parameters") or {})
+    model = section.get("model") if hasattr(section, "get") else None
+    built = model.get("class_path") if hasattr(model, "get") else None
+    held = hp.get("_class_path")
+    dims = hp.get("spatial_dims")
+    held_text = f"a {dims}D {_short(held)}" if dims else f"a {_short(held)}"
+    if held and built and held != built:
+        raise CheckpointError(f"{path} holds {held_text} ({held}) but the config builds a {built}: "
+                              "give a checkpoint of that module or the config it was trained with")
+    data = section.get("data") if hasattr(section, "get") else None
+    init = data.get("init_args") if hasattr(data, "get") else None
+    want = init.get("spatial_dims") if hasattr(init, "get") else None
+    if dims is not None and want is not None and int(dims) != int(want):
+        raise CheckpointError(f"{path} holds {held_text} but the config builds a {want}D one "
+                              f"(data.init_args.spatial_dims={want}): use a checkpoint trained on {want}D data")
+    return hp
+
+
+def require_checkpoint(trainer: Any, which: str, subcommand: str) -> None:
+    """``--ckpt_path last`` (or ``best``) of an evaluation: ConfigError when there is none (Lightning
+    would warn and evaluate the untrained weights)."""
+    found: set = set()
+    dirs = []
+    for cb in trainer.checkpoint_callbacks:
+        dirs.append(str(cb.dirpath))
+        if which == "last":
+            found |= set(cb._find_last_checkpoints(trainer))
+        elif getattr(cb, "best_model_path", ""):
+            found.add(cb.best_model_path)
+    if not found:
+        where = ", ".join(d for d in dirs if d != "None") or "no checkpoint folder (no ModelCheckpoint callback)"
+        raise ConfigError(
+            f"{subcommand} --ckpt_path {which}: no {which} checkpoint in {where}; give the checkpoint file "
+            "(--ckpt_path path/to/file.ckpt)" + (" (best: only known within the fit run)" if which == "best" else "")
+        )
+
+
+def resume_hint(trainer: Any) -> str:
+    """Where a stopped run can resume from (the newest checkpoint written), for its error line."""
+    paths = []
+    for cb in getattr(trainer, "checkpoint_callbacks", []):
+        paths += [p for p in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")) if p]
+        paths += [str(p) for p in cb._find_last_checkpoints(trainer)] if cb.dirpath else []
+    paths = [p for p in dict.fromkeys(paths) if Path(p).is_file()]
+    if not paths:
+        return "no checkpoint was written yet: rerun the same command to start again"
+    newest = max(paths, key=lambda p: Path(p).stat().st_mtime)
+    return f"resume with the same command and --ckpt_path {newest}"
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> GeminiCLI:
@@ -182,8 +333,13 @@ def config_presets(path: str | os.PathLike, _seen: frozenset[str] = frozenset())
         return []
     try:
         data = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
-        return []  # the parser reports it
+    except yaml.YAMLError as exc:  # one line naming the file and the place
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
     if not isinstance(data, dict) or not data.get("config"):
         return []
     names = data["config"]
@@ -304,7 +460,7 @@ def fill_output_dirs(config) -> str:
     return root
 
 
-class OutputDirsParser(LightningArgumentParser):
+class OutputDirsParser(OneLineErrors, LightningArgumentParser):
     """The parser of :class:`GeminiCLI`: before it checks a parsed config, it fills the output folders
     that the config leaves unset (:func:`fill_output_dirs`), so that e.g. a ``CSVLogger`` needs no
     ``save_dir`` of its own. (``--print_config`` prints the config before this step.)"""
@@ -335,21 +491,32 @@ def check_checkpoint_file(path: str | None) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point."""
+    """Console entry point. An error that is the user's to fix (a gemini-pl error, a config mistake,
+    a full or read-only output folder, a bad file read in a DataLoader worker) is printed as one
+    line ``gemini-pl: error: ...`` and exits non-zero (2; 1 for output-folder errors; 143 after
+    SIGTERM); ``GEMINI_PL_TRACEBACK=1`` keeps the traceback."""
     os.environ.setdefault("WANDB_SILENT", "true")
     keep_freed_memory()  # CPU: reuse freed buffers instead of page-faulting fresh ones (runtime.py)
     argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] in EXTRA_COMMANDS:  # e.g. gemini-pl check-data --config ... (gemini_pl.data.check)
-        import importlib
-
-        module, _, func = EXTRA_COMMANDS[argv[0]][1].partition(":")
-        sys.exit(getattr(importlib.import_module(module), func)(argv[1:]))
+    prog = "gemini-pl"
     try:
-        check_checkpoint_file(_ckpt_path_arg(sys.argv[1:] if args is None else args))
-        cli_main(args)
-    except GeminiError as exc:
-        print(f"gemini-pl: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        if argv and argv[0] in EXTRA_COMMANDS:  # e.g. gemini-pl check-data --config ... (gemini_pl.data.check)
+            import importlib
+
+            prog = f"gemini-pl {argv[0]}"
+            module, _, func = EXTRA_COMMANDS[argv[0]][1].partition(":")
+            code = getattr(importlib.import_module(module), func)(argv[1:])
+        else:
+            check_checkpoint_file(_ckpt_path_arg(argv))
+            cli_main(args)
+            return
+    except Exception as exc:
+        found = None if traceback_wanted() else one_line(exc)
+        if found is None:
+            raise
+        print(f"{prog}: error: {found[0]}", file=sys.stderr)
+        sys.exit(found[1])
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,11 +28,15 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+import logging
+
 from ..errors import DataError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SUFFIXES", "Grid", "case_name", "continuous_index", "image_array", "is_nifti", "list_inputs", "model_grid",
-    "read_image", "resample", "sample", "slabs", "to_image", "write_image",
+    "preflight", "read_image", "resample", "sample", "slabs", "to_image", "write_image",
 ]
 
 #: File endings read as images (SimpleITK reads them; checked case-insensitively).
@@ -55,21 +59,57 @@ def case_name(path: str | os.PathLike) -> str:
 def list_inputs(items: str | os.PathLike | list, what: str = "input") -> list[Path]:
     """Image files named by ``items``: files as given, folders listed (sorted, hidden files and
     non-image files skipped). DataError when something does not exist or a folder holds no image."""
+    from ..data.io import check_unique_cases
+
     items = items if isinstance(items, (list, tuple)) else [items]
     out: list[Path] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
-                           and f.name.lower().endswith(IMAGE_SUFFIXES))
+            files = []
+            for f in sorted(p.iterdir()):
+                if f.name.startswith("."):
+                    continue
+                if f.is_symlink() and not f.exists():
+                    raise DataError(f"{what} {f} is a dangling link (it points to {os.readlink(f)}, which does not exist)")
+                if not f.is_file():
+                    continue
+                if not f.name.lower().endswith(IMAGE_SUFFIXES):
+                    raise DataError(f"{what} {f} is not a supported image file (use {', '.join(IMAGE_SUFFIXES)}): "
+                                    f"convert it or move it out of {p}")
+                files.append(f)
             if not files:
                 raise DataError(f"{what} folder {p} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+            check_unique_cases(files)
             out += files
+        elif p.is_symlink() and not p.exists():
+            raise DataError(f"{what} {p} is a dangling link (it points to {os.readlink(p)}, which does not exist)")
         elif p.is_file():
             out.append(p)
         else:
             raise DataError(f"{what} {p} does not exist")
     return out
+
+
+def preflight(files: list[Path]) -> list[Path]:
+    """``files``, after the file checks of every read (:func:`gemini_pl.data.io.check_file`, with
+    the NIfTI voxel count): an app refuses a bad input before it writes any output."""
+    from ..data.io import _suffix, check_file
+
+    for f in dict.fromkeys(files):
+        if _suffix(f) is not None:
+            check_file(f, deep=True)
+            continue
+        if Path(f).stat().st_size == 0:  # another SimpleITK format (.tif, .jpg, ...): its header must read
+            raise DataError(f"{f} is empty (0 bytes): re-copy or re-generate it")
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(f))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or [""])[-1]
+            raise DataError(f"cannot read {f}: {first.strip()}") from None
+    return files
 
 
 @dataclass(frozen=True)
@@ -155,14 +195,28 @@ def read_image(path: str | os.PathLike, spatial_dims: int | None = None, label: 
     their mean; labels keep the first), a 3D file with a single slice read as 2D when
     ``spatial_dims`` is 2. DataError naming the file when it cannot be read or has the wrong
     number of dimensions."""
+    from ..data.io import _suffix, check_file, check_values, png_pixels
+
     path = Path(path)
-    if not path.is_file():
+    if _suffix(path) is not None:  # the checks of the training data (same messages)
+        check_file(path, deep=True)
+    elif not path.is_file():
         raise DataError(f"image file {path} does not exist")
+    elif path.stat().st_size == 0:
+        raise DataError(f"{path} is empty (0 bytes): re-copy or re-generate it")
     try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
+        if path.name.lower().endswith(".png"):  # one PNG decoder for training and inference
+            arr, note = png_pixels(path, label)
+            if note is not None:
+                log.warning("%s %s", path, note if note.startswith("has") else f"is {note}")
+            img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
+        else:
+            img = sitk.ReadImage(str(path))
+    except DataError:
+        raise
+    except Exception as exc:  # SimpleITK's RuntimeError, PIL's errors
         first = (str(exc).strip().splitlines() or [""])[-1]
-        raise DataError(f"cannot read {path} with SimpleITK: {first.strip()}") from None
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {first.strip()}") from None
     if img.GetNumberOfComponentsPerPixel() > 1:
         n = img.GetNumberOfComponentsPerPixel()
         if label:
@@ -173,6 +227,8 @@ def read_image(path: str | os.PathLike, spatial_dims: int | None = None, label: 
                 img = comps[0] * 0.299 + comps[1] * 0.587 + comps[2] * 0.114
             else:
                 img = sum(comps[1:], comps[0]) / float(n)
+    arr = sitk.GetArrayViewFromImage(img)
+    check_values(arr, path, label)
     if spatial_dims == 2 and img.GetDimension() == 3 and img.GetSize()[2] == 1:
         img = img[:, :, 0]
     if spatial_dims is not None and img.GetDimension() != spatial_dims:

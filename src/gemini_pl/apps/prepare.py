@@ -17,6 +17,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..errors import ConfigError
+
 from ..data.specs import DatasetSpec
 from ..data.transforms import Intensityd
 from .grid import Grid, image_array, model_grid, resample, to_image
@@ -45,4 +47,11 @@ def device_of(name: str) -> torch.device:
     """``auto``: the first CUDA device when there is one, else the CPU; otherwise as named."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name}: not a device ({exc}); use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {name}: no such CUDA device on this machine "
+                          f"({torch.cuda.device_count()} visible); use --device cpu or auto")
+    return device

@@ -55,7 +55,7 @@ from ..metrics.dice import dice_rows
 from ..metrics.jacobian import folding_percent, jacobian_determinant, sdlogj
 from . import pictures
 from .checkpoint import Loaded, load_model
-from .grid import (Grid, case_name, continuous_index, image_array, list_inputs, model_grid, read_image, sample, slabs,
+from .grid import (Grid, preflight, case_name, continuous_index, image_array, list_inputs, model_grid, read_image, sample, slabs,
                    to_image, write_image)
 from .prepare import device_of, network_input
 
@@ -226,14 +226,15 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
     """Register files or folders of pairs (see the module docstring); returns the results and
     writes everything under ``out``. ``refine > 0``: that many instance-optimisation steps per pair
     on top of the network's field (:mod:`gemini_pl.refinement`), their time echoed per pair."""
+    pairs = _pairs(list_inputs(fixed, "fixed"), list_inputs(moving, "moving"), ("fixed images", "moving images"))
+    m_labels = _labels_of([p[1] for p in pairs], moving_label, "moving")
+    f_labels = _labels_of([p[0] for p in pairs], fixed_label, "fixed")
+    preflight([f for pair in pairs for f in pair] + [f for f in m_labels + f_labels if f is not None])
     loaded = load_model(ckpt, device_of(device), need="deformer", model_class=model_class)
     for note in loaded.notes:
         echo(f"note: {note}")
     if refine:
         loaded.model.set_refinement(refine, refine_lr)
-    pairs = _pairs(list_inputs(fixed, "fixed"), list_inputs(moving, "moving"), ("fixed images", "moving images"))
-    m_labels = _labels_of([p[1] for p in pairs], moving_label, "moving")
-    f_labels = _labels_of([p[0] for p in pairs], fixed_label, "fixed")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = []

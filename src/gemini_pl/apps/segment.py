@@ -36,7 +36,7 @@ import torch
 from ..errors import GeminiError
 from . import pictures
 from .checkpoint import Loaded, load_model
-from .grid import (Grid, case_name, continuous_index, image_array, list_inputs, model_grid, read_image, sample, slabs,
+from .grid import (Grid, preflight, case_name, continuous_index, image_array, list_inputs, model_grid, read_image, sample, slabs,
                    write_image)
 from .prepare import device_of, network_input
 
@@ -149,6 +149,7 @@ def segment_files(ckpt: str | Path, inputs, out: str | Path, device: str = "auto
     and ``volumes.csv`` under ``out``. ``label_values``: ``classes`` (class indices 0..K-1) or
     ``file`` (the values of the training dataset's label files, by its label table)."""
     loaded = load_model(ckpt, device_of(device), need="head", model_class=model_class)
+    files = preflight(list_inputs(inputs, "input"))  # every input checked before anything is written
     values = None
     if label_values == "file":
         values = file_values(loaded)
@@ -162,7 +163,7 @@ def segment_files(ckpt: str | Path, inputs, out: str | Path, device: str = "auto
     out.mkdir(parents=True, exist_ok=True)
     unit = "mm3" if loaded.spatial_dims == 3 else "mm2"
     results, rows = [], []
-    for path in list_inputs(inputs, "input"):
+    for path in files:
         image = read_image(path, loaded.spatial_dims)
         seg = segment_image(loaded, image, case_name(path))
         write_segmentation(seg, image, names, out, suffix, pictures_on, like=path, values=values)

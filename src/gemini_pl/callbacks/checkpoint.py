@@ -36,3 +36,11 @@ class LastCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps or None,
             **kwargs,
         )
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Save ``last.ckpt`` once more when the run ends between two ``every_n_train_steps``
+        saves, so that it always holds the last step."""
+        super().on_train_end(trainer, pl_module)
+        if trainer.fast_dev_run or trainer.sanity_checking or self._last_global_step_saved == trainer.global_step:
+            return
+        self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))

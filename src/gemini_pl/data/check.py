@@ -12,7 +12,11 @@ values found versus the label table (or versus the classes inferred from the tes
 there is no table), and every problem: unreadable files, shape or geometry mismatches between an
 image and its label or mask, label values outside the table or beyond the classes, multilabel
 channels that are not binary, missing labels, missing brain masks (``brain_mask`` ``file``/``label``),
-empty splits, and settings the data cannot serve (e.g. a patch larger than an image). The exit
+empty splits, settings the data cannot serve (e.g. a patch larger than an image), and every check
+of the one read path (:mod:`gemini_pl.data.io`: empty, truncated, non-gzip, unsupported files,
+dangling links, NaN/Inf, non-integer labels; constant images are warnings) and of the split
+(two files of one case, a case or identical bytes in two of train_labeled/val/test). Each file
+is read once for the report (the chain's loader reports what it read). The exit
 status is 0 when there is no problem, 1 otherwise (2 for a usage error).
 """
 
@@ -28,9 +32,9 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 
-from gemini_pl.data.io import DataWarning, load_image
+from gemini_pl.data.io import DataWarning, label_values
 from gemini_pl.data.specs import SPECS
-from gemini_pl.data.transforms import case_transforms, check_same_grid
+from gemini_pl.data.transforms import case_transforms
 from gemini_pl.errors import GeminiError, find_error
 
 __all__ = ["CheckReport", "check_data", "main"]
@@ -173,34 +177,33 @@ def check_data(dm: Any, max_files: int | None = None) -> CheckReport:
         shapes: Counter = Counter()
         spacings: Counter = Counter()
         lo, hi = float("inf"), float("-inf")
-        chain = Compose(case_transforms(spec, dm.spatial_dims, labeled, k if labeled else None))
+        steps = case_transforms(spec, dm.spatial_dims, labeled, k if labeled else None)
+        stats = {"lo": float("inf"), "hi": float("-inf")}
+
+        def observe(kind: str, path: Any, x: torch.Tensor, stats=stats, shapes=shapes, spacings=spacings) -> None:
+            if kind == "image":  # each file is read once: the chain reports what it read
+                shapes[tuple(x.shape[1:])] += 1
+                spacings[_spacing(x)] += 1
+                plain = x.as_tensor() if hasattr(x, "as_tensor") else x
+                stats["lo"], stats["hi"] = min(stats["lo"], float(plain.min())), max(stats["hi"], float(plain.max()))
+            elif spec.label_kind is not None:
+                found.update(label_values(x))
+
+        steps[0].observe = observe
+        chain = Compose(steps)
         for rec in todo:
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", DataWarning)
-                    img = load_image(rec["image"])
-                rep.warnings += [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
-                shapes[tuple(img.shape[1:])] += 1
-                spacings[_spacing(img)] += 1
-                lo, hi = min(lo, float(img.min())), max(hi, float(img.max()))
-                if labeled and spec.label_kind == "multiclass":
-                    lab = load_image(rec["label"], label=True)
-                    check_same_grid(img, lab, rec["image"], rec["label"])
-                    found.update(int(v) for v in torch.unique(lab).tolist())
-                elif labeled:
-                    for lp in rec["label"]:
-                        lab = load_image(lp, label=True)
-                        check_same_grid(img, lab, rec["image"], lp)
-                        found.update(int(v) for v in torch.unique(lab).tolist())
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DataWarning)
                     chain(rec)
+                rep.warnings += [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
             except Exception as exc:
                 err = find_error(exc)
                 if err is None:
                     rep.problem(f"{rec['image']}: {type(exc).__name__}: {exc}")
                 else:
                     rep.problem(str(err))
+        lo, hi = stats["lo"], stats["hi"]
         if shapes:
             rep.add(f"  shapes: {_fmt_counter(shapes)}")
             rep.add(f"  spacings: {_fmt_counter(spacings)}")
@@ -279,7 +282,12 @@ def build_parser():
     import lightning as L
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(
+    from gemini_pl.cli_errors import OneLineErrors
+
+    class Parser(OneLineErrors, ArgumentParser):
+        """check-data's parser: one line per parse error (cli_errors.py)."""
+
+    parser = Parser(
         prog="gemini-pl check-data",
         description="Check a dataset: counts, shapes, spacings, label values, problems.",
     )
@@ -306,8 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parser.parse_args(args)
     try:
         init = parser.instantiate_classes(cfg)
-    except GeminiError as exc:
-        print(f"gemini-pl check-data: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # jsonargparse wraps the data module's own error
+        err = find_error(exc)
+        if err is None:
+            raise
+        print(f"gemini-pl check-data: error: {err}", file=sys.stderr)
         return 1
     dm = init.data
     if not isinstance(dm, GeminiDataModule):

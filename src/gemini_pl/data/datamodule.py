@@ -180,7 +180,7 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
             label_table=label_table, preprocessing=prep, folder=folder, spatial_dims=spatial_dims,
         )
         self._records = SplitRecords(root, self.spec, datalist=datalist, split_file=split_file,
-                                     seed=seed, on_error=on_error)
+                                     seed=seed, on_error=on_error, num_labeled=num_labeled)
         self._spatial_dims: int | None = self.spec.spatial_dims
         if self._spatial_dims is None and self.phantom is None:
             self._spatial_dims = self._header_dims()
@@ -290,12 +290,15 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
         (the root is missing: ``setup`` reports it)."""
         try:
             layout = self.layout
-            for key in LISTED_KEYS:
-                if layout.has(key):
-                    return header_spatial_dims(layout.records(key)[0]["image"])
+            first = next((layout.records(key)[0]["image"] for key in LISTED_KEYS if layout.has(key)), None)
         except (DataError, OSError, RuntimeError, ValueError):
             return None
-        return None
+        if first is None:
+            return None
+        try:
+            return header_spatial_dims(first)  # a DataError names the file (empty, not gzip, ...)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise DataError(f"cannot read the header of {first}: {type(exc).__name__}: {exc}") from None
 
     def _resolve_grid(self) -> None:
         """A dataset whose spec fixes no geometry, with files of different shapes or spacings:
@@ -310,7 +313,7 @@ class GeminiDataModule(DataContract, L.LightningDataModule):
         records = self._listed_records()
         try:
             geoms = [header_geometry(r["image"]) for r in records]
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (DataError, OSError, RuntimeError, ValueError) as exc:  # the file is named when it is read
             log.warning("dataset %s: cannot read every header (%s); images are used as they are",
                         self.spec.name, exc)
             return

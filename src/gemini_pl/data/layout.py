@@ -127,14 +127,14 @@ class Layout:
             if groups:
                 recs = []
                 for g in groups:
-                    for p in list_images(self.data_dir / g):
+                    for p in list_images(self.data_dir / g, strict=False):
                         recs.append({"image": str(p), "name": case_name(p), "rel": f"{g}/{p.name}",
                                      "group": g, "mask_path": None})
                 self.source["train_unlabeled"] = f"{self.data_dir}/{{{','.join(groups)}}}"
                 return recs
         folder = self.split_dir("train_unlabeled")
         if spec.layout == "flat" and not (folder / "image").is_dir():
-            images = list_images(self.data_dir)
+            images = list_images(self.data_dir, strict=False)
             self.source["train_unlabeled"] = str(self.data_dir)
             return [{"image": str(p), "name": case_name(p), "rel": p.name, "group": "",
                      "mask_path": self._mask(self.data_dir, "unlabeled", p.name)} for p in images]
@@ -281,7 +281,7 @@ class Layout:
 def _holds_images(folder: Path) -> bool:
     """Whether ``folder`` directly holds an image file (a flat dataset folder)."""
     try:
-        return bool(list_images(folder))
+        return bool(list_images(folder, strict=False))
     except DataError:
         return False
 

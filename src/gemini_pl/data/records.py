@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,7 +25,7 @@ from monai.transforms import Compose
 from gemini_pl.data.io import case_name
 from gemini_pl.data.layout import LISTED_KEYS, Layout
 from gemini_pl.data.specs import DatasetSpec
-from gemini_pl.data.splits import few_shot, load_split, make_split, split_bytes, split_sha256, write_split
+from gemini_pl.data.splits import MIN_TRAIN, few_shot, load_split, make_split, split_bytes, split_sha256, write_split
 from gemini_pl.data.transforms import case_transforms
 from gemini_pl.errors import ConfigError, DataError, find_error
 
@@ -53,13 +54,16 @@ class SplitRecords:
 
     def __init__(self, root: str, spec: DatasetSpec, *, datalist: str | None = None,
                  split_file: str | None = None, seed: int = 0,
-                 on_error: str = "raise") -> None:
+                 on_error: str = "raise", num_labeled: int | None = None) -> None:
         self.root = root
         self.spec = spec
         self.datalist = datalist
         self.split_file = split_file
         self.seed = seed
         self.on_error = on_error
+        #: the few-shot budget: a split built from the listing leaves this many labeled training
+        #: cases for training (validation takes only what is left beyond it, see make_split)
+        self.num_labeled = num_labeled
         #: the split (see :mod:`gemini_pl.data.splits`) once :meth:`ensure_split` ran.
         self.split: dict[str, Any] | None = None
         #: sha256 of the split file (or of what it would be for an in-memory split).
@@ -120,16 +124,77 @@ class SplitRecords:
             if self.split_file is not None:
                 path = Path(self.split_file)
                 if not path.exists():
-                    split = make_split(self.spec.name, self.listing(), seed=self.seed)
+                    split = make_split(self.spec.name, self.listing(), seed=self.seed, min_train=self._min_train())
                     write_split(split, path)
                     log.warning("created split file %s from the listing of %s (seed %d): keep it "
                                 "with your experiments so that every run uses the same cases",
                                 path, self.data_dir, self.seed)
                 self.split, self.split_hash = load_split(path, dataset=self.spec.name)
             else:
-                self.split = make_split(self.spec.name, self.listing(), seed=self.seed)
+                self.split = make_split(self.spec.name, self.listing(), seed=self.seed, min_train=self._min_train())
                 self.split_hash = split_sha256(split_bytes(self.split))
+            self.check_identical_files()
         return self.split
+
+    def check_identical_files(self) -> None:
+        """DataError naming both files when a file of ``test`` or ``val`` has the same bytes as a
+        file of another of ``train_labeled``, ``val``, ``test`` (one case under two names). Only
+        files of equal size, and of them those equal in two probed chunks, are hashed whole."""
+        import hashlib
+
+        split = self.split or {}
+        by_size: dict[int, list[tuple[str, str]]] = {}
+        for key in ("train_labeled", "val", "test"):
+            if not split.get(key):
+                continue
+            try:
+                records = self.select(key)
+            except DataError:
+                continue  # reported when the role is used
+            for r in records:
+                try:
+                    by_size.setdefault(os.path.getsize(r["image"]), []).append((key, r["image"]))
+                except OSError:
+                    continue  # named when it is read
+
+        def digest(path: str, probe: bool) -> str:
+            """sha256 of the whole file, or (``probe``) of 64 KiB from its middle and its end: files
+            of one size (uncompressed volumes of one shape) differ there unless identical."""
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                if not probe:
+                    for chunk in iter(lambda: f.read(1 << 22), b""):
+                        h.update(chunk)
+                    return h.hexdigest()
+                size = os.fstat(f.fileno()).st_size
+                for at in (size // 2, max(0, size - (1 << 16))):
+                    f.seek(at)
+                    h.update(f.read(1 << 16))
+            return h.hexdigest()
+
+        groups = []
+        for group in by_size.values():
+            if len({k for k, _ in group}) < 2:
+                continue
+            probed: dict[str, list[tuple[str, str]]] = {}
+            for key, path in group:
+                probed.setdefault(digest(path, probe=True), []).append((key, path))
+            groups += [g for g in probed.values() if len({k for k, _ in g}) > 1]
+        for group in groups:
+            seen: dict[str, tuple[str, str]] = {}
+            for key, path in group:
+                full = digest(path, probe=False)
+                other = seen.get(full)
+                if other is not None and other[0] != key:
+                    raise DataError(f"{other[1]} ({other[0]}) and {path} ({key}) are identical files: one case in two "
+                                    "splits; remove one of them")
+                seen.setdefault(full, (key, path))
+
+    def _min_train(self) -> int:
+        """Labeled training cases a split built from the listing keeps for training: the paper's
+        five, or the few-shot budget when larger (SCR25: all 25 train; validation does not eat the
+        budget, it takes only cases beyond it)."""
+        return max(MIN_TRAIN, self.num_labeled or 0)
 
     def select(self, key: str, names: list[str] | None = None) -> list[dict]:
         """Records of split ``key`` restricted to (and ordered as) the split's file names (``val``:
@@ -166,6 +231,16 @@ class SplitRecords:
     def few_shot(self, num_labeled: int | None) -> list[dict]:
         """Records of the few-shot labeled training set of budget ``num_labeled`` (None: all)."""
         split = self.ensure_split()
+        labeled = len(split.get("train_labeled") or [])
+        held = [n for n in split.get("val") or () if n in set(self.listing().get("train_labeled", []))]
+        if num_labeled is not None and num_labeled > labeled and held and str(num_labeled) not in split.get("few_shot", {}):
+            where = f"split file {self.split_file}" if self.split_file else f"the split of {self.data_dir}"
+            raise ConfigError(
+                f"data.num_labeled={num_labeled} but {where} holds {len(held)} of the {labeled + len(held)} labeled "
+                f"training images out for validation (val), leaving {labeled}: rebuild the split without them "
+                f"(python -m gemini_pl.data.splits --num-val 0 --out {self.split_file or 'FILE'}), add a "
+                "val/labeled folder, or lower num_labeled"
+            )
         names = few_shot(split, num_labeled, where=str(self.split_file or self.data_dir))
         if not names:
             raise DataError(f"{self.expected_folder('train_labeled')}: no labeled training images")

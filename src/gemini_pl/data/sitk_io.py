@@ -69,6 +69,7 @@ def header_spatial_dims(path: str | os.PathLike) -> int:
     (NIfTI: the first three of its axes, the 4th and 5th are channels; PNG: 2; SimpleITK
     formats: the image dimension)."""
     name = Path(path).name.lower()
+    _checked(path)
     if name.endswith(".png"):
         return 2
     if name.endswith((".nii", ".nii.gz")):
@@ -86,6 +87,7 @@ def header_spatial_dims(path: str | os.PathLike) -> int:
 def header_geometry(path: str | os.PathLike) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """``(shape, spacing)`` of an image file along its voxel axes ``(i, j, k)``, from the header."""
     name = Path(path).name.lower()
+    _checked(path)
     if name.endswith(".png"):
         from PIL import Image
 
@@ -103,3 +105,11 @@ def header_geometry(path: str | os.PathLike) -> tuple[tuple[int, ...], tuple[flo
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
     return tuple(int(s) for s in reader.GetSize()), tuple(float(s) for s in reader.GetSpacing())
+
+
+def _checked(path: str | os.PathLike) -> None:
+    """The file checks of every read (:func:`gemini_pl.data.io.check_file`: DataError naming an
+    empty, non-gzip ``.gz`` or unsupported file) before its header is parsed."""
+    from gemini_pl.data.io import check_file
+
+    check_file(path)

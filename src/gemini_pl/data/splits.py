@@ -110,14 +110,25 @@ def make_split(
     return split
 
 
+#: pairs of split lists that must not share a case: (held out, trained on or selected with)
+DISJOINT = (("val", "test"), ("train_labeled", "test"), ("val", "train_labeled"))
+
+
 def check_split(split: Mapping[str, Any], where: str) -> None:
-    """Refuse a split whose ``val`` shares a case with ``test`` (model selection on the test set)."""
-    shared = sorted(set(split.get("val") or ()) & set(split.get("test") or ()))
-    if shared:
-        raise DataError(
-            f"{where}: val and test share {len(shared)} case(s): {', '.join(shared[:5])}"
-            f"{' ...' if len(shared) > 5 else ''}; validation cases must not be test cases (remove them from val)"
-        )
+    """Refuse a split in which a case (a file name, or the same name with another image suffix:
+    ``x.nii`` and ``x.nii.gz``) is in two of ``val``, ``test`` and ``train_labeled`` (model
+    selection or training on the test set, validation on training cases), naming the cases."""
+    from gemini_pl.data.io import case_name
+
+    for a, b in DISJOINT:
+        names_b = {case_name(n).lower(): n for n in split.get(b) or ()}
+        shared = sorted(n for n in split.get(a) or () if case_name(n).lower() in names_b)
+        if shared:
+            fix = ("remove them from val" if "val" in (a, b) else "move them out of the training folder")
+            raise DataError(
+                f"{where}: {a} and {b} share {len(shared)} case(s): {', '.join(shared[:5])}"
+                f"{' ...' if len(shared) > 5 else ''}; a case belongs to one split ({fix})"
+            )
 
 
 def describe_split(split: Mapping[str, Any] | None, digest: str | None, num_labeled: int | None = None) -> str:

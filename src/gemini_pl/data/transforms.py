@@ -30,7 +30,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Orientationd, Resized, ResizeWithPadOrCropd, Spacingd, Transform
 
-from gemini_pl.data.io import load_image
+from gemini_pl.data.io import label_values, load_image
 from gemini_pl.data.specs import DatasetSpec
 from gemini_pl.errors import ConfigError, DataError
 
@@ -84,7 +84,7 @@ def map_labels(label: torch.Tensor, table: Mapping[int, int] | None, unmapped: s
     number of classes; ``background`` maps them to 0. ``table=None`` keeps the values: they must be
     class indices ``0..num_classes-1`` (``num_classes=None``: any value >= 0).
     """
-    values = [int(v) for v in torch.unique(label).tolist()]
+    values = label_values(label)
     of = f" of {dataset}" if dataset else ""
     if table is None:
         bad = [v for v in values if v < 0]
@@ -120,7 +120,7 @@ def map_labels(label: torch.Tensor, table: Mapping[int, int] | None, unmapped: s
 def binary_channel(mask: torch.Tensor, path: Any, channel: int, names: Sequence[str]) -> torch.Tensor:
     """Channel ``channel`` of a multilabel case as float 0/1 (> 0 is foreground). The file must
     be binary: 0 and at most one other (positive) value, e.g. 1 or 255; else DataError naming it."""
-    values = [int(v) for v in torch.unique(mask).tolist()]
+    values = label_values(mask)
     foreground = [v for v in values if v != 0]
     if len(foreground) > 1 or any(v < 0 for v in foreground):
         raise DataError(
@@ -148,11 +148,17 @@ class LoadCased(Transform):
         self.spatial_dims = spatial_dims
         self.labeled = labeled
         self.num_classes = num_classes
+        #: called as ``observe(kind, path, tensor)`` with every file as read (``kind``: ``image`` or
+        #: ``label``, before the label table), e.g. by check-data to report what the files hold
+        #: without reading them twice; None: nothing
+        self.observe: Any = None
 
     def __call__(self, record: Mapping) -> dict:
         d = dict(record)
         path = d["image"]
         image = load_image(path)
+        if self.observe is not None:
+            self.observe("image", path, image)
         if self.spatial_dims is not None and image.dim() - 1 != self.spatial_dims:
             raise DataError(
                 f"{path} has {image.dim() - 1} spatial dimensions (shape {tuple(image.shape[1:])}) "
@@ -170,6 +176,8 @@ class LoadCased(Transform):
                 channels = []
                 for i, p in enumerate(paths):
                     ch = load_image(p, label=True)
+                    if self.observe is not None:
+                        self.observe("label", p, ch)
                     check_same_grid(image, ch, path, p)
                     channels.append(binary_channel(ch, p, i, self.spec.label_channels))
                 label = torch.cat(channels, dim=0)
@@ -177,6 +185,8 @@ class LoadCased(Transform):
                 d["source"]["label"] = [str(p) for p in paths]
             else:
                 raw = load_image(d["label"], label=True)
+                if self.observe is not None:
+                    self.observe("label", d["label"], raw)
                 check_same_grid(image, raw, path, d["label"])
                 brain = raw > 0 if mode == "label" else None
                 label = map_labels(raw, self.spec.label_table, self.spec.unmapped_labels,

@@ -124,6 +124,8 @@ class GeminiModule(L.LightningModule):
         aug_seed: int = 0,
     ):
         super().__init__()
+        if not (isinstance(lr, (int, float)) and lr > 0 and lr == lr and lr != float("inf")):
+            raise ConfigError(f"model.init_args.lr must be a positive number, got {lr!r}")
         if augment_space not in AUGMENT_SPACES:
             raise ConfigError(f"model.augment_space must be one of {AUGMENT_SPACES}, got {augment_space!r}")
         if spatial_dims not in (2, 3):
