@@ -265,8 +265,8 @@ class GeminiModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.guard.check(self)
 
-    #: whether the current training iteration is one the loggers write (diagnostics are computed
-    #: and values logged only then; True outside a fit)
+    #: whether the current training iteration is one the loggers write (diagnostics such as the
+    #: feature similarity are computed only then; True outside a fit)
     logging_step: bool = True
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -284,15 +284,13 @@ class GeminiModule(L.LightningModule):
                 self.guarded_step(terms["total"], name)
                 losses.append((name, terms))
         log_now, self.logging_step = self.logging_step, True
-        if not log_now:  # the loggers write only at the cadence (decided before the optimiser steps): so does the step
-            return
         for name, terms in losses:
             first = terms["total"] if first is None else first
             logs.update({f"train/{name}/{k}": v.detach() for k, v in terms.items() if torch.is_tensor(v)})
             logs.update({f"train/{name}/{k}": float(v) for k, v in terms.items() if not torch.is_tensor(v)})
         logs["train/nonfinite_steps"] = self.guard.total
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
-        if first is not None:  # host read only at the cadence
+        if first is not None and log_now:  # host read only at the cadence (decided before the optimiser steps)
             self.log("loss", first.detach(), prog_bar=True, on_step=True, batch_size=n, logger=False)
 
 
