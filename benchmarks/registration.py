@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--dataset", default="mni2d", help="mni2d or mni3d (any labeled dataset with test subjects works)")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT")
     ap.add_argument("--pairs", type=int, default=None, help="only the first N test pairs (default all)")
-    ap.add_argument("--num-val-pairs", type=int, default=20, help="evaluation pairs the data module builds (as experiments/demo_mni)")
+    ap.add_argument("--num-val-pairs", type=lambda v: None if v == "all" else int(v), default=20,
+                    help="evaluation pairs the data module builds (20: as experiments/demo_mni; 'all': every ordered "
+                         "pair of different test subjects, as experiments/synthseg)")
     ap.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
                     help="resample the pairs to this voxel spacing first (data.preprocessing.spacing; default the files')")
     ap.add_argument("--anchors", default=None, metavar="LIST",
@@ -246,6 +248,8 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--refine", type=int, nargs="+", default=[], metavar="STEPS",
                     help="also each --model with test-time instance optimisation of STEPS steps (one row per value)")
     ap.add_argument("--refine-lr", type=float, default=None, help="refinement step size (default the checkpoint's, else 0.5)")
+    ap.add_argument("--identity", action="store_true",
+                    help="also the row of no registration (a zero field): the unwarped Dice each method must beat")
     ap.add_argument("--refine-identity", action="store_true",
                     help="also the refinement alone, from the identity (no network): the instance optimisation's own share")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -281,6 +285,8 @@ def main(argv: list[str] | None = None) -> str:
         methods[name] = lambda path=path: load_module(path)
         for steps in args.refine:
             methods[f"{name} + refine {steps}"] = lambda path=path, steps=steps: refined(load_module(path), steps, args.refine_lr)
+    if args.identity:
+        methods["no registration (identity)"] = lambda: identity_module(dm.spatial_dims)
     for steps in args.refine if args.refine_identity else []:
         methods[f"refinement alone (from the identity), {steps} steps"] = (
             lambda steps=steps: refined(identity_module(dm.spatial_dims), steps, args.refine_lr))

@@ -145,9 +145,9 @@ def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_pa
     js = tmp_path / "r.json"
     text = _bench().main(["--root", str(root / "data"), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "1",
                           "--model", f"svf={ckpt}", "--device", "cpu", "--anchors", "demons", "--no-demons", "--refine", "5",
-                          "--refine-identity", "--json", str(js)])
+                          "--identity", "--refine-identity", "--json", str(js)])
     assert [line.split("|")[1].strip() for line in text.splitlines()[2:]] == [
-        "svf", "svf + refine 5", "refinement alone (from the identity), 5 steps"]
+        "svf", "svf + refine 5", "no registration (identity)", "refinement alone (from the identity), 5 steps"]
     rows = json.loads(js.read_text())
     dm = GeminiDataModule(root=str(root / "data"), dataset="phantom2d", eval_mode="pairs", num_val_pairs=3)
     dm.setup("test")
@@ -161,6 +161,8 @@ def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_pa
         zero = refine_flow(a, b, torch.zeros_like(flow), 5, 0.5, 2, module.refine_objective(), sigma=1.0)
     k = int(dm.num_classes)
     assert rows["svf + refine 5"]["dice"][0] == pytest.approx(100 * float(mean_dice(warp(la, flow, mode="nearest"), lb, k)[0]), abs=1e-3)
+    assert rows["no registration (identity)"]["dice"][0] == pytest.approx(100 * float(mean_dice(la, lb, k)[0]), abs=1e-3)
+    assert rows["no registration (identity)"]["folding"][0] == 0.0
     alone = rows["refinement alone (from the identity), 5 steps"]["dice"][0]
     assert alone == pytest.approx(100 * float(mean_dice(warp(la, zero, mode="nearest"), lb, k)[0]), abs=1e-3)
 
