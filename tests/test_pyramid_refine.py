@@ -198,3 +198,22 @@ def test_module_refinement_follows_the_hyper_parameters_and_set_refinement():
 def test_module_settings_are_checked(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         _registration(**kwargs)
+
+
+@pytest.mark.parametrize("velocity", [False, True])
+def test_both_ways_equals_the_two_directions_registered_apart(velocity):
+    """``both_ways`` (each feature map resampled once per level) gives, stacked, exactly what the
+    two directions give when registered one at a time."""
+    from gemini_pl.nets.deformer import Deformer
+    from gemini_pl.spatial import integrate_velocity
+
+    torch.manual_seed(0)
+    d = Deformer(2, 4, (8, 8, 8, 8, 8), flow_init="published")
+    f_m, f_f = torch.rand(2, 4, 30, 26), torch.rand(2, 4, 30, 26)
+    to_disp = (lambda v: integrate_velocity(v, 4)) if velocity else (lambda v: v)
+    with torch.no_grad():
+        both = coarse_to_fine(d, f_m, f_f, 3, to_disp, velocity=velocity, both_ways=True)
+        apart = torch.cat([coarse_to_fine(d, f_m, f_f, 3, to_disp, velocity=velocity),
+                           coarse_to_fine(d, f_f, f_m, 3, to_disp, velocity=velocity)])
+    assert both.shape == (4, 2, 30, 26)
+    assert torch.allclose(both, apart, atol=1e-5)

@@ -19,6 +19,7 @@ continuous indices with ``torch.nn.functional.grid_sample`` (the sampler of the 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,6 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
-
-import logging
 
 from ..errors import DataError
 
@@ -190,16 +189,18 @@ def slabs(shape, max_voxels: int = 1 << 22):
         yield slice(start, min(start + step, int(shape[-1])))
 
 
-def read_image(path: str | os.PathLike, spatial_dims: int | None = None, label: bool = False) -> sitk.Image:
+def read_image(path: str | os.PathLike, spatial_dims: int | None = None, label: bool = False,
+               deep: bool = True) -> sitk.Image:
     """Read an image with SimpleITK: one channel (colour → luminance, several components →
     their mean; labels keep the first), a 3D file with a single slice read as 2D when
     ``spatial_dims`` is 2. DataError naming the file when it cannot be read or has the wrong
-    number of dimensions."""
+    number of dimensions. ``deep=False``: a NIfTI is not decoded whole first (the caller's
+    :func:`preflight` did it)."""
     from ..data.io import _suffix, check_file, check_values, png_pixels
 
     path = Path(path)
     if _suffix(path) is not None:  # the checks of the training data (same messages)
-        check_file(path, deep=True)
+        check_file(path, deep=deep)
     elif not path.is_file():
         raise DataError(f"image file {path} does not exist")
     elif path.stat().st_size == 0:

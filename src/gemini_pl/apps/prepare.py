@@ -17,10 +17,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..errors import ConfigError
-
 from ..data.specs import DatasetSpec
 from ..data.transforms import Intensityd
+from ..errors import ConfigError
 from .grid import Grid, image_array, model_grid, resample, to_image
 
 __all__ = ["device_of", "network_input", "preprocessed"]

@@ -55,8 +55,8 @@ from ..metrics.dice import dice_rows
 from ..metrics.jacobian import folding_percent, jacobian_determinant, sdlogj
 from . import pictures
 from .checkpoint import Loaded, load_model
-from .grid import (Grid, preflight, case_name, continuous_index, image_array, list_inputs, model_grid, read_image, sample, slabs,
-                   to_image, write_image)
+from .grid import (Grid, case_name, continuous_index, image_array, list_inputs, model_grid, preflight, read_image, sample,
+                   slabs, to_image, write_image)
 from .prepare import device_of, network_input
 
 __all__ = ["PairResult", "label_dice", "main", "register_files", "register_pair"]
@@ -241,13 +241,14 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
     rows = []
     dims = loaded.spatial_dims
     for (f_path, m_path), ml_path, fl_path in zip(pairs, m_labels, f_labels):
-        f_img, m_img = read_image(f_path, dims), read_image(m_path, dims)
+        # preflight decoded every NIfTI whole already: no second full decode per file
+        f_img, m_img = read_image(f_path, dims, deep=False), read_image(m_path, dims, deep=False)
         ml = fl = None
         if ml_path is not None:
-            ml = read_image(ml_path, dims, label=True)
+            ml = read_image(ml_path, dims, label=True, deep=False)
             _check_same_grid(ml, m_img, ml_path, m_path)
         if fl_path is not None:
-            fl = read_image(fl_path, dims, label=True)
+            fl = read_image(fl_path, dims, label=True, deep=False)
             _check_same_grid(fl, f_img, fl_path, f_path)
         name = f"{case_name(m_path)}_to_{case_name(f_path)}"
         res = register_pair(loaded, f_img, m_img, ml, fl if ml is not None else None, name=name)
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instance optimisation: refine the network's field of each pair with STEPS Adam steps on the "
                              "training objective (e.g. 50; 0 = off, the default); the time it takes is printed per pair")
     parser.add_argument("--refine-lr", type=float, default=None, metavar="VOXELS",
-                        help="step size of the refinement (default the checkpoint's refine_lr, else 0.1)")
+                        help="step size of the refinement (default the checkpoint's refine_lr, else 0.5)")
     return parser
 
 

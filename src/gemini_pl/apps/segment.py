@@ -36,8 +36,8 @@ import torch
 from ..errors import GeminiError
 from . import pictures
 from .checkpoint import Loaded, load_model
-from .grid import (Grid, preflight, case_name, continuous_index, image_array, list_inputs, model_grid, read_image, sample, slabs,
-                   write_image)
+from .grid import (Grid, case_name, continuous_index, image_array, list_inputs, model_grid, preflight, read_image, sample,
+                   slabs, write_image)
 from .prepare import device_of, network_input
 
 __all__ = ["Segmented", "class_names", "main", "segment_files", "segment_image", "volumes"]
@@ -164,7 +164,7 @@ def segment_files(ckpt: str | Path, inputs, out: str | Path, device: str = "auto
     unit = "mm3" if loaded.spatial_dims == 3 else "mm2"
     results, rows = [], []
     for path in files:
-        image = read_image(path, loaded.spatial_dims)
+        image = read_image(path, loaded.spatial_dims, deep=False)  # preflight decoded it whole
         seg = segment_image(loaded, image, case_name(path))
         write_segmentation(seg, image, names, out, suffix, pictures_on, like=path, values=values)
         vols = volumes(seg, k)

@@ -97,9 +97,9 @@ class RegistrationEvaluation:
         levels = int(self.hparams.get("pyramid_levels", 1))
         if levels == 1:
             return self.net.flows_both_ways(f_moving, f_fixed) if both_ways else (self.net.flow(f_moving, f_fixed),)
-        a, b = (torch.cat([f_moving, f_fixed], 0), torch.cat([f_fixed, f_moving], 0)) if both_ways else (f_moving, f_fixed)
-        out = coarse_to_fine(self.net.deformer, a, b, levels, self.to_displacement,
-                             velocity=int(self.hparams.get("integration_steps", 0)) > 0, sampling=self.hparams.sampling)
+        out = coarse_to_fine(self.net.deformer, f_moving, f_fixed, levels, self.to_displacement,
+                             velocity=int(self.hparams.get("integration_steps", 0)) > 0, sampling=self.hparams.sampling,
+                             both_ways=both_ways)
         return out.chunk(2, 0) if both_ways else (out,)
 
     def displacements(self, f_moving: torch.Tensor, f_fixed: torch.Tensor,
@@ -119,16 +119,22 @@ class RegistrationEvaluation:
                                smoother=hp.get("smoother", "gradient"), lambda_jacobian=hp.get("lambda_jacobian", 0.0),
                                sampling=hp.get("sampling", "exact"), eps_per_voxel=hp.get("ncc_eps_per_voxel", True))
 
+    def refine_settings(self) -> dict[str, Any]:
+        """``{"steps", "lr", "grid", "sigma"}`` of the instance optimisation: the module's
+        hyper-parameters, else the defaults (modules without them, older checkpoints)."""
+        hp = self.hparams
+        return {"steps": int(hp.get("refine_steps", 0)), "lr": hp.get("refine_lr", 0.5),
+                "grid": hp.get("refine_grid", 2), "sigma": hp.get("refine_sigma", 1.0)}
+
     def set_refinement(self, steps: int, lr: float | None = None, grid: int | None = None,
                        sigma: float | None = None) -> None:
         """Switch the test-time instance optimisation of :meth:`register` on (``steps > 0``) or off;
         the settings not given keep the module's."""
-        hp = self.hparams
-        lr = hp.get("refine_lr", 0.5) if lr is None else lr
-        grid = hp.get("refine_grid", 2) if grid is None else grid
-        sigma = hp.get("refine_sigma", 1.0) if sigma is None else sigma
-        check_refinement(steps, lr, grid, sigma)
-        hp["refine_steps"], hp["refine_lr"], hp["refine_grid"], hp["refine_sigma"] = int(steps), float(lr), int(grid), float(sigma)
+        given = {"steps": steps, "lr": lr, "grid": grid, "sigma": sigma}
+        s = {k: v if given[k] is None else given[k] for k, v in self.refine_settings().items()}
+        check_refinement(s["steps"], s["lr"], s["grid"], s["sigma"])
+        self.hparams.update(refine_steps=int(s["steps"]), refine_lr=float(s["lr"]), refine_grid=int(s["grid"]),
+                            refine_sigma=float(s["sigma"]))
 
     def register(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """φ for whole images, by sliding windows when they exceed ``roi_size``; then, with the
@@ -136,11 +142,10 @@ class RegistrationEvaluation:
         hp = self.hparams
         flow = register_windows(self.flow, moving, fixed, getattr(self, "roi_size", None),
                                 hp.get("sw_batch_size", 1), hp.get("sw_overlap", 0.5))
-        steps = int(hp.get("refine_steps", 0))
-        if steps > 0:
+        s = self.refine_settings()
+        if s["steps"] > 0:
             start = time.perf_counter()
-            flow = refine_flow(moving, fixed, flow, steps, hp.get("refine_lr", 0.5), hp.get("refine_grid", 2),
-                               self.refine_objective(), sigma=hp.get("refine_sigma", 1.0))
+            flow = refine_flow(moving, fixed, flow, s["steps"], s["lr"], s["grid"], self.refine_objective(), sigma=s["sigma"])
             self.last_refine_seconds = time.perf_counter() - start  # what the refinement of this call cost
         return flow
 

@@ -86,6 +86,7 @@ def coarse_to_fine(
     to_displacement: Callable[[torch.Tensor], torch.Tensor],
     velocity: bool,
     sampling: str = "exact",
+    both_ways: bool = False,
 ) -> torch.Tensor:
     """The deformer's output on the finest grid after ``levels`` coarse-to-fine refinements.
 
@@ -96,6 +97,8 @@ def coarse_to_fine(
         to_displacement: the module's map from a deformer output to a displacement (integration
             of a velocity; the identity for a displacement model).
         velocity: the output is a velocity (residuals add) rather than a displacement (composed).
+        both_ways: also register ``fixed`` onto ``moving``, stacked after the first direction
+            along the batch (2N outputs; each feature map is resampled once per level for both).
 
     Returns the deformer output (velocity or displacement, as ``D`` gives) on S.
     """
@@ -103,6 +106,8 @@ def coarse_to_fine(
     out: torch.Tensor | None = None
     for shape in reversed(shapes):
         a, b = resize_image(moving, shape), resize_image(fixed, shape)
+        if both_ways:
+            a, b = torch.cat([a, b], 0), torch.cat([b, a], 0)
         if out is None:
             out = deformer(torch.cat([a, b], dim=1))
             continue
