@@ -457,3 +457,17 @@ def test_test_split_never_splits_a_patient():
             assert it.outputs[0].split("/")[0] == it.outputs[1].split("/")[0]
         assert all(len(s) == 1 for s in split.values()), split
         assert sum(1 for it in items if it.outputs[0].startswith("test/")) >= 2
+
+
+def test_outputs_no_case_makes_any_more_are_reported(tmp_path):
+    src, root = tmp_path / "src", tmp_path / "data"
+    whs_source(src)
+    assert convert("whs_ct", src, root).ok
+    res = convert("whs_ct", src, root, num_test=1, seed=0)  # one labeled case moves to test/labeled
+    moved = [o for o in res.written if o.startswith("test/labeled/image/")]
+    assert len(moved) == 1
+    stale = root / "whs_ct" / moved[0].replace("test/labeled", "train/labeled")
+    assert not res.ok and any(p.startswith(f"{stale}: written by an earlier conversion") for p in res.problems)
+    stale.unlink()
+    (stale.parent.parent / "label" / stale.name).unlink()
+    assert convert("whs_ct", src, root, num_test=1, seed=0).ok

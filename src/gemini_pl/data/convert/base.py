@@ -311,13 +311,16 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
         try:
             try:
                 steps = it.build(tmps, data)
-            except DataError as exc:
-                res.problems.append(str(exc))
-                return
-            except Exception as exc:  # a source file the reader cannot decode
-                lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-                res.problems.append(f"{_source_key(it.sources[0], ctx)}: cannot convert "
-                                    f"({type(exc).__name__}: {lines[-1] if lines else ''})")
+            except Exception as exc:  # DataError, or a source file the reader cannot decode
+                if isinstance(exc, DataError):
+                    res.problems.append(str(exc))
+                else:
+                    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+                    res.problems.append(f"{_source_key(it.sources[0], ctx)}: cannot convert "
+                                        f"({type(exc).__name__}: {lines[-1] if lines else ''})")
+                for out in it.outputs:  # what an earlier run wrote stays recorded (and in place)
+                    if out in old_files:
+                        new_files[out] = old_files[out]
                 return
             actions, shas = [], []
             for out, f, t in zip(it.outputs, finals, tmps):
@@ -398,6 +401,13 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
                     except OSError:
                         pass
         res.problems += same_bytes(items, src_hashes, ctx)
+        planned = {o for it in plan.items for o in it.outputs}
+        for out in sorted(set(old_files) - planned):
+            if (data_dir / out).is_file():
+                new_files[out] = old_files[out]  # reported again until it is deleted
+                res.problems.append(f"{data_dir / out}: written by an earlier conversion, but no case of this run "
+                                    "makes it (source removed, or --num-test / --test-fold changed); delete it "
+                                    "if it should go")
         record = {
             "format": RECORD_FORMAT, "version": 1, "dataset": dataset, "converter": converter,
             "src": str(ctx.src), "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
