@@ -300,7 +300,17 @@ def test_cat08_metaimage_geometry_and_missing_raw(tmp_path, capsys):
 def write_dicom_series(folder: Path, vol, patient: str, uid: str) -> None:
     """One DICOM file per slice with ImageOrientationPatient / ImagePositionPatient (SimpleITK's
     GDCM writer, as scanners write them)."""
+    import locale
+
     folder.mkdir(parents=True, exist_ok=True)
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer sets the C locale (ASCII file reads after it)
+    try:
+        _write_dicom_series(folder, vol, patient, uid)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_series(folder: Path, vol, patient: str, uid: str) -> None:
     d = vol.GetDirection()
     iop = "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
     writer = sitk.ImageFileWriter()
@@ -471,3 +481,66 @@ def test_outputs_no_case_makes_any_more_are_reported(tmp_path):
     stale.unlink()
     (stale.parent.parent / "label" / stale.name).unlink()
     assert convert("whs_ct", src, root, num_test=1, seed=0).ok
+
+
+# ------------------------------------------------------------------------------------------ walkthroughs
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--model.init_args.widths", "[8, 8, 16, 16, 16, 16, 16, 8, 8]"]
+QUICK = ["--trainer.max_steps", "1", "--trainer.accelerator", "cpu", "--data.init_args.num_workers", "0",
+         "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--data.init_args.cache", "false"]
+
+
+def gemini_pl(*args: str) -> None:
+    try:
+        cli_main(list(args))
+    except SystemExit as exc:
+        assert exc.code in (0, None), f"gemini-pl {args[0]} exited with {exc.code}"
+
+
+@pytest.mark.slow
+def test_walkthrough_2d_scr_download_to_fit(tmp_path, monkeypatch):
+    """data/README.md, SCR: the JSRT + SCR download -> convert -> check-data -> fit (gemini_seg)."""
+    from gemini_pl.data.splits import _main as make_split_file
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    download = tmp_path / "downloads/jsrt_scr"
+    for i, case in enumerate(["JPCLN001", "JPCLN003", "JPCLN005", "JPCNN007", "JPCNN009", "JPCNN011", "JPCNN013",
+                              "JPCLN002"]):
+        write_jsrt(download / "All247images" / f"{case}.IMG", rng.integers(0, 4096, (2048, 2048)).astype(np.uint16))
+        for j, organ in enumerate(ORGANS):
+            m = np.zeros((1024, 1024))
+            m[100 + 60 * j: 300 + 60 * j + 10 * i, 100 + 90 * j: 400 + 90 * j] = 1
+            write_gif(download / f"scratch/fold{1 if int(case[-3:]) % 2 else 2}/masks/{organ}/{case}.gif", m)
+    gemini_pl("convert", "scr", "--src", str(download), "--root", "data", "--no-progress")
+    # a handful of cases: 2 validation cases instead of the default 5 (the full SCR needs no such step)
+    make_split_file(["--root", "data", "--dataset", "scr", "--num-val", "2"])
+    gemini_pl("check-data", "--config", str(REPO / "experiments/data/scr.yaml"), "--data.root", "data",
+              "--data.num_labeled", "null")
+    gemini_pl("fit", "--config", str(REPO / "experiments/gemini_seg.yaml"), "--config",
+              str(REPO / "experiments/data/scr.yaml"), "--data.root", "data", "--data.init_args.num_labeled", "null",
+              "--data.init_args.preprocessing", "{intensity: xray, resize: [64, 64]}",
+              "--trainer.default_root_dir", "runs/scr_seg", *QUICK, *SMALL)
+    assert (tmp_path / "runs/scr_seg/checkpoints/last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_walkthrough_3d_ppmi_download_to_fit(tmp_path, monkeypatch):
+    """data/README.md, PPMI: DICOM series -> convert -> check-data -> fit (gemini_pretrain, 3D)."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    for k, (subject, image_id) in enumerate((("3001", "I101"), ("3001", "I102"), ("3002", "I201"))):
+        vol = sitk.GetImageFromArray(rng.integers(0, 500, (8 + k, 12, 10)).astype(np.int16))
+        vol.SetSpacing((1.0, 1.0, 1.2))
+        write_dicom_series(tmp_path / f"downloads/PPMI_dicom/PPMI/{subject}/MPRAGE_GRAPPA/2014-0{k + 1}-10_10_25_03.0"
+                           / image_id, vol, subject, f"1.2.826.0.1.3680043.2.1125.{k + 10}")
+    gemini_pl("convert", "ppmi", "--src", "downloads/PPMI_dicom", "--root", "data", "--series", "MPRAGE|T1",
+              "--no-progress")
+    gemini_pl("check-data", "--config", str(REPO / "experiments/data/ppmi.yaml"), "--data.root", "data")
+    gemini_pl("fit", "--config", str(REPO / "experiments/gemini_pretrain.yaml"), "--data.init_args.root", "data",
+              "--data.init_args.preprocessing", "{spacing: [1, 1, 1], shape: [16, 16, 16]}",
+              "--trainer.default_root_dir", "runs/ppmi_pretrain", *QUICK, *SMALL,
+              "--model.init_args.deformer_widths", "[8, 8, 8, 8, 8]")
+    assert (tmp_path / "runs/ppmi_pretrain/checkpoints/last.ckpt").is_file()
