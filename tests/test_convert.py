@@ -199,6 +199,21 @@ def test_idempotent_rerun_force_and_changed_source(tmp_path, capsys):
     res = convert("whs_ct", src, root)
     assert res.replaced == ["train/labeled/label/ct_train_1002.nii.gz"] and res.ok
     assert sorted(np.unique(nifti(d / "train/labeled/label/ct_train_1002.nii.gz"))) == [0, 850]
+    # --verify re-hashes: an output changed behind the record's back (same size and mtime) is found
+    st = out.stat()
+    data = bytearray(out.read_bytes())
+    data[-1] ^= 1
+    out.write_bytes(bytes(data))
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert convert("whs_ct", src, root).conflicts == []  # size and mtime unchanged: trusted
+    res = convert("whs_ct", src, root, verify=True)
+    assert len(res.conflicts) == 1 and str(out) in res.conflicts[0]
+    convert("whs_ct", src, root, force=True, verify=True)
+    # other settings convert every case again: plain HU kept with --ct-offset 0
+    res = convert("whs_ct", src, root, ct_offset=0)
+    assert "train/labeled/image/ct_train_1001.nii.gz" in res.replaced and res.ok
+    assert nifti(out).min() == -1000
+    assert json.loads((d / "convert.json").read_text())["settings"] == {"ct_offset": 0}
     # an existing file with the same bytes (e.g. a copy made by hand) is adopted, not refused
     shutil.rmtree(root)
     (d / "train/unlabeled/image").mkdir(parents=True)
@@ -544,3 +559,12 @@ def test_walkthrough_3d_ppmi_download_to_fit(tmp_path, monkeypatch):
               "--trainer.default_root_dir", "runs/ppmi_pretrain", *QUICK, *SMALL,
               "--model.init_args.deformer_widths", "[8, 8, 8, 8, 8]")
     assert (tmp_path / "runs/ppmi_pretrain/checkpoints/last.ckpt").is_file()
+
+
+def test_usage_errors_are_one_line(tmp_path, capsys):
+    code, out = run(capsys, "whs_ct", "--src", str(tmp_path / "nowhere"), "--root", str(tmp_path))
+    assert code == 2 and f"gemini-pl convert: error: --src {tmp_path / 'nowhere'} is not a folder" in out
+    code, out = run(capsys, "brats", "--src", str(tmp_path), "--root", str(tmp_path))
+    assert code == 2 and "no converter for dataset 'brats'; known: whs_ct, asoca" in out
+    code, out = run(capsys, "ppmi", "--src", str(tmp_path), "--root", str(tmp_path / "data"), "--series", "(")
+    assert code == 2 and "--series '(' is not a regular expression" in out

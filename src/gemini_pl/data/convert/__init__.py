@@ -48,6 +48,10 @@ CONVERTERS = {
 }
 
 
+#: the converters' options and their defaults (``options`` of :func:`convert`)
+DEFAULTS = {"ct_offset": "auto", "masks": None, "series": None, "test_fold": 2}
+
+
 def converter(name: str) -> ModuleType:
     """The module converting dataset ``name`` (a spec name or an alias such as ``mmwhs``, ``jsrt``)."""
     key = name.lower()
@@ -73,7 +77,9 @@ def convert(dataset: str, src: str | Path, root: str | Path, *, force: bool = Fa
         raise GeminiError(f"--src {src} is not a folder (the official download, extracted)")
     data_dir = Path(root) / spec.dir_name
     record = load_record(data_dir / "convert.json")
-    ctx = Context(src.resolve(), {k: v for k, v in options.items() if v is not None}, record)
+    # the settings recorded (a change converts every case again): those that differ from the defaults
+    settings = {k: v for k, v in options.items() if v is not None and DEFAULTS.get(k, object()) != v}
+    ctx = Context(src.resolve(), settings, record)
     plan = mod.plan(ctx)
     if mod.EXPECTED and len(plan.items) < mod.EXPECTED:
         plan.notes.append(f"{len(plan.items)} of the {mod.EXPECTED} cases {spec.title} is distributed with")

@@ -267,7 +267,15 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
                 src_hashes[key] = {"sha256": sha256_file(s.path), "size": size, "mtime_ns": mtime}
         return src_hashes[key]
 
+    settings = {k: v for k, v in ctx.options.items() if _jsonable(v)}
+    same_settings = old.get("settings", settings) == settings
+    if not same_settings:
+        res.lines.append(f"settings changed since the last run ({old.get('settings')} -> {settings}): "
+                         "every case is converted again")
+
     def up_to_date(it: Item) -> bool:
+        if not same_settings:
+            return False
         for out in it.outputs:
             prev = old_files.get(out)
             p = data_dir / out
@@ -411,7 +419,7 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
         record = {
             "format": RECORD_FORMAT, "version": 1, "dataset": dataset, "converter": converter,
             "src": str(ctx.src), "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "settings": {k: v for k, v in ctx.options.items() if _jsonable(v)},
+            "settings": settings,
             "num_test": num_test, "seed": seed,
             "files": dict(sorted(new_files.items())),
             "sources": dict(sorted(src_hashes.items())),

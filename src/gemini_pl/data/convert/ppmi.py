@@ -46,7 +46,10 @@ def plan(ctx: Context) -> Plan:
     import SimpleITK as sitk
 
     p = Plan()
-    pattern = re.compile(ctx.options["series"]) if ctx.options.get("series") else None
+    try:
+        pattern = re.compile(ctx.options["series"]) if ctx.options.get("series") else None
+    except re.error as exc:
+        raise DataError(f"--series {ctx.options['series']!r} is not a regular expression: {exc}") from None
     folders = sorted({f.parent for f in ctx.src.rglob("*") if f.is_file() and f.suffix.lower() in (".dcm", "")
                       and not f.name.startswith(".")})
     for folder in folders:

@@ -148,6 +148,7 @@ def _build(img: Path, masks: dict[str, Path], paths, data) -> str:
         for o in organs:
             merged |= read_mask(masks[o])
         Image.fromarray(merged.astype(np.uint8) * 255, mode="L").save(path, format="PNG")
-    return ("image: JSRT 2048² 12-bit big-endian raw -> 2x2 block mean -> 8-bit "
-            "round((4095 - v) * 255 / 4095) (negative turned positive), 1024²; masks: SCR GIF > 0, "
+    return ("image: JSRT 2048² (0.175 mm) 12-bit big-endian raw -> 2x2 block mean (1024², 0.35 mm, the "
+            "SCR masks' grid) -> 8-bit "
+            "round((4095 - v) * 255 / 4095) (negative turned positive); masks: SCR GIF > 0, "
             "lung = left | right lung, clavicle = left | right clavicle, heart; 0/255 PNG")
