@@ -423,6 +423,12 @@ def test_chestxray8_groups_from_csv_and_archives(tmp_path, capsys):
     # rerun: nothing is read again from the archives (all unchanged)
     res = convert("chestxray8", src, root)
     assert res.written == [] and len(res.unchanged) == 3
+    # an archive extracted next to itself: the extracted file is used, not reported as a second copy
+    (src / "images").mkdir()
+    (src / "images/00000002_000.png").write_bytes(a2["images/00000002_000.png"])
+    res = convert("chestxray8", src, root)
+    assert not any("00000002_000" in p for p in res.problems) and res.unchanged.count("PA_F/00000002_000.png") == 1
+    assert any("1 image(s) are both extracted and in an archive" in line for line in res.lines)
 
 
 # ------------------------------------------------------------------------------------------ KiPA22, CANDI

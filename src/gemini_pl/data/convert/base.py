@@ -295,7 +295,7 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
             size, mtime = _stat(s.path)
             if prev is None or (size, mtime) != (prev.get("size"), prev.get("mtime_ns")):
                 return False
-            if verify and sha256_file(s.path) != prev.get("sha256"):
+            if verify and source_entry(s)["sha256"] != prev.get("sha256"):  # hashed once per file
                 return False
         return True
 

@@ -6,7 +6,8 @@ grayscale PNG, named ``<patient id, 8 digits>_<follow-up, 3 digits>.png``, split
 tar.gz archives (members ``images/<name>.png``), and the metadata ``Data_Entry_2017.csv`` (or
 ``Data_Entry_2017_v2020.csv``) with the columns ``Image Index``, ``Finding Labels``, ``Follow-up
 #``, ``Patient ID``, ``Patient Age``, ``Patient Gender`` (M/F), ``View Position`` (PA/AP), ...
-Already extracted archives (``images/*.png`` anywhere under ``--src``) are read too.
+Already extracted archives (``images/*.png`` anywhere under ``--src``) are read too; an image both
+extracted and in an archive is taken from the extracted file.
 
 Written: ``chestxray/<view>_<sex>/<name>.png`` (``AP_F``, ``AP_M``, ``PA_F``, ``PA_M``: the
 groups pairs are drawn in), the PNG bytes as distributed (a non-grayscale file — a few are RGBA —
@@ -57,8 +58,14 @@ def plan(ctx: Context) -> Plan:
         for m in ctx.archive_members(a):
             if m.lower().endswith(".png"):
                 found.setdefault(Path(m).name, []).append(Source(a, m))
+    extracted: dict[str, list[Source]] = {}
     for f in find_files(ctx.src, ["*.png"]):
-        found.setdefault(f.name, []).append(Source(f))
+        extracted.setdefault(f.name, []).append(Source(f))
+    both = sorted(set(found) & set(extracted))
+    if both:
+        p.notes.append(f"{len(both)} image(s) are both extracted and in an archive (e.g. "
+                       f"{_where(extracted[both[0]][0], ctx)}): the extracted files are used")
+    found.update(extracted)
     p.notes.append(f"{csv_path.name}: {len(rows)} rows; {len(archives)} archive(s); {len(found)} PNG name(s) found")
     for name, srcs in sorted(found.items()):
         if name not in rows:
