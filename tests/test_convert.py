@@ -574,3 +574,48 @@ def test_usage_errors_are_one_line(tmp_path, capsys):
     assert code == 2 and "no converter for dataset 'brats'; known: whs_ct, asoca" in out
     code, out = run(capsys, "ppmi", "--src", str(tmp_path), "--root", str(tmp_path / "data"), "--series", "(")
     assert code == 2 and "--series '(' is not a regular expression" in out
+
+
+def test_candi_unlabeled_cases_carry_their_label_as_brain_mask(tmp_path):
+    src, root = tmp_path / "src", tmp_path / "data"
+    for i, s in enumerate(["HC_001", "HC_002", "HC_003", "SS_084", "SS_085"]):
+        img = np.zeros((6, 6, 6), np.float32)
+        img[1:5, 1:5, 1:5] = 50.0 + i
+        seg = np.zeros((6, 6, 6), np.int16)
+        seg[1:5, 1:5, 1:5] = 41
+        write_nifti(src / s / f"{s}_procimg.nii.gz", img)
+        write_nifti(src / s / f"{s}_seg.nii.gz", seg)
+    res = convert("candi", src, root, num_test=1, num_unlabeled=2, seed=3)
+    assert res.ok, res.render()
+    d = root / "candi"
+    names = {k: sorted(p.name for p in (d / k / "image").iterdir())
+             for k in ("train/unlabeled", "train/labeled", "test/labeled")}
+    assert [len(v) for v in names.values()] == [2, 2, 1]
+    assert len(set().union(*names.values())) == 5  # every subject in exactly one role
+    assert sorted(p.name for p in (d / "train/unlabeled/label").iterdir()) == names["train/unlabeled"]
+    assert not (d / "train/labeled/label" / names["train/unlabeled"][0]).exists()
+    assert any("2 labeled training case(s) used as unlabeled images" in line for line in res.lines)
+
+
+def test_images_into_another_dataset(tmp_path):
+    """Semi T1: ASOCA and CAT08 images as unlabeled training images of WHS-CT."""
+    root = tmp_path / "data"
+    whs_source(tmp_path / "whs")
+    assert convert("whs_ct", tmp_path / "whs", root).ok
+    arr = np.arange(60, dtype=np.int16).reshape(5, 4, 3) - 1000
+    write_mhd(tmp_path / "cat08/dataset00", "00", arr, "1 0 0 0 1 0 0 0 1", "0 0 0", "0.5 0.5 0.5")
+    res = convert("cat08", tmp_path / "cat08", root, into="whs_ct")
+    assert res.ok and res.written == ["train/unlabeled/image/cat08_00.nii.gz"]
+    d = root / "whs_ct"
+    assert nifti(d / "train/unlabeled/image/cat08_00.nii.gz").min() == 24
+    img = np.full((4, 3, 2), -1000, np.int16)
+    write_nrrd(tmp_path / "asoca/Normal/CTCA/Normal_1.nrrd", img, "short", "(1,0,0) (0,1,0) (0,0,1)", "(0,0,0)")
+    write_nrrd(tmp_path / "asoca/Normal/Annotations/Normal_1.nrrd", img * 0, "unsigned char",
+               "(1,0,0) (0,1,0) (0,0,1)", "(0,0,0)")
+    res = convert("asoca", tmp_path / "asoca", root, into="whs_ct")
+    assert res.ok and res.written == ["train/unlabeled/image/asoca_Normal_1.nii.gz"]  # the annotation left out
+    assert not (d / "train/labeled/label/Normal_1.nii.gz").exists() and not (d / "train/labeled/image").joinpath(
+        "Normal_1.nii.gz").exists()
+    assert json.loads((d / "convert-asoca.json").read_text())["dataset"] == "asoca"
+    assert convert("whs_ct", tmp_path / "whs", root).ok  # WHS's own record is its own
+    assert not list(d.rglob(".tmp-*"))

@@ -63,10 +63,11 @@ def converter(name: str) -> ModuleType:
 
 
 def convert(dataset: str, src: str | Path, root: str | Path, *, force: bool = False, verify: bool = False,
-            num_test: int = 0, seed: int = 0, dry_run: bool = False, progress: bool = False,
-            **options: Any):
-    """Convert the download at ``src`` into ``<root>/<folder of dataset>``; returns the
-    :class:`~.base.ConvertResult` (``options``: ``ct_offset``, ``masks``, ``series``, ``test_fold``)."""
+            num_test: int = 0, num_unlabeled: int = 0, into: str | None = None, seed: int = 0,
+            dry_run: bool = False, progress: bool = False, **options: Any):
+    """Convert the download at ``src`` into ``<root>/<folder of dataset>`` (``into``: its images, as
+    unlabeled training images of that dataset's folder); returns the :class:`~.base.ConvertResult`
+    (``options``: ``ct_offset``, ``masks``, ``series``, ``test_fold``)."""
     from gemini_pl.data.convert.base import Context, load_record, run_plan
     from gemini_pl.data.specs import get_spec
 
@@ -75,16 +76,23 @@ def convert(dataset: str, src: str | Path, root: str | Path, *, force: bool = Fa
     src = Path(src)
     if not src.is_dir():
         raise GeminiError(f"--src {src} is not a folder (the official download, extracted)")
-    data_dir = Path(root) / spec.dir_name
-    record = load_record(data_dir / "convert.json")
+    if into is not None:
+        into = converter(into).DATASET
+        if into == mod.DATASET:
+            into = None
+    target = get_spec(into) if into is not None else spec
+    data_dir = Path(root) / target.dir_name
+    record = load_record(data_dir / ("convert.json" if into is None else f"convert-{mod.DATASET}.json"))
     # the settings recorded (a change converts every case again): those that differ from the defaults
     settings = {k: v for k, v in options.items() if v is not None and DEFAULTS.get(k, object()) != v}
     ctx = Context(src.resolve(), settings, record)
     plan = mod.plan(ctx)
     if mod.EXPECTED and len(plan.items) < mod.EXPECTED:
         plan.notes.append(f"{len(plan.items)} of the {mod.EXPECTED} cases {spec.title} is distributed with")
+    label_as_mask = "label" in spec.mask_dirs.get("unlabeled", ()) and spec.preprocessing.brain_mask != "none"
     return run_plan(plan, ctx, data_dir, dataset=mod.DATASET, converter=mod.__name__, force=force,
-                    verify=verify, num_test=num_test, seed=seed, dry_run=dry_run, progress=progress)
+                    verify=verify, num_test=num_test, num_unlabeled=num_unlabeled, label_as_mask=label_as_mask,
+                    into=into, seed=seed, dry_run=dry_run, progress=progress)
 
 
 def check_converted(dataset: str, root: str | Path, **options: Any):
@@ -128,7 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="re-hash sources and outputs instead of trusting size and modification time")
     parser.add_argument("--num-test", type=int, default=0,
                         help="move N labeled training cases (whole patients) to test/labeled (default 0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --num-test draw (default 0)")
+    parser.add_argument("--num-unlabeled", type=int, default=0,
+                        help="use N labeled training cases (whole patients) as unlabeled training images "
+                             "(CANDI: their labels become the brain masks, as in the authors' copy)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --num-test/--num-unlabeled draws (default 0)")
+    parser.add_argument("--into", default=None, metavar="DATASET",
+                        help="write the images only, as unlabeled training images of DATASET's folder "
+                             "(e.g. asoca and cat08 --into whs_ct for Semi T1); record convert-<dataset>.json")
     parser.add_argument("--ct-offset", default="auto",
                         help="CT: value added to the stored intensities; auto (default): 1024 for files in "
                              "plain HU (minimum below -200), else 0 (the specs expect HU + 1024)")
@@ -149,15 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     ct = args.ct_offset if args.ct_offset == "auto" else float(args.ct_offset)
     options = {"ct_offset": ct, "masks": args.masks, "series": args.series, "test_fold": args.test_fold}
     res = convert(args.dataset, args.src, args.root, force=args.force, verify=args.verify, num_test=args.num_test,
-                  seed=args.seed, dry_run=args.dry_run, progress=not args.no_progress and sys.stderr.isatty(),
-                  **options)
+                  num_unlabeled=args.num_unlabeled, into=args.into, seed=args.seed, dry_run=args.dry_run,
+                  progress=not args.no_progress and sys.stderr.isatty(), **options)
     print(res.render())
     if res.record_path is not None:
         print(f"provenance: {res.record_path}")
     ok = res.ok
     if not args.dry_run and not args.no_check:
-        print(f"\ncheck-data {converter(args.dataset).DATASET} --data.root {args.root}:")
-        report = check_converted(args.dataset, args.root, **options)
+        checked = converter(args.into or args.dataset).DATASET
+        print(f"\ncheck-data {checked} --data.root {args.root}:")
+        report = check_converted(checked, args.root, **options)
         print(report.render())
         ok = ok and report.ok
     return 0 if ok else 1

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,13 @@ class Item:
     build: Callable[[list[Path], bytes | None], str]
     case: str = ""
     group: str = ""
+    #: indices of outputs that ``build`` writes but that are not kept (e.g. the label of a case used
+    #: as an unlabeled image)
+    drop: frozenset[int] = frozenset()
+
+    @property
+    def kept(self) -> list[str]:
+        return [o for i, o in enumerate(self.outputs) if i not in self.drop]
 
 
 @dataclass
@@ -183,7 +191,7 @@ def find_duplicates(items: list[Item], ctx: Context) -> tuple[list[Item], list[s
     """Items whose outputs collide (a second copy of one case) are left out, each reported."""
     owners: dict[str, list[Item]] = {}
     for it in items:
-        for out in it.outputs:
+        for out in it.kept:
             owners.setdefault(out, []).append(it)
     bad_ids: set[int] = set()
     problems = []
@@ -223,33 +231,100 @@ def assign_test(items: list[Item], num_test: int, seed: int) -> tuple[list[Item]
                    f"(seed {seed})"]
 
 
+def _relocate(it: Item, mapping: Callable[[str], str | None]) -> None:
+    outs, drop = [], set(it.drop)
+    for i, o in enumerate(it.outputs):
+        new = mapping(o) if i not in drop else None
+        if new is None:
+            drop.add(i)
+            outs.append(o)
+        else:
+            outs.append(new)
+    it.outputs, it.drop = tuple(outs), frozenset(drop)
+
+
+def assign_unlabeled(items: list[Item], num_unlabeled: int, seed: int, label_as_mask: bool) -> list[str]:
+    """Use ``num_unlabeled`` labeled training cases (whole patient groups, never a test patient's)
+    as unlabeled training images: image -> ``train/unlabeled/image``, brain mask -> ``.../mask``;
+    the label is left out, or (``label_as_mask``, CANDI: the authors' copy) kept as the brain mask
+    ``train/unlabeled/label/<name>`` (label > 0 is brain)."""
+    if num_unlabeled <= 0:
+        return []
+    groups: dict[str, list[Item]] = {}
+    test_groups = {it.group or it.case for it in items if it.outputs[0].startswith("test/")}
+    for it in items:
+        g = it.group or it.case or it.outputs[0]
+        if it.outputs[0].startswith("train/labeled/") and g not in test_groups:
+            groups.setdefault(g, []).append(it)
+    total = sum(len(v) for v in groups.values())
+    if num_unlabeled >= total:
+        raise DataError(f"--num-unlabeled {num_unlabeled}: only {total} labeled training cases were found; "
+                        "keep some labeled")
+    order = sorted(groups)
+    random.Random(seed + 1).shuffle(order)
+    n = 0
+
+    def mapping(o: str) -> str | None:
+        for kind in ("image", "mask"):
+            if o.startswith(f"train/labeled/{kind}/"):
+                return f"train/unlabeled/{kind}/" + o[len(f"train/labeled/{kind}/"):]
+        rest = o[len("train/labeled/label/"):]
+        if label_as_mask and o.startswith("train/labeled/label/") and "/" not in rest:
+            return "train/unlabeled/label/" + rest
+        return None
+
+    for g in order:
+        if n >= num_unlabeled:
+            break
+        for it in groups[g]:
+            _relocate(it, mapping)
+        n += len(groups[g])
+    how = "their labels as brain masks in train/unlabeled/label" if label_as_mask else "labels left out"
+    return [f"unlabeled: {n} labeled training case(s) used as unlabeled images ({how}; seed {seed})"]
+
+
+def images_only(items: list[Item], prefix: str) -> None:
+    """Every case's image as an unlabeled training image ``train/unlabeled/image/<prefix><name>``
+    (``--into``: extra images for another dataset, e.g. ASOCA and CAT08 for WHS-CT); labels left out."""
+    for it in items:
+        name = Path(it.outputs[0]).name
+        name = name if name.startswith(prefix) else prefix + name
+        it.outputs = (f"train/unlabeled/image/{name}",) + it.outputs[1:]
+        it.drop = frozenset(range(1, len(it.outputs)))
+
+
 def _source_key(s: Source, ctx: Context) -> str:
     return ctx.rel(s.path) + (f":{s.member}" if s.member else "")
 
 
 def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converter: str, force: bool = False,
-             verify: bool = False, num_test: int = 0, seed: int = 0, dry_run: bool = False,
+             verify: bool = False, num_test: int = 0, num_unlabeled: int = 0, label_as_mask: bool = False,
+             into: str | None = None, seed: int = 0, dry_run: bool = False,
              progress: bool = True) -> ConvertResult:
-    """Write ``plan`` into ``data_dir`` (see the module doc); returns what was done."""
+    """Write ``plan`` into ``data_dir`` (see the module doc); returns what was done. ``into``: the
+    images only, as unlabeled images of another dataset (record ``convert-<dataset>.json``)."""
     res = ConvertResult()
-    record_path = data_dir / RECORD_NAME
+    record_path = data_dir / (RECORD_NAME if into is None else f"convert-{dataset}.json")
     old = load_record(record_path)
     old_files: dict[str, Any] = old.get("files", {})
     old_sources: dict[str, Any] = old.get("sources", {})
     if old and old.get("dataset") not in (None, dataset):
         raise DataError(f"{record_path} records a conversion of {old.get('dataset')}, not {dataset}")
 
+    if into is not None:
+        images_only(plan.items, f"{dataset}_")
     items, dups = find_duplicates(plan.items, ctx)
     res.problems += plan.problems + dups
     items, notes = assign_test(items, num_test, seed)
+    notes += assign_unlabeled(items, num_unlabeled, seed, label_as_mask)
     res.lines += [f"source {ctx.src}: {len(plan.items)} case(s) found"] + plan.notes + notes
-    outs = [o for it in items for o in it.outputs]
+    outs = [o for it in items for o in it.kept]
     if any(o.startswith("train/labeled/") for o in outs) and not any(o.startswith("test/labeled/") for o in outs):
         res.lines.append("no labeled test cases in the source: --num-test N moves N labeled training cases "
                          "(whole patients) to test/labeled")
     if dry_run:
         for it in items:
-            res.lines.append(f"  {it.case}: {', '.join(it.outputs)} <- "
+            res.lines.append(f"  {it.case}: {', '.join(it.kept)} <- "
                              f"{', '.join(_source_key(s, ctx) for s in it.sources)}")
         return res
 
@@ -276,7 +351,7 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
     def up_to_date(it: Item) -> bool:
         if not same_settings:
             return False
-        for out in it.outputs:
+        for out in it.kept:
             prev = old_files.get(out)
             p = data_dir / out
             if prev is None or not p.is_file():
@@ -303,7 +378,7 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
     todo: list[Item] = []
     for it in items:
         if up_to_date(it):
-            for out in it.outputs:
+            for out in it.kept:
                 new_files[out] = old_files[out]
                 res.unchanged.append(out)
             for s in it.sources:
@@ -313,9 +388,11 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
 
     def finish(it: Item, data: bytes | None) -> None:
         finals = [data_dir / o for o in it.outputs]
-        tmps = [f.with_name(f".tmp-{os.getpid()}-{f.name}") for f in finals]  # keeps the suffix (writers go by it)
-        for f in finals:
-            f.parent.mkdir(parents=True, exist_ok=True)
+        # temporary files keep the suffix (writers go by it); dropped outputs go to a scratch folder
+        tmps = [scratch / f"{i}-{f.name}" if i in it.drop else f.with_name(f".tmp-{os.getpid()}-{f.name}")
+                for i, f in enumerate(finals)]
+        for t in tmps:
+            t.parent.mkdir(parents=True, exist_ok=True)
         try:
             try:
                 steps = it.build(tmps, data)
@@ -326,12 +403,16 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
                     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
                     res.problems.append(f"{_source_key(it.sources[0], ctx)}: cannot convert "
                                         f"({type(exc).__name__}: {lines[-1] if lines else ''})")
-                for out in it.outputs:  # what an earlier run wrote stays recorded (and in place)
+                for out in it.kept:  # what an earlier run wrote stays recorded (and in place)
                     if out in old_files:
                         new_files[out] = old_files[out]
                 return
+            for i in it.drop:  # written by the build, not kept
+                tmps[i].unlink(missing_ok=True)
+            keep = [i for i in range(len(it.outputs)) if i not in it.drop]
+            outs_k, finals, tmps = [it.outputs[i] for i in keep], [finals[i] for i in keep], [tmps[i] for i in keep]
             actions, shas = [], []
-            for out, f, t in zip(it.outputs, finals, tmps):
+            for out, f, t in zip(outs_k, finals, tmps):
                 new_sha = sha256_file(t)
                 shas.append(new_sha)
                 if not f.exists():
@@ -345,18 +426,18 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
                 else:
                     actions.append("conflict")
             if "conflict" in actions:
-                for out, f, a in zip(it.outputs, finals, actions):
+                for out, f, a in zip(outs_k, finals, actions):
                     if a == "conflict":
                         res.conflicts.append(f"{f} exists with other content than the conversion of "
                                              f"{', '.join(_source_key(s, ctx) for s in it.sources)}")
                 # the files of this case are left as they are (all or none of one case)
-                for out in it.outputs:
+                for out in outs_k:
                     if out in old_files:
                         new_files[out] = old_files[out]
                 return
             for s in it.sources:
                 source_entry(s)
-            for out, f, t, a, sha in zip(it.outputs, finals, tmps, actions, shas):
+            for out, f, t, a, sha in zip(outs_k, finals, tmps, actions, shas):
                 if a == "same":
                     res.unchanged.append(out)
                 else:
@@ -374,6 +455,7 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
                 if t.exists():
                     t.unlink()
 
+    scratch = data_dir / f".tmp-{os.getpid()}-dropped"
     bar = _progress(len(todo), progress, f"convert {dataset}")
     try:
         plain = [it for it in todo if not any(s.member for s in it.sources)]
@@ -401,15 +483,17 @@ def run_plan(plan: Plan, ctx: Context, data_dir: Path, *, dataset: str, converte
                 res.problems.append(f"{ctx.rel(archive)}:{name}: listed before but not found in the archive")
     finally:
         bar.close()
+        if scratch.is_dir():
+            shutil.rmtree(scratch, ignore_errors=True)
         for it in items:
             for s in it.sources:
-                if ctx.rel(s.path) not in src_hashes and any(o in new_files for o in it.outputs):
+                if ctx.rel(s.path) not in src_hashes and any(o in new_files for o in it.kept):
                     try:
                         source_entry(s)
                     except OSError:
                         pass
         res.problems += same_bytes(items, src_hashes, ctx)
-        planned = {o for it in plan.items for o in it.outputs}
+        planned = {o for it in plan.items for o in it.kept}
         for out in sorted(set(old_files) - planned):
             if (data_dir / out).is_file():
                 new_files[out] = old_files[out]  # reported again until it is deleted
