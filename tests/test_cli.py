@@ -218,15 +218,3 @@ def test_a_batch_limit_of_one_is_one_batch(tmp_path, monkeypatch):
     assert cli.trainer.global_step == 2
     cli = cli_main([*small, "--trainer.limit_train_batches", "0.5", "--trainer.limit_test_batches", "3"], run=False)
     assert cli.trainer.limit_train_batches == 0.5 and cli.trainer.limit_test_batches == 3
-
-
-def test_help_lists_the_extra_commands(capsys):
-    from gemini_pl.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(["--help"])
-    out = capsys.readouterr().out
-    assert exc.value.code == 0
-    for name in ("convert", "check-data", "register", "segment", "fit"):
-        assert name in out, name
-    assert "official download into the" in " ".join(out.split())
