@@ -4,7 +4,8 @@ Format, as distributed by CANDI Share (Kennedy et al., Neuroinformatics 2012; th
 study and diagnostic group (e.g. ``SchizBull_2008/HC``, ``BPDwoPsy``, ``BPDwPsy``, ``SS``) one
 folder per subject, ``HC_001/HC_001_procimg.nii.gz`` (the spatially normalised, cropped T1) and
 ``HC_001/HC_001_seg.nii.gz`` (the general-anatomy segmentation, FreeSurfer/CMA fill values) — 103
-subjects. Found anywhere under ``--src`` by the ``_procimg`` / ``_seg`` suffixes; an image without
+subjects (the same two files per subject folder, next to a demographics CSV, are described in
+DataLad's documentation of publishing the CANDI HC data). Found anywhere under ``--src`` by the ``_procimg`` / ``_seg`` suffixes; an image without
 its segmentation is reported naming the file expected.
 
 Written: ``train/labeled/{image,label}/<subject>.nii.gz`` (``--num-test N``: N subjects to

@@ -12,7 +12,9 @@ Formats:
 * **SCR** (Segmentation in Chest Radiographs, van Ginneken et al., MedIA 2006): masks drawn at half
   resolution, 1024 x 1024 GIF (0 background, > 0 organ), ``scratch/fold1`` and ``scratch/fold2``
   (the database's two folds: odd and even case numbers), each
-  ``masks/{heart,left lung,right lung,left clavicle,right clavicle}/<case>.gif``.
+  ``masks/{heart,left lung,right lung,left clavicle,right clavicle}/<case>.gif`` (the folder
+  names as the SCR archive extracts and public code reads them; a GIF in another folder is not
+  taken as a mask, and a case without one of the five is reported naming the path expected).
 
 Written (1024 x 1024, the masks' grid; the image is reduced by the mean of each 2 x 2 block):
 
