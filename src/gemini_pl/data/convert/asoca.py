@@ -55,7 +55,8 @@ def plan(ctx: Context) -> Plan:
                               f"{labs[0].parent.parent / 'CTCA' / labs[0].name})")
             continue
         if not labs:
-            p.problems.append(f"{imgs[0]}: no annotation (expected {imgs[0].parent.parent / 'Annotations' / imgs[0].name})")
+            expected = imgs[0].parent.parent / "Annotations" / imgs[0].name
+            p.problems.append(f"{imgs[0]}: no annotation (expected {expected})")
             continue
         p.items.append(Item((f"train/labeled/image/{name}.nii.gz", f"train/labeled/label/{name}.nii.gz"),
                             (Source(imgs[0]), Source(labs[0])), partial(_pair, imgs[0], labs[0], off),

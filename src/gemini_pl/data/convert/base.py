@@ -35,7 +35,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from gemini_pl.errors import DataError
 
@@ -560,8 +560,3 @@ def find_files(root: Path, patterns: Sequence[str]) -> list[Path]:
     for pat in patterns:
         found.update(p for p in root.rglob(pat) if p.is_file() and not p.name.startswith("."))
     return sorted(found)
-
-
-def missing_counterpart(kind: str, have: Path, expected: Iterable[Path]) -> str:
-    exp = ", ".join(str(e) for e in expected)
-    return f"{have}: no {kind} found (expected {exp})"

@@ -5,11 +5,14 @@ study and diagnostic group (e.g. ``SchizBull_2008/HC``, ``BPDwoPsy``, ``BPDwPsy`
 folder per subject, ``HC_001/HC_001_procimg.nii.gz`` (the spatially normalised, cropped T1) and
 ``HC_001/HC_001_seg.nii.gz`` (the general-anatomy segmentation, FreeSurfer/CMA fill values) — 103
 subjects (the same two files per subject folder, next to a demographics CSV, are described in
-DataLad's documentation of publishing the CANDI HC data). Found anywhere under ``--src`` by the ``_procimg`` / ``_seg`` suffixes; an image without
-its segmentation is reported naming the file expected.
+DataLad's documentation of publishing the CANDI HC data). Found anywhere under ``--src`` by the
+``_procimg`` / ``_seg`` suffixes; an image without its segmentation is reported naming the file
+expected.
 
 Written: ``train/labeled/{image,label}/<subject>.nii.gz`` (``--num-test N``: N subjects to
-``test/labeled``), byte copies; labels keep the FreeSurfer codes (``specs/candi.py`` maps the 28
+``test/labeled``; ``--num-unlabeled N``: N subjects to ``train/unlabeled/image`` with their
+segmentation as the brain mask ``train/unlabeled/label/<subject>.nii.gz``, as in the authors'
+copy — training subjects only, so no test label reaches an input), byte copies; labels keep the FreeSurfer codes (``specs/candi.py`` maps the 28
 classes, other codes -> 0). Brain masks are not part of the download: ``--masks DIR`` takes
 ``<DIR>/<subject>.nii.gz`` (e.g. SynthStrip or FreeSurfer ``brainmask`` > 0, on the image's grid)
 into ``mask/``; without them train with ``preprocessing: {brain_mask: none}`` (the check at the
