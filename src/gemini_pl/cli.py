@@ -164,6 +164,8 @@ class GeminiCLI(LightningCLI):
 #: "module:function" called with the remaining arguments, returning the exit status); listed in
 #: ``gemini-pl --help``
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("Convert a dataset's official download into the canonical layout (DATASET --src DIR --root DIR)",
+                "gemini_pl.data.convert:main"),
     "check-data": ("Check a dataset's files, split and labels before training (--config FILE --data.root DIR)",
                    "gemini_pl.data.check:main"),
     "register": ("Register your own images with a trained deformer (--fixed F --moving M --ckpt C --out DIR)",
