@@ -50,6 +50,9 @@ CPU_CONFIGS = {
     "semi-3d": ("semi", 3, 32, 1, SMALL),
     "seg-3d": ("seg", 3, 32, 1, SMALL),
     "reg-3d": ("reg", 3, 32, 1, SMALL),
+    "semi-2d": ("semi", 2, 128, 2, SMALL),
+    "seg-2d": ("seg", 2, 128, 2, SMALL),
+    "reg-2d": ("reg", 2, 128, 2, SMALL),
 }
 PAPER_CONFIGS = {
     "pretrain-2d": ("pretrain", 2, 512, 5, FULL),
@@ -57,7 +60,14 @@ PAPER_CONFIGS = {
     "semi-3d": ("semi", 3, 128, 1, FULL),
     "seg-3d": ("seg", 3, 128, 1, FULL),
     "reg-3d": ("reg", 3, 128, 1, FULL),
+    "semi-2d": ("semi", 2, 512, 5, FULL),
+    "seg-2d": ("seg", 2, 512, 5, FULL),
+    "reg-2d": ("reg", 2, 512, 5, FULL),
 }
+#: what runs when --configs is not given
+DEFAULT_CONFIGS = ["pretrain-2d", "pretrain-3d", "semi-3d", "seg-3d", "reg-3d"]
+#: network variants (--options): callbacks added to the Trainer
+OPTIONS = ["eager", "channels_last", "compile", "cudagraphs"]
 NUM_CLASSES = 8  # MM-WHS: 7 structures + background
 
 # datasheet dense peaks (FLOP/s) of the precisions used; SXM unless the name says PCIe
@@ -159,7 +169,10 @@ def _kernel_busy_seconds(prof) -> float:
     return busy / 1e6  # profiler times are in microseconds
 
 
-def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, busy: bool, option: str = "eager") -> dict[str, Any]:
+def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, busy: bool, option: str = "eager",
+            config: tuple | None = None) -> dict[str, Any]:
+    """One configuration's row (see the module docstring); ``config`` (kind, dims, size, batch, widths)
+    replaces the named configuration's shape."""
     import lightning as L
     import torch
     from torch.utils.data import DataLoader
@@ -168,7 +181,7 @@ def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, bus
     from gemini_pl.runtime import keep_freed_memory
 
     keep_freed_memory()
-    kind, dims, size, batch, widths = (PAPER_CONFIGS if paper else CPU_CONFIGS)[name]
+    kind, dims, size, batch, widths = config or (PAPER_CONFIGS if paper else CPU_CONFIGS)[name]
     cuda = torch.cuda.is_available()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -192,7 +205,9 @@ def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, bus
                 self.wait.append(now - self._end)
             if batch_idx == warmup and cuda:
                 torch.cuda.reset_peak_memory_stats()
-            if batch_idx == warmup + steps:  # one extra iteration, counted, not timed
+            # one extra iteration, counted, not timed (eager networks: a compiled one does the same
+            # FLOPs, and counting through compiled graphs would recompile them)
+            if batch_idx == warmup + steps and option in ("eager", "channels_last"):
                 self._counter = FlopCounterMode(display=False)
                 self._counter.__enter__()
             if busy and batch_idx == warmup + steps + 1:
@@ -223,7 +238,9 @@ def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, bus
     timer = Timer()
     from gemini_pl.callbacks import ChannelsLast, CompileNetwork
 
-    extra = {"eager": [], "channels_last": [ChannelsLast()], "compile": [CompileNetwork()]}[option]
+    # cudagraphs: torch.compile's "reduce-overhead" mode (CUDA graphs of the compiled parts)
+    extra = {"eager": [], "channels_last": [ChannelsLast()], "compile": [CompileNetwork()],
+             "cudagraphs": [CompileNetwork(mode="reduce-overhead")]}[option]
     total = warmup + steps + 1 + (3 if busy else 0)
     trainer = L.Trainer(
         accelerator="auto", devices=1, precision=precision, max_epochs=1, limit_train_batches=total,
@@ -236,10 +253,10 @@ def run_one(name: str, paper: bool, precision: str, steps: int, warmup: int, bus
     peak, peak_what = _peak_flops(precision)
     out = {
         "name": name, "module": type(module).__name__, "dims": dims, "size": size, "batch": batch,
-        "widths": "full" if widths == FULL else "÷4", "precision": precision, "option": option, "step_ms": 1e3 * step,
+        "widths": "full" if list(widths) == FULL else "÷4" if list(widths) == SMALL else "x".join(map(str, widths)), "precision": precision, "option": option, "step_ms": 1e3 * step,
         "wait_pct": 100 * statistics.median(timer.wait) / step if timer.wait else float("nan"),
-        "gflop": (timer.flops or 0) / 1e9, "peak_what": peak_what,
-        "pct_peak": 100 * (timer.flops or 0) / step / peak, "device": torch.cuda.get_device_name() if cuda else "CPU",
+        "gflop": timer.flops / 1e9 if timer.flops else float("nan"), "peak_what": peak_what,
+        "pct_peak": 100 * timer.flops / step / peak if timer.flops else float("nan"), "device": torch.cuda.get_device_name() if cuda else "CPU",
         "threads": torch.get_num_threads(),
     }
     if cuda:
@@ -267,10 +284,10 @@ def _row(r: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--paper", action="store_true", help="paper scale (3D 128³ full width, 2D 512² batch 5); needs a GPU")
-    ap.add_argument("--configs", nargs="+", default=None, help=f"subset of {list(CPU_CONFIGS)}")
+    ap.add_argument("--configs", nargs="+", default=None, help=f"subset of {list(CPU_CONFIGS)} (default {DEFAULT_CONFIGS})")
     ap.add_argument("--precision", nargs="+", default=["32", "bf16-mixed"])
-    ap.add_argument("--options", nargs="+", default=["eager"], choices=["eager", "channels_last", "compile"],
-                    help="network variants: eager, ChannelsLast callback, CompileNetwork callback")
+    ap.add_argument("--options", nargs="+", default=["eager"], choices=OPTIONS,
+                    help="network variants: eager, ChannelsLast callback, CompileNetwork callback, CompileNetwork(mode='reduce-overhead')")
     ap.add_argument("--steps", type=int, default=8, help="timed iterations")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     ap.add_argument("--busy", action="store_true", help="GPU: profile 3 iterations for the kernel-busy share")
@@ -286,7 +303,7 @@ def main() -> None:
 
         if not torch.cuda.is_available():
             sys.exit("--paper needs a CUDA GPU (paper-scale steps take minutes each on a CPU)")
-    names = args.configs or list(CPU_CONFIGS)
+    names = args.configs or DEFAULT_CONFIGS
     rows = []
     busy_col = " GPU busy |" if args.busy else ""
     print("| module | input | precision | option | step ms (median) | loop wait % | peak memory | GFLOP/step | % of peak |" + busy_col)
