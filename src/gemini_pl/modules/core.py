@@ -88,8 +88,10 @@ class GeminiModule(L.LightningModule):
         scale_range: scale factor range.
         per_axis_scale: one scale factor per axis, or one for all axes.
         augment_space: ``"physical"``: rotations rigid on the image's grid (physical units when
-            the batch carries its spacing, else voxel units); ``"normalised"``: in normalised
-            coordinates, as published (a shear plus a stretch on a non-cubic grid).
+            the batch carries its spacing, else voxel units); ``"voxel"``: rotations of
+            zero-centred voxel coordinates whatever the spacing, as published (its sampling grid
+            exactly); ``"normalised"``: in normalised coordinates, an option that is not the
+            published behaviour (a shear plus a stretch on a non-cubic grid).
         rotation_terms: each angle is the sum of this many U(−rotation, rotation) draws (2: the
             published 2D code's composition, a triangular spread to ±2·rotation).
         affine_per_sample: one affine per batch element instead of one per iteration (the
@@ -117,7 +119,7 @@ class GeminiModule(L.LightningModule):
         rotation: float = math.pi / 9,
         scale_range: tuple[float, float] = (0.75, 1.25),
         per_axis_scale: bool = True,
-        augment_space: Literal["physical", "normalised"] = "physical",
+        augment_space: Literal["physical", "voxel", "normalised"] = "physical",
         rotation_terms: int = 1,
         affine_per_sample: bool = False,
         max_consecutive_nonfinite: int = 10,
