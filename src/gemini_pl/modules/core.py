@@ -258,7 +258,23 @@ class GeminiModule(L.LightningModule):
     def guarded_step(self, loss: torch.Tensor, name: str) -> torch.Tensor:
         """Backward + optimiser step unless the loss or the gradients are not finite (see
         :class:`~gemini_pl.modules.guard.NonFiniteGuard`); returns the device-side skip flag."""
-        return self.guard.step(self, loss, name)
+        return self.guard.step(self, loss, name, optimizer=self.optimizer_for(name),
+                               after_backward=self.after_backward_hook(name))
+
+    def optimizer_for(self, name: str) -> Any:
+        """The optimiser that steps the loss ``name`` (``None``: the module's only one)."""
+        return None
+
+    def after_backward_hook(self, name: str) -> Any:
+        """A callable run between the backward pass of loss ``name`` and its step, or ``None``."""
+        return None
+
+    def step_diagnostics(self) -> dict[str, torch.Tensor]:
+        """Extra values to log for this iteration (called after its optimiser steps)."""
+        return {}
+
+    def watch_logged(self, logs: Mapping[str, Any]) -> None:
+        """Called with the iteration's logged values on the iterations the loggers write."""
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if at_log_step(self._trainer, batch_idx):
@@ -290,8 +306,11 @@ class GeminiModule(L.LightningModule):
             first = terms["total"] if first is None else first
             logs.update({f"train/{name}/{k}": v.detach() for k, v in terms.items() if torch.is_tensor(v)})
             logs.update({f"train/{name}/{k}": float(v) for k, v in terms.items() if not torch.is_tensor(v)})
+        logs.update(self.step_diagnostics())
         logs["train/nonfinite_steps"] = self.guard.total
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
+        if log_now:
+            self.watch_logged(logs)
         if first is not None and log_now:  # host read only at the cadence (decided before the optimiser steps)
             self.log("loss", first.detach(), prog_bar=True, on_step=True, batch_size=n, logger=False)
 
