@@ -183,7 +183,13 @@ class GeminiModule(L.LightningModule):
             roi = getattr(self.datamodule, "patch_size", None)
         return list(roi) if roi is not None else None
 
+    #: the losses a training iteration steps, in order, for ``optimizer_states: per_loss`` (one Adam
+    #: each, over all parameters: each updates what its loss has gradients for)
+    step_names: tuple[str, ...] = ()
+
     def configure_optimizers(self):
+        if self.hparams.get("optimizer_states", "shared") == "per_loss":
+            return [make_adam(self.parameters(), self.hparams.lr) for _ in self.step_names]
         return make_adam(self.parameters(), self.hparams.lr)  # fused: takes the device-side skip flag
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -263,7 +269,9 @@ class GeminiModule(L.LightningModule):
 
     def optimizer_for(self, name: str) -> Any:
         """The optimiser that steps the loss ``name`` (``None``: the module's only one)."""
-        return None
+        if self.hparams.get("optimizer_states", "shared") != "per_loss":
+            return None
+        return self.optimizers()[self.step_names.index(name)]
 
     def after_backward_hook(self, name: str) -> Any:
         """A callable run between the backward pass of loss ``name`` and its step, or ``None``."""

@@ -36,7 +36,6 @@ from ..losses import GeminiWeights, gemini_loss
 from ..metrics import feature_similarity
 from .core import CHECKPOINT_KEY, GeminiModule, Losses
 from .diagnostics import CollapseWatch, LossInfluence
-from .optim import make_adam
 from .reg_eval import RegistrationEvaluation, check_deformation_model
 
 __all__ = ["GeminiBase"]
@@ -162,17 +161,9 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
         yield self.head_name, self.head_loss(batch)
 
     # ----------------------------------------------------------------------------- the two steps
-    def configure_optimizers(self):
-        if self.hparams.get("optimizer_states", "shared") == "shared":
-            return super().configure_optimizers()
-        # one Adam per loss over all parameters: each updates what its loss has gradients for
-        return [make_adam(self.parameters(), self.hparams.lr), make_adam(self.parameters(), self.hparams.lr)]
-
-    def optimizer_for(self, name: str) -> Any:
-        if self.hparams.get("optimizer_states", "shared") == "shared":
-            return None
-        gemini, head = self.optimizers()
-        return gemini if name == "gemini" else head
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        return ("gemini", self.head_name)
 
     def after_backward_hook(self, name: str) -> Any:
         if self.joint_step() or not self.influence.active(self.logging_step):
