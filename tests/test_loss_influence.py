@@ -168,9 +168,24 @@ class _Identical(GeminiPretrain):
         self.net.features = same_everywhere
 
 
+class _Varied(GeminiPretrain):
+    """A backbone whose features vary across pixels: a fixed zero-mean random field added."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        features = self.net.features
+        noise = torch.randn(1, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+        noise = 10 * (noise - noise.mean((2, 3), keepdim=True))
+
+        def varied(x):
+            return features(x) + noise
+
+        self.net.features = varied
+
+
 @pytest.mark.parametrize("identical", [True, False])
 def test_collapsed_features_warn_exactly_once(tmp_path, caplog, identical):
-    cls = _Identical if identical else GeminiPretrain
+    cls = _Identical if identical else _Varied
     model = cls(spatial_dims=2, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER, collapse_patience=2)
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=8, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -182,3 +197,5 @@ def test_collapsed_features_warn_exactly_once(tmp_path, caplog, identical):
     assert (model.collapse.warned_at is not None) == identical
     if identical:
         assert model.collapse.run == 8 and model.collapse.warned_at == 4  # 2nd logging point: global step 2·2
+    else:
+        assert model.collapse.run == 0
