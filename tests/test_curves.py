@@ -46,3 +46,27 @@ def test_training_curves_history_and_report(tmp_path):
     assert "| train/loss | 2.5 | 2.5 | 2 |" in report  # last, best (lowest), points
     assert "| val/seg_dice | 0.7 | 0.7 | 1 |" in report
     assert "![train/loss](curves/train_loss.png)" in report
+
+
+def test_feature_similarity_chart_has_the_threshold_and_the_report_says_whether_it_warned(tmp_path):
+    from gemini_pl.modules.diagnostics import CollapseWatch
+
+    cb = TrainingCurves(results_dir=str(tmp_path), every_n_batches=1)
+    trainer = SimpleNamespace(callback_metrics={}, global_step=0, log_every_n_steps=1, sanity_checking=False,
+                              is_global_zero=True, default_root_dir=str(tmp_path))
+    watch = CollapseWatch(threshold=0.9, patience=2)
+    for i, value in enumerate([0.5, 0.95, 0.97, 0.99]):
+        trainer.global_step = i + 1
+        trainer.callback_metrics = {"train/gemini/feature_similarity": torch.tensor(value)}
+        watch.update(value, trainer.global_step)
+        cb.on_train_batch_end(trainer, None, None, None, i)
+    cb.on_fit_end(trainer, SimpleNamespace(collapse=watch))
+    report = (tmp_path / "report.md").read_text()
+    assert "above 0.9 for 2 logging points" in report and "collapse warning at global step 3" in report
+    assert "| train/gemini/feature_similarity | 0.99 | 0.5 | 4 |" in report  # best = lowest
+    img = np.asarray(Image.open(tmp_path / "curves" / "train_gemini_feature_similarity.png").convert("RGB")).astype(int)
+    left, top, right, bottom = _MARGIN
+    x0, y0, x1, y1 = left, top, _SIZE[0] - right, _SIZE[1] - bottom
+    hy = round(y1 - (0.9 - 0.5) / (0.99 - 0.5) * (y1 - y0))
+    red = np.array([210, 30, 30])
+    assert (np.abs(img[hy - 1:hy + 2, x0 + 5] - red).sum(-1) == 0).any()

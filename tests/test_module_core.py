@@ -132,7 +132,7 @@ def test_cli_refuses_a_model_value_that_contradicts_the_data(tmp_path, phantom_r
 # ------------------------------------------------------------------ augmentation as published, and rigid
 def test_augmentation_is_rigid_on_a_non_square_image():
     """A 2D 16×48 labeled batch is rotated rigidly in voxel units (``augment_space: physical``);
-    the published normalised-coordinate affine is the ``normalised`` option."""
+    the normalised-coordinate affine (a shear on this grid) is the ``normalised`` option."""
     from gemini_pl.spatial import apply_affine, random_affine
 
     image = torch.rand(1, 1, 16, 48)

@@ -147,3 +147,10 @@ def test_diagnostics_and_logging_run_only_at_the_logging_cadence(tmp_path, monke
     with open(f"{logger.log_dir}/metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("train/gemini/feature_similarity")]
     assert len(rows) == 2  # what the loggers write is unchanged: one row per logging step
+
+
+@pytest.mark.parametrize("options", [{"head_balance": 1.0}, {"optimizer_states": "per_loss"}])
+def test_two_step_options_read_nothing_on_the_host(tmp_path, options):
+    model = GeminiPretrain(spatial_dims=2, widths=SMALL_WIDTHS, deformer_widths=SMALL_DEFORMER, **options)
+    probe = _run(model, MemoryDataModule(2, 32, train_mode="pairs", eval_mode="pairs"), tmp_path)
+    assert probe.offending() == {}

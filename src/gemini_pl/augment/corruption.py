@@ -29,10 +29,11 @@ drawn independently for every sample of the batch:
    on [0, 1]; every voxel takes the entry nearest to its value (one gather per voxel: the curve
    is applied to the input quantised to 16 bits, |error| <= slope / 131070). The table is
    non-decreasing, so the map stays monotone with 0 → 0 and 1 → 1 exactly. Inputs are clamped
-   to [0, 1] first (as ``np.interp`` does at the ends). The Models Genesis reference code also *flips* the
-   curve with probability 0.5 (pairing x(t) with y(1 - t): a decreasing map 0 → 1, 1 → 0);
-   that is available as ``nonlinear_flip_prob`` and is **off by default** (docs/METHOD.md §5 asks for
-   the monotone curve through (0, 0) and (1, 1)).
+   to [0, 1] first (as ``np.interp`` does at the ends). The published GEMINI code never flips
+   the curve (it sorts both coordinates, an increasing map). The Models Genesis reference code
+   *flips* it with probability 0.5 (pairing x(t) with y(1 - t): a decreasing map 0 → 1, 1 → 0);
+   that is available as ``nonlinear_flip_prob`` and is **off by default** (the published GEMINI
+   behaviour, docs/METHOD.md §5).
 
 3. **In-painting** (per sample): boxes are added while ``count < inpaint_max_boxes`` and
    ``U(0, 1) < inpaint_prob``; a box has integer size uniform in
@@ -86,7 +87,8 @@ class CorruptionConfig:
             (None: 20 in 3D, 30 in 2D).
         nonlinear_prob: probability per sample of the Bézier intensity transform.
         nonlinear_flip_prob: probability that an applied curve is flipped (decreasing map,
-            the Models Genesis behaviour uses 0.5). Default 0: always monotone increasing.
+            the Models Genesis reference uses 0.5). Default 0: always monotone increasing, as
+            in the published GEMINI code.
         nonlinear_curve_points: number of t samples of the Bézier curve.
         nonlinear_lut_size: entries of the uniform lookup table applied to the voxels
             (nearest entry; 65536 = 16-bit resolution of the input).

@@ -28,9 +28,10 @@ _SIZE = (640, 360)
 _MARGIN = (70, 20, 20, 40)  # left, top, right, bottom
 
 
-def line_chart(xs: list[float], ys: list[float], title: str, path: str | Path) -> Path:
+def line_chart(xs: list[float], ys: list[float], title: str, path: str | Path, hline: float | None = None) -> Path:
     """A line chart of ``ys`` over ``xs`` (non-finite values left out) as a PNG file: the title,
-    the y range and the x range written on the axes; one point is drawn as a dot."""
+    the y range and the x range written on the axes; one point is drawn as a dot. ``hline``: a
+    red horizontal line at that value (the y range is widened to show it)."""
     w, h = _SIZE
     left, top, right, bottom = _MARGIN
     img = Image.new("RGB", (w, h), "white")
@@ -43,6 +44,8 @@ def line_chart(xs: list[float], ys: list[float], title: str, path: str | Path) -
         xv, yv = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
         xlo, xhi = float(xv.min()), float(xv.max())
         ylo, yhi = float(yv.min()), float(yv.max())
+        if hline is not None and math.isfinite(hline):
+            ylo, yhi = min(ylo, float(hline)), max(yhi, float(hline))
         if xhi == xlo:
             xlo, xhi = xlo - 1, xhi + 1
         if yhi == ylo:
@@ -51,6 +54,10 @@ def line_chart(xs: list[float], ys: list[float], title: str, path: str | Path) -
         px = x0 + (xv - xlo) / (xhi - xlo) * (x1 - x0)
         py = y1 - (yv - ylo) / (yhi - ylo) * (y1 - y0)
         line = list(zip(px.tolist(), py.tolist()))
+        if hline is not None and math.isfinite(hline):
+            hy = y1 - (float(hline) - ylo) / (yhi - ylo) * (y1 - y0)
+            draw.line([(x0, hy), (x1, hy)], fill=(210, 30, 30), width=1)
+            draw.text((x1 - 110, hy - 12), f"threshold {hline:.3g}", fill=(210, 30, 30))
         if len(line) > 1:
             draw.line(line, fill=(0, 90, 200), width=2)
         for cx, cy in line if len(line) <= 50 else line[-1:]:
@@ -143,9 +150,11 @@ class TrainingCurves(L.Callback):
         report = out / REPORT_NAME
         self.files = {}
         rows, pictures = [], []
+        hlines = _thresholds(pl_module)
         for key in sorted(self.history, key=lambda k: (not k.startswith("train/"), k)):
             pts = self.history[key]
-            path = line_chart([s for s, _ in pts], [v for _, v in pts], key, out / "curves" / f"{key.replace('/', '_')}.png")
+            path = line_chart([s for s, _ in pts], [v for _, v in pts], key, out / "curves" / f"{key.replace('/', '_')}.png",
+                              hline=hlines.get(key))
             self.files[key] = path
             finite = [v for _, v in pts if math.isfinite(v)]
             best = (max(finite) if _higher_is_better(key) else min(finite)) if finite else math.nan
@@ -153,10 +162,36 @@ class TrainingCurves(L.Callback):
             pictures.append(image_link(report, path, key))
         text = ["## Training curves", "", f"{len(self.history)} metrics over {trainer.global_step} optimiser steps "
                 "(value against `global_step`).", "", "| metric | last | best | points |", "|---|---|---|---|", *rows, "",
-                *pictures]
+                *_collapse_lines(pl_module, self.history.get(COLLAPSE_KEY)), *pictures]
         write_section(report, "training", "\n".join(text))
 
 
 def _higher_is_better(key: str) -> bool:
     name = key.rsplit("/", 1)[-1].lower()
+    if name == "feature_similarity":  # 1 = collapsed features
+        return False
     return any(t in name for t in ("dice", "acc", "similarity", "iou"))
+
+
+#: the metric watched for feature collapse (``GeminiBase``'s ``collapse_threshold``)
+COLLAPSE_KEY = "train/gemini/feature_similarity"
+
+
+def _thresholds(pl_module: Any) -> dict[str, float]:
+    threshold = getattr(getattr(pl_module, "collapse", None), "threshold", None)
+    return {COLLAPSE_KEY: float(threshold)} if threshold is not None else {}
+
+
+def _collapse_lines(pl_module: Any, pts: list[tuple[int, float]] | None) -> list[str]:
+    """The report's paragraph on the collapse watch (empty without the watch or the metric)."""
+    watch = getattr(pl_module, "collapse", None)
+    if watch is None or watch.threshold is None or not pts:
+        return []
+    finite = [v for _, v in pts if math.isfinite(v)]
+    peak = f"{max(finite):.3g}" if finite else "n/a"
+    if watch.warned_at is not None:
+        verdict = f"**collapse warning at global step {watch.warned_at}**"
+    else:
+        verdict = "no collapse warning"
+    return [f"Feature collapse watch: `{COLLAPSE_KEY}` above {watch.threshold:.3g} for {watch.patience} logging "
+            f"points in a row warns; highest value {peak}, last {pts[-1][1]:.3g}: {verdict} (red line on its chart).", ""]

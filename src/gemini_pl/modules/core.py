@@ -88,8 +88,10 @@ class GeminiModule(L.LightningModule):
         scale_range: scale factor range.
         per_axis_scale: one scale factor per axis, or one for all axes.
         augment_space: ``"physical"``: rotations rigid on the image's grid (physical units when
-            the batch carries its spacing, else voxel units); ``"normalised"``: in normalised
-            coordinates, as published (a shear plus a stretch on a non-cubic grid).
+            the batch carries its spacing, else voxel units); ``"voxel"``: rotations of
+            zero-centred voxel coordinates whatever the spacing, as published (its sampling grid
+            exactly); ``"normalised"``: in normalised coordinates, an option that is not the
+            published behaviour (a shear plus a stretch on a non-cubic grid).
         rotation_terms: each angle is the sum of this many U(−rotation, rotation) draws (2: the
             published 2D code's composition, a triangular spread to ±2·rotation).
         affine_per_sample: one affine per batch element instead of one per iteration (the
@@ -117,7 +119,7 @@ class GeminiModule(L.LightningModule):
         rotation: float = math.pi / 9,
         scale_range: tuple[float, float] = (0.75, 1.25),
         per_axis_scale: bool = True,
-        augment_space: Literal["physical", "normalised"] = "physical",
+        augment_space: Literal["physical", "voxel", "normalised"] = "physical",
         rotation_terms: int = 1,
         affine_per_sample: bool = False,
         max_consecutive_nonfinite: int = 10,
@@ -181,7 +183,13 @@ class GeminiModule(L.LightningModule):
             roi = getattr(self.datamodule, "patch_size", None)
         return list(roi) if roi is not None else None
 
+    #: the losses a training iteration steps, in order, for ``optimizer_states: per_loss`` (one Adam
+    #: each, over all parameters: each updates what its loss has gradients for)
+    step_names: tuple[str, ...] = ()
+
     def configure_optimizers(self):
+        if self.hparams.get("optimizer_states", "shared") == "per_loss":
+            return [make_adam(self.parameters(), self.hparams.lr) for _ in self.step_names]
         return make_adam(self.parameters(), self.hparams.lr)  # fused: takes the device-side skip flag
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -256,7 +264,25 @@ class GeminiModule(L.LightningModule):
     def guarded_step(self, loss: torch.Tensor, name: str) -> torch.Tensor:
         """Backward + optimiser step unless the loss or the gradients are not finite (see
         :class:`~gemini_pl.modules.guard.NonFiniteGuard`); returns the device-side skip flag."""
-        return self.guard.step(self, loss, name)
+        return self.guard.step(self, loss, name, optimizer=self.optimizer_for(name),
+                               after_backward=self.after_backward_hook(name))
+
+    def optimizer_for(self, name: str) -> Any:
+        """The optimiser that steps the loss ``name`` (``None``: the module's only one)."""
+        if self.hparams.get("optimizer_states", "shared") != "per_loss":
+            return None
+        return self.optimizers()[self.step_names.index(name)]
+
+    def after_backward_hook(self, name: str) -> Any:
+        """A callable run between the backward pass of loss ``name`` and its step, or ``None``."""
+        return None
+
+    def step_diagnostics(self) -> dict[str, torch.Tensor]:
+        """Extra values to log for this iteration (called after its optimiser steps)."""
+        return {}
+
+    def watch_logged(self, logs: Mapping[str, Any]) -> None:
+        """Called with the iteration's logged values on the iterations the loggers write."""
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if at_log_step(self._trainer, batch_idx):
@@ -288,8 +314,11 @@ class GeminiModule(L.LightningModule):
             first = terms["total"] if first is None else first
             logs.update({f"train/{name}/{k}": v.detach() for k, v in terms.items() if torch.is_tensor(v)})
             logs.update({f"train/{name}/{k}": float(v) for k, v in terms.items() if not torch.is_tensor(v)})
+        logs.update(self.step_diagnostics())
         logs["train/nonfinite_steps"] = self.guard.total
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
+        if log_now:
+            self.watch_logged(logs)
         if first is not None and log_now:  # host read only at the cadence (decided before the optimiser steps)
             self.log("loss", first.detach(), prog_bar=True, on_step=True, batch_size=n, logger=False)
 

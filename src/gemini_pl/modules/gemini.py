@@ -16,7 +16,13 @@ Training batches ``{"image_a", "image_b"}`` (N, C, *S) float in [0, 1], plus wha
 logged terms ``train/gemini/{smooth,gvs,gss_pos,gss_align,gss,total}`` (plus ``inverse`` and
 ``neg_jacobian`` when their weights are on) and
 ``train/<head>/total``, and the diagnostic ``train/gemini/feature_similarity`` (mean cosine
-similarity of the backbone features of A across voxel pairs: near 1 means collapsed features). Evaluation: see :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
+similarity of the backbone features of A across voxel pairs: near 1 means collapsed features;
+a warning is logged once when it stays above ``collapse_threshold`` for ``collapse_patience``
+logging points in a row). With the two-step schedule the logging iterations also record
+``train/gemini/grad_share`` and ``train/gemini/update_cosine`` (the GEMINI loss's share of the
+backbone gradient, and the cosine between the GEMINI step's backbone update and the preceding
+head step's; :mod:`gemini_pl.modules.diagnostics`). Evaluation: see
+:class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import torch
 from ..errors import ConfigError
 from ..losses import GeminiWeights, gemini_loss
 from ..metrics import feature_similarity
-from .core import GeminiModule, Losses
+from .core import CHECKPOINT_KEY, GeminiModule, Losses
+from .diagnostics import CollapseWatch, LossInfluence
 from .reg_eval import RegistrationEvaluation, check_deformation_model
 
 __all__ = ["GeminiBase"]
@@ -47,6 +54,18 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
         sampling: ``"exact"`` warps (default) or ``"legacy"`` (the published align_corners quirk).
         ncc_eps_per_voxel: LNCC denominator Σ(M + 1e-6) (published 3D) or ΣM + 1e-5 (published 2D).
         affine_per_image: draw a separate affine for A and B (changes their relative deformation).
+        collapse_threshold: warn (once per run) when ``train/gemini/feature_similarity`` stays
+            above this value for ``collapse_patience`` logging points in a row (``None``: off).
+        collapse_patience: that number of consecutive logging points.
+
+    Balance of the two steps (beyond the paper; the defaults are the published recipe, README
+    "Steering the GEMINI terms"):
+        optimizer_states: ``"shared"`` (published: one Adam for both steps) or ``"per_loss"`` (one
+            Adam per loss, so the head's moments do not set the GEMINI step's direction);
+            needs ``schedule: alternate``.
+        head_balance: ``None`` (published) or r > 0: scale the head loss in each iteration so its
+            backbone gradient norm is r times the GEMINI loss's (logged
+            ``train/<head>/balance_scale``); needs ``schedule: alternate``.
 
     Deformation model (beyond the paper; the defaults are the published DHL, README "Choosing a
     deformation model"):
@@ -88,14 +107,31 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
         refine_lr: float = 0.5,
         refine_grid: int = 2,
         refine_sigma: float = 1.0,
+        collapse_threshold: float | None = 0.95,
+        collapse_patience: int = 5,
+        optimizer_states: Literal["shared", "per_loss"] = "shared",
+        head_balance: float | None = None,
         **kwargs: Any,
     ):
         if schedule not in ("alternate", "joint"):
             raise ConfigError(f"model.schedule must be 'alternate' or 'joint', got {schedule!r}")
+        if optimizer_states not in ("shared", "per_loss"):
+            raise ConfigError(f"model.optimizer_states must be 'shared' or 'per_loss', got {optimizer_states!r}")
+        if head_balance is not None and not (isinstance(head_balance, (int, float)) and 0 < head_balance < float("inf")):
+            raise ConfigError(f"model.head_balance must be a positive number or null, got {head_balance!r}")
+        if schedule == "joint" and (optimizer_states != "shared" or head_balance is not None):
+            raise ConfigError("model.optimizer_states: per_loss and model.head_balance act on the two steps of "
+                              "schedule: alternate; schedule: joint has one step")
+        if collapse_threshold is not None and not 0 < collapse_threshold <= 1:
+            raise ConfigError(f"model.collapse_threshold must be in (0, 1] or null, got {collapse_threshold!r}")
+        if int(collapse_patience) < 1:
+            raise ConfigError(f"model.collapse_patience must be >= 1, got {collapse_patience!r}")
         check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian, pyramid_levels,
                                 refine_steps, refine_lr, refine_grid, refine_sigma)
         super().__init__(*args, **kwargs)
         self.weights = GeminiWeights(lambda_smooth, lambda_gss, lambda_gvs, lambda_pos, lambda_inverse, lambda_jacobian)
+        self.influence = LossInfluence("gemini", self.head_name, head_balance)
+        self.collapse = CollapseWatch(collapse_threshold, collapse_patience)
 
     # ----------------------------------------------------------------------------- pieces
     def gemini_terms(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -123,3 +159,33 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
     def training_losses(self, batch: dict[str, Any]) -> Losses:
         yield "gemini", self.gemini_terms(batch["image_a"], batch["image_b"])
         yield self.head_name, self.head_loss(batch)
+
+    # ----------------------------------------------------------------------------- the two steps
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        return ("gemini", self.head_name)
+
+    def after_backward_hook(self, name: str) -> Any:
+        if self.joint_step() or not self.influence.active(self.logging_step):
+            return None
+        measure = self.logging_step
+        backbone = list(self.net.backbone.parameters())
+        params = [p for p in self.parameters() if p.requires_grad]
+        head_opt = self.optimizer_for(self.head_name) or self.optimizers()
+        return lambda: self.influence.after_backward(name, backbone, params, head_opt.optimizer, measure)
+
+    def step_diagnostics(self) -> dict[str, torch.Tensor]:
+        return self.influence.pop_logs()
+
+    def watch_logged(self, logs: Any) -> None:
+        value = logs.get("train/gemini/feature_similarity")
+        if torch.is_tensor(value):  # a host read at the logging cadence, where the loggers read anyway
+            self.collapse.update(float(value), self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint.setdefault(CHECKPOINT_KEY, {}).update(self.collapse.state_dict())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.collapse.load_state_dict(checkpoint.get(CHECKPOINT_KEY) or {})

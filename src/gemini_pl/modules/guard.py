@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -80,15 +81,21 @@ class NonFiniteGuard:
         self.consecutive = {k: torch.tensor(float(v)) for k, v in state.get("consecutive_nonfinite", {}).items()}
 
     # ------------------------------------------------------------------ step
-    def step(self, module: L.LightningModule, loss: torch.Tensor, name: str) -> torch.Tensor:
+    def step(self, module: L.LightningModule, loss: torch.Tensor, name: str, optimizer: Any = None,
+             after_backward: Callable[[], None] | None = None) -> torch.Tensor:
         """Backward + optimiser step unless ``loss`` or the gradients are not finite.
 
-        Returns the skip flag as a device tensor (1.0 skipped, 0.0 stepped) without reading it.
-        Under 16-mixed the GradScaler skips non-finite gradients itself; only the loss is checked.
+        ``optimizer``: the (Lightning-wrapped) optimiser to step (``None``: the module's only one);
+        ``after_backward``: called between the backward pass and the checks (it may read or scale
+        the gradients). Returns the skip flag as a device tensor (1.0 skipped, 0.0 stepped) without
+        reading it. Under 16-mixed the GradScaler skips non-finite gradients itself; only the loss
+        is checked.
         """
         trainer = module.trainer
-        opt = module.optimizers()
+        opt = module.optimizers() if optimizer is None else optimizer
         module.manual_backward(loss)
+        if after_backward is not None:
+            after_backward()
         bad = (~torch.isfinite(loss.detach())).float()
         scaler = getattr(trainer.precision_plugin, "scaler", None) is not None
         if not scaler:

@@ -24,7 +24,10 @@ extents of the axes: on a 256×256×128 volume a 20° "rotation" in normalised c
 shear plus a stretch. Pass ``spatial_shape`` (and ``spacing``) to make them rigid in voxel
 (physical) units on any grid: ``theta = D⁻¹ · R · diag(s) · D`` with
 ``D = diag((size - 1) / 2 · spacing)`` in (x, y, z) order (the scales then act in physical units
-too). ``rotation_terms=2`` draws each angle as the sum of two U(-rotation, rotation) draws (a
+too). The published code rotates (and scales) zero-centred voxel coordinates and normalises
+the result afterwards: ``spatial_shape`` without ``spacing`` gives its sampling grid exactly
+(for odd sizes; on an even axis its centre is ``size // 2``, half a voxel off the image centre
+that is used here). ``rotation_terms=2`` draws each angle as the sum of two U(-rotation, rotation) draws (a
 triangular spread to ±2·rotation), which is how the published 2D code composes its rotation.
 
 docs/METHOD.md §5 draws **one** affine per iteration and applies it to every image of the iteration:
