@@ -14,7 +14,12 @@ Each variant adds the stages it needs (``--variants``; ``--list`` prints them):
 - the topology switches of the DHL (``experiments/homeomorphic/``), each alone, in the pre-training
   before fine-tuning (``mip_velocity``, ``mip_inverse``, ``mip_jacobian``, ``mip_bending``,
   ``mip_homeomorphic`` = velocity + inverse + Jacobian) and in GEMINI-Semi, compared with the
-  published Semi (``semi_velocity``, ``semi_inverse``, ``semi_jacobian``, ``semi_bending``).
+  published Semi (``semi_velocity``, ``semi_inverse``, ``semi_jacobian``, ``semi_bending``);
+- the balance of the two pre-training steps (``experiments/mip/balance/``, beyond the paper), each
+  compared with scratch, the published recipe and restoration-only pre-training:
+  ``mip_per_loss`` (one Adam per loss), ``mip_balance_1`` / ``mip_balance_10`` (the head loss
+  scaled so its backbone gradient is 1× / 10× the GEMINI loss's) and ``mip_restoration_only``
+  (the GEMINI terms off: what the restoration alone gives).
 
 A seed sets ``seed_everything``, the data sampling and the augmentation, as in the demo. Stages run
 ``--jobs`` chains at a time (a chain = one seed of one variant: its pre-training, then its
@@ -44,6 +49,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "demo_mni"
 HOMEO = REPO / "experiments" / "homeomorphic"
+BALANCE = REPO / "experiments" / "mip" / "balance"
 SWITCHES = {   # switch -> the pre-training / Semi overrides that turn it on (alone)
     "velocity": ["--config", str(HOMEO / "velocity.yaml")],
     "inverse": ["--model.init_args.lambda_inverse", "0.1"],
@@ -92,6 +98,15 @@ for _s, _o in SWITCHES.items():
     if _s != "homeomorphic":
         VARIANTS[f"semi_{_s}"] = Variant(f"semi_{_s}", config="semi", extra=_o, pretrain=False, against=("semi", "seg_scratch"),
                                          doc=f"GEMINI-Semi with the {_s} switch")
+
+
+VARIANTS["mip_restoration_only"] = Variant(
+    "seg_restoration_only", pretrain=("pretrain_restoration_only", ["--config", str(BALANCE / "restoration_only.yaml")]),
+    doc="pre-trained by restoration alone (the GEMINI terms off)")
+for _b in ("per_loss", "balance_1", "balance_10"):
+    VARIANTS[f"mip_{_b}"] = Variant(f"seg_{_b}", pretrain=(f"pretrain_{_b}", ["--config", str(BALANCE / f"{_b}.yaml")]),
+                                    against=("seg_scratch", "seg_gemini", "seg_restoration_only"),
+                                    doc=f"pre-trained with experiments/mip/balance/{_b}.yaml")
 
 
 def _cli(*args: str, threads: int = 1) -> None:
@@ -153,17 +168,19 @@ def analyse(runs: Path, seeds: list[int], variants: list[str]) -> str:
     from gemini_pl.claims import paired_differences, seed_summary
 
     lines = [
-        "| variant | A − B | seeds | B Dice | A Dice | Δ per seed (points) | Δ mean ± std over seeds | verdict | A higher on | pre-training feature_similarity (last) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | A − B | seeds | B Dice | A Dice | Δ per seed (points) | Δ mean ± std over seeds | verdict | A higher on | pre-training feature_similarity (last) | pre-training grad_share (last) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in variants:
         v = VARIANTS[name]
         sim = {s: _last(runs / f"seed{s}" / v.pretrain_stage, "train/gemini/feature_similarity")
                for s in seeds} if v.pretrain_stage else {}
+        share = {s: _last(runs / f"seed{s}" / v.pretrain_stage, "train/gemini/grad_share")
+                 for s in seeds} if v.pretrain_stage else {}
         for b in v.against:
             if b == v.stage:
                 continue
-            per_seed, a_means, b_means, sims = [], [], [], []
+            per_seed, a_means, b_means, sims, shares = [], [], [], [], []
             for s in seeds:
                 fa = runs / f"seed{s}" / v.stage / "results" / "test_cases.csv"
                 fb = runs / f"seed{s}" / b / "results" / "test_cases.csv"
@@ -175,6 +192,7 @@ def analyse(runs: Path, seeds: list[int], variants: list[str]) -> str:
                 b_means.append(_mean_dice(rb))
                 if s in sim:
                     sims.append(sim[s])
+                    shares.append(share[s])
             if not per_seed:
                 continue
             p = seed_summary(per_seed)
@@ -182,7 +200,8 @@ def analyse(runs: Path, seeds: list[int], variants: list[str]) -> str:
             lines.append(
                 f"| {name} | {v.stage} − {b} | {p['seeds']} | {statistics.fmean(b_means):.1f} | {statistics.fmean(a_means):.1f} | "
                 f"{', '.join(f'{m:+.2f}' for m in p['means'])} | {spread} | {p['verdict']} | {p['wins']}/{p['pairs']} | "
-                f"{', '.join('n/a' if math.isnan(x) else f'{x:.3f}' for x in sims) or '-'} |")
+                f"{', '.join('n/a' if math.isnan(x) else f'{x:.3f}' for x in sims) or '-'} | "
+                f"{', '.join('n/a' if math.isnan(x) else f'{x:.3f}' for x in shares) or '-'} |")
     return "\n".join(lines)
 
 

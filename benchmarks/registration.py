@@ -267,8 +267,9 @@ def main(argv: list[str] | None = None) -> str:
         return text
     models = parse_models(args.model)
     anchors = parse_anchors(args.anchors, args.no_demons)
-    if not anchors and not models:
-        raise ConfigError("nothing to benchmark: give --model NAME=CHECKPOINT, --anchors, or drop --no-demons")
+    if not (anchors or models or args.identity or (args.refine_identity and args.refine)):
+        raise ConfigError("nothing to benchmark: give --model NAME=CHECKPOINT, --anchors, --identity, "
+                          "--refine-identity with --refine STEPS, or drop --no-demons")
     dm = GeminiDataModule(root=args.root, dataset=args.dataset, eval_mode="pairs", num_val_pairs=args.num_val_pairs,
                           preprocessing={"spacing": args.spacing} if args.spacing else None)
     dm.setup("test")

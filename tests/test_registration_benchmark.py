@@ -167,6 +167,18 @@ def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_pa
     assert alone == pytest.approx(100 * float(mean_dice(warp(la, zero, mode="nearest"), lb, k)[0]), abs=1e-3)
 
 
+def test_identity_and_refinement_alone_need_no_model_or_anchor(phantom_root):
+    """``--no-demons --identity --refine-identity --refine 3`` benchmarks those two rows alone (they
+    were refused as "nothing to benchmark"); ``--refine-identity`` without ``--refine`` still is."""
+    text = _bench().main(["--root", str(phantom_root), "--dataset", "phantom2d", "--num-val-pairs", "3",
+                          "--pairs", "1", "--device", "cpu", "--anchors", "demons", "--no-demons", "--identity",
+                          "--refine-identity", "--refine", "3"])
+    assert [line.split("|")[1].strip() for line in text.splitlines()[2:]] == [
+        "no registration (identity)", "refinement alone (from the identity), 3 steps"]
+    with pytest.raises(ConfigError, match="nothing to benchmark"):
+        _bench().main(["--anchors", "demons", "--no-demons", "--refine-identity"])
+
+
 def test_anchors_default_to_demons_and_the_installed_tools(monkeypatch):
     """--anchors: the named ones in order; by default demons and each installed tool of the bench
     extra; --no-demons drops demons; an unknown or missing tool is a one-line ConfigError."""
