@@ -619,3 +619,20 @@ def test_images_into_another_dataset(tmp_path):
     assert json.loads((d / "convert-asoca.json").read_text())["dataset"] == "asoca"
     assert convert("whs_ct", tmp_path / "whs", root).ok  # WHS's own record is its own
     assert not list(d.rglob(".tmp-*"))
+
+
+def test_one_pair_names_the_missing_counterpart_or_the_copies():
+    """The pairing every image+label converter shares: one of each, else one problem line."""
+    from gemini_pl.data.convert.base import Plan
+
+    p, img, lab = Plan(), Path("s/a_procimg.nii.gz"), Path("s/a_seg.nii.gz")
+    words = ("subject", "segmentation")
+    assert p.one_pair("a", [img], [lab], words, img, lab) == (img, lab) and p.problems == []
+    assert p.one_pair("a", [img], [], words, None, lab) is None
+    assert p.problems[-1] == f"{img}: no segmentation (expected {lab})"
+    assert p.one_pair("a", [], [lab], words, img, None) is None
+    assert p.problems[-1] == f"{lab}: segmentation without its image (expected {img})"
+    copy = Path("t/a_procimg.nii.gz")
+    assert p.one_pair("a", [img, copy], [lab], words, None, None) is None
+    assert p.problems[-1] == (f"subject a: 2 image and 1 segmentation files ({img}, {copy}, {lab}); "
+                              "none converted — keep one of each")

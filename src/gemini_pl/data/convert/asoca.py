@@ -46,20 +46,14 @@ def plan(ctx: Context) -> Plan:
     off = ctx.options.get("ct_offset", "auto")
     for name in sorted(set(images) | set(labels)):
         imgs, labs = images.get(name, []), labels.get(name, [])
-        if len(imgs) > 1 or len(labs) > 1:
-            p.problems.append(f"case {name}: {len(imgs)} image and {len(labs)} annotation files "
-                              f"({', '.join(map(str, imgs + labs))}); none converted — keep one of each")
+        pair = p.one_pair(name, imgs, labs, ("case", "annotation"),
+                          labs[0].parent.parent / "CTCA" / labs[0].name if labs else None,
+                          imgs[0].parent.parent / "Annotations" / imgs[0].name if imgs else None)
+        if pair is None:
             continue
-        if not imgs:
-            p.problems.append(f"{labs[0]}: annotation without its image (expected "
-                              f"{labs[0].parent.parent / 'CTCA' / labs[0].name})")
-            continue
-        if not labs:
-            expected = imgs[0].parent.parent / "Annotations" / imgs[0].name
-            p.problems.append(f"{imgs[0]}: no annotation (expected {expected})")
-            continue
+        image, label = pair
         p.items.append(Item((f"train/labeled/image/{name}.nii.gz", f"train/labeled/label/{name}.nii.gz"),
-                            (Source(imgs[0]), Source(labs[0])), partial(_pair, imgs[0], labs[0], off),
+                            (Source(image), Source(label)), partial(_pair, image, label, off),
                             case=name, group=name))
     for name, files in sorted(tests.items()):
         for f in files:  # two copies of one test case collide in the outputs (reported by the base)

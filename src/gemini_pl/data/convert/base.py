@@ -99,6 +99,25 @@ class Plan:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def one_pair(self, case: str, images: list[Path], labels: list[Path], words: tuple[str, str],
+                 expected_image: Path | None, expected_label: Path | None) -> tuple[Path, Path] | None:
+        """The one image and one label file of ``case``, or ``None`` with the problem recorded.
+
+        ``words``: what the two are called in the messages, e.g. ``("subject", "segmentation")``;
+        ``expected_*``: the counterpart path named when only one of the two was found.
+        """
+        what, label = words
+        if len(images) > 1 or len(labels) > 1:
+            self.problems.append(f"{what} {case}: {len(images)} image and {len(labels)} {label} files "
+                                 f"({', '.join(map(str, images + labels))}); none converted — keep one of each")
+        elif not images:
+            self.problems.append(f"{labels[0]}: {label} without its image (expected {expected_image})")
+        elif not labels:
+            self.problems.append(f"{images[0]}: no {label} (expected {expected_label})")
+        else:
+            return images[0], labels[0]
+        return None
+
 
 @dataclass
 class ConvertResult:

@@ -50,19 +50,14 @@ def plan(ctx: Context) -> Plan:
             segs.setdefault(stem[: -len("_seg")], []).append(f)
     for subj in sorted(set(images) | set(segs)):
         imgs, labs = images.get(subj, []), segs.get(subj, [])
-        if len(imgs) > 1 or len(labs) > 1:
-            p.problems.append(f"subject {subj}: {len(imgs)} images and {len(labs)} segmentations "
-                              f"({', '.join(map(str, imgs + labs))}); none converted — keep one of each")
+        pair = p.one_pair(subj, imgs, labs, ("subject", "segmentation"),
+                          labs[0].parent / (subj + "_procimg.nii.gz") if labs else None,
+                          imgs[0].parent / (subj + "_seg.nii.gz") if imgs else None)
+        if pair is None:
             continue
-        if not imgs:
-            p.problems.append(f"{labs[0]}: segmentation without its image (expected "
-                              f"{labs[0].parent / (subj + '_procimg.nii.gz')})")
-            continue
-        if not labs:
-            p.problems.append(f"{imgs[0]}: no segmentation (expected {imgs[0].parent / (subj + '_seg.nii.gz')})")
-            continue
+        image, label = pair
         outs = [f"train/labeled/image/{subj}.nii.gz", f"train/labeled/label/{subj}.nii.gz"]
-        sources = [Source(imgs[0]), Source(labs[0])]
+        sources = [Source(image), Source(label)]
         mask = None
         if masks is not None:
             cand = [masks / f"{subj}.nii.gz", masks / f"{subj}.nii"]
@@ -72,7 +67,7 @@ def plan(ctx: Context) -> Plan:
             else:
                 outs.append(f"train/labeled/mask/{subj}.nii.gz")
                 sources.append(Source(mask))
-        p.items.append(Item(tuple(outs), tuple(sources), partial(_build, imgs[0], labs[0], mask),
+        p.items.append(Item(tuple(outs), tuple(sources), partial(_build, image, label, mask),
                             case=subj, group=subj))
     return p
 
