@@ -12,6 +12,7 @@ through SimpleITK (:mod:`gemini_pl.data.sitk_io`, same array order and RAS affin
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "load_image",
     "label_values",
     "pair_with_labels",
+    "sha256_file",
     "png_pixels",
     "save_prediction",
 ]
@@ -441,3 +443,12 @@ def save_prediction(pred, meta: Mapping, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(arr, affine), str(path))
     return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a whole file, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from monai.transforms import Compose
 
-from gemini_pl.data.io import case_name
+from gemini_pl.data.io import case_name, sha256_file
 from gemini_pl.data.layout import LISTED_KEYS, Layout
 from gemini_pl.data.specs import DatasetSpec
 from gemini_pl.data.splits import MIN_TRAIN, few_shot, load_split, make_split, split_bytes, split_sha256, write_split
@@ -160,12 +160,10 @@ class SplitRecords:
         def digest(path: str, probe: bool) -> str:
             """sha256 of the whole file, or (``probe``) of 64 KiB from its middle and its end: files
             of one size (uncompressed volumes of one shape) differ there unless identical."""
+            if not probe:
+                return sha256_file(path)
             h = hashlib.sha256()
             with open(path, "rb") as f:
-                if not probe:
-                    for chunk in iter(lambda: f.read(1 << 22), b""):
-                        h.update(chunk)
-                    return h.hexdigest()
                 size = os.fstat(f.fileno()).st_size
                 for at in (size // 2, max(0, size - (1 << 16))):
                     f.seek(at)

@@ -26,7 +26,6 @@ source is an archive member is built when the member passes by.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -37,25 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from gemini_pl.data.io import sha256_file
 from gemini_pl.errors import DataError
 
 __all__ = ["Context", "ConvertResult", "Item", "Plan", "Source", "run_plan", "sha256_file"]
 
 RECORD_NAME = "convert.json"
 RECORD_FORMAT = "gemini-pl-convert"
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
