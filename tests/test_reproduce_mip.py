@@ -454,7 +454,7 @@ def test_mni_mode_and_label_efficiency_share_their_cells(tmp_path):
     runs = tmp_path / "runs"
     t3 = load_mip_matrix(REPO / "experiments/mip/table3/mni.yaml")
     le = load_mip_matrix(REPO / "experiments/mip/label_efficiency/mni.yaml")
-    assert t3.pretrain_per_seed and t3.paired_vs_scratch and t3.seeds == [0, 1, 2] and t3.mni["num_labeled"] == 20
+    assert t3.pretrain_per_seed and t3.paired_vs_scratch and t3.seeds == [0, 1, 2] and t3.generate[0]["num_labeled"] == 20
     c3 = {c.name: c for c in t3.cells(runs)}
     shared = [c for c in le.cells(runs) if c.name in c3]
     assert {c.row for c in shared} == {"Scratch (2D U-Net)", "Models Genesis", "GEMINI-MIP"}

@@ -25,7 +25,30 @@ from gemini_pl.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SPLITS", "read_manifest", "write_generated_dataset", "write_volume"]
+__all__ = ["GENERATORS", "SPLITS", "generate_dataset", "read_manifest", "write_generated_dataset", "write_volume"]
+
+#: the dataset generators by name (``generate_dataset``; the ``generate:`` entries of the table modes)
+GENERATORS = {
+    "phantom": "gemini_pl.data.phantom:generate_phantom_dataset",
+    "mni": "gemini_pl.data.anatomy:generate_mni_dataset",
+    "synthseg": "gemini_pl.data.brains:generate_synthseg_dataset",
+}
+
+
+def generate_dataset(spec: Mapping[str, Any]) -> Path:
+    """Write one generated dataset from a spec ``{"generator": <name of GENERATORS>, **its
+    arguments}`` (e.g. ``{"generator": "synthseg", "root": "runs/data", "spatial_dims": 2}``) and
+    return its folder; a no-op when it is there with these arguments (see the module doc)."""
+    import importlib
+
+    from gemini_pl.errors import ConfigError
+
+    args = dict(spec)
+    name = args.pop("generator", None)
+    if name not in GENERATORS:
+        raise ConfigError(f"generate: generator={name!r} is not one of {', '.join(GENERATORS)}")
+    module, _, func = GENERATORS[name].partition(":")
+    return getattr(importlib.import_module(module), func)(**args)
 
 #: (folder, count key, labeled) in generation order; validation last so the other cases keep their numbers.
 SPLITS = (

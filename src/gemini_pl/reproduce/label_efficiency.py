@@ -17,7 +17,7 @@ tables are, and writes
 * with ``--wandb PROJECT``: a W&B run holding the same points as a table and a line plot
   (``wandb.plot.line_series``).
 
-The mode file's ``mni:`` entry writes the demo subjects (:func:`gemini_pl.data.generate_mni_dataset`)
+The mode file's ``generate:`` entry writes the demo subjects (:func:`gemini_pl.data.anatomy.generate_mni_dataset`)
 before any cell runs. Its cells are those of the real-anatomy Table III mode
 (``experiments/mip/table3/mni.yaml``, same cell folder ``runs/table3_mni``): the pre-trainings and
 the five-label fine-tunings of Scratch, Models Genesis and GEMINI-MIP run once for both.

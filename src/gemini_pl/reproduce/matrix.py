@@ -101,6 +101,9 @@ class Matrix:
     notes: list[str] = field(default_factory=list)
     method_presets: Path | None = None
     best_checkpoint: Path | None = None
+    generate: list[dict[str, Any]] = field(default_factory=list)  # datasets to write before any cell runs
+    paired_vs: str | None = None       # the row every other row is paired against, per case within each seed
+    per_structure: bool = False        # also render each row's Dice per structure (<table>_structures.md)
 
     # ---------------------------------------------------------------- configs
     def method_files(self, method: str) -> list[Path]:
@@ -187,11 +190,29 @@ def _load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
+def only_rows(rows: list[dict[str, Any]], names: list[str] | None, where: Path) -> list[dict[str, Any]]:
+    """The rows named by a mode file's ``only_rows:`` (all when ``None``), in the rows' order; a name
+    that is no row is a ConfigError naming the mode file."""
+    if names is None:
+        return rows
+    known = [r["row"] for r in rows]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{where}: only_rows: {', '.join(map(repr, unknown))} not among the rows ({', '.join(known)})")
+    return [r for r in rows if r["row"] in names]
+
+
 def load_matrix(mode_file: str | Path, data_root: str | None = None) -> Matrix:
-    """Read a mode file (``experiments/table2/{paper,phantom}.yaml``) and the matrix file it names.
+    """Read a mode file (``experiments/table2/{paper,phantom,synthseg}.yaml``) and the matrix file it names.
 
     ``tasks``: ``{T1: {config: <file>, title: ..., phantom: {...}}}`` (or ``{T1: <file>}``); file
-    paths are relative to the mode file's folder.
+    paths are relative to the mode file's folder. Optional: ``only_rows:`` (a subset of the rows,
+    ablations dropped), ``generate:`` (datasets written before any cell runs, each
+    ``{generator: mni|synthseg|phantom, ...}``: :func:`gemini_pl.data.synthetic.generate_dataset`),
+    ``paired_vs:`` (a row: the paired per-case column of every other row) and ``per_structure:
+    true`` (the per-structure Dice table).
     """
     mode_file = Path(mode_file)
     base = mode_file.parent
@@ -205,10 +226,14 @@ def load_matrix(mode_file: str | Path, data_root: str | None = None) -> Matrix:
     presets = mode.get("method_presets")
     best = base / mode["best_checkpoint"] if mode.get("best_checkpoint") else next(
         (p for p in (base.parent / "callbacks" / "best_seg.yaml", _REPO_BEST) if p.is_file()), _REPO_BEST)
+    subset = mode.get("only_rows")
     return Matrix(
         mode=mode.get("mode", mode_file.stem), mode_file=mode_file, seeds=list(mode["seeds"]), tasks=tasks,
-        rows=matrix["rows"], ablations=matrix.get("ablations", []), budget=base / mode["budget"],
+        rows=only_rows(matrix["rows"], subset, mode_file),
+        ablations=[] if subset is not None else matrix.get("ablations", []), budget=base / mode["budget"],
         pretrain_budget=base / mode.get("pretrain_budget", mode["budget"]), config_dir=base,
         data_root=data_root or mode.get("data_root"), notes=list(mode.get("notes", [])),
         method_presets=base / presets if presets else None, best_checkpoint=best,
+        generate=list(mode.get("generate") or []), paired_vs=mode.get("paired_vs"),
+        per_structure=bool(mode.get("per_structure", False)),
     )

@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from .matrix import Cell, Matrix, _cli_value
+from .matrix import Cell, Matrix, _cli_value, only_rows
 
 __all__ = ["MipMatrix", "load_mip_matrix", "row_status", "SLICEWISE", "NEEDS_WEIGHTS", "NOT_IMPLEMENTED"]
 
@@ -66,7 +66,6 @@ class MipMatrix(Matrix):
     select: str = "final"              # the selection policy when the command line names none
     slicewise_finetune: Path | None = None   # the fine-tuning of a 2D network on a 3D task (slice by slice)
     pretrain_per_seed: bool = False    # one pre-training per row and seed (else one per row)
-    mni: dict[str, Any] | None = None  # MNI152-derived subjects to write before any cell runs
     paired_vs_scratch: bool = False    # render the paired difference against Scratch per task
 
     def pretrain_seeds(self) -> list[int]:
@@ -199,7 +198,7 @@ def load_mip_matrix(mode_file: str | Path, data_root: str | None = None,
     def at(rel: str) -> Path:  # a path of the mode file, normalised (table6/../methods -> methods)
         return Path(os.path.normpath(base / rel))
 
-    rows = _load(at(mode["rows"]))["rows"]
+    rows = only_rows(_load(at(mode["rows"]))["rows"], mode.get("only_rows"), mode_file)
     tasks = {}
     for name, spec in mode["tasks"].items():
         spec = dict(spec)
@@ -220,6 +219,6 @@ def load_mip_matrix(mode_file: str | Path, data_root: str | None = None,
         pretrain_seed=int(mode.get("pretrain_seed", seeds[0])), external_weights=weights,
         methods_dir=at(mode["methods"]), select=str(mode.get("select", "final")),
         slicewise_finetune=at(mode["slicewise_finetune"]) if mode.get("slicewise_finetune") else None,
-        pretrain_per_seed=bool(mode.get("pretrain_per_seed", False)), mni=mode.get("mni"),
-        paired_vs_scratch=bool(mode.get("paired_vs_scratch", False)),
+        pretrain_per_seed=bool(mode.get("pretrain_per_seed", False)), generate=list(mode.get("generate") or []),
+        paired_vs_scratch=bool(mode.get("paired_vs_scratch", False)), per_structure=bool(mode.get("per_structure", False)),
     )

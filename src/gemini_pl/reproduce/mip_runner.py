@@ -42,15 +42,14 @@ def static_statuses(matrix: MipMatrix) -> dict[str, str | None]:
 
 
 def prepare_data(matrix: MipMatrix) -> None:
-    """Write the generated data of the mode before any cell runs: the MNI152-derived subjects of its
-    ``mni:`` entry and the phantom datasets of the pre-training data and of the tasks."""
+    """Write the generated data of the mode before any cell runs: the datasets of its ``generate:``
+    entries (e.g. the MNI152-derived or SynthSeg-derived subjects) and the phantom datasets of the
+    pre-training data and of the tasks."""
     from ..data import generate_phantom_dataset
+    from ..data.synthetic import generate_dataset
 
-    if matrix.mni:
-        from ..data.anatomy import generate_mni_dataset
-
-        mni = dict(matrix.mni)
-        generate_mni_dataset(mni.pop("root"), spatial_dims=2, **mni)
+    for spec in matrix.generate:
+        generate_dataset(spec)
 
     specs = [(matrix.pretrain_data, matrix.pretrain_data["config"]), *((s, s["config"]) for s in matrix.tasks.values())]
     import yaml
@@ -179,5 +178,13 @@ def run_mip(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(md)
     (out / f"{name}.csv").write_text(render_mip_csv(matrix.table, matrix.rows, results, list(matrix.tasks), static, scenes))
+    if matrix.per_structure:
+        from .mip_table import SCRATCH
+        from .structures import render_structures
+
+        scratch = next((r["row"] for r in matrix.rows if r["row"].startswith(SCRATCH)), None)
+        (out / f"{name}_structures.md").write_text(render_structures(
+            f"Table {matrix.table}", matrix.rows, results, list(matrix.tasks),
+            base=scratch if matrix.paired_vs_scratch else None, header=header))
     print("\n" + md, flush=True)
     return md

@@ -39,10 +39,13 @@ def _experiments_dir() -> Path:
 
 
 def prepare_phantoms(matrix: Matrix) -> None:
-    """Write the phantom datasets of the tasks that have a ``phantom:`` entry (before any cell runs:
-    parallel cells then only read them)."""
+    """Write the datasets of the mode's ``generate:`` entries and the phantom datasets of the tasks
+    that have a ``phantom:`` entry (before any cell runs: parallel cells then only read them)."""
     from ..data import generate_phantom_dataset
+    from ..data.synthetic import generate_dataset
 
+    for spec in matrix.generate:
+        generate_dataset(spec)
     for task, spec in matrix.tasks.items():
         ph = spec.get("phantom")
         if ph:
@@ -215,10 +218,19 @@ def run_matrix(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: i
         "time": f"this invocation {wall:.0f} s wall ({jobs} job(s) × {threads} thread(s)); all cells' own time {cell_seconds:.0f} s"
                 + (f"; first cell start to last cell end {span / 60:.1f} min (interruptions included)" if span else ""),
     }
-    md = render_markdown(matrix.rows, results, header, matrix.ablations, reference_only=matrix.mode == "phantom")
+    from .paper import TASKS
+
+    shown = TASKS if set(matrix.tasks) <= set(TASKS) else tuple(matrix.tasks)
+    md = render_markdown(matrix.rows, results, header, matrix.ablations, reference_only=matrix.mode != "paper",
+                         tasks=shown, paired_vs=matrix.paired_vs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table2.md").write_text(md)
-    (out / "table2.csv").write_text(render_csv(matrix.rows, results))
+    (out / "table2.csv").write_text(render_csv(matrix.rows, results, tasks=shown, paired_vs=matrix.paired_vs))
+    if matrix.per_structure:
+        from .structures import render_structures
+
+        (out / "table2_structures.md").write_text(render_structures(
+            "Table II", matrix.rows, results, list(matrix.tasks), base=matrix.paired_vs, header=header))
     print("\n" + md, flush=True)
     return md
 
@@ -241,12 +253,14 @@ def main(argv: list[str] | None = None) -> None:
                         "(each row pre-trained once, fine-tuned on every task: gemini_pl.reproduce.mip)")
     p.add_argument("--init-from", nargs="*", default=None, metavar="ROW=FILE",
                    help="tables 3/6: weights of a row that needs external ones (e.g. ImageNet=/path/weights.pth)")
-    p.add_argument("--data", choices=["real", "phantom", "mni"], default="real",
-                   help="real data (paper scale), phantoms (small budgets) or, for table 3, the MNI152-derived "
-                        "real-anatomy mode (three seeds, paired differences against Scratch; results/mni)")
-    p.add_argument("--mode-file", default=None, help="a mode file (default experiments/table2/{paper,phantom}.yaml)")
-    p.add_argument("--runs", default=None, help="cell folders (default runs/table2 or runs/table2_phantom)")
-    p.add_argument("--out", default=None, help="table folder (default results or results/phantom)")
+    p.add_argument("--data", choices=["real", "phantom", "mni", "synthseg"], default="real",
+                   help="real data (paper scale), phantoms (small budgets), for table 3 the MNI152-derived "
+                        "real-anatomy mode (three seeds, paired differences against Scratch; results/mni), or for "
+                        "tables 2 and 3 the SynthSeg-derived real-variability mode (a few rows, three seeds, paired "
+                        "differences and per-structure Dice; results/synthseg)")
+    p.add_argument("--mode-file", default=None, help="a mode file (default experiments/table2/<data>.yaml: paper, phantom or synthseg)")
+    p.add_argument("--runs", default=None, help="cell folders (default runs/table2, or runs/table2_<data>)")
+    p.add_argument("--out", default=None, help="table folder (default results, or results/<data>)")
     p.add_argument("--jobs", type=int, default=1, help="cells run at the same time")
     p.add_argument("--threads", type=int, default=0, help="torch threads per cell (0: torch's default)")
     p.add_argument("--rows", nargs="*", default=None, help="only these rows (names as in the table)")
@@ -263,9 +277,10 @@ def main(argv: list[str] | None = None) -> None:
                         "select:) or best (the best val/seg_dice checkpoint; needs a validation split in every task; "
                         "cells <cell>__best)")
     a = p.parse_args(argv)
-    phantom = a.data == "phantom"
     if a.data == "mni" and a.table != "3":
         p.error(f"--data mni: only table 3 has a real-anatomy mode (experiments/mip/table3/mni.yaml), not table {a.table}")
+    if a.data == "synthseg" and a.table == "6":
+        p.error("--data synthseg: tables 2 and 3 have a SynthSeg-derived mode, not table 6")
     if a.table != "2":
         from .mip_runner import run_mip
 
@@ -283,9 +298,10 @@ def main(argv: list[str] | None = None) -> None:
                 tasks=a.tasks, seeds=a.seeds, retry_failed=a.retry_failed, timeout=a.timeout, data_root=a.data_root,
                 render_only=a.render_only, gpus=a.gpus, select=a.select, external_weights=weights)
         return
-    mode_file = a.mode_file or str(_experiments_dir() / ("phantom.yaml" if phantom else "paper.yaml"))
-    run_matrix(mode_file, a.runs or ("runs/table2_phantom" if phantom else "runs/table2"),
-               a.out or ("results/phantom" if phantom else "results"), jobs=a.jobs, threads=a.threads, rows=a.rows,
+    mode = {"real": "paper"}.get(a.data, a.data)
+    mode_file = a.mode_file or str(_experiments_dir() / f"{mode}.yaml")
+    run_matrix(mode_file, a.runs or (f"runs/table2_{a.data}" if a.data != "real" else "runs/table2"),
+               a.out or (f"results/{a.data}" if a.data != "real" else "results"), jobs=a.jobs, threads=a.threads, rows=a.rows,
                tasks=a.tasks, seeds=a.seeds, retry_failed=a.retry_failed, timeout=a.timeout, data_root=a.data_root,
                render_only=a.render_only, gpus=a.gpus, select=a.select or "final")
 

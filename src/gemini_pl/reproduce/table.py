@@ -7,6 +7,11 @@ a failed cell "failed" (its error is listed under the table), a cell not run yet
 setting that the paper marks "-" (and we do not run) "-". An implemented row that stays simplified
 relative to its own paper gets a footnote (``paper.NOTES``): its number in the last column, the
 text under the table.
+
+The tasks are the paper's T1–T3 unless the mode has others (e.g. ``S5`` of the SynthSeg-derived
+mode, which the paper has no column for). With ``paired_vs`` (a mode file's ``paired_vs: U-Net Five``)
+each task gets a column pairing every other row with that row per test case within each seed
+(:func:`gemini_pl.reproduce.mip_table.paired_vs`, verdict of :func:`gemini_pl.claims.seed_summary`).
 """
 
 from __future__ import annotations
@@ -68,9 +73,13 @@ def _cell_status(results: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def table2_rows(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Long-format records (row, type, task, metric, ours, paper, diff, status) for Table II."""
-    by = {}
+def table2_rows(rows: list[dict[str, Any]], results: list[dict[str, Any]], tasks: tuple[str, ...] = TASKS,
+                paired_vs: str | None = None) -> list[dict[str, Any]]:
+    """Long-format records (row, type, task, metric, ours, paper, diff, status, paired) for Table II;
+    ``paired``: the per-case difference against the row ``paired_vs`` (None for that row itself)."""
+    from .mip_table import paired_vs as pair
+
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
         if r.get("table", "II") == "II":
             by.setdefault((r["row"], r["task"]), []).append(r)
@@ -78,7 +87,7 @@ def table2_rows(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> li
     for spec in rows:
         name = spec["row"]
         typ, paper = TABLE2.get(name, ("", {}))
-        for task in TASKS:
+        for task in tasks:
             p = paper.get(task)
             runs = by.get((name, task), [])
             if not spec.get("method"):
@@ -88,7 +97,8 @@ def table2_rows(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> li
             else:
                 status = _cell_status(runs) or "ok"
             rec = {"row": name, "type": typ, "task": task, "status": status,
-                   "errors": [r.get("error", "") for r in runs if r.get("status") != "ok"]}
+                   "errors": [r.get("error", "") for r in runs if r.get("status") != "ok"],
+                   "paired": pair(by, name, paired_vs, task) if paired_vs and name != paired_vs and status == "ok" else None}
             for metric, col, idx in (("DSC", "dice", 0), ("AVD", "avd", 2)):
                 agg = aggregate(runs, col) if status == "ok" else {}
                 rec[metric] = {
@@ -133,16 +143,25 @@ def footnotes(rows: list[dict[str, Any]], notes: dict[str, str] | None = None) -
 
 def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], header: dict[str, str],
                     ablations: list[dict[str, Any]] | None = None, reference_only: bool = False,
-                    notes: dict[str, str] | None = None) -> str:
-    recs = table2_rows(rows, results)
+                    notes: dict[str, str] | None = None, tasks: tuple[str, ...] = TASKS,
+                    paired_vs: str | None = None) -> str:
+    from .mip_table import _paired_cell
+
+    recs = table2_rows(rows, results, tasks, paired_vs)
     marks = footnotes(rows, notes)
     lines = ["# Table II — few-shot semi-supervised segmentation: ours vs the paper", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
     lines += ["", "DSC in %, AVD in physical units; ours = mean±std over test cases pooled over seeds, "
               "(s …) = std of the per-seed means; Δ = ours − paper."
-              + (" **Phantom data: the paper column is a reference, not a target.**" if reference_only else ""), ""]
-    head = "| Type | Method |" + "".join(f" {t} DSC | {t} DSC paper | Δ | {t} AVD | {t} AVD paper | Δ |" for t in TASKS)
-    lines += [head + " Note |", "|" + "---|" * (3 + 6 * len(TASKS))]
+              + (" **Not the paper's data: the paper column is a reference, not a target.**" if reference_only else "")
+              + (f" vs {paired_vs} (paired) = per-case DSC difference row − {paired_vs} within each seed, mean ± std of "
+                 "the per-seed means over seeds, the verdict (holds: higher in every seed and mean > 2 s.e. over seeds; "
+                 "reversed: the same, lower; otherwise not significant) and the seed × case pairs where the row is higher."
+                 if paired_vs else ""), ""]
+    pc = bool(paired_vs)
+    head = "| Type | Method |" + "".join(f" {t} DSC |" + (f" {t} vs {paired_vs} (paired) |" if pc else "")
+                                        + f" {t} DSC paper | Δ | {t} AVD | {t} AVD paper | Δ |" for t in tasks)
+    lines += [head + " Note |", "|" + "---|" * (3 + (6 + pc) * len(tasks))]
     errors = []
     by_row: dict[str, list[dict[str, Any]]] = {}
     for rec in recs:
@@ -154,8 +173,10 @@ def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], h
         for rec in per_task:
             for metric, digits in (("DSC", 1), ("AVD", 2)):
                 m = rec[metric]
-                cells += [format_ours(rec, metric, digits), _fmt_paper(rec, metric, digits),
-                          _diff(m["ours_mean"], m["paper_mean"], digits) if rec["status"] == "ok" else ""]
+                cells += [format_ours(rec, metric, digits)]
+                if pc and metric == "DSC":
+                    cells.append(_paired_cell(rec) if rec["row"] != paired_vs else "-")
+                cells += [_fmt_paper(rec, metric, digits), _diff(m["ours_mean"], m["paper_mean"], digits) if rec["status"] == "ok" else ""]
         cells.append(f"[{marks[name][0]}]" if name in marks else "")
         lines.append("| " + " | ".join(cells) + " |")
     if marks:
@@ -194,13 +215,23 @@ def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], h
     return "\n".join(lines) + "\n"
 
 
-def render_csv(rows: list[dict[str, Any]], results: list[dict[str, Any]], notes: dict[str, str] | None = None) -> str:
+def _paired_csv(rec: dict[str, Any], metric: str, paired_vs: str | None) -> list[str]:
+    """The paired columns of a CSV line (DSC only; empty without a paired result)."""
+    p = rec.get("paired")
+    if metric != "DSC" or not p or not p.get("seeds"):
+        return ["", "", "", ""]
+    return [str(paired_vs), f"{p['mean']:.4f}", f"{p['sd']:.4f}", str(p["verdict"])]
+
+
+def render_csv(rows: list[dict[str, Any]], results: list[dict[str, Any]], notes: dict[str, str] | None = None,
+               tasks: tuple[str, ...] = TASKS, paired_vs: str | None = None) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     marks = footnotes(rows, notes)
     w.writerow(["row", "type", "task", "metric", "ours_mean", "ours_std", "seed_std", "seeds", "cases", "unable",
-                "paper_mean", "paper_std", "diff", "status", "error", "note"])
-    for rec in table2_rows(rows, results):
+                "paper_mean", "paper_std", "diff", "status", "error", "note", "paired_vs", "paired_mean", "paired_sd_over_seeds",
+                "paired_verdict"])
+    for rec in table2_rows(rows, results, tasks, paired_vs):
         for metric in ("DSC", "AVD"):
             m = rec[metric]
             diff = "" if m["ours_mean"] is None or m["paper_mean"] is None or not math.isfinite(m["ours_mean"]) \
@@ -209,5 +240,5 @@ def render_csv(rows: list[dict[str, Any]], results: list[dict[str, Any]], notes:
             w.writerow([rec["row"], rec["type"], rec["task"], metric, fmt(m["ours_mean"]), fmt(m["ours_std"]),
                         fmt(m["seed_std"]), m["seeds"], m["cases"], m["unable"], fmt(m["paper_mean"]),
                         fmt(m["paper_std"]), diff, rec["status"], " | ".join(rec["errors"])[:500],
-                        marks.get(rec["row"], (0, ""))[1]])
+                        marks.get(rec["row"], (0, ""))[1], *_paired_csv(rec, metric, paired_vs)])
     return buf.getvalue()
