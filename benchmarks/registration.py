@@ -70,9 +70,10 @@ def load_module(path: str | Path) -> torch.nn.Module:
     return load_model(path, "cpu", need="deformer").model
 
 
-def refined(module: torch.nn.Module, steps: int, lr: float | None = None) -> torch.nn.Module:
-    """``module`` with its test-time instance optimisation switched on (``steps`` Adam steps per pair)."""
-    module.set_refinement(steps, lr)
+def refined(module: torch.nn.Module, steps: int, lr: float | None = None, levels: int | None = None) -> torch.nn.Module:
+    """``module`` with its test-time instance optimisation switched on (``steps`` Adam steps per pair,
+    shared between ``levels`` image resolutions)."""
+    module.set_refinement(steps, lr, levels=levels)
     return module
 
 
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--refine", type=int, nargs="+", default=[], metavar="STEPS",
                     help="also each --model with test-time instance optimisation of STEPS steps (one row per value)")
     ap.add_argument("--refine-lr", type=float, default=None, help="refinement step size (default the checkpoint's, else 0.5)")
+    ap.add_argument("--refine-levels", type=int, default=None,
+                    help="image resolutions the refinement steps are shared between, coarsest first (default the checkpoint's, else 1)")
     ap.add_argument("--identity", action="store_true",
                     help="also the row of no registration (a zero field): the unwarped Dice each method must beat")
     ap.add_argument("--refine-identity", action="store_true",
@@ -285,12 +288,12 @@ def main(argv: list[str] | None = None) -> str:
     for name, path in models.items():
         methods[name] = lambda path=path: load_module(path)
         for steps in args.refine:
-            methods[f"{name} + refine {steps}"] = lambda path=path, steps=steps: refined(load_module(path), steps, args.refine_lr)
+            methods[f"{name} + refine {steps}"] = lambda path=path, steps=steps: refined(load_module(path), steps, args.refine_lr, args.refine_levels)
     if args.identity:
         methods["no registration (identity)"] = lambda: identity_module(dm.spatial_dims)
     for steps in args.refine if args.refine_identity else []:
         methods[f"refinement alone (from the identity), {steps} steps"] = (
-            lambda steps=steps: refined(identity_module(dm.spatial_dims), steps, args.refine_lr))
+            lambda steps=steps: refined(identity_module(dm.spatial_dims), steps, args.refine_lr, args.refine_levels))
     print(f"{len(pairs)} test pairs of {args.root}/{args.dataset} on {device}", flush=True)
     results = {}
     for name, make in methods.items():

@@ -427,4 +427,18 @@ def test_register_refine_improves_the_networks_map_and_prints_its_cost(tmp_path,
 def test_register_help_names_the_refinement(capsys):
     with pytest.raises(SystemExit):
         reg_app.main(["--help"])
-    assert "--refine STEPS" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--refine STEPS" in out and "--refine-levels N" in out
+
+
+def test_register_refine_levels_is_used_and_checked(tmp_path, pair3d, reg_ckpt, capsys):
+    """``--refine-levels 2`` shares the steps between two resolutions (named in the pair's line);
+    ``--refine-levels 0`` is a one-line error naming the setting, exit status 2."""
+    root, _, _ = pair3d
+    args = ["--fixed", str(root / "fixed.nii.gz"), "--moving", str(root / "moving.nii.gz"), "--ckpt", reg_ckpt,
+            "--no-pictures", "--device", "cpu", "--refine", "4"]
+    assert reg_app.main([*args, "--out", str(tmp_path / "a"), "--refine-levels", "2"]) == 0
+    assert "refinement: 4 steps on 2 resolutions, " in capsys.readouterr().out
+    assert reg_app.main([*args, "--out", str(tmp_path / "b"), "--refine-levels", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refine_levels must be an integer >= 1" in err[0]

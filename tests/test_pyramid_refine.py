@@ -114,6 +114,29 @@ def test_refinement_starts_from_the_network_field_and_composes_after_it():
     assert (out - phi)[INNER].norm(dim=1).mean() < 0.25 * (start - phi)[INNER].norm(dim=1).mean()
 
 
+def test_coarse_to_fine_refinement_shares_the_steps_between_levels(monkeypatch):
+    """levels=3, 7 steps on a 64² pair: 2 + 2 on the 64² and 32² grids, 3 (the remainder) on 16²,
+    coarsest first; and the result still recovers a known smooth field from the identity."""
+    import gemini_pl.refinement as refinement
+
+    grids = []
+    real = refinement.registration_terms
+
+    def spy(moving, fixed, phi, *args, **kwargs):
+        grids.append(tuple(moving.shape[2:]))
+        assert tuple(fixed.shape[2:]) == tuple(phi.shape[2:]) == grids[-1]
+        return real(moving, fixed, phi, *args, **kwargs)
+
+    monkeypatch.setattr(refinement, "registration_terms", spy)
+    moving, phi = _textured(seed=4), _smooth_field()
+    fixed = warp(moving, phi)
+    out = refine_flow(moving, fixed, torch.zeros_like(phi), steps=7, lr=0.1, grid=2, sigma=0.0, levels=3)
+    assert grids == [(16, 16)] * 3 + [(32, 32)] * 2 + [(64, 64)] * 2 and out.shape == phi.shape
+    monkeypatch.undo()
+    out = refine_flow(moving, fixed, torch.zeros_like(phi), steps=100, lr=0.1, grid=2, sigma=0.0, levels=2)
+    assert (out - phi)[INNER].norm(dim=1).mean() < 0.15
+
+
 def test_refinement_runs_under_inference_mode_and_leaves_its_inputs_alone():
     moving, phi = _textured(seed=2), _smooth_field()
     fixed = warp(moving, phi)
@@ -144,7 +167,7 @@ def test_refinement_keeps_the_diffeomorphic_residual_fold_free():
 
 
 @pytest.mark.parametrize("kwargs, key", [({"steps": -1}, "refine_steps"), ({"lr": 0.0}, "refine_lr"), ({"grid": 3}, "refine_grid"),
-                                         ({"sigma": -1.0}, "refine_sigma")])
+                                         ({"sigma": -1.0}, "refine_sigma"), ({"levels": 0}, "refine_levels")])
 def test_refinement_settings_are_checked(kwargs, key):
     args = {"steps": 1, "lr": 0.1, "grid": 2, "sigma": 1.0} | kwargs
     with pytest.raises(ConfigError, match=key):

@@ -222,7 +222,8 @@ def _labels_of(images: list[Path], labels: str | Path | None, what: str) -> list
 def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out: str | Path,
                    moving_label: str | Path | None = None, fixed_label: str | Path | None = None,
                    device: str = "auto", model_class: str | None = None, suffix: str = ".nii.gz",
-                   pictures_on: bool = True, echo=print, refine: int = 0, refine_lr: float | None = None) -> list[PairResult]:
+                   pictures_on: bool = True, echo=print, refine: int = 0, refine_lr: float | None = None,
+                   refine_levels: int | None = None) -> list[PairResult]:
     """Register files or folders of pairs (see the module docstring); returns the results and
     writes everything under ``out``. ``refine > 0``: that many instance-optimisation steps per pair
     on top of the network's field (:mod:`gemini_pl.refinement`), their time echoed per pair."""
@@ -234,7 +235,7 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
     for note in loaded.notes:
         echo(f"note: {note}")
     if refine:
-        loaded.model.set_refinement(refine, refine_lr)
+        loaded.model.set_refinement(refine, refine_lr, levels=refine_levels)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -255,7 +256,9 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
         write_pair(res, m_img, f_img, out, suffix, pictures_on, fixed_path=f_path)
         echo(res.summary())
         if refine:
-            echo(f"  refinement: {refine} steps, {loaded.model.last_refine_seconds:.2f} s")
+            levels = int(loaded.model.refine_settings()["levels"])
+            echo(f"  refinement: {refine} steps" + (f" on {levels} resolutions" if levels > 1 else "")
+                 + f", {loaded.model.last_refine_seconds:.2f} s")
         results.append(res)
         rows.append({"pair": name, "moving": str(m_path), "fixed": str(f_path), "folding_percent": res.folding_percent,
                      "sdlogj": res.sdlogj, "dice": "" if res.dice is None else 100 * res.dice,
@@ -304,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "training objective (e.g. 50; 0 = off, the default); the time it takes is printed per pair")
     parser.add_argument("--refine-lr", type=float, default=None, metavar="VOXELS",
                         help="step size of the refinement (default the checkpoint's refine_lr, else 0.5)")
+    parser.add_argument("--refine-levels", type=int, default=None, metavar="N",
+                        help="share the refinement steps between N image resolutions, coarsest first (default the "
+                             "checkpoint's refine_levels, else 1: the full resolution only)")
     return parser
 
 
@@ -313,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         register_files(args.ckpt, args.fixed, args.moving, args.out, args.moving_label, args.fixed_label,
                        args.device, args.model_class, args.suffix, not args.no_pictures, refine=args.refine,
-                       refine_lr=args.refine_lr)
+                       refine_lr=args.refine_lr, refine_levels=args.refine_levels)
     except GeminiError as exc:
         print(f"gemini-pl register: error: {exc}", file=sys.stderr)
         return 2

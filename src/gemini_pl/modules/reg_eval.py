@@ -47,11 +47,12 @@ _FIELD_METRICS = ("folding_percent", "sdlogj")
 
 def check_deformation_model(integration_steps: int = 0, smoother: str = "gradient", lambda_inverse: float = 0.0,
                             lambda_jacobian: float = 0.0, pyramid_levels: int = 1, refine_steps: int = 0,
-                            refine_lr: float = 0.5, refine_grid: int = 2, refine_sigma: float = 1.0) -> None:
+                            refine_lr: float = 0.5, refine_grid: int = 2, refine_sigma: float = 1.0,
+                            refine_levels: int = 1) -> None:
     """One-line :class:`ConfigError` naming the setting when a deformation-model switch is invalid."""
     if int(pyramid_levels) != pyramid_levels or pyramid_levels < 1:
         raise ConfigError(f"model.pyramid_levels must be an integer >= 1 (1 = the published single level), got {pyramid_levels}")
-    check_refinement(refine_steps, refine_lr, refine_grid, refine_sigma)
+    check_refinement(refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels)
     if int(integration_steps) != integration_steps or integration_steps < 0:
         raise ConfigError(f"model.integration_steps must be an integer >= 0, got {integration_steps}")
     if smoother not in SMOOTHERS:
@@ -76,8 +77,9 @@ class RegistrationEvaluation:
             ``gemini-pl register``) refines the network's field per pair with n Adam steps on the
             training objective (:mod:`gemini_pl.refinement`), with ``refine_lr`` [0.5] (voxels of
             the coarse grid per step), ``refine_grid`` [2] (the residual velocity's grid is this
-            many times coarser per axis) and ``refine_sigma`` [1.0] (its Gaussian smoothing, in
-            voxels of that grid).
+            many times coarser per axis), ``refine_sigma`` [1.0] (its Gaussian smoothing, in
+            voxels of that grid) and ``refine_levels`` [1] (image resolutions the steps are shared
+            between, coarsest first: :func:`~gemini_pl.refinement.refine_flow`).
     """
 
     result_units = {"dice": "%", "dice_unwarped": "%", "folding": "%", "sdlogj": "", "hd95": "mm", "hd95_vox": "voxels"}
@@ -120,21 +122,21 @@ class RegistrationEvaluation:
                                sampling=hp.get("sampling", "exact"), eps_per_voxel=hp.get("ncc_eps_per_voxel", True))
 
     def refine_settings(self) -> dict[str, Any]:
-        """``{"steps", "lr", "grid", "sigma"}`` of the instance optimisation: the module's
+        """``{"steps", "lr", "grid", "sigma", "levels"}`` of the instance optimisation: the module's
         hyper-parameters, else the defaults (modules without them, older checkpoints)."""
         hp = self.hparams
         return {"steps": int(hp.get("refine_steps", 0)), "lr": hp.get("refine_lr", 0.5),
-                "grid": hp.get("refine_grid", 2), "sigma": hp.get("refine_sigma", 1.0)}
+                "grid": hp.get("refine_grid", 2), "sigma": hp.get("refine_sigma", 1.0), "levels": hp.get("refine_levels", 1)}
 
     def set_refinement(self, steps: int, lr: float | None = None, grid: int | None = None,
-                       sigma: float | None = None) -> None:
+                       sigma: float | None = None, levels: int | None = None) -> None:
         """Switch the test-time instance optimisation of :meth:`register` on (``steps > 0``) or off;
         the settings not given keep the module's."""
-        given = {"steps": steps, "lr": lr, "grid": grid, "sigma": sigma}
+        given = {"steps": steps, "lr": lr, "grid": grid, "sigma": sigma, "levels": levels}
         s = {k: v if given[k] is None else given[k] for k, v in self.refine_settings().items()}
-        check_refinement(s["steps"], s["lr"], s["grid"], s["sigma"])
+        check_refinement(s["steps"], s["lr"], s["grid"], s["sigma"], s["levels"])
         self.hparams.update(refine_steps=int(s["steps"]), refine_lr=float(s["lr"]), refine_grid=int(s["grid"]),
-                            refine_sigma=float(s["sigma"]))
+                            refine_sigma=float(s["sigma"]), refine_levels=int(s["levels"]))
 
     def register(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """φ for whole images, by sliding windows when they exceed ``roi_size``; then, with the
@@ -145,7 +147,8 @@ class RegistrationEvaluation:
         s = self.refine_settings()
         if s["steps"] > 0:
             start = time.perf_counter()
-            flow = refine_flow(moving, fixed, flow, s["steps"], s["lr"], s["grid"], self.refine_objective(), sigma=s["sigma"])
+            flow = refine_flow(moving, fixed, flow, s["steps"], s["lr"], s["grid"], self.refine_objective(), sigma=s["sigma"],
+                               levels=s["levels"])
             self.last_refine_seconds = time.perf_counter() - start  # what the refinement of this call cost
         return flow
 

@@ -65,7 +65,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         smoother: ``"gradient"`` (published) or ``"bending"`` (bending energy) as ``smooth``.
         lambda_inverse: weight of the inverse-consistency term (needs ``bidirectional``).
         lambda_jacobian: weight of the penalty on non-positive Jacobian determinants.
-        pyramid_levels, refine_steps, refine_lr, refine_grid, refine_sigma: coarse-to-fine
+        pyramid_levels, refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels: coarse-to-fine
             deformation and test-time instance optimisation, see
             :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
         spatial_augment: one random affine per iteration for every image and label of a pair (it
@@ -100,6 +100,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         refine_lr: float = 0.5,
         refine_grid: int = 2,
         refine_sigma: float = 1.0,
+        refine_levels: int = 1,
         spatial_augment: bool = False,
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
@@ -107,7 +108,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         **kwargs: Any,
     ):
         check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian, pyramid_levels,
-                                refine_steps, refine_lr, refine_grid, refine_sigma)
+                                refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels)
         if lambda_inverse > 0 and not bidirectional:
             raise ConfigError("model.lambda_inverse > 0 needs model.bidirectional: true (the term compares both directions)")
         kind = check_label_kind(label_kind)
