@@ -57,14 +57,14 @@ clean-runs: ## Delete runs/ (checkpoints, logs) after asking; FORCE=1 skips the 
 	fi; rm -rf runs && echo "deleted runs/"
 
 DATA       ?= real
-JOBS       ?= $(if $(filter phantom mni,$(DATA)),2,1)
+JOBS       ?= $(if $(filter phantom mni synthseg,$(DATA)),2,1)
 TABLE2_ARGS ?=
 
-reproduce-table2: $(STAMP) ## Table II matrix (resumable) -> results/table2.{md,csv}; DATA=phantom: phantoms, <20 min on 2 cores
-	$(PY) -m gemini_pl.reproduce --data $(DATA) --jobs $(JOBS) $(if $(filter phantom mni,$(DATA)),--threads 1,) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(TABLE2_ARGS)
+reproduce-table2: $(STAMP) ## Table II matrix (resumable) -> results/table2.{md,csv}; DATA=phantom: phantoms, <20 min on 2 cores; DATA=synthseg: 5 rows on real variability, 3 seeds (~1 h)
+	$(PY) -m gemini_pl.reproduce --data $(DATA) --jobs $(JOBS) $(if $(filter phantom mni synthseg,$(DATA)),--threads 1,) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(TABLE2_ARGS)
 
 TABLE      ?= 2
 REPRODUCE_ARGS ?=
 
-reproduce: $(STAMP) ## TABLE=2|3|6 (resumable) -> results/table<N>.{md,csv}; 3/6: each row pre-trained once, fine-tuned on every task; DATA=phantom: <20 min on 2 cores; TABLE=3 DATA=mni: real anatomy, 3 seeds (~1 h)
-	$(PY) -m gemini_pl.reproduce --table $(TABLE) --data $(DATA) --jobs $(JOBS) $(if $(filter phantom mni,$(DATA)),--threads 1,) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(REPRODUCE_ARGS)
+reproduce: $(STAMP) ## TABLE=2|3|6 (resumable) -> results/table<N>.{md,csv}; 3/6: each row pre-trained once, fine-tuned on every task; DATA=phantom: <20 min on 2 cores; TABLE=3 DATA=mni: real anatomy, 3 seeds (~1 h); TABLE=2|3 DATA=synthseg: real variability, 3 seeds, per-structure Dice
+	$(PY) -m gemini_pl.reproduce --table $(TABLE) --data $(DATA) --jobs $(JOBS) $(if $(filter phantom mni synthseg,$(DATA)),--threads 1,) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),) $(REPRODUCE_ARGS)
