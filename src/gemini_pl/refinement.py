@@ -107,9 +107,11 @@ def refine_flow(
         opt = torch.optim.Adam([v], lr=lr)
         smooth = GaussianFilter(len(shape), sigma).to(flow.device) if sigma > 0 else (lambda t: t)
 
-        def total(base_l: torch.Tensor, shape_l: tuple[int, ...]) -> torch.Tensor:
+        def total(base_l: torch.Tensor) -> torch.Tensor:
+            """The refined field on the grid of ``base_l`` (the network's field at one level)."""
             velocity = smooth(v)
-            residual = resize_field(integrate_velocity(velocity, integration_steps, sampling=objective.sampling), shape_l)
+            residual = resize_field(integrate_velocity(velocity, integration_steps, sampling=objective.sampling),
+                                    base_l.shape[2:])
             return compose(base_l, residual, sampling=objective.sampling)
 
         shapes = pyramid_shapes(shape, int(levels))
@@ -120,7 +122,7 @@ def refine_flow(
                 continue
             m_l, f_l, base_l = resize_image(m, shape_l), resize_image(f, shape_l), resize_field(base, shape_l)
             for _ in range(n):
-                phi = total(base_l, shape_l)
+                phi = total(base_l)
                 terms = registration_terms(m_l, f_l, phi, objective.window, objective.sampling, objective.eps_per_voxel,
                                            objective.smoother)
                 loss = terms["ncc"] + objective.lambda_smooth * terms["smooth"]
@@ -130,4 +132,4 @@ def refine_flow(
                 loss.backward()
                 opt.step()
         with torch.no_grad():
-            return total(base, shape).detach()
+            return total(base).detach()

@@ -36,7 +36,7 @@ from ..claims import paired_differences, seed_summary
 from .paper_mip import MIP_TABLES, SCENES, TABLE9_DOWNSTREAM, TABLE9_FLOPS
 from .table import _cell_status, _pm, aggregate, format_ours
 
-__all__ = ["gap_coefficient", "paired_vs", "mip_records", "render_mip_markdown", "render_mip_csv", "row_notes", "SCRATCH"]
+__all__ = ["gap_coefficient", "paired_cell", "paired_legend", "paired_vs", "mip_records", "render_mip_markdown", "render_mip_csv", "row_notes", "SCRATCH"]
 
 #: the Scratch row's name starts with this (Table III "Scratch (2D U-Net)", Table VI "Scratch (3D U-Net)")
 SCRATCH = "Scratch"
@@ -138,7 +138,15 @@ def paired_vs(by: dict[tuple[str, str], list[dict[str, Any]]], row: str, base: s
     return seed_summary([paired_differences(cases(a[s]), cases(b[s]), "dice") for s in sorted(a) if s in b])
 
 
-def _paired_cell(t: dict[str, Any]) -> str:
+def paired_legend(base: str) -> str:
+    """The sentence under a table that explains its paired column against the row ``base``."""
+    return (f"vs {base} (paired) = per-case DSC difference row − {base} within each seed, mean ± std of the "
+            "per-seed means over seeds, the verdict (holds: higher in every seed and mean > 2 s.e. over seeds; "
+            "reversed: the same, lower; otherwise not significant) and the seed × case pairs where the row is higher.")
+
+
+def paired_cell(t: dict[str, Any]) -> str:
+    """A paired column's cell: mean ± std over seeds, the verdict and the pairs where the row is higher."""
     p = t.get("paired")
     if not p or not p["seeds"]:
         return "-"
@@ -213,10 +221,7 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
               "from the paper's DSCs by the same formula); pre-training GFLOPs = one counted training step (iteration) of the "
               "row's own pre-training run (its input size, batch and widths), paper = Table IX (2D, paper scale)."
               + (" **Not the paper's data: the paper columns are a reference, not a target.**" if reference_only else "")
-              + (" vs Scratch (paired) = per-case DSC difference row − Scratch within each seed, mean ± std of the "
-                 "per-seed means over seeds, the verdict (holds: higher in every seed and mean > 2 s.e. over seeds; "
-                 "reversed: the same, lower; otherwise not significant) and the seed × case pairs where the row is higher."
-                 if paired else ""), ""]
+              + (" " + paired_legend("Scratch") if paired else ""), ""]
     head = "| Type | Pre-training |" + "".join(
         f" {t} ({scenes.get(t, '?')}) DSC |" + (f" {t} vs Scratch (paired) |" if paired else "")
         + f" paper | Δ | {t} AVD | paper | Δ |" for t in names)
@@ -229,7 +234,7 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
         for t in names:
             tr = rec["tasks"][t]
             for metric, digits in (("DSC", 1), ("AVD", 2)):
-                cells += [format_ours(tr, metric, digits)] + ([_paired_cell(tr)] if paired and metric == "DSC" else [])
+                cells += [format_ours(tr, metric, digits)] + ([paired_cell(tr)] if paired and metric == "DSC" else [])
                 cells += [_paper(tr, metric, digits), _delta(tr, metric, digits)]
             errors += [f"- {rec['row']} / {t}: {e}" for e in tr["errors"]]
         avg = rec["avg"]

@@ -14,21 +14,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .cell import summarise
+from .table import per_case
+
 __all__ = ["NEAR_ZERO", "render_structures", "structure_means"]
 
 #: a structure whose mean Dice over the test cases is under this (%) counts as lost
 NEAR_ZERO = 10.0
-
-
-def _cases(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return (result.get("stages") or [{}])[-1].get("cases") or []
-
-
-def _float(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def structure_means(results: list[dict[str, Any]], row: str, task: str) -> dict[int, dict[str, float]]:
@@ -38,19 +30,10 @@ def structure_means(results: list[dict[str, Any]], row: str, task: str) -> dict[
     for r in results:
         if r.get("row") != row or r.get("task") != task or r.get("status") != "ok":
             continue
-        cases = _cases(r)
+        cases = (r.get("stages") or [{}])[-1].get("cases") or []
         names = [k[len("dice_"):] for k in (cases[0] if cases else {}) if k.startswith("dice_")]
-        means = {}
-        for name in names:
-            vals = [v for v in (_float(c.get(f"dice_{name}")) for c in cases) if math.isfinite(v)]
-            means[name] = sum(vals) / len(vals) if vals else math.nan
-        out[int(r["seed"])] = means
+        out[int(r["seed"])] = {name: summarise(per_case([r], f"dice_{name}"))["mean"] for name in names}
     return dict(sorted(out.items()))
-
-
-def _mean(values: list[float]) -> float:
-    ok = [v for v in values if math.isfinite(v)]
-    return sum(ok) / len(ok) if ok else math.nan
 
 
 def _f(v: float, sign: bool = False) -> str:
@@ -79,7 +62,7 @@ def render_structures(title: str, rows: list[dict[str, Any]], results: list[dict
         for row, seeds in per_row.items():
             for seed, means in seeds.items():
                 vals = [means.get(n, math.nan) for n in names]
-                lines.append(f"| {row} | {seed} | {_f(_mean(vals))} | " + " | ".join(_f(v) for v in vals) + " |")
+                lines.append(f"| {row} | {seed} | {_f(summarise(vals)['mean'])} | " + " | ".join(_f(v) for v in vals) + " |")
         lines.append("")
         base_seeds = per_row.get(base, {}) if base else {}
         for row, seeds in per_row.items():
@@ -102,7 +85,7 @@ def render_structures(title: str, rows: list[dict[str, Any]], results: list[dict
                 common = [s for s in seeds if s in base_seeds]
                 if row == base or not common:
                     continue
-                deltas = [_mean([seeds[s].get(n, math.nan) - base_seeds[s].get(n, math.nan) for s in common]) for n in names]
-                lines.append(f"| {row} | {len(common)} | {_f(_mean(deltas), True)} | " + " | ".join(_f(d, True) for d in deltas) + " |")
+                deltas = [summarise([seeds[s].get(n, math.nan) - base_seeds[s].get(n, math.nan) for s in common])["mean"] for n in names]
+                lines.append(f"| {row} | {len(common)} | {_f(summarise(deltas)['mean'], True)} | " + " | ".join(_f(d, True) for d in deltas) + " |")
         lines.append("")
     return "\n".join(lines)

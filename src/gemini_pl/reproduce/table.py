@@ -24,10 +24,11 @@ from typing import Any
 from .cell import summarise
 from .paper import NOTES, TABLE2, TABLE4, TABLE5, TASKS
 
-__all__ = ["aggregate", "footnotes", "render_markdown", "render_csv"]
+__all__ = ["aggregate", "footnotes", "per_case", "render_markdown", "render_csv"]
 
 
-def _per_case(results: list[dict[str, Any]], column: str, key: str = "cases") -> list[float]:
+def per_case(results: list[dict[str, Any]], column: str, key: str = "cases") -> list[float]:
+    """``column`` of every per-case row (``key``) of the results' last stages, as floats (NaN where missing)."""
     vals = []
     for r in results:
         for case in r.get("stages", [{}])[-1].get(key, []) or []:
@@ -41,8 +42,8 @@ def _per_case(results: list[dict[str, Any]], column: str, key: str = "cases") ->
 def aggregate(results: list[dict[str, Any]], column: str) -> dict[str, float]:
     """Pooled per-case mean ± std of ``column`` over the ok results (seeds), plus the std of the seed means."""
     ok = [r for r in results if r.get("status") == "ok"]
-    pooled = summarise(_per_case(ok, column))
-    seed_means = [summarise(_per_case([r], column))["mean"] for r in ok]
+    pooled = summarise(per_case(ok, column))
+    seed_means = [summarise(per_case([r], column))["mean"] for r in ok]
     pooled["seed_std"] = summarise(seed_means)["std"]
     pooled["seeds"] = len(ok)
     return pooled
@@ -145,7 +146,7 @@ def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], h
                     ablations: list[dict[str, Any]] | None = None, reference_only: bool = False,
                     notes: dict[str, str] | None = None, tasks: tuple[str, ...] = TASKS,
                     paired_vs: str | None = None) -> str:
-    from .mip_table import _paired_cell
+    from .mip_table import paired_cell, paired_legend
 
     recs = table2_rows(rows, results, tasks, paired_vs)
     marks = footnotes(rows, notes)
@@ -154,10 +155,7 @@ def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], h
     lines += ["", "DSC in %, AVD in physical units; ours = mean±std over test cases pooled over seeds, "
               "(s …) = std of the per-seed means; Δ = ours − paper."
               + (" **Not the paper's data: the paper column is a reference, not a target.**" if reference_only else "")
-              + (f" vs {paired_vs} (paired) = per-case DSC difference row − {paired_vs} within each seed, mean ± std of "
-                 "the per-seed means over seeds, the verdict (holds: higher in every seed and mean > 2 s.e. over seeds; "
-                 "reversed: the same, lower; otherwise not significant) and the seed × case pairs where the row is higher."
-                 if paired_vs else ""), ""]
+              + (" " + paired_legend(paired_vs) if paired_vs else ""), ""]
     pc = bool(paired_vs)
     head = "| Type | Method |" + "".join(f" {t} DSC |" + (f" {t} vs {paired_vs} (paired) |" if pc else "")
                                         + f" {t} DSC paper | Δ | {t} AVD | {t} AVD paper | Δ |" for t in tasks)
@@ -175,7 +173,7 @@ def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], h
                 m = rec[metric]
                 cells += [format_ours(rec, metric, digits)]
                 if pc and metric == "DSC":
-                    cells.append(_paired_cell(rec) if rec["row"] != paired_vs else "-")
+                    cells.append(paired_cell(rec) if rec["row"] != paired_vs else "-")
                 cells += [_fmt_paper(rec, metric, digits), _diff(m["ours_mean"], m["paper_mean"], digits) if rec["status"] == "ok" else ""]
         cells.append(f"[{marks[name][0]}]" if name in marks else "")
         lines.append("| " + " | ".join(cells) + " |")
@@ -195,7 +193,7 @@ def render_markdown(rows: list[dict[str, Any]], results: list[dict[str, Any]], h
             if not spec.get("method") and not spec.get("reuse"):
                 status = "not implemented"
             ok = [r for r in runs if r.get("status") == "ok"]
-            seg = summarise(_per_case(ok, "dice"))
+            seg = summarise(per_case(ok, "dice"))
             pm = [r.get("pairs_metrics") or {} for r in ok]
             dd = summarise([_reg_dice(p) for p in pm if _reg_dice(p) is not None])
             fo = summarise([p.get("folding_percent") for p in pm if p.get("folding_percent") is not None])
