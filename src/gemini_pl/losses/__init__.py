@@ -4,7 +4,7 @@ from .gemini import GeminiWeights, gemini_loss, gss_terms, gvs_term
 from .regularisation import SMOOTHERS, bending_energy, regulariser, smoothness
 from .registration import registration_terms, warped_ncc
 from .restoration import restoration_loss
-from .segmentation import sigmoid_seg_loss, soft_dice_loss, softmax_seg_loss
+from .segmentation import class_balanced_ce, sigmoid_seg_loss, soft_dice_loss, softmax_seg_loss
 from .similarity import box_sum, local_ncc_map, masked_cosine, masked_lncc
 from .topology import inverse_consistency, negative_jacobian, topology_terms
 
@@ -17,6 +17,7 @@ __all__ = [
     "regulariser",
     "topology_terms",
     "box_sum",
+    "class_balanced_ce",
     "gemini_loss",
     "gss_terms",
     "gvs_term",

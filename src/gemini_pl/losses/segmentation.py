@@ -1,4 +1,5 @@
-"""Supervised segmentation losses of GEMINI-Semi (docs/METHOD.md §3)."""
+"""Supervised segmentation losses of GEMINI-Semi (docs/METHOD.md §3), and a class-balanced
+cross-entropy that the paper does not use (``class_balanced_ce``, see :func:`class_balanced_ce`)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,55 @@ def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - ((2 * (y * p).sum(-1) + 1) / ((y * y).sum(-1) + (p * p).sum(-1) + 1)).mean()
 
 
-def softmax_seg_loss(logits: torch.Tensor, target_onehot: torch.Tensor, weight: float = 100.0) -> torch.Tensor:
-    """Multi-class: p = softmax; ``weight·(−mean(y·log(p + 1e-6)) + Dice)``. (N, K, *S) each."""
+def class_balanced_ce(logits: torch.Tensor, target: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """Cross-entropy averaged per class over the batch, then over the classes present (beyond the paper).
+
+    ``logits`` and ``target`` (N, K, *S); ``target`` one-hot, multi-label 0/1 or soft (e.g. a warped
+    one-hot label). Multiclass (softmax): for each class c with ``Σ y_c > 0`` over the whole batch,
+    ``CE_c = Σ y_c·(−log p_c) / Σ y_c``; the loss is the mean of the ``CE_c``. Multilabel (sigmoid): for
+    each channel, ``½(positives' mean BCE + negatives' mean BCE)``, each part over the voxels of its
+    side (weights y and 1 − y), averaged over the channels (a side with no weight counts 0).
+
+    Every class present weighs the same whatever its size, so the gradient ``p − y`` on a structure of
+    30 pixels is not 1/300 of the background's, and unlike the Dice term it does not vanish once the
+    softmax has put the structure's probability near zero (the Dice gradient on a logit scales with p).
+    With classes of equal size it equals the plain mean CE times K (multiclass). Guards: log(p + 1e-6).
+    """
+    dims = [0] + list(range(2, logits.dim()))
+    y = target.float()
+    if multilabel:
+        p = torch.sigmoid(logits.float())
+        pos = (y * -torch.log(p + 1e-6)).sum(dims) / y.sum(dims).clamp_min(1e-6)
+        neg = ((1 - y) * -torch.log(1 - p + 1e-6)).sum(dims) / (1 - y).sum(dims).clamp_min(1e-6)
+        return (0.5 * (pos + neg)).mean()
+    p = torch.softmax(logits.float(), dim=1)
+    mass = y.sum(dims)
+    per_class = (y * -torch.log(p + 1e-6)).sum(dims) / mass.clamp_min(1e-6)
+    present = mass > 0
+    return per_class[present].sum() / present.sum().clamp_min(1)
+
+
+def softmax_seg_loss(logits: torch.Tensor, target_onehot: torch.Tensor, weight: float = 100.0,
+                     balanced: float = 0.0) -> torch.Tensor:
+    """Multi-class: p = softmax; ``weight·(−mean(y·log(p + 1e-6)) + Dice + balanced·CE_balanced)``.
+    (N, K, *S) each; ``balanced`` > 0 adds :func:`class_balanced_ce` (0: the published loss)."""
     p = torch.softmax(logits.float(), dim=1)
     y = target_onehot.float()
     ce = -(y * torch.log(p + 1e-6)).mean()
-    return weight * (ce + soft_dice_loss(p, y))
+    loss = ce + soft_dice_loss(p, y)
+    if balanced > 0:
+        loss = loss + balanced * class_balanced_ce(logits, y)
+    return weight * loss
 
 
-def sigmoid_seg_loss(logits: torch.Tensor, target: torch.Tensor, weight: float = 100.0) -> torch.Tensor:
-    """Multi-label: p = sigmoid; ``weight·(BCE + Dice)`` with the published 1e-6 guards. (N, K, *S) each."""
+def sigmoid_seg_loss(logits: torch.Tensor, target: torch.Tensor, weight: float = 100.0,
+                     balanced: float = 0.0) -> torch.Tensor:
+    """Multi-label: p = sigmoid; ``weight·(BCE + Dice + balanced·BCE_balanced)`` with the published 1e-6
+    guards. (N, K, *S) each; ``balanced`` > 0 adds :func:`class_balanced_ce` (0: the published loss)."""
     p = torch.sigmoid(logits.float())
     y = target.float()
     bce = -(y * torch.log(p + 1e-6) + (1 - y) * torch.log(1 - p + 1e-6)).mean()
-    return weight * (bce + soft_dice_loss(p, y))
+    loss = bce + soft_dice_loss(p, y)
+    if balanced > 0:
+        loss = loss + balanced * class_balanced_ce(logits, y, multilabel=True)
+    return weight * loss

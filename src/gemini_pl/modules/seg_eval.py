@@ -3,7 +3,7 @@
 :class:`SegmentationEvaluation` is a mixin for :class:`~gemini_pl.modules.core.GeminiModule`
 subclasses (``Segmentation``, ``GeminiSemi``, the semi-supervised baselines, ``VMAtlas``). The host
 has the hyper-parameters ``num_classes``, ``label_kind``, ``roi_size``, ``sw_batch_size``,
-``sw_overlap``, ``lambda_seg`` and ``avd_empty_policy`` (``"skip_class"``: a class with an empty
+``sw_overlap``, ``lambda_seg``, ``class_balanced_ce`` and ``avd_empty_policy`` (``"skip_class"``: a class with an empty
 prediction is left out of the case's AVD; ``"unable_case"``: the case's AVD is "unable", as the
 paper reports it); :meth:`segment_logits` may be overridden (``VMAtlas`` votes
 warped atlas labels instead of running a head).
@@ -101,19 +101,25 @@ class SegmentationEvaluation:
             return (logits > 0).float()
         return logits.argmax(dim=1, keepdim=True)
 
+    @property
+    def seg_balance(self) -> float:
+        """Weight of the class-balanced CE in every supervised loss (``class_balanced_ce``; 0 for hosts without it)."""
+        return float(self.hparams.get("class_balanced_ce", 0.0) or 0.0)
+
     def seg_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        """``λ·(CE + Dice)`` (softmax, multiclass) or ``λ·(BCE + Dice)`` (sigmoid, multilabel), docs/METHOD.md §3."""
+        """``λ·(CE + Dice)`` (softmax, multiclass) or ``λ·(BCE + Dice)`` (sigmoid, multilabel), docs/METHOD.md §3;
+        ``+ λ·class_balanced_ce·CE_balanced`` when that weight is > 0."""
         self._ensure_segmentation()
         if self.label_kind == "multilabel":
             if label.shape[1] != logits.shape[1]:
                 raise ConfigError(f"multilabel labels have {label.shape[1]} channels but the head has {logits.shape[1]}")
-            return sigmoid_seg_loss(logits, label, self.hparams.lambda_seg)
+            return sigmoid_seg_loss(logits, label, self.hparams.lambda_seg, self.seg_balance)
         if label.shape[1] != 1:
             raise ConfigError(
                 f"multiclass labels must be (B, 1, *S) class indices, got {tuple(label.shape)}; "
                 "for overlapping binary masks set model.label_kind: multilabel"
             )
-        return softmax_seg_loss(logits, one_hot_labels(label, logits.shape[1]), self.hparams.lambda_seg)
+        return softmax_seg_loss(logits, one_hot_labels(label, logits.shape[1]), self.hparams.lambda_seg, self.seg_balance)
 
     # ---------------------------------------------------------------- steps
     def _pairs_step(self, batch: dict[str, Any]) -> None:

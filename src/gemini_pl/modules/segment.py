@@ -44,6 +44,9 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, GeminiModule):
         init_head: also copy the head (e.g. from a ``Segmentation``/``GeminiSemi`` checkpoint).
         freeze_backbone: train the head only (linear evaluation).
         lambda_seg: weight of the segmentation loss (100 as published).
+        class_balanced_ce: weight of a class-balanced cross-entropy added to the supervised loss
+            (beyond the paper; :func:`~gemini_pl.losses.class_balanced_ce`): every class present in
+            the batch weighs the same, so a small structure keeps a gradient; 0 = the published loss.
         per_axis_scale: one scale factor per axis; default one for all axes (Semi's, docs/METHOD.md §5).
         roi_size: sliding-window size for evaluation; default the data module's ``patch_size`` (3D).
         sw_batch_size, sw_overlap: sliding-window batch and overlap.
@@ -63,6 +66,7 @@ class Segmentation(InitFromCheckpoint, SegmentationEvaluation, GeminiModule):
         init_head: bool = False,
         freeze_backbone: bool = False,
         lambda_seg: float = 100.0,
+        class_balanced_ce: float = 0.0,
         per_axis_scale: bool = False,
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,

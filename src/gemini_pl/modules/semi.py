@@ -38,6 +38,9 @@ class GeminiSemi(SegmentationEvaluation, GeminiBase):
             (multilabel); linked from the data by the CLI.
         label_kind: ``"auto"`` (the data module's), ``"multiclass"`` or ``"multilabel"``.
         lambda_seg: weight of the segmentation loss (100 as published).
+        class_balanced_ce: weight of a class-balanced cross-entropy added to the supervised loss
+            (beyond the paper; :func:`~gemini_pl.losses.class_balanced_ce`): every class present in
+            the batch weighs the same, so a small structure keeps a gradient; 0 = the published loss.
         roi_size: sliding-window size for evaluation (default: the data module's patch in 3D).
         sw_batch_size, sw_overlap: sliding-window settings.
         avd_empty_policy: see :class:`~gemini_pl.modules.Segmentation`.
@@ -52,6 +55,7 @@ class GeminiSemi(SegmentationEvaluation, GeminiBase):
         num_classes: int = 2,
         label_kind: Literal["auto", "multiclass", "multilabel"] | None = "auto",
         lambda_seg: float = 100.0,
+        class_balanced_ce: float = 0.0,
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
         sw_overlap: float = 0.5,

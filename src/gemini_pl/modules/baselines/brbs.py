@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ...losses import class_balanced_ce
 from ...spatial import warp
 from .lrls import RegSegBase, beta_draw, label_dice_loss
 
@@ -106,5 +107,8 @@ class BRBS(RegSegBase):
         u1_on_u2 = warp(u1_on_l, l_to_u2, sampling=hp.sampling)
         x_mix, y_mix = mix_pair(u1_on_u2, u2, self.net(u1_on_u2), self.net(u2), gamma)
         mix = F.mse_loss(self.net(x_mix).float(), y_mix.float())
-        seg = hp.lambda_seg * label_dice_loss(self.probs(self.net(new_img)), new_lab, self.label_kind)
+        logits = self.net(new_img)
+        seg = hp.lambda_seg * label_dice_loss(self.probs(logits), new_lab, self.label_kind)
+        if self.seg_balance > 0:   # beyond BRBS (Dice only): model.class_balanced_ce
+            seg = seg + hp.lambda_seg * self.seg_balance * class_balanced_ce(logits, new_lab, self.label_kind == "multilabel")
         return {"total": seg + hp.lambda_mix * mix, "dice": seg, "mix": mix, "alpha": alpha, "beta": beta, "gamma": gamma}

@@ -115,7 +115,7 @@ class RegSegBase(Segmentation):
         """``λ_seg·(CE + Dice)`` (softmax) or ``λ_seg·(BCE + Dice)`` (sigmoid) against soft channel
         targets (N, K, *S), e.g. a bilinearly warped one-hot label."""
         fn = sigmoid_seg_loss if self.label_kind == "multilabel" else softmax_seg_loss
-        return fn(logits, target, self.hparams.lambda_seg)
+        return fn(logits, target, self.hparams.lambda_seg, self.seg_balance)
 
     # ---------------------------------------------------------------- training
     def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
