@@ -25,7 +25,7 @@ from gemini_pl.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GENERATORS", "SPLITS", "generate_dataset", "read_manifest", "write_generated_dataset", "write_volume"]
+__all__ = ["GENERATORS", "SPLITS", "generate_all", "generate_dataset", "read_manifest", "write_generated_dataset", "write_volume"]
 
 #: the dataset generators by name (``generate_dataset``; the ``generate:`` entries of the table modes)
 GENERATORS = {
@@ -49,6 +49,11 @@ def generate_dataset(spec: Mapping[str, Any]) -> Path:
         raise ConfigError(f"generate: generator={name!r} is not one of {', '.join(GENERATORS)}")
     module, _, func = GENERATORS[name].partition(":")
     return getattr(importlib.import_module(module), func)(**args)
+
+
+def generate_all(specs: Sequence[Mapping[str, Any]]) -> list[Path]:
+    """:func:`generate_dataset` for each spec, in order (the table runners' data, before any cell runs)."""
+    return [generate_dataset(spec) for spec in specs]
 
 #: (folder, count key, labeled) in generation order; validation last so the other cases keep their numbers.
 SPLITS = (

@@ -27,6 +27,7 @@ named ``<cell>__best`` so that the two policies never share a result.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,24 @@ def _load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
+def load_mode(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A mode file's keys; ``extends: <mode file>`` (relative to its folder) takes that file's keys
+    first and lets this file's keys replace them whole (a mode states only what differs)."""
+    from ..errors import ConfigError
+
+    path = Path(path)
+    mode = _load(path)
+    parent = mode.pop("extends", None)
+    if parent is None:
+        return mode
+    target = Path(os.path.normpath(path.parent / parent))
+    if target in _seen or target == Path(os.path.normpath(path)):
+        raise ConfigError(f"{path}: extends: {parent} makes a cycle")
+    if not target.is_file():
+        raise ConfigError(f"{path}: extends: {parent} is not a file ({target})")
+    return {**load_mode(target, (*_seen, Path(os.path.normpath(path)))), **mode}
+
+
 def only_rows(rows: list[dict[str, Any]], names: list[str] | None, where: Path) -> list[dict[str, Any]]:
     """The rows named by a mode file's ``only_rows:`` (all when ``None``), in the rows' order; a name
     that is no row is a ConfigError naming the mode file."""
@@ -216,7 +235,7 @@ def load_matrix(mode_file: str | Path, data_root: str | None = None) -> Matrix:
     """
     mode_file = Path(mode_file)
     base = mode_file.parent
-    mode = _load(mode_file)
+    mode = load_mode(mode_file)
     matrix = _load(base / mode.get("matrix", "matrix.yaml"))
     tasks = {}
     for name, spec in mode["tasks"].items():

@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from .matrix import Cell, Matrix, _cli_value, only_rows
+from .matrix import Cell, Matrix, _cli_value, load_mode, only_rows
 
 __all__ = ["MipMatrix", "load_mip_matrix", "row_status", "SLICEWISE", "NEEDS_WEIGHTS", "NOT_IMPLEMENTED"]
 
@@ -191,7 +191,7 @@ def load_mip_matrix(mode_file: str | Path, data_root: str | None = None,
 
     mode_file = Path(mode_file)
     base = mode_file.parent
-    mode = _load(mode_file)
+    mode = load_mode(mode_file)
     for key in ("table", "seeds", "rows", "pretrain_data", "tasks", "finetune", "budget", "pretrain_budget", "methods"):
         if key not in mode:
             raise ConfigError(f"{mode_file}: missing '{key}:' (see gemini_pl.reproduce.mip)")

@@ -45,19 +45,13 @@ def prepare_data(matrix: MipMatrix) -> None:
     """Write the generated data of the mode before any cell runs: the datasets of its ``generate:``
     entries (e.g. the MNI152-derived or SynthSeg-derived subjects) and the phantom datasets of the
     pre-training data and of the tasks."""
-    from ..data import generate_phantom_dataset
-    from ..data.synthetic import generate_dataset
-
-    for spec in matrix.generate:
-        generate_dataset(spec)
-
-    specs = [(matrix.pretrain_data, matrix.pretrain_data["config"]), *((s, s["config"]) for s in matrix.tasks.values())]
     import yaml
 
-    for spec, config in specs:
-        if spec.get("phantom"):
-            root = (yaml.safe_load(Path(config).read_text()) or {})["data"]["init_args"]["root"]
-            generate_phantom_dataset(root, **spec["phantom"])
+    from ..data.synthetic import generate_all
+
+    phantoms = [{"generator": "phantom", "root": (yaml.safe_load(Path(s["config"]).read_text()) or {})["data"]["init_args"]["root"],
+                 **s["phantom"]} for s in (matrix.pretrain_data, *matrix.tasks.values()) if s.get("phantom")]
+    generate_all([*matrix.generate, *phantoms])
 
 
 def _todo(runs: Path, cell: Cell, retry_failed: bool) -> bool:

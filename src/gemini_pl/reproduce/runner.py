@@ -41,15 +41,11 @@ def _experiments_dir() -> Path:
 def prepare_phantoms(matrix: Matrix) -> None:
     """Write the datasets of the mode's ``generate:`` entries and the phantom datasets of the tasks
     that have a ``phantom:`` entry (before any cell runs: parallel cells then only read them)."""
-    from ..data import generate_phantom_dataset
-    from ..data.synthetic import generate_dataset
+    from ..data.synthetic import generate_all
 
-    for spec in matrix.generate:
-        generate_dataset(spec)
-    for task, spec in matrix.tasks.items():
-        ph = spec.get("phantom")
-        if ph:
-            generate_phantom_dataset(matrix.task_data(task)["init_args"]["root"], **ph)
+    phantoms = [{"generator": "phantom", "root": matrix.task_data(task)["init_args"]["root"], **spec["phantom"]}
+                for task, spec in matrix.tasks.items() if spec.get("phantom")]
+    generate_all([*matrix.generate, *phantoms])
 
 
 def prepare_splits(matrix: Matrix, tasks: list[str] | None = None, select: str = "final") -> None:

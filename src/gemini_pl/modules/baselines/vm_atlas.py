@@ -38,13 +38,15 @@ class VMAtlas(SegmentationEvaluation, Registration):
     """Registration trained on unlabeled pairs; segmentation by multi-atlas label propagation.
 
     Args: those of :class:`~gemini_pl.modules.Registration` (``num_classes`` is required);
-    ``max_atlases`` limits the atlases (default: every labeled training image).
+    ``max_atlases`` limits the atlases (default: every labeled training image). ``lambda_seg`` and
+    ``class_balanced_ce`` are the shared segmentation settings, taken so that one config fits every
+    Table II row; VMAtlas trains no segmentation loss and ignores them.
     """
 
     result_units = {**Registration.result_units, **SegmentationEvaluation.result_units}
 
     def __init__(self, *args: Any, max_atlases: int | None = None, lambda_seg: float = 100.0,
-                 avd_empty_policy: Literal["skip_class", "unable_case"] = "skip_class", **kwargs: Any):
+                 class_balanced_ce: float = 0.0, avd_empty_policy: Literal["skip_class", "unable_case"] = "skip_class", **kwargs: Any):
         super().__init__(*args, **kwargs)
         if self.hparams.num_classes is None:
             raise ConfigError("VMAtlas needs model.num_classes for the label vote")
