@@ -6,7 +6,8 @@ file (trainer, loggers, callbacks: it composes the presets of ``experiments/trai
 through its ``config:`` key), the task files (a ``data:`` section each, with a title and, for
 phantoms, how to generate them) and the matrix file (``experiments/table2/matrix.yaml``: the rows
 in the paper's order, the method file of each row, or ``null`` for "not implemented", and the
-ablations). A cell's stage is composed with LightningCLI's own mechanism, a list of config files
+ablations). A mode file may start from another with ``extends: <mode file>`` and state only what
+differs (:func:`load_mode`; e.g. ``synthseg_balanced.yaml``, which changes the budget). A cell's stage is composed with LightningCLI's own mechanism, a list of config files
 (later ones override earlier ones) and command-line overrides::
 
     --config <task> --config methods/<method>.yaml [--config <method_presets>/<method>.yaml] --config <budget>
