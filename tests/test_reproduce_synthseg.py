@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, print_config
 from gemini_pl.errors import ConfigError
 from gemini_pl.reproduce.matrix import load_matrix
 from gemini_pl.reproduce.mip import load_mip_matrix
@@ -37,6 +37,37 @@ def test_synthseg_modes_load_their_rows_data_and_pairing(tmp_path):
     assert t3.pretrain_per_seed and t3.paired_vs_scratch and t3.per_structure and t3.generate == t2.generate
     # 3 pre-trained rows x 3 seeds + 4 rows x 3 seeds downstream
     assert len(t3.cells(tmp_path)) == 9 + 12
+
+
+def test_balanced_modes_extend_the_synthseg_modes_and_add_the_balanced_ce(tmp_path, capsys):
+    t2 = load_matrix(REPO / "experiments/table2/synthseg_balanced.yaml")
+    base = load_matrix(REPO / "experiments/table2/synthseg.yaml")
+    assert [r["row"] for r in t2.rows] == [r["row"] for r in base.rows] and t2.paired_vs == base.paired_vs
+    assert t2.generate == base.generate and t2.seeds == base.seeds and t2.per_structure
+    assert t2.budget.name == "synthseg_balanced.yaml" and "class_balanced_ce" in t2.notes[-1]
+    t3 = load_mip_matrix(REPO / "experiments/mip/table3/synthseg_balanced.yaml")
+    assert t3.budget.name == "budget_balanced.yaml" and t3.pretrain_per_seed and t3.paired_vs_scratch
+    # the budgets compose the plain ones and add the option: a UA-MT cell and a fine-tuning cell resolve it
+    for cell in (next(c for c in t2.cells(tmp_path) if c.row == "UA-MT"),
+                 next(c for c in t3.cells(tmp_path) if c.row == "GEMINI-MIP" and c.stages[-1]["name"] != "pretrain")):
+        args = [a for f in cell.stages[-1]["configs"] for a in ("--config", f)]
+        init = print_config(args, capsys)["model"]["init_args"]
+        assert init["class_balanced_ce"] == 1.0 and init["lr"] == 0.001 and init["widths"][0] == 8
+
+
+def test_mode_extends_replaces_keys_whole_and_refuses_cycles(tmp_path):
+    from gemini_pl.reproduce.matrix import load_mode
+
+    (tmp_path / "a.yaml").write_text("seeds: [0, 1]\nnotes: [x]\nbudget: b.yaml\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.yaml").write_text("extends: ../a.yaml\nnotes: [y, z]\n")
+    assert load_mode(tmp_path / "sub" / "c.yaml") == {"seeds": [0, 1], "notes": ["y", "z"], "budget": "b.yaml"}
+    (tmp_path / "a.yaml").write_text("extends: sub/c.yaml\nseeds: [0]\n")
+    with pytest.raises(ConfigError, match="makes a cycle"):
+        load_mode(tmp_path / "sub" / "c.yaml")
+    (tmp_path / "d.yaml").write_text("extends: nope.yaml\n")
+    with pytest.raises(ConfigError, match=r"d.yaml: extends: nope.yaml is not a file"):
+        load_mode(tmp_path / "d.yaml")
 
 
 def test_only_rows_names_an_unknown_row(tmp_path):
