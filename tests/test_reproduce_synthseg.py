@@ -52,7 +52,13 @@ def test_balanced_modes_extend_the_synthseg_modes_and_add_the_balanced_ce(tmp_pa
                  next(c for c in t3.cells(tmp_path) if c.row == "GEMINI-MIP" and c.stages[-1]["name"] != "pretrain")):
         args = [a for f in cell.stages[-1]["configs"] for a in ("--config", f)]
         init = print_config(args, capsys)["model"]["init_args"]
-        assert init["class_balanced_ce"] == 1.0 and init["lr"] == 0.001 and init["widths"][0] == 8
+        assert init["class_balanced_ce"] == 0.1 and init["lr"] == 0.001 and init["widths"][0] == 8
+    # the _w1 modes extend them with the weight 1 (the first try)
+    w1 = load_matrix(REPO / "experiments/table2/synthseg_balanced_w1.yaml")
+    cell = next(c for c in w1.cells(tmp_path) if c.row == "BRBS")
+    init = print_config([a for f in cell.stages[-1]["configs"] for a in ("--config", f)], capsys)["model"]["init_args"]
+    assert init["class_balanced_ce"] == 1.0 and w1.paired_vs == "U-Net Five"
+    assert load_mip_matrix(REPO / "experiments/mip/table3/synthseg_balanced_w1.yaml").budget.name == "budget_balanced_w1.yaml"
 
 
 def test_mode_extends_replaces_keys_whole_and_refuses_cycles(tmp_path):
@@ -151,3 +157,32 @@ def test_cli_synthseg_mode_renders_both_tables_and_refuses_table6(tmp_path):
     assert "S5 vs Scratch (paired)" in (out / "table3.md").read_text()
     with pytest.raises(SystemExit):
         main(["--table", "6", "--data", "synthseg", "--render-only", "--runs", str(tmp_path), "--out", str(out)])
+
+
+def test_compare_two_runs_paired_by_hand(tmp_path, capsys):
+    import json
+
+    from gemini_pl.reproduce.compare import compare_runs, main
+
+    def write(runs, row, seed, dice, struct, status="ok"):
+        d = tmp_path / runs / "cells" / f"{row}_{seed}"
+        d.mkdir(parents=True)
+        cases = [{"case": f"c{i}", "dice": v, "dice_small": s} for i, (v, s) in enumerate(zip(dice, struct))]
+        d.joinpath("result.json").write_text(json.dumps({"row": row, "task": "S5", "seed": seed, "status": status,
+                                                         "stages": [{"name": "main", "cases": cases}]}))
+
+    # A − B per case: seed 0 (+2, +4) -> +3; seed 1 (+2, +2) -> +2; over seeds +2.5 ± 0.71 (s.e. 0.5): holds
+    write("a", "U-Net", 0, [72, 74], [40, 50]); write("b", "U-Net", 0, [70, 70], [0, 2])
+    write("a", "U-Net", 1, [72, 62], [30, 35]); write("b", "U-Net", 1, [70, 60], [20, 22])
+    write("a", "BRBS", 0, [50, 50], [5, 5], status="failed"); write("b", "BRBS", 0, [50, 50], [5, 5])
+    (tmp_path / "a" / "cells" / "pre").mkdir()
+    (tmp_path / "a" / "cells" / "pre" / "result.json").write_text(json.dumps(
+        {"row": "U-Net", "task": "pretrain", "seed": 0, "status": "ok", "stages": [{"name": "pretrain"}]}))
+    text = compare_runs(tmp_path / "a", tmp_path / "b")
+    line = next(x for x in text.splitlines() if x.startswith("| U-Net"))
+    assert "| 0, 1 | 70.0 | 67.5 | +3.00 / +2.00 | +2.50 ± 0.71 | holds (4/4) | small 32.5 (seed 1) | small 1.0 (seed 0) |" in line
+    assert "BRBS" not in text and "pretrain" not in text    # a failed cell and a cell without cases are left out
+    main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp.md")])
+    assert (tmp_path / "cmp.md").read_text() == text and capsys.readouterr().out == text
+    with pytest.raises(ConfigError, match="no cells/ folder"):
+        compare_runs(tmp_path / "nope", tmp_path / "b")
