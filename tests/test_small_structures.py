@@ -135,3 +135,12 @@ def test_brbs_supervised_step_adds_the_balanced_term(monkeypatch):
         m.label_kind = "multiclass"
         out = m.seg_losses(batch)
         assert len(calls) == n_calls and torch.isfinite(out["total"])
+
+
+def test_negative_weight_is_a_one_line_error():
+    from gemini_pl.errors import ConfigError
+    from gemini_pl.modules import Segmentation
+
+    m = Segmentation(spatial_dims=2, num_classes=3, label_kind="multiclass", class_balanced_ce=-0.1)
+    with pytest.raises(ConfigError, match=r"model.class_balanced_ce must be >= 0 \(0 = the published loss\), got -0.1"):
+        m.seg_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 1, 4, 4, dtype=torch.long))
