@@ -65,12 +65,15 @@ def test_mode_extends_replaces_keys_whole_and_refuses_cycles(tmp_path):
     from gemini_pl.reproduce.matrix import load_mode
 
     (tmp_path / "a.yaml").write_text("seeds: [0, 1]\nnotes: [x]\nbudget: b.yaml\n")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "c.yaml").write_text("extends: ../a.yaml\nnotes: [y, z]\n")
-    assert load_mode(tmp_path / "sub" / "c.yaml") == {"seeds": [0, 1], "notes": ["y", "z"], "budget": "b.yaml"}
-    (tmp_path / "a.yaml").write_text("extends: sub/c.yaml\nseeds: [0]\n")
+    (tmp_path / "c.yaml").write_text("extends: a.yaml\nnotes: [y, z]\n")
+    assert load_mode(tmp_path / "c.yaml") == {"seeds": [0, 1], "notes": ["y", "z"], "budget": "b.yaml"}
+    (tmp_path / "a.yaml").write_text("extends: c.yaml\nseeds: [0]\n")
     with pytest.raises(ConfigError, match="makes a cycle"):
-        load_mode(tmp_path / "sub" / "c.yaml")
+        load_mode(tmp_path / "c.yaml")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "e.yaml").write_text("extends: ../a.yaml\n")
+    with pytest.raises(ConfigError, match=r"extends: ../a.yaml must name a mode file in the same folder"):
+        load_mode(tmp_path / "sub" / "e.yaml")
     (tmp_path / "d.yaml").write_text("extends: nope.yaml\n")
     with pytest.raises(ConfigError, match=r"d.yaml: extends: nope.yaml is not a file"):
         load_mode(tmp_path / "d.yaml")
@@ -164,23 +167,26 @@ def test_compare_two_runs_paired_by_hand(tmp_path, capsys):
 
     from gemini_pl.reproduce.compare import compare_runs, main
 
-    def write(runs, row, seed, dice, struct, status="ok"):
-        d = tmp_path / runs / "cells" / f"{row}_{seed}"
+    def write(runs, row, seed, dice, struct, status="ok", select="final"):
+        d = tmp_path / runs / "cells" / f"{row}_{seed}_{select}"
         d.mkdir(parents=True)
         cases = [{"case": f"c{i}", "dice": v, "dice_small": s} for i, (v, s) in enumerate(zip(dice, struct))]
-        d.joinpath("result.json").write_text(json.dumps({"row": row, "task": "S5", "seed": seed, "status": status,
+        d.joinpath("result.json").write_text(json.dumps({"row": row, "task": "S5", "seed": seed, "status": status, "select": select,
                                                          "stages": [{"name": "main", "cases": cases}]}))
 
     # A − B per case: seed 0 (+2, +4) -> +3; seed 1 (+2, +2) -> +2; over seeds +2.5 ± 0.71 (s.e. 0.5): holds
     write("a", "U-Net", 0, [72, 74], [40, 50]); write("b", "U-Net", 0, [70, 70], [0, 2])
     write("a", "U-Net", 1, [72, 62], [30, 35]); write("b", "U-Net", 1, [70, 60], [20, 22])
     write("a", "BRBS", 0, [50, 50], [5, 5], status="failed"); write("b", "BRBS", 0, [50, 50], [5, 5])
+    # a cell that tested the best checkpoint is its own row, never mixed with the final weights'
+    write("a", "U-Net", 0, [10, 10], [1, 1], select="best"); write("b", "U-Net", 0, [0, 0], [1, 1], select="best")
     (tmp_path / "a" / "cells" / "pre").mkdir()
     (tmp_path / "a" / "cells" / "pre" / "result.json").write_text(json.dumps(
         {"row": "U-Net", "task": "pretrain", "seed": 0, "status": "ok", "stages": [{"name": "pretrain"}]}))
     text = compare_runs(tmp_path / "a", tmp_path / "b")
-    line = next(x for x in text.splitlines() if x.startswith("| U-Net"))
+    line = next(x for x in text.splitlines() if x.startswith("| U-Net | "))
     assert "| 0, 1 | 70.0 | 67.5 | +3.00 / +2.00 | +2.50 ± 0.71 | holds (4/4) | small 32.5 (seed 1) | small 1.0 (seed 0) |" in line
+    assert "| U-Net (best) | S5 | 0 | 10.0 | 0.0 | +10.00 |" in text
     assert "BRBS" not in text and "pretrain" not in text    # a failed cell and a cell without cases are left out
     main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp.md")])
     assert (tmp_path / "cmp.md").read_text() == text and capsys.readouterr().out == text

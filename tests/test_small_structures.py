@@ -49,6 +49,19 @@ def test_class_balanced_ce_leaves_absent_classes_out_and_pools_the_batch():
     assert float(class_balanced_ce(logits, y)) == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
 
 
+def test_class_balanced_ce_pools_a_class_over_the_batch_before_averaging():
+    # class 1: one pixel in sample 0 (p = 0.5), three in sample 1 (p = 0.8); class 0 everywhere else
+    p1 = torch.tensor([[0.5, 0.1, 0.1, 0.1], [0.8, 0.8, 0.8, 0.1]], dtype=torch.float64)
+    logits = torch.log(torch.stack([1 - p1, p1], dim=1))
+    y1 = torch.tensor([[1.0, 0, 0, 0], [1, 1, 1, 0]], dtype=torch.float64)
+    y = torch.stack([1 - y1, y1], dim=1)
+    ce1 = (-math.log(0.5 + 1e-6) - 3 * math.log(0.8 + 1e-6)) / 4        # pooled: 4 pixels of class 1
+    ce0 = -math.log(0.9 + 1e-6)                                          # 4 pixels of class 0, each p = 0.9
+    assert float(class_balanced_ce(logits, y)) == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
+    per_sample = (-math.log(0.5 + 1e-6) - math.log(0.8 + 1e-6)) / 2      # what a per-sample mean would give
+    assert abs(ce1 - per_sample) > 0.05
+
+
 def test_class_balanced_ce_multilabel_hand_computed():
     logits = torch.logit(torch.tensor([[[0.9, 0.3, 0.2, 0.4]]], dtype=torch.float64))
     y = torch.tensor([[[1.0, 0, 0, 0]]], dtype=torch.float64)
@@ -119,28 +132,37 @@ def test_brbs_supervised_step_adds_the_balanced_term(monkeypatch):
     calls = []
     real = brbs_mod.class_balanced_ce
 
+    calls_value = []
+
     def spy(logits, target, multilabel=False):
         calls.append(tuple(logits.shape))
-        return real(logits, target, multilabel)
+        out = real(logits, target, multilabel)
+        calls_value.append(float(out.detach()))
+        return out
 
     monkeypatch.setattr(brbs_mod, "class_balanced_ce", spy)
     torch.manual_seed(0)
     batch = {"image": torch.rand(1, 1, 32, 32), "label": torch.randint(0, 3, (1, 1, 32, 32)),
              "image_a": torch.rand(1, 1, 32, 32), "image_b": torch.rand(1, 1, 32, 32)}
     widths = [8] * 9
-    for weight, n_calls in ((0.0, 0), (1.0, 1)):
+    totals = {}
+    for weight, n_calls in ((0.0, 0), (2.0, 1)):
         calls.clear()
+        torch.manual_seed(1)                   # the same weights and augmentation draws for both
         m = brbs_mod.BRBS(spatial_dims=2, num_classes=3, label_kind="multiclass", class_balanced_ce=weight,
-                          widths=widths, deformer_widths=[8, 8, 8, 8, 8])
+                          widths=widths, deformer_widths=[8, 8, 8, 8, 8], aug_seed=0)
         m.label_kind = "multiclass"
-        out = m.seg_losses(batch)
-        assert len(calls) == n_calls and torch.isfinite(out["total"])
+        totals[weight] = m.seg_losses(batch)["total"]
+        assert len(calls) == n_calls
+    # the supervised term gains λ_seg·w·CE_bal of the same logits and soft label, nothing else changes
+    assert float(totals[2.0] - totals[0.0]) == pytest.approx(1.0 * 2.0 * calls_value[0], rel=1e-4)
 
 
-def test_negative_weight_is_a_one_line_error():
+def test_negative_or_infinite_weight_is_a_one_line_error():
     from gemini_pl.errors import ConfigError
     from gemini_pl.modules import Segmentation
 
-    m = Segmentation(spatial_dims=2, num_classes=3, label_kind="multiclass", class_balanced_ce=-0.1)
-    with pytest.raises(ConfigError, match=r"model.class_balanced_ce must be >= 0 \(0 = the published loss\), got -0.1"):
-        m.seg_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 1, 4, 4, dtype=torch.long))
+    for bad in (-0.1, math.inf):
+        m = Segmentation(spatial_dims=2, num_classes=3, label_kind="multiclass", class_balanced_ce=bad)
+        with pytest.raises(ConfigError, match=rf"model.class_balanced_ce must be a finite number >= 0 \(0 = the published loss\), got {bad}"):
+            m.seg_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 1, 4, 4, dtype=torch.long))

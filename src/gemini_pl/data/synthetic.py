@@ -55,6 +55,7 @@ def generate_all(specs: Sequence[Mapping[str, Any]]) -> list[Path]:
     """:func:`generate_dataset` for each spec, in order (the table runners' data, before any cell runs)."""
     return [generate_dataset(spec) for spec in specs]
 
+
 #: (folder, count key, labeled) in generation order; validation last so the other cases keep their numbers.
 SPLITS = (
     ("train/unlabeled", "num_unlabeled", False),

@@ -22,22 +22,30 @@ def class_balanced_ce(logits: torch.Tensor, target: torch.Tensor, multilabel: bo
     side (weights y and 1 − y), averaged over the channels (a side with no weight counts 0).
 
     Every class present weighs the same whatever its size, so the gradient ``p − y`` on a structure of
-    30 pixels is not 1/300 of the background's, and unlike the Dice term it does not vanish once the
-    softmax has put the structure's probability near zero (the Dice gradient on a logit scales with p).
-    With classes of equal size it equals the plain mean CE times K (multiclass). Guards: log(p + 1e-6).
+    30 pixels is not 1/300 of the background's, and unlike the Dice term it stays near
+    ``−1/(Σ y_c · classes present)`` per structure pixel while the softmax puts the structure's
+    probability near zero (the Dice gradient on a logit scales with p); only below p ≈ 1e-6 does the
+    published guard log(p + 1e-6), kept here, halve it. With classes of equal size it equals the plain
+    mean CE times K (multiclass). A class (channel side) counts as present when its weight exceeds 1e-6.
     """
     dims = [0] + list(range(2, logits.dim()))
     y = target.float()
     if multilabel:
         p = torch.sigmoid(logits.float())
-        pos = (y * -torch.log(p + 1e-6)).sum(dims) / y.sum(dims).clamp_min(1e-6)
-        neg = ((1 - y) * -torch.log(1 - p + 1e-6)).sum(dims) / (1 - y).sum(dims).clamp_min(1e-6)
+        pos = _side_mean(y, -torch.log(p + 1e-6), dims)
+        neg = _side_mean(1 - y, -torch.log(1 - p + 1e-6), dims)
         return (0.5 * (pos + neg)).mean()
     p = torch.softmax(logits.float(), dim=1)
     mass = y.sum(dims)
     per_class = (y * -torch.log(p + 1e-6)).sum(dims) / mass.clamp_min(1e-6)
-    present = mass > 0
+    present = mass > 1e-6
     return per_class[present].sum() / present.sum().clamp_min(1)
+
+
+def _side_mean(weight: torch.Tensor, loss: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """Per channel: ``Σ weight·loss / Σ weight`` over ``dims``, 0 where the weight is not above 1e-6."""
+    mass = weight.sum(dims)
+    return torch.where(mass > 1e-6, (weight * loss).sum(dims) / mass.clamp_min(1e-6), torch.zeros_like(mass))
 
 
 def softmax_seg_loss(logits: torch.Tensor, target_onehot: torch.Tensor, weight: float = 100.0,

@@ -65,8 +65,8 @@ class SegmentationEvaluation:
         if dm_kind is not None and dm_kind != kind:
             raise ConfigError(f"model.label_kind={kind!r} but the data's labels are {dm_kind!r}; set model.label_kind: auto")
         self.label_kind = kind
-        if not self.seg_balance >= 0:
-            raise ConfigError(f"model.class_balanced_ce must be >= 0 (0 = the published loss), got {self.seg_balance}")
+        if not (math.isfinite(self.seg_balance) and self.seg_balance >= 0):
+            raise ConfigError(f"model.class_balanced_ce must be a finite number >= 0 (0 = the published loss), got {self.seg_balance}")
         k = int(hp.num_classes)
         dm_classes = getattr(dm, "num_classes", None) if dm is not None else None
         if dm_classes is not None and int(dm_classes) != k:

@@ -4,7 +4,7 @@
 ``result.json`` of two runs folders (``<runs>/cells/<cell>/result.json``, as the table runners write
 them) — e.g. a table mode and the same mode with one setting changed — matches each row, task and
 seed of A with the same cell of B, and prints one markdown line per row and task: the mean of A and
-of B, the per-seed mean differences A − B over the cases both scored (matched by name), their mean ±
+of B over those seeds' cases, the per-seed mean differences A − B over the cases both scored (matched by name), their mean ±
 standard deviation over seeds and the verdict of :func:`gemini_pl.claims.seed_summary`, and the
 lowest structure (``dice_<class>`` columns) of each side over every seed. Only ``ok`` cells count.
 """
@@ -25,7 +25,8 @@ __all__ = ["compare_runs", "load_cells"]
 
 
 def load_cells(runs: str | Path) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
-    """``{(row, task, seed): per-case rows of the last stage}`` of every ok cell under ``runs/cells`` that tested cases."""
+    """``{(row, task, seed): per-case rows of the last stage}`` of every ok cell under ``runs/cells`` that tested
+    cases; a cell that tested another checkpoint than the final weights is the row ``"<row> (<select>)"``."""
     cells = Path(runs) / "cells"
     if not cells.is_dir():
         raise ConfigError(f"{runs}: no cells/ folder (a runs folder of python -m gemini_pl.reproduce)")
@@ -34,7 +35,8 @@ def load_cells(runs: str | Path) -> dict[tuple[str, str, int], list[dict[str, An
         r = json.loads(path.read_text())
         cases = (r.get("stages") or [{}])[-1].get("cases") or []
         if r.get("status") == "ok" and cases:      # (pre-training cells test nothing)
-            out[(r["row"], r["task"], int(r["seed"]))] = cases
+            row = r["row"] if r.get("select", "final") == "final" else f"{r['row']} ({r['select']})"
+            out[(row, r["task"], int(r["seed"]))] = cases
     return out
 
 
@@ -68,8 +70,11 @@ def compare_runs(runs_a: str | Path, runs_b: str | Path, column: str = "dice") -
              "", "| row | task | seeds | A | B | A − B per seed | over seeds | verdict (pairs A higher) | lowest structure A | lowest structure B |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (row, task), seeds in groups.items():
-        seeds = sorted(seeds)
-        diffs = [paired_differences(a[(row, task, s)], b[(row, task, s)], column) for s in seeds]
+        diffs = {x: paired_differences(a[(row, task, x)], b[(row, task, x)], column) for x in sorted(seeds)}
+        seeds = [x for x in diffs if diffs[x]]           # seeds with no case scored on both sides are left out
+        if not seeds:
+            continue
+        diffs = [diffs[x] for x in seeds]
         s = seed_summary(diffs)
         mean_a = sum(_mean(a[(row, task, x)], column) for x in seeds) / len(seeds)
         mean_b = sum(_mean(b[(row, task, x)], column) for x in seeds) / len(seeds)

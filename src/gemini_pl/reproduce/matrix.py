@@ -28,7 +28,6 @@ named ``<cell>__best`` so that the two policies never share a result.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,8 +192,9 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def load_mode(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A mode file's keys; ``extends: <mode file>`` (relative to its folder) takes that file's keys
-    first and lets this file's keys replace them whole (a mode states only what differs)."""
+    """A mode file's keys; ``extends: <mode file>`` (a file name in the same folder: the paths in
+    both files are read from that folder) takes that file's keys first and lets this file's keys
+    replace them whole (a mode states only what differs)."""
     from ..errors import ConfigError
 
     path = Path(path)
@@ -202,12 +202,15 @@ def load_mode(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     parent = mode.pop("extends", None)
     if parent is None:
         return mode
-    target = Path(os.path.normpath(path.parent / parent))
-    if target in _seen or target == Path(os.path.normpath(path)):
+    if Path(str(parent)).name != str(parent):
+        raise ConfigError(f"{path}: extends: {parent} must name a mode file in the same folder "
+                          "(the paths inside both files are read from that folder)")
+    target, here = (path.parent / str(parent)).resolve(), path.resolve()
+    if target == here or target in _seen:
         raise ConfigError(f"{path}: extends: {parent} makes a cycle")
     if not target.is_file():
         raise ConfigError(f"{path}: extends: {parent} is not a file ({target})")
-    return {**load_mode(target, (*_seen, Path(os.path.normpath(path)))), **mode}
+    return {**load_mode(target, (*_seen, here)), **mode}
 
 
 def only_rows(rows: list[dict[str, Any]], names: list[str] | None, where: Path) -> list[dict[str, Any]]:

@@ -49,8 +49,8 @@ def prepare_data(matrix: MipMatrix) -> None:
 
     from ..data.synthetic import generate_all
 
-    phantoms = [{"generator": "phantom", "root": (yaml.safe_load(Path(s["config"]).read_text()) or {})["data"]["init_args"]["root"],
-                 **s["phantom"]} for s in (matrix.pretrain_data, *matrix.tasks.values()) if s.get("phantom")]
+    phantoms = [{**s["phantom"], "generator": "phantom",
+                 "root": (yaml.safe_load(Path(s["config"]).read_text()) or {})["data"]["init_args"]["root"]} for s in (matrix.pretrain_data, *matrix.tasks.values()) if s.get("phantom")]
     generate_all([*matrix.generate, *phantoms])
 
 

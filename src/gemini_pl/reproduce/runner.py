@@ -43,7 +43,7 @@ def prepare_phantoms(matrix: Matrix) -> None:
     that have a ``phantom:`` entry (before any cell runs: parallel cells then only read them)."""
     from ..data.synthetic import generate_all
 
-    phantoms = [{"generator": "phantom", "root": matrix.task_data(task)["init_args"]["root"], **spec["phantom"]}
+    phantoms = [{**spec["phantom"], "generator": "phantom", "root": matrix.task_data(task)["init_args"]["root"]}
                 for task, spec in matrix.tasks.items() if spec.get("phantom")]
     generate_all([*matrix.generate, *phantoms])
 
