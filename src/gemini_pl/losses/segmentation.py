@@ -28,14 +28,17 @@ def class_balanced_ce(logits: torch.Tensor, target: torch.Tensor, multilabel: bo
     published guard log(p + 1e-6), kept here, halve it. With classes of equal size it equals the plain
     mean CE times K (multiclass). A class (channel side) counts as present when its weight exceeds 1e-6.
     """
-    dims = [0] + list(range(2, logits.dim()))
-    y = target.float()
+    p = torch.sigmoid(logits.float()) if multilabel else torch.softmax(logits.float(), dim=1)
+    return _balanced_ce(p, target.float(), multilabel)
+
+
+def _balanced_ce(p: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """:func:`class_balanced_ce` from the probabilities ``p`` (sigmoid or softmax of the logits)."""
+    dims = [0] + list(range(2, p.dim()))
     if multilabel:
-        p = torch.sigmoid(logits.float())
         pos = _side_mean(y, -torch.log(p + 1e-6), dims)
         neg = _side_mean(1 - y, -torch.log(1 - p + 1e-6), dims)
         return (0.5 * (pos + neg)).mean()
-    p = torch.softmax(logits.float(), dim=1)
     mass = y.sum(dims)
     per_class = (y * -torch.log(p + 1e-6)).sum(dims) / mass.clamp_min(1e-6)
     present = mass > 1e-6
@@ -57,7 +60,7 @@ def softmax_seg_loss(logits: torch.Tensor, target_onehot: torch.Tensor, weight: 
     ce = -(y * torch.log(p + 1e-6)).mean()
     loss = ce + soft_dice_loss(p, y)
     if balanced > 0:
-        loss = loss + balanced * class_balanced_ce(logits, y)
+        loss = loss + balanced * _balanced_ce(p, y, multilabel=False)
     return weight * loss
 
 
@@ -70,5 +73,5 @@ def sigmoid_seg_loss(logits: torch.Tensor, target: torch.Tensor, weight: float =
     bce = -(y * torch.log(p + 1e-6) + (1 - y) * torch.log(1 - p + 1e-6)).mean()
     loss = bce + soft_dice_loss(p, y)
     if balanced > 0:
-        loss = loss + balanced * class_balanced_ce(logits, y, multilabel=True)
+        loss = loss + balanced * _balanced_ce(p, y, multilabel=True)
     return weight * loss

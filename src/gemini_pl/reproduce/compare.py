@@ -13,48 +13,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from ..claims import paired_differences, seed_summary
 from ..errors import ConfigError
+from .cell import summarise
+from .structures import lowest_structure, result_structure_means
+from .table import per_case, stage_cases
 
 __all__ = ["compare_runs", "load_cells"]
 
 
-def load_cells(runs: str | Path) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
-    """``{(row, task, seed): per-case rows of the last stage}`` of every ok cell under ``runs/cells`` that tested
-    cases; a cell that tested another checkpoint than the final weights is the row ``"<row> (<select>)"``."""
+def load_cells(runs: str | Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """``{(row, task, seed): cell result}`` of every ok cell under ``runs/cells`` that tested cases; a
+    cell that tested another checkpoint than the final weights is the row ``"<row> (<select>)"``."""
     cells = Path(runs) / "cells"
     if not cells.is_dir():
         raise ConfigError(f"{runs}: no cells/ folder (a runs folder of python -m gemini_pl.reproduce)")
     out = {}
     for path in sorted(cells.glob("*/result.json")):
         r = json.loads(path.read_text())
-        cases = (r.get("stages") or [{}])[-1].get("cases") or []
-        if r.get("status") == "ok" and cases:      # (pre-training cells test nothing)
+        if r.get("status") == "ok" and stage_cases(r):      # (pre-training cells test nothing)
             row = r["row"] if r.get("select", "final") == "final" else f"{r['row']} ({r['select']})"
-            out[(row, r["task"], int(r["seed"]))] = cases
+            out[(row, r["task"], int(r["seed"]))] = r
     return out
 
 
-def _mean(rows: list[dict[str, Any]], column: str) -> float:
-    vals = [float(r[column]) for r in rows if r.get(column) not in (None, "") and math.isfinite(float(r[column]))]
-    return sum(vals) / len(vals) if vals else math.nan
-
-
-def _lowest(per_seed: list[list[dict[str, Any]]]) -> str:
-    """The structure with the lowest mean in any seed, as ``name v (seed s)``."""
-    best = None
-    for seed, rows in per_seed:
-        for col in (rows[0] if rows else {}):
-            if col.startswith("dice_"):
-                v = _mean(rows, col)
-                if math.isfinite(v) and (best is None or v < best[0]):
-                    best = (v, col[5:], seed)
-    return "–" if best is None else f"{best[1]} {best[0]:.1f} (seed {best[2]})"
+def _lowest(results: dict[int, dict[str, Any]]) -> str:
+    """The structure with the lowest mean in any seed of ``{seed: cell result}``, as ``name v (seed s)``."""
+    low = lowest_structure({seed: result_structure_means(r) for seed, r in results.items()})
+    return "–" if low is None else f"{low[1]} {low[0]:.1f} (seed {low[2]})"
 
 
 def compare_runs(runs_a: str | Path, runs_b: str | Path, column: str = "dice") -> str:
@@ -70,19 +60,19 @@ def compare_runs(runs_a: str | Path, runs_b: str | Path, column: str = "dice") -
              "", "| row | task | seeds | A | B | A − B per seed | over seeds | verdict (pairs A higher) | lowest structure A | lowest structure B |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (row, task), seeds in groups.items():
-        diffs = {x: paired_differences(a[(row, task, x)], b[(row, task, x)], column) for x in sorted(seeds)}
+        diffs = {x: paired_differences(stage_cases(a[(row, task, x)]), stage_cases(b[(row, task, x)]), column)
+                 for x in sorted(seeds)}
         seeds = [x for x in diffs if diffs[x]]           # seeds with no case scored on both sides are left out
         if not seeds:
             continue
-        diffs = [diffs[x] for x in seeds]
-        s = seed_summary(diffs)
-        mean_a = sum(_mean(a[(row, task, x)], column) for x in seeds) / len(seeds)
-        mean_b = sum(_mean(b[(row, task, x)], column) for x in seeds) / len(seeds)
+        s = seed_summary([diffs[x] for x in seeds])
+        side_a, side_b = ({x: side[(row, task, x)] for x in seeds} for side in (a, b))
+        mean_a, mean_b = (summarise([summarise(per_case([r], column))["mean"] for r in side.values()])["mean"]
+                          for side in (side_a, side_b))
         lines.append(
             f"| {row} | {task} | {', '.join(map(str, seeds))} | {mean_a:.1f} | {mean_b:.1f} | "
             f"{' / '.join(f'{m:+.2f}' for m in s['means'])} | {s['mean']:+.2f} ± {s['sd']:.2f} | "
-            f"{s['verdict']} ({s['wins']}/{s['pairs']}) | {_lowest([(x, a[(row, task, x)]) for x in seeds])} | "
-            f"{_lowest([(x, b[(row, task, x)]) for x in seeds])} |")
+            f"{s['verdict']} ({s['wins']}/{s['pairs']}) | {_lowest(side_a)} | {_lowest(side_b)} |")
     return "\n".join(lines) + "\n"
 
 

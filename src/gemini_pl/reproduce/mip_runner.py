@@ -49,8 +49,11 @@ def prepare_data(matrix: MipMatrix) -> None:
 
     from ..data.synthetic import generate_all
 
-    phantoms = [{**s["phantom"], "generator": "phantom",
-                 "root": (yaml.safe_load(Path(s["config"]).read_text()) or {})["data"]["init_args"]["root"]} for s in (matrix.pretrain_data, *matrix.tasks.values()) if s.get("phantom")]
+    def root(config: str) -> str:
+        return (yaml.safe_load(Path(config).read_text()) or {})["data"]["init_args"]["root"]
+
+    phantoms = [{**s["phantom"], "generator": "phantom", "root": root(s["config"])}
+                for s in (matrix.pretrain_data, *matrix.tasks.values()) if s.get("phantom")]
     generate_all([*matrix.generate, *phantoms])
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..claims import paired_differences, seed_summary
 from .paper_mip import MIP_TABLES, SCENES, TABLE9_DOWNSTREAM, TABLE9_FLOPS
-from .table import _cell_status, _pm, aggregate, format_ours
+from .table import _cell_status, _pm, aggregate, format_ours, stage_cases
 
 __all__ = ["gap_coefficient", "paired_cell", "paired_legend", "paired_vs", "mip_records", "render_mip_markdown", "render_mip_csv", "row_notes", "SCRATCH"]
 
@@ -134,8 +134,7 @@ def paired_vs(by: dict[tuple[str, str], list[dict[str, Any]]], row: str, base: s
     ``task``, paired within each seed that both finished."""
     ok = lambda name: {r["seed"]: r for r in by.get((name, task), []) if r.get("status") == "ok"}  # noqa: E731
     a, b = ok(row), ok(base)
-    cases = lambda r: r.get("stages", [{}])[-1].get("cases", []) or []  # noqa: E731
-    return seed_summary([paired_differences(cases(a[s]), cases(b[s]), "dice") for s in sorted(a) if s in b])
+    return seed_summary([paired_differences(stage_cases(a[s]), stage_cases(b[s]), "dice") for s in sorted(a) if s in b])
 
 
 def paired_legend(base: str) -> str:

@@ -15,9 +15,9 @@ import math
 from typing import Any
 
 from .cell import summarise
-from .table import per_case
+from .table import per_case, stage_cases
 
-__all__ = ["NEAR_ZERO", "render_structures", "structure_means"]
+__all__ = ["NEAR_ZERO", "lowest_structure", "render_structures", "result_structure_means", "structure_means"]
 
 #: a structure whose mean Dice over the test cases is under this (%) counts as lost
 NEAR_ZERO = 10.0
@@ -30,10 +30,22 @@ def structure_means(results: list[dict[str, Any]], row: str, task: str) -> dict[
     for r in results:
         if r.get("row") != row or r.get("task") != task or r.get("status") != "ok":
             continue
-        cases = (r.get("stages") or [{}])[-1].get("cases") or []
-        names = [k[len("dice_"):] for k in (cases[0] if cases else {}) if k.startswith("dice_")]
-        out[int(r["seed"])] = {name: summarise(per_case([r], f"dice_{name}"))["mean"] for name in names}
+        out[int(r["seed"])] = result_structure_means(r)
     return dict(sorted(out.items()))
+
+
+def result_structure_means(result: dict[str, Any]) -> dict[str, float]:
+    """``{structure: mean Dice % over the test cases}`` of one cell result (its ``dice_<structure>``
+    columns in the cases' order; NaN cases left out; NaN when none is left)."""
+    cases = stage_cases(result)
+    names = [k[len("dice_"):] for k in (cases[0] if cases else {}) if k.startswith("dice_")]
+    return {name: summarise(per_case([result], f"dice_{name}"))["mean"] for name in names}
+
+
+def lowest_structure(seeds: dict[int, dict[str, float]]) -> tuple[float, str, int] | None:
+    """``(mean, structure, seed)`` of the lowest finite structure mean over ``{seed: {structure: mean}}``
+    (a tie goes to the first structure name, then seed, in sort order); None when there is none."""
+    return min(((v, n, s) for s, m in seeds.items() for n, v in m.items() if math.isfinite(v)), default=None)
 
 
 def _f(v: float, sign: bool = False) -> str:
@@ -69,8 +81,7 @@ def render_structures(title: str, rows: list[dict[str, Any]], results: list[dict
             if not seeds:
                 lines.append(f"- {row}: no finished cell.")
                 continue
-            low = min(((m.get(n, math.nan), n, s) for s, m in seeds.items() for n in names
-                       if math.isfinite(m.get(n, math.nan))), default=None)
+            low = lowest_structure(seeds)
             lost = sorted({(n, s) for s, m in seeds.items() for n in names if m.get(n, math.nan) < near_zero},
                           key=lambda t: (names.index(t[0]), t[1]))
             text = f"- {row}: lowest structure mean {_f(low[0])} % ({low[1].replace('_', ' ')}, seed {low[2]})" if low else f"- {row}:"

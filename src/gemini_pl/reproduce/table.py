@@ -24,14 +24,19 @@ from typing import Any
 from .cell import summarise
 from .paper import NOTES, TABLE2, TABLE4, TABLE5, TASKS
 
-__all__ = ["aggregate", "footnotes", "per_case", "render_markdown", "render_csv"]
+__all__ = ["aggregate", "footnotes", "per_case", "render_markdown", "render_csv", "stage_cases"]
+
+
+def stage_cases(result: dict[str, Any], key: str = "cases") -> list[dict[str, Any]]:
+    """The per-case rows (``key``) of a cell result's last stage; [] when it has none (e.g. a pre-training)."""
+    return (result.get("stages") or [{}])[-1].get(key) or []
 
 
 def per_case(results: list[dict[str, Any]], column: str, key: str = "cases") -> list[float]:
     """``column`` of every per-case row (``key``) of the results' last stages, as floats (NaN where missing)."""
     vals = []
     for r in results:
-        for case in r.get("stages", [{}])[-1].get(key, []) or []:
+        for case in stage_cases(r, key):
             try:
                 vals.append(float(case.get(column, math.nan)))
             except (TypeError, ValueError):
