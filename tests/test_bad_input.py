@@ -220,6 +220,18 @@ def test_invalid_learning_rate(good, capsys, value):
     one_error(err, "lr")
 
 
+@pytest.mark.parametrize("module", ["Registration", "GeminiPretrain"])
+@pytest.mark.parametrize("window", [4, 0])
+def test_even_or_zero_ncc_window_is_a_config_error(module, window):
+    """An LNCC box must be centred on its voxel: an even window used to give a field one voxel too
+    large and a shape error deep in the loss."""
+    import gemini_pl.modules as modules
+    from gemini_pl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"model.init_args.ncc_window must be an odd integer >= 1.*got {window}"):
+        getattr(modules, module)(spatial_dims=2, widths=[8] * 9, ncc_window=window)
+
+
 # ================================================================ checkpoints
 def _variant(ckpt: Path, out: Path, **hparams) -> Path:
     state = torch.load(ckpt, map_location="cpu", weights_only=True)

@@ -6,21 +6,54 @@ import torch
 import torch.nn.functional as F
 
 
-def box_sum(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Sum over a ``window``^ndim box around each voxel, zero padding ``window // 2``.
+def _box_pass(x: torch.Tensor, window: int) -> torch.Tensor:
+    """The separable box sum itself: one grouped 1D convolution per axis, zero padding.
 
-    Separable: one 1D convolution per axis, each channel on its own. (N, C, *S) → (N, C, *S).
+    In 3D the first axis is summed through a transposed view (as a last-axis convolution): on CPU
+    PyTorch sends a (window, 1, 1) kernel to a kernel 3–8× slower than a (1, 1, window) one.
     """
     ndim = x.dim() - 2
     conv = (F.conv2d, F.conv3d)[ndim - 2]
     channels = x.shape[1]
     for axis in range(ndim):
+        along = ndim - 1 if (ndim == 3 and axis == 0) else axis   # the axis the kernel runs along
         shape = [channels, 1] + [1] * ndim
-        shape[2 + axis] = window
+        shape[2 + along] = window
         padding = [0] * ndim
-        padding[axis] = window // 2
-        x = conv(x, x.new_ones(shape), padding=tuple(padding), groups=channels)
+        padding[along] = window // 2
+        kernel = x.new_ones(shape)
+        if along != axis:
+            x = conv(x.transpose(2 + axis, 2 + along), kernel, padding=tuple(padding), groups=channels)
+            x = x.transpose(2 + axis, 2 + along)
+        else:
+            x = conv(x, kernel, padding=tuple(padding), groups=channels)
     return x
+
+
+class _BoxSum(torch.autograd.Function):
+    """Box sum whose backward is the box sum of the gradient: with an odd window and zero padding
+    the operator is self-adjoint, and one more forward pass is 2–4× cheaper on CPU than the
+    convolutions' own backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, window: int) -> torch.Tensor:
+        ctx.window = window
+        return _box_pass(x, window)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return box_sum(grad, ctx.window), None
+
+
+def box_sum(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Sum over a ``window``^ndim box around each voxel, zero padding ``window // 2``.
+
+    ``window`` must be odd (the box centred on the voxel). Separable: one 1D convolution per axis,
+    each channel on its own. (N, C, *S) → (N, C, *S). Differentiable (to any order).
+    """
+    if int(window) != window or window < 1 or window % 2 == 0:
+        raise ValueError(f"the box window must be an odd integer >= 1, got {window}")
+    return _BoxSum.apply(x, int(window))
 
 
 def local_ncc_map(i: torch.Tensor, j: torch.Tensor, window: int = 9) -> torch.Tensor:

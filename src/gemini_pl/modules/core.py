@@ -136,6 +136,10 @@ class GeminiModule(L.LightningModule):
                 + ("; the data module could not tell its dimensionality: set data.init_args.spatial_dims" if spatial_dims is None else "")
             )
         self.save_hyperparameters()
+        window = self.hparams.get("ncc_window")
+        if window is not None and not (isinstance(window, int) and window >= 1 and window % 2 == 1):
+            raise ConfigError(f"model.init_args.ncc_window must be an odd integer >= 1 (the LNCC box is centred on "
+                              f"each voxel), got {window!r}")
         self.automatic_optimization = False
         self.net = GeminiNet(spatial_dims, in_channels, out_channels, widths, deformer_widths, flow_init=flow_init)
         for part in ("deformer", "head"):
