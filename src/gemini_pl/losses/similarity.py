@@ -9,14 +9,14 @@ import torch.nn.functional as F
 def _box_pass(x: torch.Tensor, window: int) -> torch.Tensor:
     """The separable box sum itself: one grouped 1D convolution per axis, zero padding.
 
-    In 3D the first axis is summed through a transposed view (as a last-axis convolution): on CPU
-    PyTorch sends a (window, 1, 1) kernel to a kernel 3–8× slower than a (1, 1, window) one.
+    On CPU in 3D the first axis is summed through a transposed view (as a last-axis convolution):
+    PyTorch sends a (window, 1, 1) kernel to a CPU kernel 3–8× slower than a (1, 1, window) one.
     """
     ndim = x.dim() - 2
     conv = (F.conv2d, F.conv3d)[ndim - 2]
     channels = x.shape[1]
     for axis in range(ndim):
-        along = ndim - 1 if (ndim == 3 and axis == 0) else axis   # the axis the kernel runs along
+        along = ndim - 1 if (ndim == 3 and axis == 0 and x.device.type == "cpu") else axis  # the kernel's axis
         shape = [channels, 1] + [1] * ndim
         shape[2 + along] = window
         padding = [0] * ndim
