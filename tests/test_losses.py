@@ -104,6 +104,19 @@ def test_box_sum_values_and_gradient_match_loops(shape):
     assert torch.autograd.gradgradcheck(lambda t: box_sum(t, 3) ** 2, (small,))
 
 
+def test_box_sum_backward_inside_autocast_stays_in_float32():
+    """Lightning's manual_backward under 16-mixed runs the backward inside the autocast region; a
+    gradient above float16's range (65504, as a GradScaler's scaled one) must come back finite."""
+    x = torch.rand(1, 2, 6, 7, requires_grad=True)
+    with torch.autocast(device_type="cpu", dtype=torch.float16):
+        y = box_sum(x, 3)
+        assert y.dtype == torch.float32
+        (y * 1e5).sum().backward()
+    expected = naive_box_sum(np.full(x.shape, 1e5), 3)  # up to 9e5 per voxel
+    assert expected.max() > 65504
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("window", [0, 4, 2.5])
 def test_box_sum_needs_an_odd_window(window):
     with pytest.raises(ValueError, match="odd integer"):

@@ -38,18 +38,23 @@ class _BoxSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, window: int) -> torch.Tensor:
         ctx.window = window
-        return _box_pass(x, window)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return _box_pass(x, window)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return box_sum(grad, ctx.window), None
+        # in the gradient's own dtype: a backward called inside an autocast region (Lightning's
+        # manual_backward under 16-mixed) must not send the scaled gradient through float16
+        with torch.autocast(device_type=grad.device.type, enabled=False):
+            return box_sum(grad, ctx.window), None
 
 
 def box_sum(x: torch.Tensor, window: int) -> torch.Tensor:
     """Sum over a ``window``^ndim box around each voxel, zero padding ``window // 2``.
 
     ``window`` must be odd (the box centred on the voxel). Separable: one 1D convolution per axis,
-    each channel on its own. (N, C, *S) → (N, C, *S). Differentiable (to any order).
+    each channel on its own. (N, C, *S) → (N, C, *S), in ``x``'s dtype (autocast does not apply,
+    nor to the backward). Differentiable (to any order).
     """
     if int(window) != window or window < 1 or window % 2 == 0:
         raise ValueError(f"the box window must be an odd integer >= 1, got {window}")
