@@ -218,3 +218,14 @@ def test_a_batch_limit_of_one_is_one_batch(tmp_path, monkeypatch):
     assert cli.trainer.global_step == 2
     cli = cli_main([*small, "--trainer.limit_train_batches", "0.5", "--trainer.limit_test_batches", "3"], run=False)
     assert cli.trainer.limit_train_batches == 0.5 and cli.trainer.limit_test_batches == 3
+
+
+def test_synthseg_3d_registration_config_is_the_measured_recipe(capsys):
+    """experiments/synthseg/reg3d.yaml resolves to the 3D recipe of benchmarks/RESULTS.md ("Longer
+    training in 3D"): 15 epochs x 40 iterations, batch 2, 4 mm volumes, velocity field, pyramid 3."""
+    cfg = print_config(["--config", str(REPO / "experiments" / "synthseg" / "reg3d.yaml")], capsys)
+    t, m, d = cfg["trainer"], cfg["model"]["init_args"], cfg["data"]["init_args"]
+    assert cfg["model"]["class_path"] == "gemini_pl.modules.Registration"
+    assert t["max_epochs"] * t["limit_train_batches"] == 600
+    assert (m["integration_steps"], m["pyramid_levels"], m["init_from"]) == (7, 3, None)
+    assert (d["dataset"], d["batch_size"], d["preprocessing"]["spacing"]) == ("synthseg3d", 2, [4, 4, 4])
