@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 import types
@@ -427,23 +428,50 @@ def test_paired_column_against_scratch_by_hand():
     results += [_res("Rotation", "L5", s, d) for s, d in ((0, [49.0, 59.0]), (1, [53.0, 73.0]), (2, [38.0, 38.0]))]
     for r in results:
         r["table"] = "III"
-    md = render_mip_markdown("III", rows, results, {"L5": "five labels"}, {}, {}, paired=True, scenes={"L5": "inner"})
+    md = render_mip_markdown("III", rows, results, {"L5": "five labels"}, {}, {}, paired_vs="Scratch (2D U-Net)", scenes={"L5": "inner"})
     line = lambda name: [c.strip() for c in next(ln for ln in md.splitlines() if f"| {name} |" in ln).strip("|").split("|")]  # noqa: E731
-    assert "L5 (inner) DSC | L5 vs Scratch (paired) |" in md and md.startswith("# Table III — pre-training on 2D chest X-rays")
+    assert "L5 (inner) DSC | L5 vs Scratch (2D U-Net) (paired) |" in md and md.startswith("# Table III — pre-training on 2D chest X-rays")
     assert render_mip_markdown("III", rows, results, {"L5": "five labels"}, {}, {}, data_title="MNI slices").startswith(
         "# Table III's rows — here pre-trained on MNI slices, fine-tuned on five labels: ours\n")
     assert line("GEMINI-MIP")[3] == "+2.00 ± 1.00 (holds; higher on 6/6)"
     assert line("Rotation")[3] == "+0.00 ± 2.65 (not significant; higher on 2/6)"
     assert line("Scratch (2D U-Net)")[3] == "-"
     csv_rows = [ln.split(",") for ln in render_mip_csv("III", rows, results, ["L5"], {}).splitlines()]
-    g = next(r for r in csv_rows if r[1] == "GEMINI-MIP" and r[4] == "DSC_VS_SCRATCH_PAIRED")
+    g = next(r for r in csv_rows if r[1] == "GEMINI-MIP" and r[4] == "DSC_PAIRED_VS Scratch (2D U-Net)")
     assert float(g[5]) == pytest.approx(2.0) and float(g[6]) == pytest.approx(1.0) and g[8] == "3" and g[14] == "holds"
     # all lower in every seed -> reversed
     worse = [_res("GEMINI-MIP", "L5", s, [c["dice"] - 3.0 for c in r["stages"][0]["cases"]]) for s, r in enumerate(results[:3])]
-    md = render_mip_markdown("III", rows[:2], results[:3] + worse, {"L5": "five labels"}, {}, {}, paired=True)
+    md = render_mip_markdown("III", rows[:2], results[:3] + worse, {"L5": "five labels"}, {}, {}, paired_vs="Scratch (2D U-Net)")
     assert "-3.00 ± 0.00 (reversed; higher on 0/6)" in md
-    # without paired=True the column is absent
-    assert "vs Scratch (paired)" not in render_mip_markdown("III", rows, results, {"L5": "x"}, {}, {})
+    # without paired_vs the column is absent
+    assert "(paired)" not in render_mip_markdown("III", rows, results, {"L5": "x"}, {}, {})
+    # any row can be the base: GEMINI-MIP − Rotation per seed: (+3, +5) -> 4, (-2, -2) -> -2, (+4, +4) -> 4
+    md = render_mip_markdown("III", rows, results, {"L5": "five labels"}, {}, {}, paired_vs="Rotation")
+    assert "L5 vs Rotation (paired) |" in md and line("Rotation")[3] == "-"
+    cells = [c.strip() for c in next(ln for ln in md.splitlines() if "| GEMINI-MIP |" in ln).strip("|").split("|")]
+    assert cells[3] == "+2.00 ± 3.46 (not significant; higher on 4/6)"
+    csv_rows = [ln.split(",") for ln in render_mip_csv("III", rows, results, ["L5"], {}, paired_vs="Rotation").splitlines()]
+    g = next(r for r in csv_rows if r[1] == "GEMINI-MIP" and r[4] == "DSC_PAIRED_VS Rotation")
+    assert float(g[5]) == pytest.approx(2.0) and float(g[6]) == pytest.approx(12 ** 0.5)
+
+
+def test_mip_mode_paired_vs_names_a_row(tmp_path):
+    """``paired_vs:`` must name one of the mode's rows; the old ``paired_vs_scratch:`` key is refused
+    with a one-line pointer to its replacement."""
+    from gemini_pl.errors import ConfigError
+    from gemini_pl.reproduce.mip import load_mip_matrix
+
+    src = Path("experiments/mip/table3/synthseg.yaml").resolve()
+    text = src.read_text()
+    for bad, needle in (("paired_vs: Scratch (2D U-Net)", "paired_vs: 'Scratch' is not among the rows"),
+                        ("paired_vs_scratch: true", "'paired_vs_scratch:' was replaced by 'paired_vs: <row>'")):
+        mode = src.parent / f"_tmp_{tmp_path.name}.yaml"
+        mode.write_text(text.replace("paired_vs: Scratch (2D U-Net)", bad.replace("Scratch (2D U-Net)", "Scratch")))
+        try:
+            with pytest.raises(ConfigError, match=re.escape(needle)):
+                load_mip_matrix(mode)
+        finally:
+            mode.unlink()
 
 
 def test_mni_mode_and_label_efficiency_share_their_cells(tmp_path):
@@ -454,7 +482,7 @@ def test_mni_mode_and_label_efficiency_share_their_cells(tmp_path):
     runs = tmp_path / "runs"
     t3 = load_mip_matrix(REPO / "experiments/mip/table3/mni.yaml")
     le = load_mip_matrix(REPO / "experiments/mip/label_efficiency/mni.yaml")
-    assert t3.pretrain_per_seed and t3.paired_vs_scratch and t3.seeds == [0, 1, 2] and t3.generate[0]["num_labeled"] == 20
+    assert t3.pretrain_per_seed and t3.paired_vs == "Scratch (2D U-Net)" and t3.seeds == [0, 1, 2] and t3.generate[0]["num_labeled"] == 20
     c3 = {c.name: c for c in t3.cells(runs)}
     shared = [c for c in le.cells(runs) if c.name in c3]
     assert {c.row for c in shared} == {"Scratch (2D U-Net)", "Models Genesis", "GEMINI-MIP"}

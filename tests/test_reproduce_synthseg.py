@@ -34,7 +34,7 @@ def test_synthseg_modes_load_their_rows_data_and_pairing(tmp_path):
 
     t3 = load_mip_matrix(REPO / "experiments/mip/table3/synthseg.yaml")
     assert [r["row"] for r in t3.rows] == ["Scratch (2D U-Net)", "Models Genesis", "GVSL-MIP", "GEMINI-MIP"]
-    assert t3.pretrain_per_seed and t3.paired_vs_scratch and t3.per_structure and t3.generate == t2.generate
+    assert t3.pretrain_per_seed and t3.paired_vs == "Scratch (2D U-Net)" and t3.per_structure and t3.generate == t2.generate
     # 3 pre-trained rows x 3 seeds + 4 rows x 3 seeds downstream
     assert len(t3.cells(tmp_path)) == 9 + 12
 
@@ -46,7 +46,7 @@ def test_balanced_modes_extend_the_synthseg_modes_and_add_the_balanced_ce(tmp_pa
     assert t2.generate == base.generate and t2.seeds == base.seeds and t2.per_structure
     assert t2.budget.name == "synthseg_balanced.yaml" and "class_balanced_ce" in t2.notes[-1]
     t3 = load_mip_matrix(REPO / "experiments/mip/table3/synthseg_balanced.yaml")
-    assert t3.budget.name == "budget_balanced.yaml" and t3.pretrain_per_seed and t3.paired_vs_scratch
+    assert t3.budget.name == "budget_balanced.yaml" and t3.pretrain_per_seed and t3.paired_vs == "Scratch (2D U-Net)"
     # the budgets compose the plain ones and add the option: a UA-MT cell and a fine-tuning cell resolve it
     for cell in (next(c for c in t2.cells(tmp_path) if c.row == "UA-MT"),
                  next(c for c in t3.cells(tmp_path) if c.row == "GEMINI-MIP" and c.stages[-1]["name"] != "pretrain")):
@@ -157,7 +157,7 @@ def test_cli_synthseg_mode_renders_both_tables_and_refuses_table6(tmp_path):
     assert {p.name for p in out.iterdir()} == {"table2.md", "table2.csv", "table2_structures.md", "table3.md",
                                               "table3.csv", "table3_structures.md"}
     assert "S5 vs U-Net Five (paired)" in (out / "table2.md").read_text()
-    assert "S5 vs Scratch (paired)" in (out / "table3.md").read_text()
+    assert "S5 vs Scratch (2D U-Net) (paired)" in (out / "table3.md").read_text()
     with pytest.raises(SystemExit):
         main(["--table", "6", "--data", "synthseg", "--render-only", "--runs", str(tmp_path), "--out", str(out)])
 

@@ -227,6 +227,20 @@ def only_rows(rows: list[dict[str, Any]], names: list[str] | None, where: Path) 
     return [r for r in rows if r["row"] in names]
 
 
+def paired_row(mode: dict[str, Any], rows: list[dict[str, Any]], where: Path) -> str | None:
+    """A mode file's ``paired_vs:`` (the row every other row is paired against), checked to be one
+    of ``rows``; a ConfigError naming the mode file otherwise."""
+    from ..errors import ConfigError
+
+    if "paired_vs_scratch" in mode:
+        raise ConfigError(f"{where}: 'paired_vs_scratch:' was replaced by 'paired_vs: <row>' (e.g. the Scratch row's name)")
+    base = mode.get("paired_vs")
+    known = [r["row"] for r in rows]
+    if base is not None and base not in known:
+        raise ConfigError(f"{where}: paired_vs: {base!r} is not among the rows ({', '.join(known)})")
+    return base
+
+
 def load_matrix(mode_file: str | Path, data_root: str | None = None) -> Matrix:
     """Read a mode file (``experiments/table2/{paper,phantom,synthseg}.yaml``) and the matrix file it names.
 
@@ -250,13 +264,14 @@ def load_matrix(mode_file: str | Path, data_root: str | None = None) -> Matrix:
     best = base / mode["best_checkpoint"] if mode.get("best_checkpoint") else next(
         (p for p in (base.parent / "callbacks" / "best_seg.yaml", _REPO_BEST) if p.is_file()), _REPO_BEST)
     subset = mode.get("only_rows")
+    rows = only_rows(matrix["rows"], subset, mode_file)
     return Matrix(
         mode=mode.get("mode", mode_file.stem), mode_file=mode_file, seeds=list(mode["seeds"]), tasks=tasks,
-        rows=only_rows(matrix["rows"], subset, mode_file),
+        rows=rows,
         ablations=[] if subset is not None else matrix.get("ablations", []), budget=base / mode["budget"],
         pretrain_budget=base / mode.get("pretrain_budget", mode["budget"]), config_dir=base,
         data_root=data_root or mode.get("data_root"), notes=list(mode.get("notes", [])),
         method_presets=base / presets if presets else None, best_checkpoint=best,
-        generate=list(mode.get("generate") or []), paired_vs=mode.get("paired_vs"),
+        generate=list(mode.get("generate") or []), paired_vs=paired_row(mode, rows, mode_file),
         per_structure=bool(mode.get("per_structure", False)),
     )

@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from .matrix import Cell, Matrix, _cli_value, load_mode, only_rows
+from .matrix import Cell, Matrix, _cli_value, load_mode, only_rows, paired_row
 
 __all__ = ["MipMatrix", "load_mip_matrix", "row_status", "SLICEWISE", "NEEDS_WEIGHTS", "NOT_IMPLEMENTED"]
 
@@ -66,7 +66,6 @@ class MipMatrix(Matrix):
     select: str = "final"              # the selection policy when the command line names none
     slicewise_finetune: Path | None = None   # the fine-tuning of a 2D network on a 3D task (slice by slice)
     pretrain_per_seed: bool = False    # one pre-training per row and seed (else one per row)
-    paired_vs_scratch: bool = False    # render the paired difference against Scratch per task
 
     def pretrain_seeds(self) -> list[int]:
         """The seeds of a row's pre-training cells."""
@@ -220,5 +219,5 @@ def load_mip_matrix(mode_file: str | Path, data_root: str | None = None,
         methods_dir=at(mode["methods"]), select=str(mode.get("select", "final")),
         slicewise_finetune=at(mode["slicewise_finetune"]) if mode.get("slicewise_finetune") else None,
         pretrain_per_seed=bool(mode.get("pretrain_per_seed", False)), generate=list(mode.get("generate") or []),
-        paired_vs_scratch=bool(mode.get("paired_vs_scratch", False)), per_structure=bool(mode.get("per_structure", False)),
+        paired_vs=paired_row(mode, rows, mode_file), per_structure=bool(mode.get("per_structure", False)),
     )

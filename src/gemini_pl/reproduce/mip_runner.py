@@ -170,18 +170,16 @@ def run_mip(mode_file: str | Path, runs: str | Path, out: str | Path, jobs: int 
     scenes = {t: v.get("scene") for t, v in matrix.tasks.items()}
     md = render_mip_markdown(matrix.table, matrix.rows, results, titles, static, header,
                              reference_only=matrix.mode != "paper", notes=row_notes(matrix.rows),
-                             paired=matrix.paired_vs_scratch, scenes=scenes,
+                             paired_vs=matrix.paired_vs, scenes=scenes,
                              data_title=None if matrix.mode in ("paper", "phantom") else matrix.pretrain_data.get("title"))
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(md)
-    (out / f"{name}.csv").write_text(render_mip_csv(matrix.table, matrix.rows, results, list(matrix.tasks), static, scenes))
+    (out / f"{name}.csv").write_text(render_mip_csv(matrix.table, matrix.rows, results, list(matrix.tasks), static, scenes,
+                                                  matrix.paired_vs))
     if matrix.per_structure:
-        from .mip_table import SCRATCH
         from .structures import render_structures
 
-        scratch = next((r["row"] for r in matrix.rows if r["row"].startswith(SCRATCH)), None)
         (out / f"{name}_structures.md").write_text(render_structures(
-            f"Table {matrix.table}", matrix.rows, results, list(matrix.tasks),
-            base=scratch if matrix.paired_vs_scratch else None, header=header))
+            f"Table {matrix.table}", matrix.rows, results, list(matrix.tasks), base=matrix.paired_vs, header=header))
     print("\n" + md, flush=True)
     return md

@@ -15,8 +15,8 @@ pre-training gains over Scratch on the inner-scene tasks and on the inter-scene 
 (DSC in %; ``None`` unless both kinds of task have a number; 0 for Scratch). G > 0: the
 pre-training helps more on the pre-training data's own scene than across scenes.
 
-Paired column (mode files with ``paired_vs_scratch: true``): per row and task, the per-case Dice
-difference row − Scratch within each seed (the same test cases, matched by name), summarised over
+Paired column (mode files with ``paired_vs: <row>``, as Table II's; e.g. ``paired_vs: Scratch (2D U-Net)``):
+per row and task, the per-case Dice difference row − that row within each seed (the same test cases, matched by name), summarised over
 seeds by :func:`gemini_pl.claims.seed_summary` — mean ± std of the per-seed means, the verdict
 ("holds": better in every seed and mean > 2 s.e.; "reversed"; "not significant") and how many
 seed × case pairs the row scored higher on.
@@ -70,11 +70,13 @@ def _fin(v: Any) -> float | None:
 
 
 def mip_records(table: str, rows: list[dict[str, Any]], results: list[dict[str, Any]], tasks: list[str],
-                static: dict[str, str | None], scenes: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                static: dict[str, str | None], scenes: dict[str, str] | None = None,
+                base: str | None = None) -> list[dict[str, Any]]:
     """One record per row: ``{row, type, status, tasks: {task: {status, DSC, AVD, errors}}, avg, gap,
     pretrain: {...}}``. ``static``: ``"<row>|<task>"`` or ``"<row>"`` → a status fixed before any run
     (not implemented, needs external weights, slice-wise), ``None`` for cells that run; ``scenes``:
-    task → inner/inter (default: the paper's, ``SCENES``)."""
+    task → inner/inter (default: the paper's, ``SCENES``); ``base``: the row each task's ``paired``
+    difference is taken against (default the Scratch row)."""
     paper = MIP_TABLES[table]
     scenes = {t: s for t, s in task_scenes(table, scenes).items() if t in tasks}
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -115,9 +117,10 @@ def mip_records(table: str, rows: list[dict[str, Any]], results: list[dict[str, 
             "errors": [r.get("error", "") for r in pre if r.get("status") != "ok"]}
         recs.append(rec)
     scratch = next((r for r in recs if r["row"].startswith(SCRATCH)), None)
+    base = base or (scratch["row"] if scratch else None)
     for rec in recs:
         for task, t in rec["tasks"].items():
-            t["paired"] = None if scratch is None or rec is scratch else paired_vs(by, rec["row"], scratch["row"], task)
+            t["paired"] = None if base is None or rec["row"] == base else paired_vs(by, rec["row"], base, task)
     for rec in recs:
         if scratch is None:
             rec["gap"] = {"ours": None, "paper": None}
@@ -198,15 +201,16 @@ def row_notes(rows: list[dict[str, Any]]) -> dict[str, str]:
 
 def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[dict[str, Any]], tasks: dict[str, str],
                         static: dict[str, str | None], header: dict[str, str], reference_only: bool = False,
-                        notes: dict[str, str] | None = None, paired: bool = False,
+                        notes: dict[str, str] | None = None, paired_vs: str | None = None,
                         scenes: dict[str, str] | None = None, data_title: str | None = None) -> str:
     """The Markdown table. ``tasks``: task → title (in the table's order); ``notes``: row → footnote
-    (numbered after the row's name) for the rows that run; ``paired``: add each task's paired
-    difference against Scratch (module doc); ``scenes``: task → inner/inter (default the paper's);
+    (numbered after the row's name) for the rows that run; ``paired_vs``: a row, add each task's paired
+    difference against it (module doc); ``scenes``: task → inner/inter (default the paper's);
     ``data_title``: the pre-training data of a mode that is not the paper's (named in the title)."""
     names = list(tasks)
     scenes = task_scenes(table, scenes)
-    recs = mip_records(table, rows, results, names, static, scenes)
+    recs = mip_records(table, rows, results, names, static, scenes, paired_vs)
+    paired = paired_vs is not None
     title = {"III": "Table III — pre-training on 2D chest X-rays (ChestX-ray8), fine-tuned on every task",
              "VI": "Table VI — pre-training on 3D brain MRI (PPMI), fine-tuned on every task"}[table]
     if data_title:
@@ -220,9 +224,9 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
               "from the paper's DSCs by the same formula); pre-training GFLOPs = one counted training step (iteration) of the "
               "row's own pre-training run (its input size, batch and widths), paper = Table IX (2D, paper scale)."
               + (" **Not the paper's data: the paper columns are a reference, not a target.**" if reference_only else "")
-              + (" " + paired_legend("Scratch") if paired else ""), ""]
+              + (" " + paired_legend(paired_vs) if paired else ""), ""]
     head = "| Type | Pre-training |" + "".join(
-        f" {t} ({scenes.get(t, '?')}) DSC |" + (f" {t} vs Scratch (paired) |" if paired else "")
+        f" {t} ({scenes.get(t, '?')}) DSC |" + (f" {t} vs {paired_vs} (paired) |" if paired else "")
         + f" paper | Δ | {t} AVD | paper | Δ |" for t in names)
     head += " AVG DSC | paper | gap G | paper | pre-training GFLOPs/step | Table IX | pre-training time |"
     lines += [head, "|" + "---|" * (2 + (6 + paired) * len(names) + 7)]
@@ -261,15 +265,19 @@ def render_mip_markdown(table: str, rows: list[dict[str, Any]], results: list[di
 
 
 def render_mip_csv(table: str, rows: list[dict[str, Any]], results: list[dict[str, Any]], tasks: list[str],
-                   static: dict[str, str | None], scenes: dict[str, str] | None = None) -> str:
-    """Long format: per row, task and metric (DSC, AVD), then per row ``all`` × (AVG_DSC, GAP,
-    PRETRAIN_GFLOPS) and per row and task FINETUNE_GFLOPS."""
+                   static: dict[str, str | None], scenes: dict[str, str] | None = None,
+                   paired_vs: str | None = None) -> str:
+    """Long format: per row, task and metric (DSC, AVD, ``DSC_PAIRED_VS <row>``: the paired difference
+    against ``paired_vs``, default the Scratch row, its verdict in ``status``), then per row ``all`` ×
+    (AVG_DSC, GAP, PRETRAIN_GFLOPS) and per row and task FINETUNE_GFLOPS."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["table", "row", "type", "task", "metric", "ours_mean", "ours_std", "seed_std", "seeds", "cases", "unable",
                 "paper_mean", "paper_std", "diff", "status", "error"])
     f = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
-    for rec in mip_records(table, rows, results, list(tasks), static, scenes):
+    recs = mip_records(table, rows, results, list(tasks), static, scenes, paired_vs)
+    base = paired_vs or next((r["row"] for r in recs if r["row"].startswith(SCRATCH)), "")
+    for rec in recs:
         for t, tr in rec["tasks"].items():
             for metric in ("DSC", "AVD"):
                 m = tr[metric]
@@ -280,7 +288,7 @@ def render_mip_csv(table: str, rows: list[dict[str, Any]], results: list[dict[st
                             tr["status"], " | ".join(tr["errors"])[:500]])
             if tr.get("paired") and tr["paired"]["seeds"]:
                 p = tr["paired"]
-                w.writerow([table, rec["row"], rec["type"], t, "DSC_VS_SCRATCH_PAIRED", f(p["mean"]), f(p["sd"]), "", p["seeds"],
+                w.writerow([table, rec["row"], rec["type"], t, f"DSC_PAIRED_VS {base}", f(p["mean"]), f(p["sd"]), "", p["seeds"],
                             p["pairs"], "", "", "", "", p["verdict"], ""])
             w.writerow([table, rec["row"], rec["type"], t, "FINETUNE_GFLOPS", f(None if tr["flops"] is None else tr["flops"] / 1e9),
                         "", "", "", "", "", f(TABLE9_DOWNSTREAM if table == "III" else None), "", "", tr["status"], ""])

@@ -15,8 +15,7 @@ parameters: what one side takes from the other is computed without gradient.
 
 Helpers: :meth:`register` (φ warping moving onto fixed), :meth:`reg_terms` (masked LNCC +
 smoothness of one direction), :meth:`onehot` (labels as (N, K, *S) float channels),
-:meth:`warp_label` (nearest-neighbour label warp), :meth:`soft_seg_loss` (the shared CE/BCE + Dice on
-soft targets), :func:`foreground` (the channels that a Dice counts), :func:`beta_draw` (a Beta draw
+:meth:`warp_label` (nearest-neighbour label warp), :func:`foreground` (the channels that a Dice counts), :func:`beta_draw` (a Beta draw
 from the module's seeded augmentation generator).
 """
 
@@ -28,7 +27,7 @@ from typing import Any, Literal
 import torch
 
 from ...errors import ConfigError
-from ...losses import registration_terms, sigmoid_seg_loss, soft_dice_loss, softmax_seg_loss
+from ...losses import registration_terms, soft_dice_loss
 from ...metrics import one_hot_labels
 from ...nets import DEFAULT_DEFORMER_WIDTHS, GeminiNet
 from ...spatial import warp
@@ -110,12 +109,6 @@ class RegSegBase(Segmentation):
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """softmax (multiclass) or sigmoid (multilabel) of head logits."""
         return torch.sigmoid(logits.float()) if self.label_kind == "multilabel" else torch.softmax(logits.float(), 1)
-
-    def soft_seg_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``λ_seg·(CE + Dice)`` (softmax) or ``λ_seg·(BCE + Dice)`` (sigmoid) against soft channel
-        targets (N, K, *S), e.g. a bilinearly warped one-hot label."""
-        fn = sigmoid_seg_loss if self.label_kind == "multilabel" else softmax_seg_loss
-        return fn(logits, target, self.hparams.lambda_seg, self.seg_balance)
 
     # ---------------------------------------------------------------- training
     def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
