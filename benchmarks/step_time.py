@@ -12,7 +12,8 @@ For each configuration the script measures, in one process:
   backbone on both images, the deformer in both directions, then the backbone and head on a
   copy of A — with a trivial loss (the mean of the outputs) and the same two Adam steps.
 
-It prints a Markdown table of medians and the ratio GeminiPretrain / floor (target ≤ 1.1).
+It prints a Markdown table of medians and the ratio GeminiPretrain / floor (target ≤ 1.1), and the
+ratio of each round's medians: their spread shows how far one run of the machine can move it.
 
 ``--clock process`` times each step with the process's CPU time (``time.process_time``) instead of
 the wall clock. With ``--threads 1`` that is the work the step does, and it is far less disturbed by
@@ -121,15 +122,18 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {args.clock} clock\n")
-    print("| configuration | GeminiPretrain step (median ms) | plain-PyTorch floor (median ms) | ratio |")
-    print("|---|---|---|---|")
+    print("| configuration | GeminiPretrain step (median ms) | plain-PyTorch floor (median ms) | ratio | ratio per round |")
+    print("|---|---|---|---|---|")
     for name, dims, size, batch, widths in CONFIGS:
-        mod, flo = [], []
+        mod, flo, per_round = [], [], []
         for _ in range(args.rounds):  # interleave so that machine noise hits both alike
-            mod += time_module(dims, size, batch, widths, args.steps, args.warmup)
-            flo += time_floor(dims, size, batch, widths, args.steps, args.warmup)
+            m_r = time_module(dims, size, batch, widths, args.steps, args.warmup)
+            f_r = time_floor(dims, size, batch, widths, args.steps, args.warmup)
+            mod, flo = mod + m_r, flo + f_r
+            per_round.append(statistics.median(m_r) / statistics.median(f_r))
         m, f = statistics.median(mod), statistics.median(flo)
-        print(f"| {name} | {1e3 * m:.1f} | {1e3 * f:.1f} | {m / f:.2f} |", flush=True)
+        rounds = ", ".join(f"{r:.2f}" for r in per_round)
+        print(f"| {name} | {1e3 * m:.1f} | {1e3 * f:.1f} | {m / f:.2f} | {rounds} |", flush=True)
 
 
 if __name__ == "__main__":
