@@ -129,7 +129,8 @@ def main() -> None:
         for _ in range(args.rounds):  # interleave so that machine noise hits both alike
             m_r = time_module(dims, size, batch, widths, args.steps, args.warmup)
             f_r = time_floor(dims, size, batch, widths, args.steps, args.warmup)
-            mod, flo = mod + m_r, flo + f_r
+            mod += m_r
+            flo += f_r
             per_round.append(statistics.median(m_r) / statistics.median(f_r))
         m, f = statistics.median(mod), statistics.median(flo)
         rounds = ", ".join(f"{r:.2f}" for r in per_round)

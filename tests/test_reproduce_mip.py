@@ -455,23 +455,26 @@ def test_paired_column_against_scratch_by_hand():
     assert float(g[5]) == pytest.approx(2.0) and float(g[6]) == pytest.approx(12 ** 0.5)
 
 
-def test_mip_mode_paired_vs_names_a_row(tmp_path):
+def test_mip_mode_paired_vs_names_a_row(monkeypatch):
     """``paired_vs:`` must name one of the mode's rows; the old ``paired_vs_scratch:`` key is refused
-    with a one-line pointer to its replacement."""
+    with a one-line pointer to its replacement (the real mode file, its keys changed as it is read)."""
     from gemini_pl.errors import ConfigError
-    from gemini_pl.reproduce.mip import load_mip_matrix
+    from gemini_pl.reproduce import mip
 
-    src = Path("experiments/mip/table3/synthseg.yaml").resolve()
-    text = src.read_text()
-    for bad, needle in (("paired_vs: Scratch (2D U-Net)", "paired_vs: 'Scratch' is not among the rows"),
-                        ("paired_vs_scratch: true", "'paired_vs_scratch:' was replaced by 'paired_vs: <row>'")):
-        mode = src.parent / f"_tmp_{tmp_path.name}.yaml"
-        mode.write_text(text.replace("paired_vs: Scratch (2D U-Net)", bad.replace("Scratch (2D U-Net)", "Scratch")))
-        try:
-            with pytest.raises(ConfigError, match=re.escape(needle)):
-                load_mip_matrix(mode)
-        finally:
-            mode.unlink()
+    real = mip.load_mode
+    mode_file = REPO / "experiments/mip/table3/synthseg.yaml"
+    for change, needle in (({"paired_vs": "Scratch"}, "paired_vs: 'Scratch' is not among the rows"),
+                           ({"paired_vs_scratch": True}, "'paired_vs_scratch:' was replaced by 'paired_vs: <row>'")):
+        monkeypatch.setattr(mip, "load_mode", lambda path, change=change: {**real(path), **change})
+        with pytest.raises(ConfigError, match=re.escape(f"{mode_file}: {needle}")):
+            mip.load_mip_matrix(mode_file)
+    # Table II's modes go through the same check
+    from gemini_pl.reproduce import matrix
+
+    real2, t2 = matrix.load_mode, REPO / "experiments/table2/synthseg.yaml"
+    monkeypatch.setattr(matrix, "load_mode", lambda path: {**real2(path), "paired_vs": "U-Net"})
+    with pytest.raises(ConfigError, match=re.escape(f"{t2}: paired_vs: 'U-Net' is not among the rows")):
+        matrix.load_matrix(t2)
 
 
 def test_mni_mode_and_label_efficiency_share_their_cells(tmp_path):

@@ -15,9 +15,9 @@ pre-training gains over Scratch on the inner-scene tasks and on the inter-scene 
 (DSC in %; ``None`` unless both kinds of task have a number; 0 for Scratch). G > 0: the
 pre-training helps more on the pre-training data's own scene than across scenes.
 
-Paired column (mode files with ``paired_vs: <row>``, as Table II's; e.g. ``paired_vs: Scratch (2D U-Net)``):
-per row and task, the per-case Dice difference row − that row within each seed (the same test cases, matched by name), summarised over
-seeds by :func:`gemini_pl.claims.seed_summary` — mean ± std of the per-seed means, the verdict
+Paired column (mode files with ``paired_vs: <row>``, as Table II's; e.g. ``paired_vs: Scratch (2D
+U-Net)``): per row and task, the per-case Dice difference row − that row within each seed (the same
+test cases, matched by name), summarised over seeds by :func:`gemini_pl.claims.seed_summary` — mean ± std of the per-seed means, the verdict
 ("holds": better in every seed and mean > 2 s.e.; "reversed"; "not significant") and how many
 seed × case pairs the row scored higher on.
 
@@ -76,7 +76,7 @@ def mip_records(table: str, rows: list[dict[str, Any]], results: list[dict[str, 
     pretrain: {...}}``. ``static``: ``"<row>|<task>"`` or ``"<row>"`` → a status fixed before any run
     (not implemented, needs external weights, slice-wise), ``None`` for cells that run; ``scenes``:
     task → inner/inter (default: the paper's, ``SCENES``); ``base``: the row each task's ``paired``
-    difference is taken against (default the Scratch row)."""
+    difference is taken against (default the Scratch row; named in the difference's ``vs``)."""
     paper = MIP_TABLES[table]
     scenes = {t: s for t, s in task_scenes(table, scenes).items() if t in tasks}
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -120,7 +120,7 @@ def mip_records(table: str, rows: list[dict[str, Any]], results: list[dict[str, 
     base = base or (scratch["row"] if scratch else None)
     for rec in recs:
         for task, t in rec["tasks"].items():
-            t["paired"] = None if base is None or rec["row"] == base else paired_vs(by, rec["row"], base, task)
+            t["paired"] = None if base is None or rec["row"] == base else {**paired_vs(by, rec["row"], base, task), "vs": base}
     for rec in recs:
         if scratch is None:
             rec["gap"] = {"ours": None, "paper": None}
@@ -275,9 +275,7 @@ def render_mip_csv(table: str, rows: list[dict[str, Any]], results: list[dict[st
     w.writerow(["table", "row", "type", "task", "metric", "ours_mean", "ours_std", "seed_std", "seeds", "cases", "unable",
                 "paper_mean", "paper_std", "diff", "status", "error"])
     f = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
-    recs = mip_records(table, rows, results, list(tasks), static, scenes, paired_vs)
-    base = paired_vs or next((r["row"] for r in recs if r["row"].startswith(SCRATCH)), "")
-    for rec in recs:
+    for rec in mip_records(table, rows, results, list(tasks), static, scenes, paired_vs):
         for t, tr in rec["tasks"].items():
             for metric in ("DSC", "AVD"):
                 m = tr[metric]
@@ -288,7 +286,7 @@ def render_mip_csv(table: str, rows: list[dict[str, Any]], results: list[dict[st
                             tr["status"], " | ".join(tr["errors"])[:500]])
             if tr.get("paired") and tr["paired"]["seeds"]:
                 p = tr["paired"]
-                w.writerow([table, rec["row"], rec["type"], t, f"DSC_PAIRED_VS {base}", f(p["mean"]), f(p["sd"]), "", p["seeds"],
+                w.writerow([table, rec["row"], rec["type"], t, f"DSC_PAIRED_VS {p['vs']}", f(p["mean"]), f(p["sd"]), "", p["seeds"],
                             p["pairs"], "", "", "", "", p["verdict"], ""])
             w.writerow([table, rec["row"], rec["type"], t, "FINETUNE_GFLOPS", f(None if tr["flops"] is None else tr["flops"] / 1e9),
                         "", "", "", "", "", f(TABLE9_DOWNSTREAM if table == "III" else None), "", "", tr["status"], ""])

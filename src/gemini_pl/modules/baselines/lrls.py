@@ -15,8 +15,8 @@ parameters: what one side takes from the other is computed without gradient.
 
 Helpers: :meth:`register` (φ warping moving onto fixed), :meth:`reg_terms` (masked LNCC +
 smoothness of one direction), :meth:`onehot` (labels as (N, K, *S) float channels),
-:meth:`warp_label` (nearest-neighbour label warp), :func:`foreground` (the channels that a Dice counts), :func:`beta_draw` (a Beta draw
-from the module's seeded augmentation generator).
+:meth:`warp_label` (nearest-neighbour label warp), :func:`foreground` (the channels that a Dice
+counts), :func:`beta_draw` (a Beta draw from the module's seeded augmentation generator).
 """
 
 from __future__ import annotations
