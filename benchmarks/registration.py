@@ -28,7 +28,8 @@ Prints one row per method: warped-label Dice (foreground classes, %), HD95 (mm w
 the spacing, else voxels), folding % and SDlogJ of the field — means ± standard deviations over
 the pairs — and the wall time per pair of the registration itself (field + warps, instance
 optimisation included: ``--refine 50`` adds a row ``NAME + refine 50`` per model,
-``--refine-identity`` the refinement alone from a zero field; for the networks after one warm-up
+``--cascade 1 2`` a row ``NAME, 2 passes`` (the network applied twice, the second pass on the warped
+moving image) beside each, ``--refine-identity`` the refinement alone from a zero field; for the networks after one warm-up
 pair, CUDA synchronised). ``--json FILE`` also writes every pair's values per method.
 
 Over training seeds (one ``--json`` file per seed; a deterministic method such as demons may sit in
@@ -70,10 +71,13 @@ def load_module(path: str | Path) -> torch.nn.Module:
     return load_model(path, "cpu", need="deformer").model
 
 
-def refined(module: torch.nn.Module, steps: int, lr: float | None = None, levels: int | None = None) -> torch.nn.Module:
-    """``module`` with its test-time instance optimisation switched on (``steps`` Adam steps per pair,
-    shared between ``levels`` image resolutions)."""
-    module.set_refinement(steps, lr, levels=levels)
+def refined(module: torch.nn.Module, steps: int, lr: float | None = None, levels: int | None = None,
+            passes: int = 1) -> torch.nn.Module:
+    """``module`` with ``passes`` network passes per pair and its test-time instance optimisation
+    (``steps`` Adam steps per pair, shared between ``levels`` image resolutions; 0: off)."""
+    module.set_cascade(passes)
+    if steps:
+        module.set_refinement(steps, lr, levels=levels)
     return module
 
 
@@ -251,6 +255,9 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--refine-lr", type=float, default=None, help="refinement step size (default the checkpoint's, else 0.5)")
     ap.add_argument("--refine-levels", type=int, default=None,
                     help="image resolutions the refinement steps are shared between, coarsest first (default the checkpoint's, else 1)")
+    ap.add_argument("--cascade", type=int, nargs="+", default=[1], metavar="PASSES",
+                    help="network passes per pair of each --model (one row per value, each also with every --refine): "
+                         "each pass registers the warped moving image again and composes (default 1)")
     ap.add_argument("--identity", action="store_true",
                     help="also the row of no registration (a zero field): the unwarped Dice each method must beat")
     ap.add_argument("--refine-identity", action="store_true",
@@ -286,9 +293,12 @@ def main(argv: list[str] | None = None) -> str:
     methods: dict[str, Any] = {ANCHOR_NAMES[m]: (lambda m=m: anchor_module(m, dm.spatial_dims, threads)) for m in anchors}
     no_warmup = set(methods)
     for name, path in models.items():
-        methods[name] = lambda path=path: load_module(path)
-        for steps in args.refine:
-            methods[f"{name} + refine {steps}"] = lambda path=path, steps=steps: refined(load_module(path), steps, args.refine_lr, args.refine_levels)
+        for passes in args.cascade:
+            row = name if passes == 1 else f"{name}, {passes} passes"
+            for steps in [0, *args.refine]:
+                methods[row + (f" + refine {steps}" if steps else "")] = (
+                    lambda path=path, steps=steps, passes=passes: refined(load_module(path), steps, args.refine_lr,
+                                                                          args.refine_levels, passes))
     if args.identity:
         methods["no registration (identity)"] = lambda: identity_module(dm.spatial_dims)
     for steps in args.refine if args.refine_identity else []:

@@ -428,7 +428,26 @@ def test_register_help_names_the_refinement(capsys):
     with pytest.raises(SystemExit):
         reg_app.main(["--help"])
     out = capsys.readouterr().out
-    assert "--refine STEPS" in out and "--refine-levels N" in out
+    assert "--refine STEPS" in out and "--refine-levels N" in out and "--cascade PASSES" in out
+
+
+def test_register_cascade_is_used_and_checked(tmp_path, pair3d, reg_ckpt, capsys):
+    """``--cascade 2`` reaches the module (another field, so another Dice, than one pass; the
+    two-pass field itself is checked by hand in ``test_pyramid_refine.py``) and is said once;
+    ``--cascade 0`` is a one-line error naming the setting, exit status 2."""
+    root, _, _ = pair3d
+    args = ["--fixed", str(root / "fixed.nii.gz"), "--fixed-label", str(root / "fixed_label.nii.gz"),
+            "--moving", str(root / "moving.nii.gz"), "--moving-label", str(root / "moving_label.nii.gz"),
+            "--ckpt", reg_ckpt, "--no-pictures", "--device", "cpu"]
+    dice = {}
+    for passes in (1, 2):
+        assert reg_app.main([*args, "--out", str(tmp_path / f"c{passes}"), "--cascade", str(passes)]) == 0
+        dice[passes] = float(next(csv.DictReader(open(tmp_path / f"c{passes}" / "summary.csv")))["dice"])
+    assert capsys.readouterr().out.count("2 network passes per pair") == 1
+    assert dice[1] != dice[2]
+    assert reg_app.main([*args, "--out", str(tmp_path / "c0"), "--cascade", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cascade_passes must be an integer >= 1" in err[0]
 
 
 def test_register_refine_levels_is_used_and_checked(tmp_path, pair3d, reg_ckpt, capsys):

@@ -164,15 +164,17 @@ def test_homeomorphic_presets_compose_with_full_configs(capsys, base):
 
 
 @pytest.mark.parametrize("base", ["demo_mni/pretrain.yaml", "demo_mni/semi.yaml", "demo_mni/reg.yaml"])
-def test_pyramid_and_refine_fragments_compose_with_full_configs(capsys, base):
+def test_pyramid_refine_and_cascade_fragments_compose_with_full_configs(capsys, base):
     exp = REPO / "experiments"
     cfg = print_config(["--config", str(exp / base), "--config", str(exp / "homeomorphic/pyramid.yaml"),
-                        "--config", str(exp / "homeomorphic/refine.yaml")], capsys)
+                        "--config", str(exp / "homeomorphic/refine.yaml"), "--config", str(exp / "homeomorphic/cascade.yaml")],
+                       capsys)
     args = cfg["model"]["init_args"]
     assert (args["pyramid_levels"], args["refine_steps"], args["refine_lr"], args["refine_grid"], args["refine_sigma"]) == (3, 50, 0.5, 2, 1.0)
+    assert args["cascade_passes"] == 2
     assert args["lr"] == 0.001
     plain = print_config(["--config", str(exp / base)], capsys)["model"]["init_args"]
-    assert (plain["pyramid_levels"], plain["refine_steps"]) == (1, 0)
+    assert (plain["pyramid_levels"], plain["refine_steps"], plain["cascade_passes"]) == (1, 0, 1)
 
 
 def test_weak_label_registration_config_states_only_what_differs(capsys):

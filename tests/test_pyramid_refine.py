@@ -240,3 +240,70 @@ def test_both_ways_equals_the_two_directions_registered_apart(velocity):
                            coarse_to_fine(d, f_f, f_m, 3, to_disp, velocity=velocity)])
     assert both.shape == (4, 2, 30, 26)
     assert torch.allclose(both, apart, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ cascade
+def _blob(center: tuple[float, float], size: int = 48) -> torch.Tensor:
+    """A Gaussian blob (1, 1, size, size) centred at ``center`` (voxels), zero far from it."""
+    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    return torch.exp(-((y - center[0]) ** 2 + (x - center[1]) ** 2) / (2 * 3.0 ** 2))[None, None]
+
+
+def _centroid(img: torch.Tensor) -> torch.Tensor:
+    """(ndim,) first moment of a (1, 1, H, W) image, in voxels along (y, x)."""
+    y, x = torch.meshgrid(*(torch.arange(s, dtype=torch.float32) for s in img.shape[2:]), indexing="ij")
+    w = img[0, 0]
+    return torch.stack([(w * y).sum(), (w * x).sum()]) / w.sum()
+
+
+@pytest.mark.parametrize("passes", [1, 2, 3])
+def test_cascade_passes_register_the_warped_image_again(passes):
+    """A stand-in network that moves the moving blob only half way onto the fixed one (a constant
+    field of half the centroid offset; the linear warp shifts a blob's centroid exactly): after n
+    passes the composed field is (1 − 2^−n) of the offset, inside the field of view."""
+    m = _registration(cascade_passes=passes).eval()
+    moving, fixed = _blob((20.0, 26.0)), _blob((26.0, 22.0))
+    seen = []
+
+    def half_way(mov: torch.Tensor, fix: torch.Tensor) -> torch.Tensor:
+        seen.append(_centroid(mov))
+        return (0.5 * (_centroid(mov) - _centroid(fix)))[None, :, None, None].expand(1, 2, *mov.shape[2:]).clone()
+
+    m.flow = half_way
+    with torch.no_grad():
+        flow = m.register(moving, fixed)
+    offset = torch.tensor([20.0 - 26.0, 26.0 - 22.0])
+    assert len(seen) == passes
+    for k, c in enumerate(seen):  # pass k sees the moving blob moved (1 − 2^−k) of the way
+        assert torch.allclose(c, torch.tensor([20.0, 26.0]) - (1 - 0.5 ** k) * offset, atol=1e-3)
+    inner = flow[0, :, 12:36, 12:36].reshape(2, -1)
+    assert torch.allclose(inner, ((1 - 0.5 ** passes) * offset)[:, None].expand_as(inner), atol=1e-4)
+
+
+def test_cascade_composes_the_later_pass_first():
+    """T = T_1 ∘ T_2: with a linear first map T_1(p) = A·p (about the origin) and a translation
+    T_2(p) = p + t, the composed displacement is A·(p + t) − p, not A·p + t − p (checked inside the
+    field of view, where the linear interpolation of a linear field is exact)."""
+    a = torch.tensor([[1.05, 0.1], [-0.08, 0.95]])
+    t = torch.tensor([1.5, -2.0])
+    size = 32
+    grid = torch.stack(torch.meshgrid(*(torch.arange(size, dtype=torch.float32),) * 2, indexing="ij"))  # (2, H, W)
+    fields = [(torch.einsum("ij,jhw->ihw", a, grid) - grid)[None], t[None, :, None, None].expand(1, 2, size, size).clone()]
+    m = _registration(cascade_passes=2).eval()
+    m.flow = lambda mov, fix: fields.pop(0)
+    with torch.no_grad():
+        flow = m.register(torch.rand(1, 1, size, size), torch.rand(1, 1, size, size))
+    expect = torch.einsum("ij,jhw->ihw", a, grid + t[:, None, None]) - grid
+    assert torch.allclose(flow[0, :, 4:20, 6:24], expect[:, 4:20, 6:24], atol=1e-4)
+    wrong = torch.einsum("ij,jhw->ihw", a, grid) + t[:, None, None] - grid
+    assert not torch.allclose(flow[0, :, 4:20, 6:24], wrong[:, 4:20, 6:24], atol=1e-2)
+
+
+def test_cascade_passes_are_checked_and_set():
+    with pytest.raises(ConfigError, match="cascade_passes must be an integer >= 1"):
+        _registration(cascade_passes=0)
+    m = _registration()
+    m.set_cascade(3)
+    assert m.hparams.cascade_passes == 3
+    with pytest.raises(ConfigError, match="cascade_passes"):
+        m.set_cascade(0)

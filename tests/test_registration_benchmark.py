@@ -167,6 +167,35 @@ def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_pa
     assert alone == pytest.approx(100 * float(mean_dice(warp(la, zero, mode="nearest"), lb, k)[0]), abs=1e-3)
 
 
+def test_cascade_rows_are_the_composed_passes_of_each_model(svf_checkpoint, tmp_path):
+    """``--cascade 1 2 --refine 3``: a row per passes × refinement, and the two-pass row's Dice is
+    that of compose(φ_1, φ_2) with φ_2 the model's field of the moving image warped by φ_1."""
+    import json
+
+    from gemini_pl.data import GeminiDataModule
+    from gemini_pl.spatial import compose
+
+    root, ckpt = svf_checkpoint
+    js = tmp_path / "c.json"
+    text = _bench().main(["--root", str(root / "data"), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "1",
+                          "--model", f"svf={ckpt}", "--device", "cpu", "--anchors", "demons", "--no-demons",
+                          "--cascade", "1", "2", "--refine", "3", "--json", str(js)])
+    assert [line.split("|")[1].strip() for line in text.splitlines()[2:]] == [
+        "svf", "svf + refine 3", "svf, 2 passes", "svf, 2 passes + refine 3"]
+    rows = json.loads(js.read_text())
+    dm = GeminiDataModule(root=str(root / "data"), dataset="phantom2d", eval_mode="pairs", num_val_pairs=3)
+    dm.setup("test")
+    p = next(iter(dm.test_dataloader()))
+    a, b, la, lb = (p[k][:1] for k in ("image_a", "image_b", "label_a", "label_b"))
+    module = _bench().load_module(ckpt)
+    with torch.no_grad():
+        first = module.flow(a, b)
+        both = compose(first, module.flow(warp(a, first), b))
+    k = int(dm.num_classes)
+    assert rows["svf, 2 passes"]["dice"][0] == pytest.approx(100 * float(mean_dice(warp(la, both, mode="nearest"), lb, k)[0]), abs=1e-3)
+    assert rows["svf, 2 passes"]["folding"][0] == pytest.approx(float(folding_percent(both)[0]), abs=1e-6)
+
+
 def test_identity_and_refinement_alone_need_no_model_or_anchor(phantom_root):
     """``--no-demons --identity --refine-identity --refine 3`` benchmarks those two rows alone (they
     were refused as "nothing to benchmark"); ``--refine-identity`` without ``--refine`` still is."""

@@ -223,10 +223,11 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
                    moving_label: str | Path | None = None, fixed_label: str | Path | None = None,
                    device: str = "auto", model_class: str | None = None, suffix: str = ".nii.gz",
                    pictures_on: bool = True, echo=print, refine: int = 0, refine_lr: float | None = None,
-                   refine_levels: int | None = None) -> list[PairResult]:
+                   refine_levels: int | None = None, cascade: int | None = None) -> list[PairResult]:
     """Register files or folders of pairs (see the module docstring); returns the results and
-    writes everything under ``out``. ``refine > 0``: that many instance-optimisation steps per pair
-    on top of the network's field (:mod:`gemini_pl.refinement`), their time echoed per pair."""
+    writes everything under ``out``. ``cascade``: network passes per pair (default the checkpoint's
+    ``cascade_passes``, else 1). ``refine > 0``: that many instance-optimisation steps per pair on
+    top of the network's field (:mod:`gemini_pl.refinement`), their time echoed per pair."""
     pairs = _pairs(list_inputs(fixed, "fixed"), list_inputs(moving, "moving"), ("fixed images", "moving images"))
     m_labels = _labels_of([p[1] for p in pairs], moving_label, "moving")
     f_labels = _labels_of([p[0] for p in pairs], fixed_label, "fixed")
@@ -234,6 +235,11 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
     loaded = load_model(ckpt, device_of(device), need="deformer", model_class=model_class)
     for note in loaded.notes:
         echo(f"note: {note}")
+    if cascade is not None:
+        loaded.model.set_cascade(cascade)
+    passes = int(loaded.model.hparams.get("cascade_passes", 1))
+    if passes > 1:
+        echo(f"{passes} network passes per pair (each registers the moving image warped so far)")
     if refine:
         loaded.model.set_refinement(refine, refine_lr, levels=refine_levels)
     out = Path(out)
@@ -302,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-class", help="module class when the checkpoint does not name it")
     parser.add_argument("--suffix", default=".nii.gz", help="file type of the written images (.nii.gz, .nii, .nrrd, .mha)")
     parser.add_argument("--no-pictures", action="store_true", help="write no PNG")
+    parser.add_argument("--cascade", type=int, default=None, metavar="PASSES",
+                        help="apply the network PASSES times per pair, each pass registering the moving image warped so "
+                             "far and composing (PASSES times the network's time; default the checkpoint's cascade_passes, "
+                             "else 1)")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                         help="instance optimisation: refine the network's field of each pair with STEPS Adam steps on the "
                              "training objective (e.g. 50; 0 = off, the default); the time it takes is printed per pair")
@@ -319,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         register_files(args.ckpt, args.fixed, args.moving, args.out, args.moving_label, args.fixed_label,
                        args.device, args.model_class, args.suffix, not args.no_pictures, refine=args.refine,
-                       refine_lr=args.refine_lr, refine_levels=args.refine_levels)
+                       refine_lr=args.refine_lr, refine_levels=args.refine_levels, cascade=args.cascade)
     except GeminiError as exc:
         print(f"gemini-pl register: error: {exc}", file=sys.stderr)
         return 2

@@ -32,14 +32,14 @@ from ..inference import register_windows
 from ..losses import SMOOTHERS
 from ..metrics import DiceScore, FoldingPercent, HausdorffDistance95, SDLogJ
 from ..refinement import RefineObjective, check_refinement, refine_flow
-from ..spatial import integrate_velocity, warp
+from ..spatial import compose, integrate_velocity, warp
 from ..spatial.pyramid import coarse_to_fine
 from .batches import case_names, case_spacing
 from .seg_eval import nanmean
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RegistrationEvaluation", "check_deformation_model"]
+__all__ = ["RegistrationEvaluation", "check_cascade", "check_deformation_model"]
 
 #: metrics of the field itself, logged as ``<stage>/<name>`` (no labels needed)
 _FIELD_METRICS = ("folding_percent", "sdlogj")
@@ -48,8 +48,9 @@ _FIELD_METRICS = ("folding_percent", "sdlogj")
 def check_deformation_model(integration_steps: int = 0, smoother: str = "gradient", lambda_inverse: float = 0.0,
                             lambda_jacobian: float = 0.0, pyramid_levels: int = 1, refine_steps: int = 0,
                             refine_lr: float = 0.5, refine_grid: int = 2, refine_sigma: float = 1.0,
-                            refine_levels: int = 1) -> None:
+                            refine_levels: int = 1, cascade_passes: int = 1) -> None:
     """One-line :class:`ConfigError` naming the setting when a deformation-model switch is invalid."""
+    check_cascade(cascade_passes)
     if int(pyramid_levels) != pyramid_levels or pyramid_levels < 1:
         raise ConfigError(f"model.pyramid_levels must be an integer >= 1 (1 = the published single level), got {pyramid_levels}")
     check_refinement(refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels)
@@ -60,6 +61,12 @@ def check_deformation_model(integration_steps: int = 0, smoother: str = "gradien
     for name, value in (("lambda_inverse", lambda_inverse), ("lambda_jacobian", lambda_jacobian)):
         if not value >= 0:
             raise ConfigError(f"model.{name} must be >= 0, got {value}")
+
+
+def check_cascade(passes: int) -> None:
+    """One-line :class:`ConfigError` when ``cascade_passes`` is not an integer >= 1."""
+    if isinstance(passes, bool) or int(passes) != passes or passes < 1:
+        raise ConfigError(f"model.cascade_passes must be an integer >= 1 (1 = one network pass), got {passes}")
 
 
 class RegistrationEvaluation:
@@ -80,6 +87,11 @@ class RegistrationEvaluation:
             many times coarser per axis), ``refine_sigma`` [1.0] (its Gaussian smoothing, in
             voxels of that grid) and ``refine_levels`` [1] (image resolutions the steps are shared
             between, coarsest first: :func:`~gemini_pl.refinement.refine_flow`).
+        cascade_passes [1]: 1 = one network pass; n > 1 = every evaluation applies the network n
+            times, each pass registering the moving image warped by the fields so far onto the fixed
+            one and composing its field after them (a recursive cascade of the one trained network,
+            as Zhao et al., ICCV 2019, found cascades can be deepened at test time): n times the
+            network's cost, before any refinement.
     """
 
     result_units = {"dice": "%", "dice_unwarped": "%", "folding": "%", "sdlogj": "", "hd95": "mm", "hd95_vox": "voxels"}
@@ -138,12 +150,24 @@ class RegistrationEvaluation:
         self.hparams.update(refine_steps=int(s["steps"]), refine_lr=float(s["lr"]), refine_grid=int(s["grid"]),
                             refine_sigma=float(s["sigma"]), refine_levels=int(s["levels"]))
 
+    def set_cascade(self, passes: int) -> None:
+        """Network passes of every evaluation (the hyper-parameter ``cascade_passes``; 1 = one pass)."""
+        check_cascade(passes)
+        self.hparams.update(cascade_passes=int(passes))
+
     def register(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        """φ for whole images, by sliding windows when they exceed ``roi_size``; then, with the
-        hyper-parameter ``refine_steps > 0``, refined for this pair (:func:`~gemini_pl.refinement.refine_flow`)."""
+        """φ for whole images, by sliding windows when they exceed ``roi_size``; with the
+        hyper-parameter ``cascade_passes > 1``, that many network passes composed; then, with
+        ``refine_steps > 0``, refined for this pair (:func:`~gemini_pl.refinement.refine_flow`)."""
         hp = self.hparams
-        flow = register_windows(self.flow, moving, fixed, getattr(self, "roi_size", None),
-                                hp.get("sw_batch_size", 1), hp.get("sw_overlap", 0.5))
+
+        def one_pass(m: torch.Tensor) -> torch.Tensor:
+            return register_windows(self.flow, m, fixed, getattr(self, "roi_size", None), hp.get("sw_batch_size", 1),
+                                    hp.get("sw_overlap", 0.5))
+
+        flow = one_pass(moving)
+        for _ in range(int(hp.get("cascade_passes", 1)) - 1):  # T = T_1 ∘ T_2 ∘ ... (each pass reads the last warp)
+            flow = compose(flow, one_pass(warp(moving, flow, sampling=hp.sampling)), sampling=hp.sampling)
         s = self.refine_settings()
         if s["steps"] > 0:
             start = time.perf_counter()

@@ -65,8 +65,8 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         smoother: ``"gradient"`` (published) or ``"bending"`` (bending energy) as ``smooth``.
         lambda_inverse: weight of the inverse-consistency term (needs ``bidirectional``).
         lambda_jacobian: weight of the penalty on non-positive Jacobian determinants.
-        pyramid_levels, refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels: coarse-to-fine
-            deformation and test-time instance optimisation, see
+        pyramid_levels, refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes:
+            coarse-to-fine deformation, test-time instance optimisation and network passes, see
             :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
         spatial_augment: one random affine per iteration for every image and label of a pair (it
             does not change the pair's relative deformation; off by default).
@@ -101,6 +101,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         refine_grid: int = 2,
         refine_sigma: float = 1.0,
         refine_levels: int = 1,
+        cascade_passes: int = 1,
         spatial_augment: bool = False,
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
@@ -108,7 +109,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         **kwargs: Any,
     ):
         check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian, pyramid_levels,
-                                refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels)
+                                refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes)
         if lambda_inverse > 0 and not bidirectional:
             raise ConfigError("model.lambda_inverse > 0 needs model.bidirectional: true (the term compares both directions)")
         kind = check_label_kind(label_kind)
