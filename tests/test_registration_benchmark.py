@@ -133,33 +133,38 @@ def test_summary_pairs_each_seed_with_the_reference(tmp_path):
         _bench().main(["--summary", *map(str, files), "--reference", "nope"])
 
 
-def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_path):
-    """``--refine 5 --refine-identity``: one refined row per model and the refinement alone; the
-    refined row's Dice is that of :func:`~gemini_pl.refinement.refine_flow` on the model's own field."""
+def _first_pair_rows(root, tmp_path, args: list[str]):
+    """Run the benchmark on the first phantom test pair with ``args``; returns (printed row names,
+    the --json rows, (image_a, image_b, label_a, label_b) of that pair, the number of classes)."""
     import json
 
     from gemini_pl.data import GeminiDataModule
-    from gemini_pl.refinement import refine_flow
 
-    root, ckpt = svf_checkpoint
-    js = tmp_path / "r.json"
+    js = tmp_path / "rows.json"
     text = _bench().main(["--root", str(root / "data"), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "1",
-                          "--model", f"svf={ckpt}", "--device", "cpu", "--anchors", "demons", "--no-demons", "--refine", "5",
-                          "--identity", "--refine-identity", "--json", str(js)])
-    assert [line.split("|")[1].strip() for line in text.splitlines()[2:]] == [
-        "svf", "svf + refine 5", "no registration (identity)", "refinement alone (from the identity), 5 steps"]
-    rows = json.loads(js.read_text())
+                          "--device", "cpu", "--anchors", "demons", "--no-demons", *args, "--json", str(js)])
     dm = GeminiDataModule(root=str(root / "data"), dataset="phantom2d", eval_mode="pairs", num_val_pairs=3)
     dm.setup("test")
     p = next(iter(dm.test_dataloader()))
-    a, b, la, lb = (p[k][:1] for k in ("image_a", "image_b", "label_a", "label_b"))
+    names = [line.split("|")[1].strip() for line in text.splitlines()[2:]]
+    return names, json.loads(js.read_text()), tuple(p[k][:1] for k in ("image_a", "image_b", "label_a", "label_b")), int(dm.num_classes)
+
+
+def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_path):
+    """``--refine 5 --refine-identity``: one refined row per model and the refinement alone; the
+    refined row's Dice is that of :func:`~gemini_pl.refinement.refine_flow` on the model's own field."""
+    from gemini_pl.refinement import refine_flow
+
+    root, ckpt = svf_checkpoint
+    names, rows, (a, b, la, lb), k = _first_pair_rows(root, tmp_path, ["--model", f"svf={ckpt}", "--refine", "5", "--identity",
+                                                                       "--refine-identity"])
+    assert names == ["svf", "svf + refine 5", "no registration (identity)", "refinement alone (from the identity), 5 steps"]
     module = _bench().load_module(ckpt)
     with torch.no_grad():
         hp = module.hparams
         assert (hp.refine_lr, hp.refine_grid, hp.refine_sigma) == (0.5, 2, 1.0)  # the defaults
         flow = refine_flow(a, b, module.flow(a, b), 5, 0.5, 2, module.refine_objective(), sigma=1.0)
         zero = refine_flow(a, b, torch.zeros_like(flow), 5, 0.5, 2, module.refine_objective(), sigma=1.0)
-    k = int(dm.num_classes)
     assert rows["svf + refine 5"]["dice"][0] == pytest.approx(100 * float(mean_dice(warp(la, flow, mode="nearest"), lb, k)[0]), abs=1e-3)
     assert rows["no registration (identity)"]["dice"][0] == pytest.approx(100 * float(mean_dice(la, lb, k)[0]), abs=1e-3)
     assert rows["no registration (identity)"]["folding"][0] == 0.0
@@ -170,28 +175,16 @@ def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_pa
 def test_cascade_rows_are_the_composed_passes_of_each_model(svf_checkpoint, tmp_path):
     """``--cascade 1 2 --refine 3``: a row per passes × refinement, and the two-pass row's Dice is
     that of compose(φ_1, φ_2) with φ_2 the model's field of the moving image warped by φ_1."""
-    import json
-
-    from gemini_pl.data import GeminiDataModule
     from gemini_pl.spatial import compose
 
     root, ckpt = svf_checkpoint
-    js = tmp_path / "c.json"
-    text = _bench().main(["--root", str(root / "data"), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "1",
-                          "--model", f"svf={ckpt}", "--device", "cpu", "--anchors", "demons", "--no-demons",
-                          "--cascade", "1", "2", "--refine", "3", "--json", str(js)])
-    assert [line.split("|")[1].strip() for line in text.splitlines()[2:]] == [
-        "svf", "svf + refine 3", "svf, 2 passes", "svf, 2 passes + refine 3"]
-    rows = json.loads(js.read_text())
-    dm = GeminiDataModule(root=str(root / "data"), dataset="phantom2d", eval_mode="pairs", num_val_pairs=3)
-    dm.setup("test")
-    p = next(iter(dm.test_dataloader()))
-    a, b, la, lb = (p[k][:1] for k in ("image_a", "image_b", "label_a", "label_b"))
+    names, rows, (a, b, la, lb), k = _first_pair_rows(root, tmp_path, ["--model", f"svf={ckpt}", "--cascade", "1", "2",
+                                                                       "--refine", "3"])
+    assert names == ["svf", "svf + refine 3", "svf, 2 passes", "svf, 2 passes + refine 3"]
     module = _bench().load_module(ckpt)
     with torch.no_grad():
         first = module.flow(a, b)
         both = compose(first, module.flow(warp(a, first), b))
-    k = int(dm.num_classes)
     assert rows["svf, 2 passes"]["dice"][0] == pytest.approx(100 * float(mean_dice(warp(la, both, mode="nearest"), lb, k)[0]), abs=1e-3)
     assert rows["svf, 2 passes"]["folding"][0] == pytest.approx(float(folding_percent(both)[0]), abs=1e-6)
 
