@@ -12,6 +12,11 @@ For each configuration the script measures, in one process:
   backbone on both images, the deformer in both directions, then the backbone and head on a
   copy of A — with a trivial loss (the mean of the outputs) and the same two Adam steps.
 
+The two alternate step by step (``--interleave``, the default): after each module iteration a
+callback runs and times one floor iteration, so that both see the machine in the same second and a
+slow spell of a shared machine hits them alike. ``--no-interleave`` times them in blocks instead
+(module, floor, module, …, one block per round).
+
 It prints a Markdown table of medians and the ratio GeminiPretrain / floor (target ≤ 1.1), and the
 ratio of each round's medians: their spread shows how far one run of the machine can move it.
 
@@ -73,24 +78,18 @@ class StepTimer(L.Callback):
         self.times.append(clock() - self._t)
 
 
-def time_module(dims: int, size: int, batch: int, widths, steps: int, warmup: int) -> list[float]:
-    model = GeminiPretrain(spatial_dims=dims, widths=widths)
-    timer = StepTimer()
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=2 * (steps + warmup), limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-    )
-    loader = DataLoader(RandomPairs(dims, size), batch_size=batch)
-    trainer.fit(model, train_dataloaders=loader)
-    return timer.times[warmup:]
+class Floor:
+    """The plain-PyTorch floor: the same network passes with a trivial loss and two Adam steps."""
 
+    def __init__(self, dims: int, size: int, batch: int, widths) -> None:
+        self.net = GeminiNet(dims, 1, 1, widths)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-4)
+        self.data, self.batch, self.i = RandomPairs(dims, size), batch, 0
 
-def time_floor(dims: int, size: int, batch: int, widths, steps: int, warmup: int) -> list[float]:
-    net = GeminiNet(dims, 1, 1, widths)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    data = RandomPairs(dims, size)
-    times = []
-    for i in range(steps + warmup):
+    def step(self) -> float:
+        """One floor iteration on the next batch; returns its time on ``clock``."""
+        net, opt, data, batch, i = self.net, self.opt, self.data, self.batch, self.i
+        self.i += 1
         x_a = torch.stack([data[i * batch + k]["image_a"] for k in range(batch)])
         x_b = torch.stack([data[i * batch + k]["image_b"] for k in range(batch)])
         t = clock()
@@ -102,8 +101,37 @@ def time_floor(dims: int, size: int, batch: int, widths, steps: int, warmup: int
         net(x_a.clone()).mean().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        times.append(clock() - t)
-    return times[warmup:]
+        return clock() - t
+
+
+class FloorBetweenSteps(L.Callback):
+    """Runs and times one floor iteration after each module iteration (``--interleave``)."""
+
+    def __init__(self, floor: Floor) -> None:
+        self.floor, self.times = floor, []
+
+    def on_train_batch_end(self, *args) -> None:
+        self.times.append(self.floor.step())
+
+
+def time_module(dims: int, size: int, batch: int, widths, steps: int, warmup: int,
+                floor: Floor | None = None) -> tuple[list[float], list[float]]:
+    """Module iteration times after ``warmup``; with ``floor``, also a floor iteration after each."""
+    model = GeminiPretrain(spatial_dims=dims, widths=widths)
+    timer = StepTimer()
+    between = [FloorBetweenSteps(floor)] if floor is not None else []
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=2 * (steps + warmup), limit_val_batches=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer, *between],
+    )
+    loader = DataLoader(RandomPairs(dims, size), batch_size=batch)
+    trainer.fit(model, train_dataloaders=loader)
+    return timer.times[warmup:], (between[0].times[warmup:] if between else [])
+
+
+def time_floor(dims: int, size: int, batch: int, widths, steps: int, warmup: int) -> list[float]:
+    floor = Floor(dims, size, batch, widths)
+    return [floor.step() for _ in range(steps + warmup)][warmup:]
 
 
 def main() -> None:
@@ -111,6 +139,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed iterations per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (module, floor, module, floor, …)")
+    parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=True,
+                        help="alternate module and floor step by step (default), else in blocks of --steps")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time, or the process's CPU time (use with --threads 1 on a shared machine)")
@@ -121,14 +151,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {args.clock} clock\n")
+    order = "interleaved step by step" if args.interleave else "in blocks"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {args.clock} clock, {order}\n")
     print("| configuration | GeminiPretrain step (median ms) | plain-PyTorch floor (median ms) | ratio | ratio per round |")
     print("|---|---|---|---|---|")
     for name, dims, size, batch, widths in CONFIGS:
         mod, flo, per_round = [], [], []
-        for _ in range(args.rounds):  # interleave so that machine noise hits both alike
-            m_r = time_module(dims, size, batch, widths, args.steps, args.warmup)
-            f_r = time_floor(dims, size, batch, widths, args.steps, args.warmup)
+        for _ in range(args.rounds):  # alternate so that machine noise hits both alike
+            if args.interleave:
+                m_r, f_r = time_module(dims, size, batch, widths, args.steps, args.warmup, Floor(dims, size, batch, widths))
+            else:
+                m_r = time_module(dims, size, batch, widths, args.steps, args.warmup)[0]
+                f_r = time_floor(dims, size, batch, widths, args.steps, args.warmup)
             mod += m_r
             flo += f_r
             per_round.append(statistics.median(m_r) / statistics.median(f_r))
