@@ -110,15 +110,8 @@ def _exact_where_still(out: torch.Tensor, src: torch.Tensor, flow: torch.Tensor)
     voxel is not exact for every size, so a zero field would otherwise differ from the input by
     up to ~1e-5. The value is replaced by the input there, while the gradient stays that of
     ``grid_sample`` (with respect to both the image and the field).
-
-    On CPU a field without any still voxel (the usual case once training moves) returns ``out``
-    itself: the same values and gradients without the where and its backward over every channel
-    (about half of a 16-channel 2D warp's forward + backward). On GPU the test would wait for the
-    device, so the where always runs there.
     """
     still = (flow == 0).all(dim=1, keepdim=True)
-    if flow.device.type == "cpu" and not bool(still.any()):
-        return out
     exact = src.detach() + (out - out.detach())
     return torch.where(still, exact, out)
 
