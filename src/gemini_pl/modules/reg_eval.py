@@ -89,8 +89,8 @@ class RegistrationEvaluation:
             between, coarsest first: :func:`~gemini_pl.refinement.refine_flow`).
         cascade_passes [1]: 1 = one network pass; n > 1 = every evaluation applies the network n
             times, each pass registering the moving image warped by the fields so far onto the fixed
-            one and composing its field after them (a recursive cascade of the one trained network,
-            as Zhao et al., ICCV 2019, found cascades can be deepened at test time): n times the
+            one, the maps composed as T₁ ∘ T₂ ∘ … (a recursive cascade of the one trained network;
+            Zhao et al., ICCV 2019, found cascades can be deepened at test time): n times the
             network's cost, before any refinement.
     """
 
