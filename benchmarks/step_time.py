@@ -67,8 +67,13 @@ clock = CLOCKS["wall"]
 
 
 class StepTimer(L.Callback):
-    def __init__(self) -> None:
+    """Times each module iteration; with ``floor``, then runs and times one floor iteration (after
+    the module's time is taken, so the two never overlap)."""
+
+    def __init__(self, floor: Floor | None = None) -> None:
         self.times: list[float] = []
+        self.floor_times: list[float] = []
+        self.floor = floor
         self._t = 0.0
 
     def on_train_batch_start(self, *args) -> None:
@@ -76,6 +81,8 @@ class StepTimer(L.Callback):
 
     def on_train_batch_end(self, *args) -> None:
         self.times.append(clock() - self._t)
+        if self.floor is not None:
+            self.floor_times.append(self.floor.step())
 
 
 class Floor:
@@ -104,29 +111,18 @@ class Floor:
         return clock() - t
 
 
-class FloorBetweenSteps(L.Callback):
-    """Runs and times one floor iteration after each module iteration (``--interleave``)."""
-
-    def __init__(self, floor: Floor) -> None:
-        self.floor, self.times = floor, []
-
-    def on_train_batch_end(self, *args) -> None:
-        self.times.append(self.floor.step())
-
-
 def time_module(dims: int, size: int, batch: int, widths, steps: int, warmup: int,
                 floor: Floor | None = None) -> tuple[list[float], list[float]]:
     """Module iteration times after ``warmup``; with ``floor``, also a floor iteration after each."""
     model = GeminiPretrain(spatial_dims=dims, widths=widths)
-    timer = StepTimer()
-    between = [FloorBetweenSteps(floor)] if floor is not None else []
+    timer = StepTimer(floor)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_steps=2 * (steps + warmup), limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer, *between],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
     )
     loader = DataLoader(RandomPairs(dims, size), batch_size=batch)
     trainer.fit(model, train_dataloaders=loader)
-    return timer.times[warmup:], (between[0].times[warmup:] if between else [])
+    return timer.times[warmup:], timer.floor_times[warmup:]
 
 
 def time_floor(dims: int, size: int, batch: int, widths, steps: int, warmup: int) -> list[float]:

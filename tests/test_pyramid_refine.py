@@ -181,6 +181,12 @@ def _registration(**kw):
     return Registration(spatial_dims=2, num_classes=3, widths=[8] * 9, deformer_widths=[8] * 5, **kw)
 
 
+def _registration_3d(**kw):
+    from gemini_pl.modules import Registration
+
+    return Registration(spatial_dims=3, num_classes=3, widths=[8] * 9, deformer_widths=[8] * 5, **kw)
+
+
 def test_pyramid_levels_one_is_the_published_deformer_bit_for_bit():
     torch.manual_seed(0)
     m = _registration()
@@ -297,6 +303,31 @@ def test_cascade_composes_the_later_pass_first():
     assert torch.allclose(flow[0, :, 4:20, 6:24], expect[:, 4:20, 6:24], atol=1e-4)
     wrong = torch.einsum("ij,jhw->ihw", a, grid) + t[:, None, None] - grid
     assert not torch.allclose(flow[0, :, 4:20, 6:24], wrong[:, 4:20, 6:24], atol=1e-2)
+
+
+def test_cascade_passes_go_through_sliding_windows():
+    """In 3D with a window smaller than the volume every pass is blended from windows: a stand-in
+    network that answers a constant shift c in every window gives 2c inside after two passes, and
+    the second pass's windows see the moving image warped by the first pass's whole field."""
+    m = _registration_3d(cascade_passes=2).eval()
+    m.roi_size = [8, 8, 8]
+    c = torch.tensor([0.5, -1.0, 1.5])
+    moving = torch.rand(1, 1, 16, 16, 16)
+    seen = []
+
+    def constant(mov: torch.Tensor, fix: torch.Tensor) -> torch.Tensor:
+        seen.append(mov.clone())
+        return c[None, :, None, None, None].expand(mov.shape[0], 3, *mov.shape[2:]).clone()
+
+    m.flow = constant
+    with torch.no_grad():
+        flow = m.register(moving, torch.rand(1, 1, 16, 16, 16))
+    assert torch.allclose(flow[0, :, 4:12, 4:12, 4:12], (2 * c)[:, None, None, None].expand(3, 8, 8, 8), atol=1e-5)
+    windows = len(seen) // 2  # per pass
+    assert len(seen) == 2 * windows and windows > 1 and all(w.shape[2:] == (8, 8, 8) for w in seen)
+    first_pass_warp = warp(moving, c[None, :, None, None, None].expand(1, 3, 16, 16, 16))
+    assert torch.equal(seen[0], moving[..., :8, :8, :8])  # pass 1, the corner window: the moving image
+    assert torch.allclose(seen[windows], first_pass_warp[..., :8, :8, :8], atol=1e-6)  # pass 2: its warp
 
 
 def test_cascade_passes_are_checked_and_set():

@@ -174,7 +174,9 @@ def test_refine_rows_are_the_refined_fields_of_each_model(svf_checkpoint, tmp_pa
 
 def test_cascade_rows_are_the_composed_passes_of_each_model(svf_checkpoint, tmp_path):
     """``--cascade 1 2 --refine 3``: a row per passes × refinement, and the two-pass row's Dice is
-    that of compose(φ_1, φ_2) with φ_2 the model's field of the moving image warped by φ_1."""
+    that of compose(φ_1, φ_2) with φ_2 the model's field of the moving image warped by φ_1, and the
+    refined row's that of the refinement started from that field."""
+    from gemini_pl.refinement import refine_flow
     from gemini_pl.spatial import compose
 
     root, ckpt = svf_checkpoint
@@ -185,8 +187,11 @@ def test_cascade_rows_are_the_composed_passes_of_each_model(svf_checkpoint, tmp_
     with torch.no_grad():
         first = module.flow(a, b)
         both = compose(first, module.flow(warp(a, first), b))
+        both_refined = refine_flow(a, b, both, 3, 0.5, 2, module.refine_objective(), sigma=1.0)
     assert rows["svf, 2 passes"]["dice"][0] == pytest.approx(100 * float(mean_dice(warp(la, both, mode="nearest"), lb, k)[0]), abs=1e-3)
     assert rows["svf, 2 passes"]["folding"][0] == pytest.approx(float(folding_percent(both)[0]), abs=1e-6)
+    refined = rows["svf, 2 passes + refine 3"]["dice"][0]  # the refinement starts from the two passes' field
+    assert refined == pytest.approx(100 * float(mean_dice(warp(la, both_refined, mode="nearest"), lb, k)[0]), abs=1e-3)
 
 
 def test_identity_and_refinement_alone_need_no_model_or_anchor(phantom_root):

@@ -5,6 +5,8 @@ LNCC + smoothness, unsupervised) is trained on unlabeled pairs. A test case is s
 registering each labeled atlas (the few-shot labeled training images) onto it, warping the
 atlases' labels (nearest) and fusing them by majority vote (ties: the lower class). Evaluation is
 the segmentation evaluation of the other rows (Dice, AVD, HD95 per case; ``eval_mode: cases``).
+Each atlas is registered by :meth:`register`, so ``cascade_passes`` and ``refine_steps`` apply to
+every atlas (n passes: n network calls per atlas and case).
 
 Simplified here (footnote of the Table II row): the GEMINI backbone + deformer instead of
 VoxelMorph's U-Net, trained with the masked LNCC + 0.4·smoothness of ``Registration``.
