@@ -18,7 +18,10 @@ slow spell of a shared machine hits them alike. ``--no-interleave`` times them i
 (module, floor, module, …, one block per round).
 
 It prints a Markdown table of medians and the ratio GeminiPretrain / floor (target ≤ 1.1), and the
-ratio of each round's medians: their spread shows how far one run of the machine can move it.
+ratio of each round: their spread shows how far one run of the machine can move it. Interleaved, a
+ratio is the median over steps of each module step's time over the floor step's that follows it (a
+paired ratio, untouched by the machine's speed drifting between rounds); in blocks, the ratio of the
+two medians.
 
 ``--clock process`` times each step with the process's CPU time (``time.process_time``) instead of
 the wall clock. With ``--threads 1`` that is the work the step does, and it is far less disturbed by
@@ -161,10 +164,18 @@ def main() -> None:
                 f_r = time_floor(dims, size, batch, widths, args.steps, args.warmup)
             mod += m_r
             flo += f_r
-            per_round.append(statistics.median(m_r) / statistics.median(f_r))
+            per_round.append(ratio(m_r, f_r, args.interleave))
         m, f = statistics.median(mod), statistics.median(flo)
         rounds = ", ".join(f"{r:.2f}" for r in per_round)
-        print(f"| {name} | {1e3 * m:.1f} | {1e3 * f:.1f} | {m / f:.2f} | {rounds} |", flush=True)
+        print(f"| {name} | {1e3 * m:.1f} | {1e3 * f:.1f} | {ratio(mod, flo, args.interleave):.2f} | {rounds} |", flush=True)
+
+
+def ratio(module: list[float], floor: list[float], paired: bool) -> float:
+    """Module / floor: the median of the step-by-step ratios (``paired``: the two lists alternate
+    step by step), else the ratio of the two medians."""
+    if paired:
+        return statistics.median(m / f for m, f in zip(module, floor, strict=True))
+    return statistics.median(module) / statistics.median(floor)
 
 
 if __name__ == "__main__":
