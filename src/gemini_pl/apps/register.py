@@ -237,7 +237,7 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
         echo(f"note: {note}")
     if cascade is not None:
         loaded.model.set_cascade(cascade)
-    passes = int(loaded.model.hparams.get("cascade_passes", 1))
+    passes = loaded.model.cascade()
     if passes > 1:
         echo(f"{passes} network passes per pair (each registers the moving image warped so far)")
     if refine:

@@ -150,6 +150,11 @@ class RegistrationEvaluation:
         self.hparams.update(refine_steps=int(s["steps"]), refine_lr=float(s["lr"]), refine_grid=int(s["grid"]),
                             refine_sigma=float(s["sigma"]), refine_levels=int(s["levels"]))
 
+    def cascade(self) -> int:
+        """Network passes of every evaluation: the hyper-parameter ``cascade_passes``, else 1
+        (modules without it, older checkpoints)."""
+        return int(self.hparams.get("cascade_passes", 1))
+
     def set_cascade(self, passes: int) -> None:
         """Network passes of every evaluation (the hyper-parameter ``cascade_passes``; 1 = one pass)."""
         check_cascade(passes)
@@ -166,7 +171,7 @@ class RegistrationEvaluation:
                                     hp.get("sw_overlap", 0.5))
 
         flow = one_pass(moving)
-        for _ in range(int(hp.get("cascade_passes", 1)) - 1):  # T = T_1 ∘ T_2 ∘ ... (each pass reads the last warp)
+        for _ in range(self.cascade() - 1):  # T = T_1 ∘ T_2 ∘ ... (each pass reads the last warp)
             flow = compose(flow, one_pass(warp(moving, flow, sampling=hp.sampling)), sampling=hp.sampling)
         s = self.refine_settings()
         if s["steps"] > 0:
