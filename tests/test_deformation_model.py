@@ -184,3 +184,12 @@ def test_weak_label_registration_config_states_only_what_differs(capsys):
     assert (weak["model"]["init_args"]["lambda_dice"], weak["data"]["init_args"]["train_mode"]) == (1.0, "pairs+labeled")
     assert (plain["model"]["init_args"]["lambda_dice"], plain["data"]["init_args"]["train_mode"]) == (0.0, "pairs")
     assert weak["model"]["init_args"]["lr"] == plain["model"]["init_args"]["lr"]
+
+
+def test_training_cascade_fragment_composes_with_the_registration_config(capsys):
+    exp = REPO / "experiments"
+    cfg = print_config(["--config", str(exp / "demo_mni/reg.yaml"), "--config", str(exp / "homeomorphic/cascade_train.yaml")], capsys)
+    args = cfg["model"]["init_args"]
+    assert (args["train_cascade_passes"], args["cascade_passes"], args["lr"]) == (2, 1, 0.001)
+    plain = print_config(["--config", str(exp / "demo_mni/reg.yaml")], capsys)["model"]["init_args"]
+    assert plain["train_cascade_passes"] == 1

@@ -338,3 +338,74 @@ def test_cascade_passes_are_checked_and_set():
     assert m.hparams.cascade_passes == 3
     with pytest.raises(ConfigError, match="cascade_passes"):
         m.set_cascade(0)
+
+
+# --------------------------------------------------------------------- cascade in training
+def _moving_registration(**kw):
+    """A Registration whose flow conv is scaled up, so that its fields move by about a voxel (the
+    default init starts at the identity)."""
+    torch.manual_seed(3)
+    m = _registration(pyramid_levels=2, **kw)
+    with torch.no_grad():
+        m.net.deformer.flow.weight.normal_(0.0, 0.05)
+    return m
+
+
+def test_training_cascade_is_the_evaluation_cascade_with_each_pass_smoothed():
+    """train_cascade_passes = 2, both directions: each training map is compose(φ₁, φ₂) with
+    φ₂ = net(warp(source, φ₁), target) computed pass by pass here, the map ``register`` gives with
+    cascade_passes = 2; the loss is the NCC of that map plus λ·(S(φ₁) + S(φ₂)) per direction, and its
+    gradient reaches the network through both passes (the same gradient as the expression by hand)."""
+    from gemini_pl.losses import regulariser
+    from gemini_pl.spatial import compose
+
+    m = _moving_registration(train_cascade_passes=2, cascade_passes=2, lambda_smooth=2.0)
+    x, y = _textured(32, seed=1), _textured(32, seed=2)
+    flows, fields = m.training_flows(x, y)
+    loss = m.pair_loss(x, y)
+
+    hand_total = x.new_zeros(())
+    hand_ncc, hand_smooth = x.new_zeros(()), x.new_zeros(())
+    for d, (src, tgt) in enumerate([(x, y), (y, x)]):
+        p1 = m.flow(src, tgt)
+        p2 = m.flow(warp(src, p1), tgt)
+        expect = compose(p1, p2)
+        assert p1.abs().max() > 0.3 and p2.abs().max() > 0.1  # the passes move
+        assert torch.allclose(flows[d], expect, atol=1e-5)
+        assert len(fields[d]) == 2 and torch.allclose(fields[d][0], p1, atol=1e-5) and torch.allclose(fields[d][1], p2, atol=1e-5)
+        ncc = registration_terms(src, tgt, expect)["ncc"]
+        smooth = regulariser(p1) + regulariser(p2)
+        hand_ncc, hand_smooth = hand_ncc + ncc, hand_smooth + smooth
+        assert not torch.allclose(smooth, registration_terms(src, tgt, expect)["smooth"], rtol=1e-3)  # not S(composed)
+    hand_total = hand_ncc + 2.0 * hand_smooth
+    assert torch.allclose(loss["ncc"], hand_ncc, atol=1e-5) and torch.allclose(loss["smooth"], hand_smooth, atol=1e-6)
+    assert torch.allclose(loss["total"], hand_total, atol=1e-5)
+
+    params = [p for p in m.parameters() if p.requires_grad]
+    got = torch.autograd.grad(loss["total"], params, allow_unused=True)
+    want = torch.autograd.grad(hand_total, params, allow_unused=True)
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if g is not None:
+            assert torch.allclose(g, w, atol=1e-5, rtol=1e-4)
+
+    m.eval()
+    with torch.no_grad():
+        assert torch.allclose(m.register(x, y), flows[0], atol=1e-5)
+
+
+def test_training_cascade_of_one_pass_is_the_single_pass_loss():
+    m = _moving_registration()
+    x, y = _textured(32, seed=1), _textured(32, seed=2)
+    flows, fields = m.training_flows(x, y)
+    assert [len(f) for f in fields] == [1, 1] and all(f[0] is phi for f, phi in zip(fields, flows))
+    one = registration_terms(x, y, m.flow(x, y))
+    other = registration_terms(y, x, m.flow(y, x))
+    loss = m.pair_loss(x, y)
+    assert torch.allclose(loss["ncc"], one["ncc"] + other["ncc"], atol=1e-6)
+    assert torch.allclose(loss["smooth"], one["smooth"] + other["smooth"], atol=1e-7)
+
+
+def test_training_cascade_passes_are_checked():
+    with pytest.raises(ConfigError, match="model.train_cascade_passes must be an integer >= 1"):
+        _registration(train_cascade_passes=0)

@@ -63,10 +63,10 @@ def check_deformation_model(integration_steps: int = 0, smoother: str = "gradien
             raise ConfigError(f"model.{name} must be >= 0, got {value}")
 
 
-def check_cascade(passes: int) -> None:
-    """One-line :class:`ConfigError` when ``cascade_passes`` is not an integer >= 1."""
+def check_cascade(passes: int, name: str = "cascade_passes") -> None:
+    """One-line :class:`ConfigError` when ``model.<name>`` (network passes) is not an integer >= 1."""
     if isinstance(passes, bool) or int(passes) != passes or passes < 1:
-        raise ConfigError(f"model.cascade_passes must be an integer >= 1 (1 = one network pass), got {passes}")
+        raise ConfigError(f"model.{name} must be an integer >= 1 (1 = one network pass), got {passes}")
 
 
 class RegistrationEvaluation:

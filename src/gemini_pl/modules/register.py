@@ -28,11 +28,11 @@ from typing import Any, Literal
 import torch
 
 from ..errors import ConfigError
-from ..losses import registration_terms, soft_dice_loss, topology_terms
+from ..losses import registration_terms, regulariser, soft_dice_loss, topology_terms
 from ..metrics import one_hot_labels
-from ..spatial import warp
+from ..spatial import compose, warp
 from .core import GeminiModule, Losses, check_label_kind
-from .reg_eval import RegistrationEvaluation, check_deformation_model
+from .reg_eval import RegistrationEvaluation, check_cascade, check_deformation_model
 from .transfer import InitFromCheckpoint, freeze
 
 __all__ = ["Registration"]
@@ -68,6 +68,11 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         pyramid_levels, refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes:
             coarse-to-fine deformation, test-time instance optimisation and network passes, see
             :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
+        train_cascade_passes: network passes per pair in training (1: one pass, as published); K > 1
+            trains the network as a recursive cascade of K passes end to end (Zhao et al., ICCV 2019):
+            the losses of the composed map, the smoothness of every pass's field
+            (:meth:`training_flows`); about K times the step's cost. Evaluation applies
+            ``cascade_passes`` passes, set on its own.
         spatial_augment: one random affine per iteration for every image and label of a pair (it
             does not change the pair's relative deformation; off by default).
         roi_size, sw_batch_size, sw_overlap: sliding-window evaluation of large volumes (default
@@ -102,6 +107,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         refine_sigma: float = 1.0,
         refine_levels: int = 1,
         cascade_passes: int = 1,
+        train_cascade_passes: int = 1,
         spatial_augment: bool = False,
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 1,
@@ -110,6 +116,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
     ):
         check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian, pyramid_levels,
                                 refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes)
+        check_cascade(train_cascade_passes, "train_cascade_passes")
         if lambda_inverse > 0 and not bidirectional:
             raise ConfigError("model.lambda_inverse > 0 needs model.bidirectional: true (the term compares both directions)")
         kind = check_label_kind(label_kind)
@@ -166,11 +173,37 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
             return label.float()
         return one_hot_labels(label, classes if classes is not None else self.label_classes(label))
 
-    def pair_loss(self, moving, fixed, label_m=None, label_f=None) -> dict[str, torch.Tensor]:
-        """``{"ncc", "smooth", ["dice"], ["inverse"], ["neg_jacobian"], "total"}`` of one pair, summed over both directions."""
+    def training_flows(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        """The training maps of one pair: ``(flows, fields)``, one entry per direction (moving → fixed,
+        then, with ``bidirectional``, fixed → moving).
+
+        ``flows[d]`` (N, ndim, *S) is the displacement of direction d; ``fields[d]`` lists the
+        displacement each network pass predicted. With ``train_cascade_passes = K > 1`` the network
+        is a recursive cascade trained end to end: pass k registers the source warped by the
+        composed map of passes 1…k−1 onto the target, φ ← compose(φ, φ_k) (T = T₁ ∘ … ∘ T_K, the
+        map of :meth:`register` with ``cascade_passes = K``), gradients flowing through the warps
+        into the earlier passes. K = 1: ``fields[d] == [flows[d]]``, the published single pass.
+        """
         hp = self.hparams
         f_m, f_f = self.net.features(torch.cat([moving, fixed], 0)).chunk(2, 0)
-        flows = self.displacements(f_m, f_f, both_ways=hp.bidirectional)
+        flows = list(self.displacements(f_m, f_f, both_ways=hp.bidirectional))
+        fields = [[phi] for phi in flows]
+        sources, targets = [moving, fixed][:len(flows)], torch.cat([f_f, f_m][:len(flows)], 0)
+        for _ in range(int(hp.get("train_cascade_passes", 1)) - 1):  # all directions in one network call
+            phi = torch.cat(flows, 0)
+            f_w = self.net.features(warp(torch.cat(sources, 0), phi, sampling=hp.sampling))
+            step = self.displacements(f_w, targets)[0]
+            flows = list(compose(phi, step, sampling=hp.sampling).chunk(len(sources), 0))
+            for d, part in enumerate(step.chunk(len(sources), 0)):
+                fields[d].append(part)
+        return flows, fields
+
+    def pair_loss(self, moving, fixed, label_m=None, label_f=None) -> dict[str, torch.Tensor]:
+        """``{"ncc", "smooth", ["dice"], ["inverse"], ["neg_jacobian"], "total"}`` of one pair, summed over
+        both directions: the NCC, Dice and topology terms of each direction's map, the smoothness of
+        every network pass's field (:meth:`training_flows`)."""
+        hp = self.hparams
+        flows, fields = self.training_flows(moving, fixed)
         sets = [(moving, fixed, label_m, label_f, flows[0])]
         if hp.bidirectional:
             sets.append((fixed, moving, label_f, label_m, flows[1]))
@@ -178,10 +211,11 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         use_dice = hp.lambda_dice > 0 and label_m is not None and label_f is not None
         if use_dice:
             terms["dice"] = moving.new_zeros(())
-        for m, f, lm, lf, flow in sets:
+        for (m, f, lm, lf, flow), passes in zip(sets, fields):
             one = registration_terms(m, f, flow, hp.ncc_window, hp.sampling, hp.ncc_eps_per_voxel, hp.smoother)
             terms["ncc"] = terms["ncc"] + one["ncc"]
-            terms["smooth"] = terms["smooth"] + one["smooth"]
+            smooth = one["smooth"] if len(passes) == 1 else sum(regulariser(phi, hp.smoother) for phi in passes)
+            terms["smooth"] = terms["smooth"] + smooth
             if use_dice:
                 k = self.label_classes(lm, lf)
                 wm, yf = warp(self._label_onehot(lm, k), flow, sampling=hp.sampling), self._label_onehot(lf, k)
