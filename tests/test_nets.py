@@ -494,3 +494,34 @@ def test_network_group_norms_keep_the_torch_type_and_keys():
     torch.testing.assert_close(ours(x), ref(x))
     net = GeminiNet(spatial_dims=2, widths=[8, 16, 32, 64, 128, 64, 32, 16, 8])
     assert all(type(m) is GroupNorm for m in net.modules() if isinstance(m, nn.GroupNorm))
+
+
+# ----------------------------------------------------------------------------- max-pool on the CPU
+@pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 2, 7, 9), (1, 2, 6, 5, 7), (2, 1, 4, 4, 4)])
+def test_max_pool_inference_takes_the_corner_maximum_with_max_pools_values(shape, monkeypatch):
+    """Without a gradient the networks' max-pool never calls PyTorch's kernel and gives its values
+    (odd sizes drop the last slice; a NaN propagates); with one it is PyTorch's kernel (its gradient)."""
+    from gemini_pl.nets.blocks import maxpool_nd
+
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    x.view(-1)[5] = float("nan")
+    ndim = len(shape) - 2
+    native = (F.max_pool2d, F.max_pool3d)[ndim - 2]
+    want = native(x, 2)
+    pool = maxpool_nd(ndim)(2)
+    assert isinstance(pool, (nn.MaxPool2d, nn.MaxPool3d)[ndim - 2])
+    name = f"max_pool{ndim}d"
+    calls = []
+    real = getattr(F, name)
+    monkeypatch.setattr(F, name, lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        got = pool(x)
+    assert calls == [] and got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    xg = torch.randn(shape, requires_grad=True)
+    pool(xg).sum().backward()
+    assert calls == [1]
+    ref = xg.detach().clone().requires_grad_()
+    real(ref, 2).sum().backward()
+    assert torch.equal(xg.grad, ref.grad)

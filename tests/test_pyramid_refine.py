@@ -409,3 +409,23 @@ def test_training_cascade_of_one_pass_is_the_single_pass_loss():
 def test_training_cascade_passes_are_checked():
     with pytest.raises(ConfigError, match="model.train_cascade_passes must be an integer >= 1"):
         _registration(train_cascade_passes=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 9, 12), (1, 2, 2, 5), (1, 1, 5, 4, 6), (1, 2, 1, 7)])
+def test_box_mean3_is_avg_pools_clipped_box_mean_with_its_gradient(shape):
+    """The pyramid's anti-aliasing equals avg_pool(3, stride 1, pad 1, count_include_pad=False), values
+    and gradient, sizes 1 and 2 included; and a hand-computed corner: the mean of its 2^ndim box."""
+    import torch.nn.functional as F
+
+    from gemini_pl.spatial.pyramid import box_mean3
+
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    pool = (F.avg_pool2d, F.avg_pool3d)[len(shape) - 4]
+    want = pool(x, 3, stride=1, padding=1, count_include_pad=False)
+    got = box_mean3(x)
+    assert torch.allclose(got, want, atol=1e-12)
+    g = torch.randn(shape, dtype=torch.float64)
+    assert torch.allclose(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], atol=1e-12)
+    corner = x[(0, 0) + (slice(0, 2),) * (len(shape) - 2)]
+    assert torch.allclose(got[(0, 0) + (0,) * (len(shape) - 2)], corner.mean())

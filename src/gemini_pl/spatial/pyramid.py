@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .compose import compose
 from .warp import warp
 
-__all__ = ["coarse_to_fine", "pyramid_shapes", "resize_field", "resize_image"]
+__all__ = ["box_mean3", "coarse_to_fine", "pyramid_shapes", "resize_field", "resize_image"]
 
 
 def pyramid_shapes(spatial_shape: Sequence[int], levels: int) -> list[tuple[int, ...]]:
@@ -48,16 +48,37 @@ def _interp_mode(ndim: int) -> str:
     return "bilinear" if ndim == 2 else "trilinear"
 
 
+def box_mean3(x: torch.Tensor) -> torch.Tensor:
+    """Mean over the 3^ndim box around each voxel of (N, C, *S), the box clipped at the border (the
+    values of ``avg_pool(x, 3, stride=1, padding=1, count_include_pad=False)`` up to float rounding).
+
+    Separable: per axis the sum of three shifted views of the zero-padded tensor, divided by the
+    voxels the clipped box holds along that axis (3 inside, 2 at each end). Several times faster
+    than PyTorch's CPU ``avg_pool`` at these sizes, forward and backward.
+    """
+    for axis in range(2, x.dim()):
+        n = x.shape[axis]
+        if n == 1:
+            continue
+        pad = [0, 0] * (x.dim() - 2)
+        pad[2 * (x.dim() - 1 - axis)] = pad[2 * (x.dim() - 1 - axis) + 1] = 1  # F.pad lists the last axis first
+        padded = F.pad(x, pad)
+        count = torch.full((n,), 3.0, dtype=x.dtype, device=x.device)
+        count[0] = count[-1] = 2.0
+        x = (padded.narrow(axis, 0, n) + padded.narrow(axis, 1, n) + padded.narrow(axis, 2, n)) / count.view(
+            [n] + [1] * (x.dim() - 1 - axis))
+    return x
+
+
 def resize_image(x: torch.Tensor, shape: Sequence[int], smooth: bool = True) -> torch.Tensor:
     """(N, C, *S) → (N, C, *shape), corner-aligned linear resampling; ``smooth``: a 3-voxel box
-    filter first when shrinking (so that a halved grid does not alias)."""
+    mean first when shrinking (:func:`box_mean3`, so that a halved grid does not alias)."""
     ndim = x.dim() - 2
     shape = tuple(int(s) for s in shape)
     if tuple(x.shape[2:]) == shape:
         return x
     if smooth and any(t < s for t, s in zip(shape, x.shape[2:])):
-        pool = (F.avg_pool2d, F.avg_pool3d)[ndim - 2]
-        x = pool(x, 3, stride=1, padding=1, count_include_pad=False)
+        x = box_mean3(x)
     return F.interpolate(x, size=shape, mode=_interp_mode(ndim), align_corners=True)
 
 
