@@ -188,8 +188,11 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         f_m, f_f = self.net.features(torch.cat([moving, fixed], 0)).chunk(2, 0)
         flows = list(self.displacements(f_m, f_f, both_ways=hp.bidirectional))
         fields = [[phi] for phi in flows]
+        passes = int(hp.get("train_cascade_passes", 1))
+        if passes == 1:
+            return flows, fields
         sources, targets = [moving, fixed][:len(flows)], torch.cat([f_f, f_m][:len(flows)], 0)
-        for _ in range(int(hp.get("train_cascade_passes", 1)) - 1):  # all directions in one network call
+        for _ in range(passes - 1):  # all directions in one network call
             phi = torch.cat(flows, 0)
             f_w = self.net.features(warp(torch.cat(sources, 0), phi, sampling=hp.sampling))
             step = self.displacements(f_w, targets)[0]
