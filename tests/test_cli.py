@@ -229,3 +229,26 @@ def test_synthseg_3d_registration_config_is_the_measured_recipe(capsys):
     assert t["max_epochs"] * t["limit_train_batches"] == 1000
     assert (m["integration_steps"], m["pyramid_levels"], m["init_from"]) == (7, 3, None)
     assert (d["dataset"], d["batch_size"], d["preprocessing"]["spacing"]) == ("synthseg3d", 2, [4, 4, 4])
+
+
+def test_settings_given_with_a_checkpoint_replace_the_checkpoints(tmp_path, monkeypatch, caplog):
+    """Lightning fills the model's settings from ``--ckpt_path``'s checkpoint; those the command line
+    states win (a test-time ``cascade_passes``), with one warning naming them; unstated ones come
+    from the checkpoint."""
+    from gemini_pl.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    small = ["--config", str(REPO / "experiments" / "demo" / "reg.yaml"), "--trainer.default_root_dir", str(tmp_path / "r"),
+             "--data.init_args.size", "32", "--data.init_args.num_unlabeled", "4", "--data.init_args.num_test", "2",
+             "--data.init_args.num_val_pairs", "1", "--data.init_args.batch_size", "2", "--trainer.max_epochs", "1",
+             "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0", "--trainer.limit_test_batches", "1"]
+    cli_main(["fit", *small, "--model.init_args.cascade_passes", "3"])
+    ckpt = str(tmp_path / "r" / "checkpoints" / "last.ckpt")
+    monkeypatch.setattr("gemini_pl.cli.GeminiCLI._run_subcommand", lambda self, sub: None)
+    assert cli_main(["test", *small, "--ckpt_path", ckpt]).model.hparams.cascade_passes == 3  # the checkpoint's
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gemini_pl.cli"):
+        cli = cli_main(["test", *small, "--model.init_args.cascade_passes", "2", "--ckpt_path", ckpt])
+    assert cli.model.hparams.cascade_passes == 2
+    warned = [r.getMessage() for r in caplog.records if r.name == "gemini_pl.cli"]
+    assert len(warned) == 1 and "cascade_passes 3 -> 2" in warned[0] and ckpt in warned[0]

@@ -17,6 +17,7 @@ a run: 143, naming the checkpoint to resume from (:func:`main`, :mod:`gemini_pl.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import sys
 from pathlib import Path
@@ -38,6 +39,8 @@ from .errors import CheckpointError, ConfigError, GeminiError
 from .runtime import keep_freed_memory
 from .safe_load import safe_torch_load
 from .trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 
 class GeminiCLI(LightningCLI):
@@ -125,7 +128,18 @@ class GeminiCLI(LightningCLI):
         section = self.config.get(sub) if sub else None
         path = section.get("ckpt_path") if section is not None else None
         self._ckpt_hparams = checkpoint_fits(path, section) if path and Path(path).is_file() else {}
+        given = _init_args(section)
         super()._parse_ckpt_path()
+        # Lightning fills the model's settings from the checkpoint; those the configs or the command
+        # line state (a test-time cascade_passes, a new train_cascade_passes on resume) stay as given
+        after = _init_args(self.config.get(sub)) if sub else {}
+        kept = {k: (after[k], given[k]) for k in sorted(getattr(self, "_explicit", set()))
+                if k in given and k in after and after[k] != given[k]}
+        for key, (_, value) in kept.items():
+            self.config[f"{sub}.model.init_args.{key}"] = value
+        if kept:
+            changes = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in kept.items())
+            log.warning("%s: the model settings given replace the checkpoint's: %s", path, changes)
 
     def _run_subcommand(self, subcommand: str) -> None:  # noqa: D102 - LightningCLI hook
         from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -230,6 +244,13 @@ class Interrupted(GeminiError):
     """A run stopped by a signal (exit status 128 + SIGTERM)."""
 
     exit_code = 143
+
+
+def _init_args(section: Any) -> dict[str, Any]:
+    """The model's init arguments in a parsed config section (``{}`` when it has none)."""
+    model = section.get("model") if hasattr(section, "get") else None
+    init = model.get("init_args") if hasattr(model, "get") else None
+    return dict(vars(init)) if init is not None and hasattr(init, "__dict__") else dict(init or {})
 
 
 def _short(class_path: Any) -> str:
