@@ -4,8 +4,8 @@ The expected values were recorded with the modules as they stood before ``Gemini
 fdf5748): two training iterations of each module (spatial augmentation on, seeded) on a fixed
 random batch, small widths, 2D 24² and 3D 24³. Iteration 1 checks the losses themselves (to
 1e-6); iteration 2 and the L1 size of the weight update check the optimiser step, the schedule
-(GEMINI step then head step) and the augmentation stream (to 1e-5: they pass through one Adam
-step). ``reglab`` trains ``Registration`` on labeled batches (the auxiliary Dice term on).
+(GEMINI step then head step) and the augmentation stream (to 1e-5 in 2D, 3e-4 in 3D: they pass
+through one Adam step, and the 3D convolutions round differently on different CPUs). ``reglab`` trains ``Registration`` on labeled batches (the auxiliary Dice term on).
 """
 
 from __future__ import annotations
@@ -80,7 +80,10 @@ def test_losses_and_update_equal_the_recorded_ones(case):
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader([batch, batch], batch_size=None))
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     iterations, update_l1 = EXPECTED[case]
+    # after the Adam step, 3D differs between CPUs by float rounding of the oneDNN 3D convolutions
+    # (up to 8e-5 of the update's size between two x86 machines); 2D agrees to 1e-5
+    after_step = 1e-5 if model.hparams.spatial_dims == 2 else 3e-4
     for it, (expected, got) in enumerate(zip(iterations, rec.logs)):
         for key, value in expected.items():
-            assert got[key] == pytest.approx(value, rel=1e-6 if it == 0 else 1e-5, abs=1e-12), (case, it, key)
-    assert float((after - before).double().abs().sum()) == pytest.approx(update_l1, rel=1e-5)
+            assert got[key] == pytest.approx(value, rel=1e-6 if it == 0 else after_step, abs=1e-12), (case, it, key)
+    assert float((after - before).double().abs().sum()) == pytest.approx(update_l1, rel=after_step)
