@@ -252,3 +252,29 @@ def test_settings_given_with_a_checkpoint_replace_the_checkpoints(tmp_path, monk
     assert cli.model.hparams.cascade_passes == 2
     warned = [r.getMessage() for r in caplog.records if r.name == "gemini_pl.cli"]
     assert len(warned) == 1 and "cascade_passes 3 -> 2" in warned[0] and ckpt in warned[0]
+
+
+def test_a_learning_rate_given_on_resume_is_the_one_trained_with(tmp_path, monkeypatch):
+    """``--ckpt_path`` restores the Adam state with the learning rate it was saved with; a
+    ``model.lr`` given with the checkpoint (a step schedule by resuming) is the one the resumed
+    steps use, with a warning; without one the config's (here the checkpoint's) rate goes on."""
+    from gemini_pl.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    small = ["--config", str(REPO / "experiments" / "demo" / "reg.yaml"), "--trainer.default_root_dir", str(tmp_path / "r"),
+             "--data.init_args.size", "32", "--data.init_args.num_unlabeled", "4", "--data.init_args.num_test", "2",
+             "--data.init_args.num_val_pairs", "1", "--data.init_args.batch_size", "2",
+             "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"]
+    ckpt = tmp_path / "r" / "checkpoints" / "last.ckpt"
+
+    def saved_lrs() -> list[float]:
+        states = torch.load(ckpt, map_location="cpu", weights_only=False)["optimizer_states"]
+        return [g["lr"] for s in states for g in s["param_groups"]]
+
+    cli_main(["fit", *small, "--trainer.max_epochs", "1"])
+    assert saved_lrs() == [0.001]  # experiments/demo/reg.yaml
+    cli_main(["fit", *small, "--trainer.max_epochs", "2", "--ckpt_path", str(ckpt)])
+    assert saved_lrs() == [0.001]
+    with pytest.warns(UserWarning, match=r"model.lr 0.0005 replaces the learning rate restored .*\(0.001\)"):
+        cli_main(["fit", *small, "--trainer.max_epochs", "3", "--ckpt_path", str(ckpt), "--model.init_args.lr", "0.0005"])
+    assert _global_step(ckpt) == 3 and saved_lrs() == [0.0005]

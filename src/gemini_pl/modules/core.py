@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from ..errors import ConfigError
 from ..nets import DEFAULT_DEFORMER_WIDTHS, DEFAULT_WIDTHS, GeminiNet
@@ -195,6 +196,20 @@ class GeminiModule(L.LightningModule):
         if self.hparams.get("optimizer_states", "shared") == "per_loss":
             return [make_adam(self.parameters(), self.hparams.lr) for _ in self.step_names]
         return make_adam(self.parameters(), self.hparams.lr)  # fused: takes the device-side skip flag
+
+    def on_train_start(self) -> None:
+        """Train at ``hparams.lr``: a run resumed with ``--ckpt_path`` restores the optimiser's state
+        with the learning rate it was saved with, so a new ``model.lr`` given with the checkpoint (to
+        continue at a lower rate: a step schedule by resuming) would otherwise be dropped silently."""
+        lr = float(self.hparams.lr)
+        restored = {g["lr"] for opt in self.trainer.optimizers for g in opt.param_groups if g["lr"] != lr}
+        if not restored:
+            return
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        old = ", ".join(f"{v:g}" for v in sorted(restored))
+        rank_zero_warn(f"model.lr {lr:g} replaces the learning rate restored with the optimiser's state ({old})")
 
     # ----------------------------------------------------------------------------- checkpoints
     @property
