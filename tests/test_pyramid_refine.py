@@ -286,6 +286,29 @@ def test_cascade_passes_register_the_warped_image_again(passes):
     assert torch.allclose(inner, ((1 - 0.5 ** passes) * offset)[:, None].expand_as(inner), atol=1e-4)
 
 
+def test_cascade_computes_the_fixed_features_once_with_the_same_map():
+    """Three passes on whole images run the backbone on the fixed image once, not once per pass
+    (4 single-image backbone calls instead of 3 two-image ones), and give the map composed pass by
+    pass from the uncached one-pass field (velocity, pyramid, about a pixel per pass)."""
+    from gemini_pl.spatial import compose
+
+    torch.manual_seed(0)
+    m = _registration(cascade_passes=3, integration_steps=7, pyramid_levels=2).eval()
+    with torch.no_grad():
+        m.net.deformer.flow.weight.normal_(0, 0.02)
+    moving, fixed = torch.rand(1, 1, 40, 36), torch.rand(1, 1, 40, 36)
+    with torch.no_grad():
+        expect = m.flow(moving, fixed)  # no cache outside register: one call on both images
+        for _ in range(2):
+            expect = compose(expect, m.flow(warp(moving, expect), fixed))
+        batches, features = [], m.net.features
+        m.net.features = lambda x: batches.append(x.shape[0]) or features(x)
+        got = m.register(moving, fixed)
+    assert batches == [1, 1, 1, 1]
+    assert 1.5 < expect.abs().max() and torch.allclose(got, expect, atol=2e-5)
+    assert m._fixed_features is None  # nothing held after the call
+
+
 def test_cascade_composes_the_later_pass_first():
     """T = T_1 ∘ T_2: with a linear first map T_1(p) = A·p (about the origin) and a translation
     T_2(p) = p + t, the composed displacement is A·(p + t) − p, not A·p + t − p (checked inside the

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..inference import register_windows
+from ..inference import needs_windows, register_windows
 from ..losses import SMOOTHERS
 from ..metrics import DiceScore, FoldingPercent, HausdorffDistance95, SDLogJ
 from ..refinement import RefineObjective, check_refinement, refine_flow
@@ -121,8 +121,16 @@ class RegistrationEvaluation:
         """:meth:`deformer_outputs` as displacements: ``(φ_mf,)`` or ``(φ_mf, φ_fm)``."""
         return tuple(self.to_displacement(out) for out in self.deformer_outputs(f_moving, f_fixed, both_ways))
 
+    #: ``(fixed, N(fixed))`` while :meth:`register` runs several passes on whole images: the fixed
+    #: image's features, computed once per pair instead of once per pass
+    _fixed_features: tuple[torch.Tensor, torch.Tensor] | None = None
+
     def flow(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        """φ warping ``moving`` onto ``fixed`` (N, ndim, *S): one backbone call on both images."""
+        """φ warping ``moving`` onto ``fixed`` (N, ndim, *S): one backbone call on both images (on
+        ``moving`` alone when :meth:`register` holds this ``fixed`` tensor's features)."""
+        cached = self._fixed_features
+        if cached is not None and cached[0] is fixed:
+            return self.displacements(self.net.features(moving), cached[1])[0]
         f_m, f_f = self.net.features(torch.cat([moving, fixed], 0)).chunk(2, 0)
         return self.displacements(f_m, f_f)[0]
 
@@ -165,14 +173,22 @@ class RegistrationEvaluation:
         hyper-parameter ``cascade_passes > 1``, that many network passes composed; then, with
         ``refine_steps > 0``, refined for this pair (:func:`~gemini_pl.refinement.refine_flow`)."""
         hp = self.hparams
+        roi = getattr(self, "roi_size", None)
+        whole = not needs_windows(moving.shape[2:], roi)
 
         def one_pass(m: torch.Tensor) -> torch.Tensor:
-            return register_windows(self.flow, m, fixed, getattr(self, "roi_size", None), hp.get("sw_batch_size", 1),
-                                    hp.get("sw_overlap", 0.5))
+            if whole:
+                return self.flow(m, fixed)
+            return register_windows(self.flow, m, fixed, roi, hp.get("sw_batch_size", 1), hp.get("sw_overlap", 0.5))
 
-        flow = one_pass(moving)
-        for _ in range(self.cascade() - 1):  # T = T_1 ∘ T_2 ∘ ... (each pass reads the last warp)
-            flow = compose(flow, one_pass(warp(moving, flow, sampling=hp.sampling)), sampling=hp.sampling)
+        if whole and self.cascade() > 1:  # every pass registers onto the same fixed image
+            self._fixed_features = (fixed, self.net.features(fixed))
+        try:
+            flow = one_pass(moving)
+            for _ in range(self.cascade() - 1):  # T = T_1 ∘ T_2 ∘ ... (each pass reads the last warp)
+                flow = compose(flow, one_pass(warp(moving, flow, sampling=hp.sampling)), sampling=hp.sampling)
+        finally:
+            self._fixed_features = None
         s = self.refine_settings()
         if s["steps"] > 0:
             start = time.perf_counter()
