@@ -25,9 +25,10 @@ from gemini_pl.spatial import compose, warp
 
 def composed_passes(module: Registration, moving: torch.Tensor, fixed: torch.Tensor, passes: int) -> torch.Tensor:
     """T₁ ∘ … ∘ Tₙ from n plain one-pass calls (the backbone on both images each time)."""
+    sampling = module.hparams.sampling
     flow = module.flow(moving, fixed)
     for _ in range(passes - 1):
-        flow = compose(flow, module.flow(warp(moving, flow), fixed))
+        flow = compose(flow, module.flow(warp(moving, flow, sampling=sampling), fixed), sampling=sampling)
     return flow
 
 
@@ -46,7 +47,7 @@ def main() -> None:
         module = Registration(spatial_dims=2, num_classes=3, widths=[8, 16, 32, 64, 128, 64, 32, 16, 8],
                               deformer_widths=[16, 32, 32, 32, 16], integration_steps=7, pyramid_levels=3).eval()
     moving, fixed = torch.rand(1, 1, 99, 117), torch.rand(1, 1, 99, 117)
-    print(f"| passes | plain composition (ms) | register, fixed features once (ms) | paired ratio | max |Δφ| (voxels) |")
+    print("| passes | plain composition (ms) | register, fixed features once (ms) | paired ratio | max |Δφ| (voxels) |")
     print("|---:|---:|---:|---:|---:|")
     with torch.no_grad():
         for passes in args.passes:

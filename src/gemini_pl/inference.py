@@ -62,7 +62,10 @@ def register_windows(
     overlap: float = 0.5,
     mode: str = "gaussian",
 ) -> torch.Tensor:
-    """Displacement field (N, ndim, *S) of ``flow_fn(moving, fixed)``, by windows when needed."""
+    """Displacement field (N, ndim, *S) of ``flow_fn(moving, fixed)``, by windows when needed
+    (otherwise one call on the tensors given: a caller may recognise its own ``fixed``)."""
+    if not needs_windows(moving.shape[2:], roi_size):
+        return flow_fn(moving, fixed)
     c = moving.shape[1]
 
     def predictor(x: torch.Tensor) -> torch.Tensor:

@@ -174,14 +174,11 @@ class RegistrationEvaluation:
         ``refine_steps > 0``, refined for this pair (:func:`~gemini_pl.refinement.refine_flow`)."""
         hp = self.hparams
         roi = getattr(self, "roi_size", None)
-        whole = not needs_windows(moving.shape[2:], roi)
 
         def one_pass(m: torch.Tensor) -> torch.Tensor:
-            if whole:
-                return self.flow(m, fixed)
             return register_windows(self.flow, m, fixed, roi, hp.get("sw_batch_size", 1), hp.get("sw_overlap", 0.5))
 
-        if whole and self.cascade() > 1:  # every pass registers onto the same fixed image
+        if self.cascade() > 1 and not needs_windows(moving.shape[2:], roi):  # every pass onto the same fixed image
             self._fixed_features = (fixed, self.net.features(fixed))
         try:
             flow = one_pass(moving)
