@@ -29,8 +29,10 @@ the spacing, else voxels), folding % and SDlogJ of the field — means ± standa
 the pairs — and the wall time per pair of the registration itself (field + warps, instance
 optimisation included: ``--refine 50`` adds a row ``NAME + refine 50`` per model,
 ``--cascade 1 2`` a row ``NAME, 2 passes`` (the network applied twice, the second pass on the warped
-moving image) beside each, ``--refine-identity`` the refinement alone from a zero field; for the networks after one warm-up
-pair, CUDA synchronised). ``--json FILE`` also writes every pair's values per method.
+moving image) beside each, ``--cascade-levels 2`` those passes after the first with 2 pyramid levels, ``--refine-identity`` the refinement alone from a zero field; for the networks after one warm-up
+pair, CUDA synchronised; in the process settings of the ``gemini-pl`` command, freed memory kept for reuse
+(:func:`gemini_pl.runtime.keep_freed_memory`; ``--default-malloc`` leaves glibc's defaults), the same for
+every method). ``--json FILE`` also writes every pair's values per method.
 
 Over training seeds (one ``--json`` file per seed; a deterministic method such as demons may sit in
 a file of its own)::
@@ -62,6 +64,7 @@ from gemini_pl.errors import ConfigError
 from gemini_pl.metrics import DiceScore, HausdorffDistance95, folding_percent, sdlogj
 from gemini_pl.modules.batches import case_spacing
 from gemini_pl.modules.seg_eval import nanmean
+from gemini_pl.runtime import keep_freed_memory
 
 
 def load_module(path: str | Path) -> torch.nn.Module:
@@ -72,10 +75,11 @@ def load_module(path: str | Path) -> torch.nn.Module:
 
 
 def refined(module: torch.nn.Module, steps: int, lr: float | None = None, levels: int | None = None,
-            passes: int = 1) -> torch.nn.Module:
-    """``module`` with ``passes`` network passes per pair and its test-time instance optimisation
-    (``steps`` Adam steps per pair, shared between ``levels`` image resolutions; 0: off)."""
-    module.set_cascade(passes)
+            passes: int = 1, cascade_levels: int | None = None) -> torch.nn.Module:
+    """``module`` with ``passes`` network passes per pair (those after the first with
+    ``cascade_levels`` pyramid levels; None: the checkpoint's) and its test-time instance
+    optimisation (``steps`` Adam steps per pair, shared between ``levels`` image resolutions; 0: off)."""
+    module.set_cascade(passes, cascade_levels)
     if steps:
         module.set_refinement(steps, lr, levels=levels)
     return module
@@ -258,11 +262,17 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--cascade", type=int, nargs="+", default=[1], metavar="PASSES",
                     help="network passes per pair of each --model (one row per value, each also with every --refine): "
                          "each pass registers the warped moving image again and composes (default 1)")
+    ap.add_argument("--cascade-levels", type=int, nargs="+", default=[None], metavar="LEVELS",
+                    help="pyramid levels of the passes after the first, for every --cascade value above 1 (one row per "
+                         "value, named 'NAME, P passes, later L levels'; default the checkpoint's)")
     ap.add_argument("--identity", action="store_true",
                     help="also the row of no registration (a zero field): the unwarped Dice each method must beat")
     ap.add_argument("--refine-identity", action="store_true",
                     help="also the refinement alone, from the identity (no network): the instance optimisation's own share")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc malloc's thresholds alone (default: gemini_pl.runtime.keep_freed_memory, as the "
+                         "gemini-pl command does, so that the seconds per pair are those of gemini-pl register)")
     ap.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     ap.add_argument("--json", type=Path, default=None, help="also write every pair's values per method here")
     ap.add_argument("--summary", type=Path, nargs="+", default=None, metavar="JSON",
@@ -275,6 +285,7 @@ def main(argv: list[str] | None = None) -> str:
         if args.out is not None:
             args.out.write_text(text + "\n")
         return text
+    kept = False if args.default_malloc else keep_freed_memory()  # every method, anchors included, in one process
     models = parse_models(args.model)
     anchors = parse_anchors(args.anchors, args.no_demons)
     if not (anchors or models or args.identity or (args.refine_identity and args.refine)):
@@ -294,17 +305,18 @@ def main(argv: list[str] | None = None) -> str:
     no_warmup = set(methods)
     for name, path in models.items():
         for passes in args.cascade:
-            row = name if passes == 1 else f"{name}, {passes} passes"
-            for steps in [0, *args.refine]:
-                methods[row + (f" + refine {steps}" if steps else "")] = (
-                    lambda path=path, steps=steps, passes=passes: refined(load_module(path), steps, args.refine_lr,
-                                                                          args.refine_levels, passes))
+            for later in args.cascade_levels if passes > 1 else [None]:
+                row = name if passes == 1 else f"{name}, {passes} passes" + (f", later {later} levels" if later else "")
+                for steps in [0, *args.refine]:
+                    methods[row + (f" + refine {steps}" if steps else "")] = (
+                        lambda path=path, steps=steps, passes=passes, later=later: refined(
+                            load_module(path), steps, args.refine_lr, args.refine_levels, passes, later))
     if args.identity:
         methods["no registration (identity)"] = lambda: identity_module(dm.spatial_dims)
     for steps in args.refine if args.refine_identity else []:
         methods[f"refinement alone (from the identity), {steps} steps"] = (
             lambda steps=steps: refined(identity_module(dm.spatial_dims), steps, args.refine_lr, args.refine_levels))
-    print(f"{len(pairs)} test pairs of {args.root}/{args.dataset} on {device}", flush=True)
+    print(f"{len(pairs)} test pairs of {args.root}/{args.dataset} on {device}; keep_freed_memory: {kept}", flush=True)
     results = {}
     for name, make in methods.items():
         results[name] = evaluate(make(), pairs, num_classes, label_kind, device, warmup=name not in no_warmup)

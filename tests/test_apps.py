@@ -429,6 +429,7 @@ def test_register_help_names_the_refinement(capsys):
         reg_app.main(["--help"])
     out = capsys.readouterr().out
     assert "--refine STEPS" in out and "--refine-levels N" in out and "--cascade PASSES" in out
+    assert "--cascade-levels N" in out
 
 
 def test_register_cascade_is_used_and_checked(tmp_path, pair3d, reg_ckpt, capsys):
@@ -448,6 +449,26 @@ def test_register_cascade_is_used_and_checked(tmp_path, pair3d, reg_ckpt, capsys
     assert reg_app.main([*args, "--out", str(tmp_path / "c0"), "--cascade", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cascade_passes must be an integer >= 1" in err[0]
+
+
+def test_register_cascade_levels_is_used_and_checked(tmp_path, pair3d, reg_ckpt, capsys):
+    """``--cascade 2 --cascade-levels 2`` runs the second pass on a two-level pyramid (the
+    checkpoint has one level): another field than ``--cascade 2``, said once; ``--cascade-levels 0``
+    is a one-line error naming the setting, exit status 2."""
+    root, _, _ = pair3d
+    args = ["--fixed", str(root / "fixed.nii.gz"), "--fixed-label", str(root / "fixed_label.nii.gz"),
+            "--moving", str(root / "moving.nii.gz"), "--moving-label", str(root / "moving_label.nii.gz"),
+            "--ckpt", reg_ckpt, "--no-pictures", "--device", "cpu", "--cascade", "2"]
+    dice = {}
+    for levels in (None, 2):
+        extra = [] if levels is None else ["--cascade-levels", str(levels)]
+        assert reg_app.main([*args, "--out", str(tmp_path / f"l{levels}"), *extra]) == 0
+        dice[levels] = float(next(csv.DictReader(open(tmp_path / f"l{levels}" / "summary.csv")))["dice"])
+    assert capsys.readouterr().out.count("the passes after the first with 2 pyramid level(s)") == 1
+    assert dice[None] != dice[2]
+    assert reg_app.main([*args, "--out", str(tmp_path / "l0"), "--cascade-levels", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.cascade_levels must be null" in err[0]
 
 
 def test_register_refine_levels_is_used_and_checked(tmp_path, pair3d, reg_ckpt, capsys):

@@ -11,7 +11,7 @@ from gemini_pl.errors import ConfigError
 from gemini_pl.losses import registration_terms
 from gemini_pl.refinement import RefineObjective, refine_flow
 from gemini_pl.spatial import warp
-from gemini_pl.spatial.pyramid import coarse_to_fine, pyramid_shapes, resize_field
+from gemini_pl.spatial.pyramid import coarse_to_fine, feature_pyramid, pyramid_shapes, resize_field, resize_image
 
 
 def _textured(size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -271,7 +271,7 @@ def test_cascade_passes_register_the_warped_image_again(passes):
     moving, fixed = _blob((20.0, 26.0)), _blob((26.0, 22.0))
     seen = []
 
-    def half_way(mov: torch.Tensor, fix: torch.Tensor) -> torch.Tensor:
+    def half_way(mov: torch.Tensor, fix: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         seen.append(_centroid(mov))
         return (0.5 * (_centroid(mov) - _centroid(fix)))[None, :, None, None].expand(1, 2, *mov.shape[2:]).clone()
 
@@ -309,6 +309,65 @@ def test_cascade_computes_the_fixed_features_once_with_the_same_map():
     assert m._fixed_features is None  # nothing held after the call
 
 
+def test_cascade_levels_run_the_later_passes_on_fewer_pyramid_levels():
+    """``cascade_levels``: the first pass with the model's 3 levels, the later ones with 1 — the map
+    composed pass by pass from uncached calls with those levels, the deformer called 3 + 1 + 1
+    times (3 + 3 + 3 without it), the backbone on the fixed image still once."""
+    from gemini_pl.spatial import compose
+
+    torch.manual_seed(0)
+    m = _registration(cascade_passes=3, integration_steps=7, pyramid_levels=3, cascade_levels=1).eval()
+    with torch.no_grad():
+        m.net.deformer.flow.weight.normal_(0, 0.02)
+    moving, fixed = torch.rand(1, 1, 40, 36), torch.rand(1, 1, 40, 36)
+    with torch.no_grad():
+        expect = m.flow(moving, fixed)
+        for _ in range(2):
+            expect = compose(expect, m.flow(warp(moving, expect), fixed, levels=1))
+        calls, deformer = [], m.net.deformer.forward
+        m.net.deformer.forward = lambda x: calls.append(tuple(x.shape[2:])) or deformer(x)
+        got = m.register(moving, fixed)
+        assert calls == [(10, 9), (20, 18), (40, 36), (40, 36), (40, 36)]
+        calls.clear()
+        m.set_cascade(3, levels=3)  # the same passes, every one with the three levels
+        full = m.register(moving, fixed)
+    assert len(calls) == 9
+    assert 1.0 < expect.abs().max() and torch.allclose(got, expect, atol=2e-5)
+    assert (full - got).abs().max() > 1e-3  # the later passes' level count does change the map
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_cascade_levels_must_be_a_positive_integer(bad):
+    with pytest.raises(ConfigError, match="model.cascade_levels"):
+        _registration(cascade_levels=bad)
+
+
+def test_feature_pyramid_equals_resizing_each_level_alone():
+    """One box mean shared by the shrunk levels gives the values of resizing each level on its own
+    (bit for bit), the finest level being the input itself."""
+    x = torch.rand(2, 3, 99, 117)
+    shapes = pyramid_shapes(x.shape[2:], 3)
+    levels = feature_pyramid(x, shapes)
+    assert levels[0] is x
+    for level, shape in zip(levels, shapes):
+        assert torch.equal(level, resize_image(x, shape))
+    assert [tuple(v.shape[2:]) for v in levels] == [(99, 117), (50, 59), (25, 30)]
+
+
+def test_coarse_to_fine_takes_the_fixed_levels_precomputed():
+    """The fixed features given as their pyramid give the map of the fixed features given whole;
+    a pyramid of other shapes is refused."""
+    torch.manual_seed(1)
+    d = torch.nn.Conv2d(8, 2, 3, padding=1)
+    f_m, f_f = torch.rand(1, 4, 30, 26), torch.rand(1, 4, 30, 26)
+    with torch.no_grad():
+        whole = coarse_to_fine(d, f_m, f_f, 3, lambda v: v, velocity=False)
+        given = coarse_to_fine(d, f_m, feature_pyramid(f_f, pyramid_shapes((30, 26), 3)), 3, lambda v: v, velocity=False)
+        assert torch.equal(whole, given)
+        with pytest.raises(ValueError, match="pyramid"):
+            coarse_to_fine(d, f_m, feature_pyramid(f_f, pyramid_shapes((30, 26), 2)), 3, lambda v: v, velocity=False)
+
+
 def test_cascade_composes_the_later_pass_first():
     """T = T_1 ∘ T_2: with a linear first map T_1(p) = A·p (about the origin) and a translation
     T_2(p) = p + t, the composed displacement is A·(p + t) − p, not A·p + t − p (checked inside the
@@ -319,7 +378,7 @@ def test_cascade_composes_the_later_pass_first():
     grid = torch.stack(torch.meshgrid(*(torch.arange(size, dtype=torch.float32),) * 2, indexing="ij"))  # (2, H, W)
     fields = [(torch.einsum("ij,jhw->ihw", a, grid) - grid)[None], t[None, :, None, None].expand(1, 2, size, size).clone()]
     m = _registration(cascade_passes=2).eval()
-    m.flow = lambda mov, fix: fields.pop(0)
+    m.flow = lambda mov, fix, levels=None: fields.pop(0)
     with torch.no_grad():
         flow = m.register(torch.rand(1, 1, size, size), torch.rand(1, 1, size, size))
     expect = torch.einsum("ij,jhw->ihw", a, grid + t[:, None, None]) - grid
@@ -338,7 +397,7 @@ def test_cascade_passes_go_through_sliding_windows():
     moving = torch.rand(1, 1, 16, 16, 16)
     seen = []
 
-    def constant(mov: torch.Tensor, fix: torch.Tensor) -> torch.Tensor:
+    def constant(mov: torch.Tensor, fix: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         seen.append(mov.clone())
         return c[None, :, None, None, None].expand(mov.shape[0], 3, *mov.shape[2:]).clone()
 

@@ -194,6 +194,26 @@ def test_cascade_rows_are_the_composed_passes_of_each_model(svf_checkpoint, tmp_
     assert refined == pytest.approx(100 * float(mean_dice(warp(la, both_refined, mode="nearest"), lb, k)[0]), abs=1e-3)
 
 
+def test_cascade_levels_rows_run_the_later_passes_on_other_levels(svf_checkpoint, tmp_path):
+    """``--cascade 2 --cascade-levels 2`` (the checkpoint has one level): the row ``svf, 2 passes,
+    later 2 levels`` scores compose(φ_1, φ_2) with φ_2 the two-level field of the warped moving
+    image, not the one-level one."""
+    from gemini_pl.spatial import compose
+
+    root, ckpt = svf_checkpoint
+    names, rows, (a, b, la, lb), k = _first_pair_rows(root, tmp_path, ["--model", f"svf={ckpt}", "--cascade", "2",
+                                                                       "--cascade-levels", "2"])
+    assert names == ["svf, 2 passes, later 2 levels"]
+    module = _bench().load_module(ckpt)
+    with torch.no_grad():
+        first = module.flow(a, b)
+        both = compose(first, module.flow(warp(a, first), b, levels=2))
+        plain = compose(first, module.flow(warp(a, first), b))
+    assert (both - plain).abs().max() > 1e-3
+    assert rows[names[0]]["dice"][0] == pytest.approx(100 * float(mean_dice(warp(la, both, mode="nearest"), lb, k)[0]), abs=1e-3)
+    assert rows[names[0]]["folding"][0] == pytest.approx(float(folding_percent(both)[0]), abs=1e-6)
+
+
 def test_identity_and_refinement_alone_need_no_model_or_anchor(phantom_root):
     """``--no-demons --identity --refine-identity --refine 3`` benchmarks those two rows alone (they
     were refused as "nothing to benchmark"); ``--refine-identity`` without ``--refine`` still is."""

@@ -223,10 +223,12 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
                    moving_label: str | Path | None = None, fixed_label: str | Path | None = None,
                    device: str = "auto", model_class: str | None = None, suffix: str = ".nii.gz",
                    pictures_on: bool = True, echo=print, refine: int = 0, refine_lr: float | None = None,
-                   refine_levels: int | None = None, cascade: int | None = None) -> list[PairResult]:
+                   refine_levels: int | None = None, cascade: int | None = None,
+                   cascade_levels: int | None = None) -> list[PairResult]:
     """Register files or folders of pairs (see the module docstring); returns the results and
     writes everything under ``out``. ``cascade``: network passes per pair (default the checkpoint's
-    ``cascade_passes``, else 1). ``refine > 0``: that many instance-optimisation steps per pair on
+    ``cascade_passes``, else 1); ``cascade_levels``: pyramid levels of the passes after the first
+    (default the checkpoint's ``cascade_levels``, else its ``pyramid_levels``). ``refine > 0``: that many instance-optimisation steps per pair on
     top of the network's field (:mod:`gemini_pl.refinement`), their time echoed per pair."""
     pairs = _pairs(list_inputs(fixed, "fixed"), list_inputs(moving, "moving"), ("fixed images", "moving images"))
     m_labels = _labels_of([p[1] for p in pairs], moving_label, "moving")
@@ -235,11 +237,13 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
     loaded = load_model(ckpt, device_of(device), need="deformer", model_class=model_class)
     for note in loaded.notes:
         echo(f"note: {note}")
-    if cascade is not None:
-        loaded.model.set_cascade(cascade)
+    if cascade is not None or cascade_levels is not None:
+        loaded.model.set_cascade(loaded.model.cascade() if cascade is None else cascade, cascade_levels)
     passes = loaded.model.cascade()
     if passes > 1:
-        echo(f"{passes} network passes per pair (each registers the moving image warped so far)")
+        later = loaded.model.later_levels()
+        levels = "" if later == int(loaded.model.hparams.get("pyramid_levels", 1)) else f"; the passes after the first with {later} pyramid level(s)"
+        echo(f"{passes} network passes per pair (each registers the moving image warped so far{levels})")
     if refine:
         loaded.model.set_refinement(refine, refine_lr, levels=refine_levels)
     out = Path(out)
@@ -312,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="apply the network PASSES times per pair, each pass registering the moving image warped so "
                              "far and composing (PASSES times the network's time; default the checkpoint's cascade_passes, "
                              "else 1)")
+    parser.add_argument("--cascade-levels", type=int, default=None, metavar="N",
+                        help="pyramid levels of every pass after the first (fewer: cheaper passes; default the "
+                             "checkpoint's cascade_levels, else its pyramid_levels)")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                         help="instance optimisation: refine the network's field of each pair with STEPS Adam steps on the "
                              "training objective (e.g. 50; 0 = off, the default); the time it takes is printed per pair")
@@ -329,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         register_files(args.ckpt, args.fixed, args.moving, args.out, args.moving_label, args.fixed_label,
                        args.device, args.model_class, args.suffix, not args.no_pictures, refine=args.refine,
-                       refine_lr=args.refine_lr, refine_levels=args.refine_levels, cascade=args.cascade)
+                       refine_lr=args.refine_lr, refine_levels=args.refine_levels, cascade=args.cascade,
+                       cascade_levels=args.cascade_levels)
     except GeminiError as exc:
         print(f"gemini-pl register: error: {exc}", file=sys.stderr)
         return 2

@@ -78,7 +78,8 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
             (logged ``train/gemini/inverse`` when > 0).
         lambda_jacobian: weight of the penalty mean(max(0, −det J)) on both fields (logged
             ``train/gemini/neg_jacobian`` when > 0).
-        pyramid_levels, refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes:
+        pyramid_levels, refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes,
+        cascade_levels:
             coarse-to-fine deformation, test-time instance optimisation and network passes, see
             :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
     """
@@ -109,6 +110,7 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
         refine_sigma: float = 1.0,
         refine_levels: int = 1,
         cascade_passes: int = 1,
+        cascade_levels: int | None = None,
         collapse_threshold: float | None = 0.95,
         collapse_patience: int = 5,
         optimizer_states: Literal["shared", "per_loss"] = "shared",
@@ -129,7 +131,8 @@ class GeminiBase(RegistrationEvaluation, GeminiModule):
         if int(collapse_patience) < 1:
             raise ConfigError(f"model.collapse_patience must be >= 1, got {collapse_patience!r}")
         check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian, pyramid_levels,
-                                refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes)
+                                refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes,
+                                cascade_levels)
         super().__init__(*args, **kwargs)
         self.weights = GeminiWeights(lambda_smooth, lambda_gss, lambda_gvs, lambda_pos, lambda_inverse, lambda_jacobian)
         self.influence = LossInfluence("gemini", self.head_name, head_balance)

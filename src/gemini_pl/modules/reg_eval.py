@@ -21,6 +21,7 @@ without either, from the largest label of the first evaluation batch (the maximu
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -33,13 +34,13 @@ from ..losses import SMOOTHERS
 from ..metrics import DiceScore, FoldingPercent, HausdorffDistance95, SDLogJ
 from ..refinement import RefineObjective, check_refinement, refine_flow
 from ..spatial import compose, integrate_velocity, warp
-from ..spatial.pyramid import coarse_to_fine
+from ..spatial.pyramid import coarse_to_fine, feature_pyramid, pyramid_shapes
 from .batches import case_names, case_spacing
 from .seg_eval import nanmean
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RegistrationEvaluation", "check_cascade", "check_deformation_model"]
+__all__ = ["RegistrationEvaluation", "check_cascade", "check_cascade_levels", "check_deformation_model"]
 
 #: metrics of the field itself, logged as ``<stage>/<name>`` (no labels needed)
 _FIELD_METRICS = ("folding_percent", "sdlogj")
@@ -48,9 +49,10 @@ _FIELD_METRICS = ("folding_percent", "sdlogj")
 def check_deformation_model(integration_steps: int = 0, smoother: str = "gradient", lambda_inverse: float = 0.0,
                             lambda_jacobian: float = 0.0, pyramid_levels: int = 1, refine_steps: int = 0,
                             refine_lr: float = 0.5, refine_grid: int = 2, refine_sigma: float = 1.0,
-                            refine_levels: int = 1, cascade_passes: int = 1) -> None:
+                            refine_levels: int = 1, cascade_passes: int = 1, cascade_levels: int | None = None) -> None:
     """One-line :class:`ConfigError` naming the setting when a deformation-model switch is invalid."""
     check_cascade(cascade_passes)
+    check_cascade_levels(cascade_levels)
     if int(pyramid_levels) != pyramid_levels or pyramid_levels < 1:
         raise ConfigError(f"model.pyramid_levels must be an integer >= 1 (1 = the published single level), got {pyramid_levels}")
     check_refinement(refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels)
@@ -61,6 +63,13 @@ def check_deformation_model(integration_steps: int = 0, smoother: str = "gradien
     for name, value in (("lambda_inverse", lambda_inverse), ("lambda_jacobian", lambda_jacobian)):
         if not value >= 0:
             raise ConfigError(f"model.{name} must be >= 0, got {value}")
+
+
+def check_cascade_levels(levels: int | None) -> None:
+    """One-line :class:`ConfigError` when ``model.cascade_levels`` is neither null nor an integer >= 1."""
+    if levels is not None and (isinstance(levels, bool) or int(levels) != levels or levels < 1):
+        raise ConfigError("model.cascade_levels must be null (the pyramid_levels of the first pass) or an integer >= 1 "
+                          f"(pyramid levels of every pass after the first), got {levels}")
 
 
 def check_cascade(passes: int, name: str = "cascade_passes") -> None:
@@ -92,6 +101,9 @@ class RegistrationEvaluation:
             one, the maps composed as T₁ ∘ T₂ ∘ … (a recursive cascade of the one trained network;
             Zhao et al., ICCV 2019, found cascades can be deepened at test time): n times the
             network's cost, before any refinement.
+        cascade_levels [null]: pyramid levels of every pass after the first (null: ``pyramid_levels``);
+            fewer levels make those passes cheaper (each level dropped saves the coarsest deformer
+            call), the first pass keeping the full capture range.
     """
 
     result_units = {"dice": "%", "dice_unwarped": "%", "folding": "%", "sdlogj": "", "hd95": "mm", "hd95_vox": "voxels"}
@@ -102,37 +114,43 @@ class RegistrationEvaluation:
         steps = int(self.hparams.get("integration_steps", 0))
         return integrate_velocity(out, steps, sampling=self.hparams.sampling) if steps else out
 
-    def deformer_outputs(self, f_moving: torch.Tensor, f_fixed: torch.Tensor,
-                         both_ways: bool = False) -> tuple[torch.Tensor, ...]:
+    def deformer_outputs(self, f_moving: torch.Tensor, f_fixed: torch.Tensor | list[torch.Tensor],
+                         both_ways: bool = False, levels: int | None = None) -> tuple[torch.Tensor, ...]:
         """The deformer's outputs (velocity or displacement) for features (N, C, *S) of the moving and
         fixed images: ``(out_mf,)``, or ``(out_mf, out_fm)`` with ``both_ways`` (one deformer call on
         both orders). With the hyper-parameter ``pyramid_levels > 1``, coarse to fine
-        (:func:`~gemini_pl.spatial.pyramid.coarse_to_fine`)."""
-        levels = int(self.hparams.get("pyramid_levels", 1))
+        (:func:`~gemini_pl.spatial.pyramid.coarse_to_fine`); ``levels`` overrides that count.
+        ``f_fixed`` may also be the fixed features' levels (:func:`~gemini_pl.spatial.pyramid.feature_pyramid`,
+        finest first, at least ``levels`` of them)."""
+        levels = int(self.hparams.get("pyramid_levels", 1)) if levels is None else int(levels)
         if levels == 1:
+            f_fixed = f_fixed if torch.is_tensor(f_fixed) else f_fixed[0]
             return self.net.flows_both_ways(f_moving, f_fixed) if both_ways else (self.net.flow(f_moving, f_fixed),)
+        f_fixed = f_fixed if torch.is_tensor(f_fixed) else f_fixed[:levels]
         out = coarse_to_fine(self.net.deformer, f_moving, f_fixed, levels, self.to_displacement,
                              velocity=int(self.hparams.get("integration_steps", 0)) > 0, sampling=self.hparams.sampling,
                              both_ways=both_ways)
         return out.chunk(2, 0) if both_ways else (out,)
 
-    def displacements(self, f_moving: torch.Tensor, f_fixed: torch.Tensor,
-                      both_ways: bool = False) -> tuple[torch.Tensor, ...]:
+    def displacements(self, f_moving: torch.Tensor, f_fixed: torch.Tensor | list[torch.Tensor],
+                      both_ways: bool = False, levels: int | None = None) -> tuple[torch.Tensor, ...]:
         """:meth:`deformer_outputs` as displacements: ``(φ_mf,)`` or ``(φ_mf, φ_fm)``."""
-        return tuple(self.to_displacement(out) for out in self.deformer_outputs(f_moving, f_fixed, both_ways))
+        return tuple(self.to_displacement(out) for out in self.deformer_outputs(f_moving, f_fixed, both_ways, levels))
 
-    #: ``(fixed, N(fixed))`` while :meth:`register` runs several passes on whole images: the fixed
-    #: image's features, computed once per pair instead of once per pass
-    _fixed_features: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: ``(fixed, levels of N(fixed))`` while :meth:`register` runs several passes on whole images:
+    #: the fixed image's features resampled to each pyramid level, computed once per
+    #: pair instead of once per pass
+    _fixed_features: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
-    def flow(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    def flow(self, moving: torch.Tensor, fixed: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         """φ warping ``moving`` onto ``fixed`` (N, ndim, *S): one backbone call on both images (on
-        ``moving`` alone when :meth:`register` holds this ``fixed`` tensor's features)."""
+        ``moving`` alone when :meth:`register` holds this ``fixed`` tensor's features); ``levels``:
+        pyramid levels (default ``pyramid_levels``)."""
         cached = self._fixed_features
         if cached is not None and cached[0] is fixed:
-            return self.displacements(self.net.features(moving), cached[1])[0]
+            return self.displacements(self.net.features(moving), cached[1], levels=levels)[0]
         f_m, f_f = self.net.features(torch.cat([moving, fixed], 0)).chunk(2, 0)
-        return self.displacements(f_m, f_f)[0]
+        return self.displacements(f_m, f_f, levels=levels)[0]
 
     def refine_objective(self) -> RefineObjective:
         """The training objective of one direction as configured (the instance optimisation's)."""
@@ -163,27 +181,41 @@ class RegistrationEvaluation:
         (modules without it, older checkpoints)."""
         return int(self.hparams.get("cascade_passes", 1))
 
-    def set_cascade(self, passes: int) -> None:
-        """Network passes of every evaluation (the hyper-parameter ``cascade_passes``; 1 = one pass)."""
+    def set_cascade(self, passes: int, levels: int | None = None) -> None:
+        """Network passes of every evaluation (the hyper-parameter ``cascade_passes``; 1 = one pass);
+        ``levels``: pyramid levels of the passes after the first (``cascade_levels``; None keeps the
+        module's)."""
         check_cascade(passes)
+        check_cascade_levels(levels)
         self.hparams.update(cascade_passes=int(passes))
+        if levels is not None:
+            self.hparams.update(cascade_levels=int(levels))
+
+    def later_levels(self) -> int:
+        """Pyramid levels of the passes after the first: ``cascade_levels``, else ``pyramid_levels``."""
+        levels = self.hparams.get("cascade_levels")
+        return int(self.hparams.get("pyramid_levels", 1) if levels is None else levels)
 
     def register(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """φ for whole images, by sliding windows when they exceed ``roi_size``; with the
-        hyper-parameter ``cascade_passes > 1``, that many network passes composed; then, with
-        ``refine_steps > 0``, refined for this pair (:func:`~gemini_pl.refinement.refine_flow`)."""
+        hyper-parameter ``cascade_passes > 1``, that many network passes composed (the passes after
+        the first with ``cascade_levels`` pyramid levels); then, with ``refine_steps > 0``, refined
+        for this pair (:func:`~gemini_pl.refinement.refine_flow`)."""
         hp = self.hparams
         roi = getattr(self, "roi_size", None)
+        first, later = int(hp.get("pyramid_levels", 1)), self.later_levels()
 
-        def one_pass(m: torch.Tensor) -> torch.Tensor:
-            return register_windows(self.flow, m, fixed, roi, hp.get("sw_batch_size", 1), hp.get("sw_overlap", 0.5))
+        def one_pass(m: torch.Tensor, levels: int) -> torch.Tensor:
+            return register_windows(functools.partial(self.flow, levels=levels), m, fixed, roi,
+                                    hp.get("sw_batch_size", 1), hp.get("sw_overlap", 0.5))
 
         if self.cascade() > 1 and not needs_windows(moving.shape[2:], roi):  # every pass onto the same fixed image
-            self._fixed_features = (fixed, self.net.features(fixed))
+            f_fixed = self.net.features(fixed)
+            self._fixed_features = (fixed, feature_pyramid(f_fixed, pyramid_shapes(f_fixed.shape[2:], max(first, later))))
         try:
-            flow = one_pass(moving)
+            flow = one_pass(moving, first)
             for _ in range(self.cascade() - 1):  # T = T_1 ∘ T_2 ∘ ... (each pass reads the last warp)
-                flow = compose(flow, one_pass(warp(moving, flow, sampling=hp.sampling)), sampling=hp.sampling)
+                flow = compose(flow, one_pass(warp(moving, flow, sampling=hp.sampling), later), sampling=hp.sampling)
         finally:
             self._fixed_features = None
         s = self.refine_settings()

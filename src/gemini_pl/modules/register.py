@@ -65,7 +65,8 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         smoother: ``"gradient"`` (published) or ``"bending"`` (bending energy) as ``smooth``.
         lambda_inverse: weight of the inverse-consistency term (needs ``bidirectional``).
         lambda_jacobian: weight of the penalty on non-positive Jacobian determinants.
-        pyramid_levels, refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes:
+        pyramid_levels, refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes,
+        cascade_levels:
             coarse-to-fine deformation, test-time instance optimisation and network passes, see
             :class:`~gemini_pl.modules.reg_eval.RegistrationEvaluation`.
         train_cascade_passes: network passes per pair in training (1: one pass, as published); K > 1
@@ -107,6 +108,7 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         refine_sigma: float = 1.0,
         refine_levels: int = 1,
         cascade_passes: int = 1,
+        cascade_levels: int | None = None,
         train_cascade_passes: int = 1,
         spatial_augment: bool = False,
         roi_size: Sequence[int] | None = None,
@@ -115,7 +117,8 @@ class Registration(InitFromCheckpoint, RegistrationEvaluation, GeminiModule):
         **kwargs: Any,
     ):
         check_deformation_model(integration_steps, smoother, lambda_inverse, lambda_jacobian, pyramid_levels,
-                                refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes)
+                                refine_steps, refine_lr, refine_grid, refine_sigma, refine_levels, cascade_passes,
+                                cascade_levels)
         check_cascade(train_cascade_passes, "train_cascade_passes")
         if lambda_inverse > 0 and not bidirectional:
             raise ConfigError("model.lambda_inverse > 0 needs model.bidirectional: true (the term compares both directions)")

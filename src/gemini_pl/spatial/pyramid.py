@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .compose import compose
 from .warp import warp
 
-__all__ = ["box_mean3", "coarse_to_fine", "pyramid_shapes", "resize_field", "resize_image"]
+__all__ = ["box_mean3", "coarse_to_fine", "feature_pyramid", "pyramid_shapes", "resize_field", "resize_image"]
 
 
 def pyramid_shapes(spatial_shape: Sequence[int], levels: int) -> list[tuple[int, ...]]:
@@ -73,13 +73,27 @@ def box_mean3(x: torch.Tensor) -> torch.Tensor:
 def resize_image(x: torch.Tensor, shape: Sequence[int], smooth: bool = True) -> torch.Tensor:
     """(N, C, *S) → (N, C, *shape), corner-aligned linear resampling; ``smooth``: a 3-voxel box
     mean first when shrinking (:func:`box_mean3`, so that a halved grid does not alias)."""
+    return feature_pyramid(x, [shape], smooth)[0]
+
+
+def feature_pyramid(x: torch.Tensor, shapes: Sequence[Sequence[int]], smooth: bool = True) -> list[torch.Tensor]:
+    """``[resize_image(x, s) for s in shapes]`` with the box mean of ``x`` computed once for all the
+    shrunk levels (the same values): the levels of :func:`coarse_to_fine`, e.g. of a fixed image's
+    features that several network passes share."""
     ndim = x.dim() - 2
-    shape = tuple(int(s) for s in shape)
-    if tuple(x.shape[2:]) == shape:
-        return x
-    if smooth and any(t < s for t, s in zip(shape, x.shape[2:])):
-        x = box_mean3(x)
-    return F.interpolate(x, size=shape, mode=_interp_mode(ndim), align_corners=True)
+    smoothed: torch.Tensor | None = None
+    levels = []
+    for shape in shapes:
+        shape = tuple(int(s) for s in shape)
+        if tuple(x.shape[2:]) == shape:
+            levels.append(x)
+            continue
+        src = x
+        if smooth and any(t < s for t, s in zip(shape, x.shape[2:])):
+            smoothed = box_mean3(x) if smoothed is None else smoothed
+            src = smoothed
+        levels.append(F.interpolate(src, size=shape, mode=_interp_mode(ndim), align_corners=True))
+    return levels
 
 
 def resize_field(field: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -102,7 +116,7 @@ def resize_field(field: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 def coarse_to_fine(
     deformer: Callable[[torch.Tensor], torch.Tensor],
     moving: torch.Tensor,
-    fixed: torch.Tensor,
+    fixed: torch.Tensor | Sequence[torch.Tensor],
     levels: int,
     to_displacement: Callable[[torch.Tensor], torch.Tensor],
     velocity: bool,
@@ -113,7 +127,9 @@ def coarse_to_fine(
 
     Args:
         deformer: ``D``: (N, 2C, *s) concatenated features → (N, ndim, *s) (any grid size).
-        moving, fixed: features (N, C, *S) of the moving and the fixed images.
+        moving, fixed: features (N, C, *S) of the moving and the fixed images; ``fixed`` may also
+            be its levels already resampled, ``feature_pyramid(fixed, pyramid_shapes(S, levels))``
+            (finest first), when several calls register onto the same fixed image.
         levels: pyramid levels (1: a single call ``D([moving, fixed])``).
         to_displacement: the module's map from a deformer output to a displacement (integration
             of a velocity; the identity for a displacement model).
@@ -124,9 +140,13 @@ def coarse_to_fine(
     Returns the deformer output (velocity or displacement, as ``D`` gives) on S.
     """
     shapes = pyramid_shapes(moving.shape[2:], levels)
+    moving_levels = feature_pyramid(moving, shapes)
+    fixed_levels = feature_pyramid(fixed, shapes) if torch.is_tensor(fixed) else list(fixed)
+    if len(fixed_levels) != levels or any(tuple(f.shape[2:]) != s for f, s in zip(fixed_levels, shapes)):
+        raise ValueError(f"the fixed features' levels {[tuple(f.shape[2:]) for f in fixed_levels]} are not the "
+                         f"pyramid {shapes} of the moving features")
     out: torch.Tensor | None = None
-    for shape in reversed(shapes):
-        a, b = resize_image(moving, shape), resize_image(fixed, shape)
+    for shape, a, b in reversed(list(zip(shapes, moving_levels, fixed_levels))):
         if both_ways:
             a, b = torch.cat([a, b], 0), torch.cat([b, a], 0)
         if out is None:
