@@ -29,10 +29,11 @@ the spacing, else voxels), folding % and SDlogJ of the field — means ± standa
 the pairs — and the wall time per pair of the registration itself (field + warps, instance
 optimisation included: ``--refine 50`` adds a row ``NAME + refine 50`` per model,
 ``--cascade 1 2`` a row ``NAME, 2 passes`` (the network applied twice, the second pass on the warped
-moving image) beside each, ``--cascade-levels 2`` those passes after the first with 2 pyramid levels, ``--refine-identity`` the refinement alone from a zero field; for the networks after one warm-up
-pair, CUDA synchronised; in the process settings of the ``gemini-pl`` command, freed memory kept for reuse
-(:func:`gemini_pl.runtime.keep_freed_memory`; ``--default-malloc`` leaves glibc's defaults), the same for
-every method). ``--json FILE`` also writes every pair's values per method.
+moving image) beside each, ``--cascade-levels 2`` the passes after the first on 2 pyramid levels,
+``--refine-identity`` the refinement alone from a zero field; for the networks after one warm-up
+pair, CUDA synchronised; in the process settings of the ``gemini-pl`` command, freed memory kept for
+reuse (:func:`gemini_pl.runtime.keep_freed_memory`; ``--default-malloc`` leaves glibc's defaults),
+the same for every method). ``--json FILE`` also writes every pair's values per method.
 
 Over training seeds (one ``--json`` file per seed; a deterministic method such as demons may sit in
 a file of its own)::

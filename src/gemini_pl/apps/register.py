@@ -228,8 +228,9 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
     """Register files or folders of pairs (see the module docstring); returns the results and
     writes everything under ``out``. ``cascade``: network passes per pair (default the checkpoint's
     ``cascade_passes``, else 1); ``cascade_levels``: pyramid levels of the passes after the first
-    (default the checkpoint's ``cascade_levels``, else its ``pyramid_levels``). ``refine > 0``: that many instance-optimisation steps per pair on
-    top of the network's field (:mod:`gemini_pl.refinement`), their time echoed per pair."""
+    (default the checkpoint's ``cascade_levels``, else its ``pyramid_levels``). ``refine > 0``: that
+    many instance-optimisation steps per pair on top of the network's field
+    (:mod:`gemini_pl.refinement`), their time echoed per pair."""
     pairs = _pairs(list_inputs(fixed, "fixed"), list_inputs(moving, "moving"), ("fixed images", "moving images"))
     m_labels = _labels_of([p[1] for p in pairs], moving_label, "moving")
     f_labels = _labels_of([p[0] for p in pairs], fixed_label, "fixed")
@@ -242,7 +243,8 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
     passes = loaded.model.cascade()
     if passes > 1:
         later = loaded.model.later_levels()
-        levels = "" if later == int(loaded.model.hparams.get("pyramid_levels", 1)) else f"; the passes after the first with {later} pyramid level(s)"
+        levels = "" if later == int(loaded.model.hparams.get("pyramid_levels", 1)) else (
+            f"; the passes after the first with {later} pyramid level(s)")
         echo(f"{passes} network passes per pair (each registers the moving image warped so far{levels})")
     if refine:
         loaded.model.set_refinement(refine, refine_lr, levels=refine_levels)
