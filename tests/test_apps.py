@@ -454,7 +454,7 @@ def test_register_cascade_is_used_and_checked(tmp_path, pair3d, reg_ckpt, capsys
 def test_register_cascade_levels_is_used_and_checked(tmp_path, pair3d, reg_ckpt, capsys):
     """``--cascade 2 --cascade-levels 2`` runs the second pass on a two-level pyramid (the
     checkpoint has one level): another field than ``--cascade 2``, said once; ``--cascade-levels 0``
-    is a one-line error naming the setting, exit status 2."""
+    is a one-line error naming the setting, exit status 2; with one pass it is said to do nothing."""
     root, _, _ = pair3d
     args = ["--fixed", str(root / "fixed.nii.gz"), "--fixed-label", str(root / "fixed_label.nii.gz"),
             "--moving", str(root / "moving.nii.gz"), "--moving-label", str(root / "moving_label.nii.gz"),
@@ -469,6 +469,8 @@ def test_register_cascade_levels_is_used_and_checked(tmp_path, pair3d, reg_ckpt,
     assert reg_app.main([*args, "--out", str(tmp_path / "l0"), "--cascade-levels", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.cascade_levels must be null" in err[0]
+    assert reg_app.main([*args, "--out", str(tmp_path / "one"), "--cascade", "1", "--cascade-levels", "2"]) == 0
+    assert "--cascade-levels has no effect with one network pass" in capsys.readouterr().out
 
 
 def test_register_refine_levels_is_used_and_checked(tmp_path, pair3d, reg_ckpt, capsys):

@@ -344,12 +344,16 @@ def test_cascade_levels_must_be_a_positive_integer(bad):
 
 def test_feature_pyramid_equals_resizing_each_level_alone():
     """One box mean shared by the shrunk levels gives the values of resizing each level on its own
-    (bit for bit), the finest level being the input itself."""
+    (PyTorch's clipped 3×3 average then corner-aligned bilinear, to float rounding; ``resize_image``
+    bit for bit), the finest level being the input itself."""
     x = torch.rand(2, 3, 99, 117)
     shapes = pyramid_shapes(x.shape[2:], 3)
     levels = feature_pyramid(x, shapes)
     assert levels[0] is x
-    for level, shape in zip(levels, shapes):
+    smoothed = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)  # the clipped box mean
+    for level, shape in zip(levels[1:], shapes[1:]):  # each level alone: box mean, then corner-aligned bilinear
+        alone = torch.nn.functional.interpolate(smoothed, size=shape, mode="bilinear", align_corners=True)
+        assert torch.allclose(level, alone, atol=1e-6)
         assert torch.equal(level, resize_image(x, shape))
     assert [tuple(v.shape[2:]) for v in levels] == [(99, 117), (50, 59), (25, 30)]
 
@@ -390,15 +394,17 @@ def test_cascade_composes_the_later_pass_first():
 def test_cascade_passes_go_through_sliding_windows():
     """In 3D with a window smaller than the volume every pass is blended from windows: a stand-in
     network that answers a constant shift c in every window gives 2c inside after two passes, and
-    the second pass's windows see the moving image warped by the first pass's whole field."""
-    m = _registration_3d(cascade_passes=2).eval()
+    the second pass's windows see the moving image warped by the first pass's whole field, every
+    window asked for its pass's pyramid levels (``pyramid_levels`` 2, then ``cascade_levels`` 1)."""
+    m = _registration_3d(cascade_passes=2, pyramid_levels=2, cascade_levels=1).eval()
     m.roi_size = [8, 8, 8]
     c = torch.tensor([0.5, -1.0, 1.5])
     moving = torch.rand(1, 1, 16, 16, 16)
-    seen = []
+    seen, seen_levels = [], []
 
     def constant(mov: torch.Tensor, fix: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         seen.append(mov.clone())
+        seen_levels.append(levels)
         return c[None, :, None, None, None].expand(mov.shape[0], 3, *mov.shape[2:]).clone()
 
     m.flow = constant
@@ -410,6 +416,7 @@ def test_cascade_passes_go_through_sliding_windows():
     first_pass_warp = warp(moving, c[None, :, None, None, None].expand(1, 3, 16, 16, 16))
     assert torch.equal(seen[0], moving[..., :8, :8, :8])  # pass 1, the corner window: the moving image
     assert torch.allclose(seen[windows], first_pass_warp[..., :8, :8, :8], atol=1e-6)  # pass 2: its warp
+    assert seen_levels == [2] * windows + [1] * windows  # each window with its pass's pyramid levels
 
 
 def test_cascade_passes_are_checked_and_set():

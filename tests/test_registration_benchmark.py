@@ -226,6 +226,20 @@ def test_identity_and_refinement_alone_need_no_model_or_anchor(phantom_root):
         _bench().main(["--anchors", "demons", "--no-demons", "--refine-identity"])
 
 
+def test_the_memory_setting_is_printed_and_can_be_left_alone(phantom_root, capsys, monkeypatch):
+    """The benchmark times in the gemini-pl command's memory setting (``keep_freed_memory``) unless
+    ``--default-malloc`` is given, and says which in its header."""
+    bench = _bench()
+    calls = []
+    monkeypatch.setattr(bench, "keep_freed_memory", lambda: calls.append(1) or True)
+    base = ["--root", str(phantom_root), "--dataset", "phantom2d", "--num-val-pairs", "3", "--pairs", "1",
+            "--device", "cpu", "--anchors", "demons", "--no-demons", "--identity"]
+    bench.main(base)
+    assert calls == [1] and "keep_freed_memory: True" in capsys.readouterr().out
+    bench.main([*base, "--default-malloc"])
+    assert calls == [1] and "keep_freed_memory: False" in capsys.readouterr().out
+
+
 def test_anchors_default_to_demons_and_the_installed_tools(monkeypatch):
     """--anchors: the named ones in order; by default demons and each installed tool of the bench
     extra; --no-demons drops demons; an unknown or missing tool is a one-line ConfigError."""

@@ -246,6 +246,8 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
         levels = "" if later == int(loaded.model.hparams.get("pyramid_levels", 1)) else (
             f"; the passes after the first with {later} pyramid level(s)")
         echo(f"{passes} network passes per pair (each registers the moving image warped so far{levels})")
+    elif cascade_levels is not None:
+        echo("note: --cascade-levels has no effect with one network pass per pair (see --cascade)")
     if refine:
         loaded.model.set_refinement(refine, refine_lr, levels=refine_levels)
     out = Path(out)
@@ -319,8 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "far and composing (PASSES times the network's time; default the checkpoint's cascade_passes, "
                              "else 1)")
     parser.add_argument("--cascade-levels", type=int, default=None, metavar="N",
-                        help="pyramid levels of every pass after the first (fewer: cheaper passes; default the "
-                             "checkpoint's cascade_levels, else its pyramid_levels)")
+                        help="pyramid levels of every pass after the first, with --cascade above 1 (fewer than the "
+                             "checkpoint's pyramid_levels: cheaper passes; more: levels the network was not trained on; "
+                             "default the checkpoint's cascade_levels, else its pyramid_levels)")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                         help="instance optimisation: refine the network's field of each pair with STEPS Adam steps on the "
                              "training objective (e.g. 50; 0 = off, the default); the time it takes is printed per pair")

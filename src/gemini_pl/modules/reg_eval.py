@@ -103,7 +103,9 @@ class RegistrationEvaluation:
             network's cost, before any refinement.
         cascade_levels [null]: pyramid levels of every pass after the first (null: ``pyramid_levels``);
             fewer levels make those passes cheaper (each level dropped saves the coarsest deformer
-            call), the first pass keeping the full capture range.
+            call), the first pass keeping the full capture range; more run levels the network was
+            not trained on. Evaluation only: ``train_cascade_passes`` trains every pass on
+            ``pyramid_levels``.
     """
 
     result_units = {"dice": "%", "dice_unwarped": "%", "folding": "%", "sdlogj": "", "hd95": "mm", "hd95_vox": "voxels"}
