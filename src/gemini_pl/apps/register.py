@@ -243,7 +243,7 @@ def register_files(ckpt: str | Path, fixed: str | Path, moving: str | Path, out:
     passes = loaded.model.cascade()
     if passes > 1:
         later = loaded.model.later_levels()
-        levels = "" if later == int(loaded.model.hparams.get("pyramid_levels", 1)) else (
+        levels = "" if later == loaded.model.first_levels() else (
             f"; the passes after the first with {later} pyramid level(s)")
         echo(f"{passes} network passes per pair (each registers the moving image warped so far{levels})")
     elif cascade_levels is not None:

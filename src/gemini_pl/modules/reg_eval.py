@@ -124,7 +124,7 @@ class RegistrationEvaluation:
         (:func:`~gemini_pl.spatial.pyramid.coarse_to_fine`); ``levels`` overrides that count.
         ``f_fixed`` may also be the fixed features' levels (:func:`~gemini_pl.spatial.pyramid.feature_pyramid`,
         finest first, at least ``levels`` of them)."""
-        levels = int(self.hparams.get("pyramid_levels", 1)) if levels is None else int(levels)
+        levels = self.first_levels() if levels is None else int(levels)
         if levels == 1:
             f_fixed = f_fixed if torch.is_tensor(f_fixed) else f_fixed[0]
             return self.net.flows_both_ways(f_moving, f_fixed) if both_ways else (self.net.flow(f_moving, f_fixed),)
@@ -193,10 +193,15 @@ class RegistrationEvaluation:
         if levels is not None:
             self.hparams.update(cascade_levels=int(levels))
 
+    def first_levels(self) -> int:
+        """Pyramid levels of the deformer (of the first pass): the hyper-parameter ``pyramid_levels``,
+        else 1 (modules without it, older checkpoints)."""
+        return int(self.hparams.get("pyramid_levels", 1))
+
     def later_levels(self) -> int:
-        """Pyramid levels of the passes after the first: ``cascade_levels``, else ``pyramid_levels``."""
+        """Pyramid levels of the passes after the first: ``cascade_levels``, else :meth:`first_levels`."""
         levels = self.hparams.get("cascade_levels")
-        return int(self.hparams.get("pyramid_levels", 1) if levels is None else levels)
+        return self.first_levels() if levels is None else int(levels)
 
     def register(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """φ for whole images, by sliding windows when they exceed ``roi_size``; with the
@@ -205,7 +210,7 @@ class RegistrationEvaluation:
         for this pair (:func:`~gemini_pl.refinement.refine_flow`)."""
         hp = self.hparams
         roi = getattr(self, "roi_size", None)
-        first, later = int(hp.get("pyramid_levels", 1)), self.later_levels()
+        first, later = self.first_levels(), self.later_levels()
 
         def one_pass(m: torch.Tensor, levels: int) -> torch.Tensor:
             return register_windows(functools.partial(self.flow, levels=levels), m, fixed, roi,
